@@ -1,0 +1,1 @@
+"""Policies and learners (arrive with the closed-loop issue)."""

@@ -1,0 +1,303 @@
+"""The batched env: N copies of one task stepped together, torch tensors in and out.
+
+Tasks fill in the Isaac Lab direct-workflow hooks (`_get_observations`,
+`_get_rewards`, `_get_dones`, `_reset_idx`, optionally `_apply_action`) over the
+`sim` protocol; this class owns everything else: action checks, action repeat,
+time limits, same-step autoreset with the true final observation, divergence
+handling, seeding and episode statistics.
+
+Contract of `step` (the Isaac Lab / Stable-Baselines3 convention, except that
+the final observation is kept):
+- `obs[i]` is the first observation of a new episode where `done[i]`;
+- `info["final_obs"][i]` is the last observation of the finished episode there;
+- `truncated` means the time limit (or a diverged world), never a task failure.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from sim import BACKENDS, make_sim
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+@dataclass(kw_only=True)
+class EnvCfg:
+    """Configuration shared by every task; tasks subclass it with their own fields."""
+
+    # batch and execution
+    num_envs: int = 1
+    """Number of parallel environments N."""
+    seed: int = 0
+    """Seed of the reset distribution and of any other task randomness."""
+    device: str = "cpu"
+    """Torch device of the tensors `reset` and `step` return."""
+    backend: str = "mujoco"
+    """Physics backend (see `sim.BACKENDS`)."""
+    nthread: int = 0
+    """Physics worker threads; 0 uses every CPU."""
+    # timing
+    substeps: int = 1
+    """Physics steps per control step (control timestep / physics timestep)."""
+    action_repeat: int = 1
+    """Control steps per agent step, the action held; rewards are summed."""
+    episode_length: int = 1000
+    """Control steps before truncation (time limit / control timestep)."""
+    # rendering
+    render_width: int = 64
+    """Width of `render()` frames [px]."""
+    render_height: int = 64
+    """Height of `render()` frames [px]."""
+    render_camera: int | str = 0
+    """MJCF camera (index or name) that `render()` uses."""
+
+
+class BatchedEnv(ABC):
+    """Base class of every batched task. See the module docstring for the contract."""
+
+    cfg: EnvCfg
+    model_file: str  # MJCF file under envs/assets
+    name: str = "env"  # registry name, set by `envs.make`
+
+    def __init__(self, cfg: EnvCfg):
+        _check_cfg(cfg)
+        self.cfg = cfg
+        self.num_envs = cfg.num_envs
+        self.device = torch.device(cfg.device)
+        self.sim = make_sim(
+            cfg.backend,
+            str(ASSETS / self.model_file),
+            cfg.num_envs,
+            substeps=cfg.substeps,
+            nthread=cfg.nthread,
+        )
+        self._rng = torch.Generator().manual_seed(cfg.seed)
+        n = cfg.num_envs
+        self.episode_length_buf = torch.zeros(n, dtype=torch.long)
+        self._episode_return = torch.zeros(n, dtype=torch.float64)
+        self.num_diverged = 0  # worlds reset because their physics diverged
+        lo, hi = self.sim.ctrl_range.unbind(-1)
+        # [-1, 1] -> [lo, hi]; exact identity when the range is already [-1, 1]
+        self._ctrl_scale = torch.where(torch.isfinite(hi - lo), (hi - lo) / 2, 1.0)
+        self._ctrl_offset = torch.where(torch.isfinite(hi + lo), (hi + lo) / 2, 0.0)
+        self.action_dim = self.sim.nu
+        self.actions = torch.zeros(n, self.action_dim, dtype=torch.float64)
+        self._obs = self.reset_all()
+        self.observation_space = gym.spaces.Box(
+            -np.inf, np.inf, shape=(self._obs.shape[1],), dtype=np.float32
+        )
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(self.action_dim,), dtype=np.float32)
+
+    # ----------------------------------------------------------- task hooks
+    @abstractmethod
+    def _get_observations(self) -> torch.Tensor:
+        """Observations of every env at the current state, float32 `[N, obs_dim]`."""
+
+    @abstractmethod
+    def _get_rewards(self) -> torch.Tensor:
+        """Reward of the control step just taken, `[N]`."""
+
+    def _get_dones(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(terminated, time_out) bool `[N]`; tasks without terminal states keep this."""
+        time_out = self.episode_length_buf >= self.cfg.episode_length
+        return torch.zeros_like(time_out), time_out
+
+    def _reset_idx(self, env_ids: torch.Tensor) -> None:
+        """Start new episodes in `env_ids`; tasks extend this to sample initial states."""
+        self.sim.reset_worlds(env_ids)
+        self.episode_length_buf[env_ids] = 0
+        self._episode_return[env_ids] = 0.0
+
+    def _apply_action(self, actions: torch.Tensor) -> None:
+        """Write actions in [-1, 1] to the actuators, scaled to their control range."""
+        self.sim.ctrl.copy_(actions * self._ctrl_scale + self._ctrl_offset)
+
+    # ------------------------------------------------------------ protocol
+    @property
+    def observation_dim(self) -> int:
+        return self.observation_space.shape[0]
+
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        """Start a new episode in every env; `seed` re-seeds the reset distribution."""
+        if seed is not None:
+            self._rng.manual_seed(seed)
+        self._obs = self.reset_all()
+        return self._obs.to(self.device)
+
+    def reset_all(self) -> torch.Tensor:
+        self._reset_idx(torch.arange(self.num_envs))
+        self.sim.forward()
+        return self._get_observations()
+
+    def step(
+        self, action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Advance every env by one agent step; see the module docstring."""
+        self.actions = self._check_action(action)
+        self._apply_action(self.actions)
+        n = self.num_envs
+        reward = torch.zeros(n, dtype=torch.float64)
+        terminated = torch.zeros(n, dtype=torch.bool)
+        truncated = torch.zeros(n, dtype=torch.bool)
+        diverged = torch.zeros(n, dtype=torch.bool)
+        snap_obs = snap_mask = None  # episodes that ended before the last repeat
+        for repeat in range(self.cfg.action_repeat):
+            div = self.sim.step()
+            self.episode_length_buf += 1
+            rew = self._get_rewards().to(torch.float64)
+            term, time_out = self._get_dones()
+            if div.any():  # never pass a diverged world's state on: end its episode
+                rew = rew.masked_fill(div, 0.0)
+                term, time_out = term & ~div, time_out | div
+            running = ~(terminated | truncated)
+            reward += rew.masked_fill(~running, 0.0)
+            ended = (term | time_out) & running
+            diverged |= div & running
+            terminated |= term & running
+            truncated |= time_out & running
+            if repeat < self.cfg.action_repeat - 1 and ended.any():
+                if snap_obs is None:
+                    snap_obs = self._get_observations()
+                    snap_mask = ended.clone()
+                else:
+                    snap_obs[ended] = self._get_observations()[ended]
+                    snap_mask |= ended
+        obs = self._get_observations()
+        done = terminated | truncated
+        final_obs = obs if snap_obs is None else torch.where(snap_mask[:, None], snap_obs, obs)
+        if diverged.any():
+            self.num_diverged += int(diverged.sum())
+            final_obs = torch.where(diverged[:, None], self._obs, final_obs)
+        self._episode_return += reward
+        info: dict[str, Any] = {"diverged": diverged}
+        if done.any():
+            ids = done.nonzero().squeeze(-1)
+            info["episode_return"] = self._episode_return.clone()
+            info["episode_length"] = self.episode_length_buf.clone()
+            final_obs = final_obs.clone()
+            self._reset_idx(ids)
+            self.sim.forward(ids)
+            obs = self._get_observations()
+        self._obs = obs
+        info["final_obs"] = final_obs
+        return self._out(obs, reward.float(), terminated, truncated, info)
+
+    def get_observations(self) -> torch.Tensor:
+        """The current observation of every env, float32 `[N, obs_dim]`."""
+        return self._obs.to(self.device)
+
+    def get_physics_state(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(qpos `[N, nq]`, qvel `[N, nv]`) float64 copies of every world's state."""
+        return self.sim.qpos.clone().to(self.device), self.sim.qvel.clone().to(self.device)
+
+    def set_physics_state(
+        self, qpos: torch.Tensor, qvel: torch.Tensor, env_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Overwrite the physics state of `env_ids` (all if None); returns the new observations."""
+        ids = (
+            torch.arange(self.num_envs)
+            if env_ids is None
+            else torch.as_tensor(env_ids).cpu().long()
+        )
+        qpos, qvel = torch.as_tensor(qpos).cpu(), torch.as_tensor(qvel).cpu()
+        for label, value, width in (("qpos", qpos, self.sim.nq), ("qvel", qvel, self.sim.nv)):
+            if tuple(value.shape) != (len(ids), width):
+                raise ValueError(
+                    f"{self.name}: {label} has shape {tuple(value.shape)}, expected "
+                    f"({len(ids)}, {width}) for {len(ids)} env ids"
+                )
+            if not torch.isfinite(value).all():
+                raise ValueError(f"{self.name}: {label} contains NaN or inf")
+        self.sim.set_state(qpos, qvel, ids)
+        self._obs = self._get_observations()
+        return self._obs.to(self.device)
+
+    def render(self, env_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """RGB frames uint8 `[n, H, W, 3]` of `env_ids` (all if None)."""
+        frames = self.sim.render(
+            env_ids,
+            width=self.cfg.render_width,
+            height=self.cfg.render_height,
+            camera=self.cfg.render_camera,
+            scene_hook=self._scene_hook,
+        )
+        return frames.to(self.device)
+
+    _scene_hook = None  # tasks may set a (model, data, world) -> None callback
+
+    def close(self) -> None:
+        self.sim.close()
+
+    # ------------------------------------------------------------- helpers
+    def _check_action(self, action: torch.Tensor) -> torch.Tensor:
+        expected = (self.num_envs, self.action_dim)
+        if isinstance(action, np.ndarray):
+            action = torch.from_numpy(action)
+        if not isinstance(action, torch.Tensor):
+            raise ValueError(
+                f"{self.name}: action must be a torch.Tensor of shape {expected}, "
+                f"got {type(action).__name__}"
+            )
+        if tuple(action.shape) != expected:
+            raise ValueError(
+                f"{self.name}: action has shape {tuple(action.shape)}, expected "
+                f"{expected} (num_envs, action_dim)"
+            )
+        if not action.dtype.is_floating_point:
+            raise ValueError(
+                f"{self.name}: action dtype is {action.dtype}, expected a floating point "
+                f"tensor (float32) of shape {expected}"
+            )
+        action = action.detach().to("cpu", torch.float64)
+        finite = torch.isfinite(action).all(-1)
+        if not finite.all():
+            rows = (~finite).nonzero().squeeze(-1)[:8].tolist()
+            raise ValueError(
+                f"{self.name}: action contains NaN or inf in env rows {rows} "
+                f"(expected finite values in [-1, 1], shape {expected})"
+            )
+        return action.clamp(-1.0, 1.0)
+
+    def _out(self, obs, reward, terminated, truncated, info):
+        if self.device.type == "cpu":
+            return obs, reward, terminated, truncated, info
+        move = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in info.items()}
+        return (
+            obs.to(self.device),
+            reward.to(self.device),
+            terminated.to(self.device),
+            truncated.to(self.device),
+            move,
+        )
+
+    def uniform(self, low: float | torch.Tensor, high: float | torch.Tensor, size) -> torch.Tensor:
+        """float64 samples in [low, high) from the env's generator."""
+        return low + (high - low) * torch.rand(size, generator=self._rng, dtype=torch.float64)
+
+    def normal(self, size) -> torch.Tensor:
+        """float64 standard normal samples from the env's generator."""
+        return torch.randn(size, generator=self._rng, dtype=torch.float64)
+
+
+def _check_cfg(cfg: EnvCfg) -> None:
+    if cfg.backend not in BACKENDS:
+        raise ValueError(f"unknown backend {cfg.backend!r}; valid backends: {', '.join(BACKENDS)}")
+    for field in ("num_envs", "substeps", "action_repeat", "episode_length"):
+        value = getattr(cfg, field)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{field} must be a positive integer, got {value!r}")
+    if cfg.episode_length % cfg.action_repeat:
+        raise ValueError(
+            f"episode_length ({cfg.episode_length}) must be a multiple of action_repeat "
+            f"({cfg.action_repeat}) so that every episode has whole agent steps"
+        )
+    if not isinstance(cfg.seed, int):
+        raise ValueError(f"seed must be an integer, got {cfg.seed!r}")

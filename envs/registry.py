@@ -1,0 +1,71 @@
+"""Task registry: `make(name, num_envs=..., backend=..., seed=..., **cfg)`."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from envs.base import BatchedEnv, EnvCfg
+from sim import BACKENDS
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    env_cls: type[BatchedEnv]
+    cfg_cls: type[EnvCfg]
+    defaults: dict[str, Any] = field(default_factory=dict)  # cfg values that define the task
+    gym_id: str | None = None  # Gymnasium id, registered when `envs` is imported
+
+
+_TASKS: dict[str, TaskSpec] = {}
+
+
+def register(
+    name: str,
+    env_cls: type[BatchedEnv],
+    cfg_cls: type[EnvCfg],
+    gym_id: str | None = None,
+    **defaults: Any,
+) -> None:
+    if name in _TASKS:
+        raise ValueError(f"task {name!r} is already registered")
+    _TASKS[name] = TaskSpec(name, env_cls, cfg_cls, dict(defaults), gym_id)
+
+
+def list_tasks() -> list[str]:
+    """Names accepted by `make`, sorted."""
+    return sorted(_TASKS)
+
+
+def spec(name: str) -> TaskSpec:
+    if name not in _TASKS:
+        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(list_tasks())}")
+    return _TASKS[name]
+
+
+def make_cfg(name: str, **overrides: Any) -> EnvCfg:
+    """The task's config with `overrides` applied (unknown fields are an error)."""
+    task = spec(name)
+    valid = {f.name for f in dataclasses.fields(task.cfg_cls)}
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise ValueError(
+            f"{name}: unknown config field(s) {', '.join(unknown)}; valid fields: "
+            f"{', '.join(sorted(valid))}"
+        )
+    return task.cfg_cls(**{**task.defaults, **overrides})
+
+
+def make(
+    name: str, num_envs: int = 1, backend: str = "mujoco", seed: int = 0, **cfg: Any
+) -> BatchedEnv:
+    """Build `num_envs` parallel copies of task `name` on `backend`."""
+    task = spec(name)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+    env = task.env_cls.__new__(task.env_cls)
+    env.name = name
+    env.__init__(make_cfg(name, num_envs=num_envs, backend=backend, seed=seed, **cfg))
+    return env

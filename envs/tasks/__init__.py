@@ -1,0 +1,14 @@
+"""The task suite. Every task registered here gets a Gymnasium id too."""
+
+from envs.registry import register
+from envs.tasks.cartpole import CartpoleCfg, CartpoleEnv
+
+
+def register_all() -> None:
+    for name, gym_id, swing_up, sparse in (
+        ("cartpole_balance", "wam/CartpoleBalance-v0", False, False),
+        ("cartpole_balance_sparse", "wam/CartpoleBalanceSparse-v0", False, True),
+        ("cartpole_swingup", "wam/CartpoleSwingup-v0", True, False),
+        ("cartpole_swingup_sparse", "wam/CartpoleSwingupSparse-v0", True, True),
+    ):
+        register(name, CartpoleEnv, CartpoleCfg, gym_id, swing_up=swing_up, sparse=sparse)

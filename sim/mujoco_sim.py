@@ -1,0 +1,243 @@
+"""MuJoCo CPU backend: N worlds of one MJCF model on a persistent thread pool.
+
+Built on `mujoco.batch.Batch` (MuJoCo >= 3.17): every world is one row of
+mjSTATE_INTEGRATION (time, qpos, qvel, act, warm-start, ctrl, ...), stepped on a
+thread pool that lives as long as the sim, with results bit-identical to a loop
+of `mj_step` over one MjData per world. Because the warm-start is part of the
+row, a world here follows exactly the trajectory of a single dm_control
+`Physics` from the same state under the same controls.
+
+State and derived fields are numpy arrays owned by the batch; the tensors this
+class hands out are zero-copy views of them (`torch.from_numpy`). After each
+`step` the position- and velocity-dependent fields (`xpos`, `xmat`,
+`geom_xpos`, sensors) are computed at the *new* state, as dm_control's legacy
+step does with its trailing `mj_step1`, so tasks read body frames directly.
+
+Rendering uses `mujoco.Renderer`, which needs an offscreen OpenGL context:
+`MUJOCO_GL=egl` (Debian packages `libegl1 libegl-mesa0 libgl1-mesa-dri`, a
+software rasterizer is enough) or `MUJOCO_GL=osmesa` (`libosmesa6`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+
+if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+    # Headless Linux: choose EGL before mujoco picks a GL backend at import time.
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from mujoco import batch as mjbatch  # noqa: E402
+
+from sim.base import BatchedSim  # noqa: E402
+
+# Engine warnings that mean the engine found a non-finite or huge value and reset
+# the world to its default state in the middle of a step.
+_DIVERGENCE_WARNINGS = [
+    int(mujoco.mjtWarning.mjWARN_BADQPOS),
+    int(mujoco.mjtWarning.mjWARN_BADQVEL),
+    int(mujoco.mjtWarning.mjWARN_BADQACC),
+]
+_STAGE_VEL = int(mujoco.mjtStage.mjSTAGE_VEL)
+_STAGE_NONE = int(mujoco.mjtStage.mjSTAGE_NONE)
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    """Zero-copy tensor over a batch-owned array (read-only outputs included)."""
+    view = array.view()
+    view.flags.writeable = True  # the batch refreshes outputs; callers only read them
+    return torch.from_numpy(view)
+
+
+def load_model(xml: str | os.PathLike) -> mujoco.MjModel:
+    """Compile an MJCF file, or an MJCF string, into an MjModel."""
+    text = str(xml)
+    if text.lstrip().startswith("<"):
+        return mujoco.MjModel.from_xml_string(text)
+    return mujoco.MjModel.from_xml_path(text)
+
+
+class MujocoSim(BatchedSim):
+    """N worlds of one MjModel, stepped together on `nthread` threads.
+
+    Args:
+        model: the compiled model, shared by every world until a field is made
+            per-world with `model_field`.
+        num_worlds: N.
+        substeps: physics steps per `step` call (dm_control's `n_sub_steps`).
+        nthread: worker threads; 0 uses every CPU.
+        derived: MjData fields the tasks read after each step (bound once, then
+            refreshed by the batch after every call).
+    """
+
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        num_worlds: int,
+        *,
+        substeps: int = 1,
+        nthread: int = 0,
+        derived: Sequence[str] = ("xpos", "xmat", "geom_xpos"),
+    ):
+        if num_worlds < 1:
+            raise ValueError(f"num_worlds must be >= 1, got {num_worlds}")
+        if substeps < 1:
+            raise ValueError(f"substeps must be >= 1, got {substeps}")
+        self.model = model
+        self.num_worlds = num_worlds
+        self.substeps = substeps
+        self.nq, self.nv, self.nu = model.nq, model.nv, model.nu
+        self.timestep = float(model.opt.timestep)
+        self._batch = mjbatch.Batch(model, num_worlds, nthread=nthread)
+        self._batch.reset(stage=_STAGE_VEL)
+        self.time = torch.from_numpy(self._batch.bind("time"))
+        self.qpos = torch.from_numpy(self._batch.bind("qpos"))
+        self.qvel = torch.from_numpy(self._batch.bind("qvel"))
+        self.ctrl = torch.from_numpy(self._batch.bind("ctrl"))
+        self._derived = {name: _tensor(self._batch.bind(name)) for name in derived}
+        self._state = self._batch.state  # [N, nstate] float64, every row a world
+        self._model_fields: dict[str, torch.Tensor] = {}
+        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._render_model: mujoco.MjModel | None = None
+        self._render_data: mujoco.MjData | None = None
+        self.nthread = self._batch.nthread
+
+    # ------------------------------------------------------------------ state
+    @property
+    def ctrl_range(self) -> torch.Tensor:
+        rng = np.array(self.model.actuator_ctrlrange, dtype=np.float64)
+        unlimited = ~np.asarray(self.model.actuator_ctrllimited, dtype=bool)
+        rng[unlimited] = (-np.inf, np.inf)
+        return torch.from_numpy(rng)
+
+    def data(self, name: str) -> torch.Tensor:
+        """A derived MjData field of every world, `[N, ...]`, current after `step`."""
+        if name not in self._derived:
+            self._derived[name] = _tensor(self._batch.bind(name))
+            self._batch.forward(stage=_STAGE_VEL)
+        return self._derived[name]
+
+    def model_field(self, name: str) -> torch.Tensor:
+        """Make an MjModel field per-world and return its live `[N, ...]` tensor.
+
+        Writes take effect at the next `step` or `forward` (e.g. `geom_pos`,
+        `body_mass`, `dof_damping`, `actuator_gear`; MjOption fields as
+        `opt.gravity`). Fields that `mj_setConst` derives from need `set_const()`.
+        """
+        if name not in self._model_fields:
+            self._model_fields[name] = torch.from_numpy(self._batch.expand(name))
+        return self._model_fields[name]
+
+    def set_const(self, env_ids: torch.Tensor | None = None) -> None:
+        """Recompute derived model constants after writing per-world fields."""
+        self._batch.set_const(_ids(env_ids))
+
+    def forward(self, env_ids: torch.Tensor | None = None) -> None:
+        """Recompute position- and velocity-dependent fields at the current state."""
+        self._batch.forward(_ids(env_ids), stage=_STAGE_VEL)
+
+    def step(self) -> torch.Tensor:
+        warn = self._batch.warning[:, _DIVERGENCE_WARNINGS, 1]
+        before = warn.sum(axis=1)
+        failed = np.zeros(self.num_worlds, dtype=bool)
+        try:
+            self._batch.step(nstep=self.substeps, stage=_STAGE_VEL)
+        except mjbatch.SimulationError as err:  # engine error in some worlds only
+            failed[err.ids] = True
+            logging.getLogger(__name__).warning("MuJoCo error: %s", err)
+        after = self._batch.warning[:, _DIVERGENCE_WARNINGS, 1].sum(axis=1)
+        diverged = (after != before) | failed | ~np.isfinite(self._state).all(axis=1)
+        return torch.from_numpy(diverged)
+
+    def reset_worlds(self, env_ids: torch.Tensor | None = None) -> None:
+        self._batch.reset(_ids(env_ids), stage=_STAGE_NONE)
+
+    def set_state(
+        self,
+        qpos: torch.Tensor,
+        qvel: torch.Tensor,
+        env_ids: torch.Tensor | None = None,
+        *,
+        forward: bool = True,
+    ) -> None:
+        ids = slice(None) if env_ids is None else env_ids.cpu()
+        self.qpos[ids] = qpos.to(self.qpos)
+        self.qvel[ids] = qvel.to(self.qvel)
+        if forward:
+            self.forward(env_ids)
+
+    # -------------------------------------------------------------- rendering
+    def render(
+        self,
+        env_ids: Sequence[int] | torch.Tensor | None = None,
+        *,
+        width: int = 64,
+        height: int = 64,
+        camera: int | str = 0,
+        scene_hook: Callable[[mujoco.MjModel, mujoco.MjData, int], None] | None = None,
+    ) -> torch.Tensor:
+        """RGB frames, uint8 `[n, height, width, 3]`, one MjData at a time.
+
+        `scene_hook(model, data, world)` may edit the render copy of the model
+        (colors, decorative geoms) before each frame.
+        """
+        ids = range(self.num_worlds) if env_ids is None else [int(i) for i in env_ids]
+        renderer = self._renderer(width, height)
+        model, data = self._render_model, self._render_data
+        frames = np.empty((len(ids), height, width, 3), dtype=np.uint8)
+        for k, world in enumerate(ids):
+            if self._model_fields:
+                self._batch.get_model(world, model)
+            self._batch.get_data(world, data)
+            mujoco.mj_forward(model, data)
+            if scene_hook is not None:
+                scene_hook(model, data, world)
+            renderer.update_scene(data, camera=camera)
+            renderer.render(out=frames[k])
+        return torch.from_numpy(frames)
+
+    def _renderer(self, width: int, height: int) -> mujoco.Renderer:
+        if self._render_model is None:
+            self._render_model = copy.copy(self.model)
+            self._render_data = mujoco.MjData(self._render_model)
+        key = (width, height)
+        if key not in self._renderers:
+            try:
+                self._renderers[key] = mujoco.Renderer(self._render_model, height, width)
+            except Exception as err:  # GL context creation fails in many distinct ways
+                raise RuntimeError(
+                    f"offscreen rendering is unavailable (MUJOCO_GL="
+                    f"{os.environ.get('MUJOCO_GL', 'unset')}): {err}. Install EGL "
+                    "(apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri) or OSMesa "
+                    "(libosmesa6 with MUJOCO_GL=osmesa)."
+                ) from err
+        return self._renderers[key]
+
+    def close(self) -> None:
+        for renderer in self._renderers.values():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                renderer.close()
+        self._renderers.clear()
+
+    def __del__(self):
+        # Contexts must be released before interpreter shutdown tears down EGL.
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - best effort during garbage collection
+            pass
+
+
+def _ids(env_ids: torch.Tensor | Sequence[int] | None) -> np.ndarray | None:
+    if env_ids is None:
+        return None
+    if isinstance(env_ids, torch.Tensor):
+        return env_ids.detach().cpu().numpy().astype(np.int64, copy=False)
+    return np.asarray(env_ids, dtype=np.int64)

@@ -1,0 +1,1 @@
+"""World models and ImaginedEnv (arrive with the world-model issue)."""
