@@ -91,6 +91,9 @@ class BatchedEnv(ABC):
         self.action_dim = self.sim.nu
         self.actions = torch.zeros(n, self.action_dim, dtype=torch.float64)
         self._obs = self.reset_all()
+        # the first reset() then repeats these initial states: make(seed=s).reset()
+        # equals reset(seed=s) on any env of the task
+        self._rng.manual_seed(cfg.seed)
         self.observation_space = gym.spaces.Box(
             -np.inf, np.inf, shape=(self._obs.shape[1],), dtype=np.float32
         )

@@ -20,11 +20,14 @@ software rasterizer is enough) or `MUJOCO_GL=osmesa` (`libosmesa6`).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import copy
 import logging
 import os
 import sys
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 
 if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
@@ -96,6 +99,7 @@ class MujocoSim(BatchedSim):
         self.nq, self.nv, self.nu = model.nq, model.nv, model.nu
         self.timestep = float(model.opt.timestep)
         self._batch = mjbatch.Batch(model, num_worlds, nthread=nthread)
+        self._diverged = np.zeros(num_worlds, dtype=bool)  # found outside `step`
         self._batch.reset(stage=_STAGE_VEL)
         self.time = torch.from_numpy(self._batch.bind("time"))
         self.qpos = torch.from_numpy(self._batch.bind("qpos"))
@@ -140,21 +144,29 @@ class MujocoSim(BatchedSim):
         self._batch.set_const(_ids(env_ids))
 
     def forward(self, env_ids: torch.Tensor | None = None) -> None:
-        """Recompute position- and velocity-dependent fields at the current state."""
-        self._batch.forward(_ids(env_ids), stage=_STAGE_VEL)
+        """Recompute position- and velocity-dependent fields at the current state.
+
+        A state the engine rejects here (huge or non-finite) is reset by it and
+        reported as diverged by the next `step`.
+        """
+        self._guarded(lambda: self._batch.forward(_ids(env_ids), stage=_STAGE_VEL))
 
     def step(self) -> torch.Tensor:
-        warn = self._batch.warning[:, _DIVERGENCE_WARNINGS, 1]
-        before = warn.sum(axis=1)
-        failed = np.zeros(self.num_worlds, dtype=bool)
+        self._guarded(lambda: self._batch.step(nstep=self.substeps, stage=_STAGE_VEL))
+        diverged = self._diverged | ~np.isfinite(self._state).all(axis=1)
+        self._diverged = np.zeros(self.num_worlds, dtype=bool)
+        return torch.from_numpy(diverged)
+
+    def _guarded(self, call) -> None:
+        """Run a batch call and record the worlds the engine reset or failed in it."""
+        before = self._batch.warning[:, _DIVERGENCE_WARNINGS, 1].sum(axis=1)
         try:
-            self._batch.step(nstep=self.substeps, stage=_STAGE_VEL)
+            call()
         except mjbatch.SimulationError as err:  # engine error in some worlds only
-            failed[err.ids] = True
+            self._diverged[err.ids] = True
             logging.getLogger(__name__).warning("MuJoCo error: %s", err)
         after = self._batch.warning[:, _DIVERGENCE_WARNINGS, 1].sum(axis=1)
-        diverged = (after != before) | failed | ~np.isfinite(self._state).all(axis=1)
-        return torch.from_numpy(diverged)
+        self._diverged |= after != before
 
     def reset_worlds(self, env_ids: torch.Tensor | None = None) -> None:
         self._batch.reset(_ids(env_ids), stage=_STAGE_NONE)
@@ -218,6 +230,7 @@ class MujocoSim(BatchedSim):
                     "(apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri) or OSMesa "
                     "(libosmesa6 with MUJOCO_GL=osmesa)."
                 ) from err
+        _RENDERING.add(self)
         return self._renderers[key]
 
     def close(self) -> None:
@@ -228,11 +241,19 @@ class MujocoSim(BatchedSim):
         self._renderers.clear()
 
     def __del__(self):
-        # Contexts must be released before interpreter shutdown tears down EGL.
-        try:
+        with contextlib.suppress(Exception):  # best effort during garbage collection
             self.close()
-        except Exception:  # noqa: BLE001 - best effort during garbage collection
-            pass
+
+
+# GL contexts must be released before interpreter shutdown tears EGL down.
+_RENDERING: weakref.WeakSet[MujocoSim] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_renderers() -> None:
+    for sim in list(_RENDERING):
+        with contextlib.suppress(Exception):
+            sim.close()
 
 
 def _ids(env_ids: torch.Tensor | Sequence[int] | None) -> np.ndarray | None:
