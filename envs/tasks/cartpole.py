@@ -75,9 +75,7 @@ class CartpoleEnv(BatchedEnv):
         cos, _ = self._pole_frame()
         if cfg.sparse:
             return tolerance(cart, cfg.cart_bounds) * tolerance(cos, cfg.cos_bounds)
-        return cartpole_dense_reward(
-            cart, cos, self.sim.qvel[:, 1], self.sim.ctrl[:, 0], cfg
-        )
+        return cartpole_dense_reward(cart, cos, self.sim.qvel[:, 1], self.sim.ctrl[:, 0], cfg)
 
     def _reset_idx(self, env_ids: torch.Tensor) -> None:
         super()._reset_idx(env_ids)
