@@ -1,8 +1,8 @@
 """Tasks over the `sim` protocol, the batched env base class, registry and adapters.
 
-    env = envs.make("cartpole_swingup", num_envs=1024, backend="mujoco", seed=0)
-    obs = env.reset()
-    obs, reward, terminated, truncated, info = env.step(action)
+env = envs.make("cartpole_swingup", num_envs=1024, backend="mujoco", seed=0)
+obs = env.reset()
+obs, reward, terminated, truncated, info = env.step(action)
 """
 
 from envs.base import BatchedEnv, EnvCfg

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 import torch
 
@@ -72,6 +73,7 @@ class BatchedEnv(ABC):
         self.cfg = cfg
         self.num_envs = cfg.num_envs
         self.device = torch.device(cfg.device)
+        self._ids: dict[tuple[str, str], int] = {}
         self.sim = make_sim(
             cfg.backend,
             str(ASSETS / self.model_file),
@@ -91,9 +93,9 @@ class BatchedEnv(ABC):
         self.action_dim = self.sim.nu
         self.actions = torch.zeros(n, self.action_dim, dtype=torch.float64)
         self._obs = self.reset_all()
-        # the first reset() then repeats these initial states: make(seed=s).reset()
-        # equals reset(seed=s) on any env of the task
-        self._rng.manual_seed(cfg.seed)
+        # until something changes them, these initial states are what reset() returns,
+        # so make(seed=s).reset() equals reset(seed=s) on any env of the task
+        self._fresh = True
         self.observation_space = gym.spaces.Box(
             -np.inf, np.inf, shape=(self._obs.shape[1],), dtype=np.float32
         )
@@ -123,6 +125,17 @@ class BatchedEnv(ABC):
         """Write actions in [-1, 1] to the actuators, scaled to their control range."""
         self.sim.ctrl.copy_(actions * self._ctrl_scale + self._ctrl_offset)
 
+    def object_id(self, kind: str, name: str) -> int:
+        """Index of a named MJCF object (`kind` as in mujoco.mjtObj: body, geom, joint)."""
+        key = (kind, name)
+        if key not in self._ids:
+            obj = getattr(mujoco.mjtObj, f"mjOBJ_{kind.upper()}")
+            index = mujoco.mj_name2id(self.sim.model, obj, name)
+            if index < 0:
+                raise ValueError(f"{self.model_file} has no {kind} named {name!r}")
+            self._ids[key] = index
+        return self._ids[key]
+
     # ------------------------------------------------------------ protocol
     @property
     def observation_dim(self) -> int:
@@ -132,6 +145,10 @@ class BatchedEnv(ABC):
         """Start a new episode in every env; `seed` re-seeds the reset distribution."""
         if seed is not None:
             self._rng.manual_seed(seed)
+        elif self._fresh:
+            self._fresh = False
+            return self._obs.to(self.device)
+        self._fresh = False
         self._obs = self.reset_all()
         return self._obs.to(self.device)
 
@@ -145,6 +162,7 @@ class BatchedEnv(ABC):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
         """Advance every env by one agent step; see the module docstring."""
         self.actions = self._check_action(action)
+        self._fresh = False
         self._apply_action(self.actions)
         n = self.num_envs
         reward = torch.zeros(n, dtype=torch.float64)
@@ -220,6 +238,7 @@ class BatchedEnv(ABC):
             if not torch.isfinite(value).all():
                 raise ValueError(f"{self.name}: {label} contains NaN or inf")
         self.sim.set_state(qpos, qvel, ids)
+        self._fresh = False
         self._obs = self._get_observations()
         return self._obs.to(self.device)
 

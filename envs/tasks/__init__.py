@@ -2,6 +2,8 @@
 
 from envs.registry import register
 from envs.tasks.cartpole import CartpoleCfg, CartpoleEnv
+from envs.tasks.pendulum import PendulumCfg, PendulumEnv
+from envs.tasks.reacher import ReacherCfg, ReacherEnv
 
 
 def register_all() -> None:
@@ -12,3 +14,6 @@ def register_all() -> None:
         ("cartpole_swingup_sparse", "wam/CartpoleSwingupSparse-v0", True, True),
     ):
         register(name, CartpoleEnv, CartpoleCfg, gym_id, swing_up=swing_up, sparse=sparse)
+    register("pendulum_swingup", PendulumEnv, PendulumCfg, "wam/PendulumSwingup-v0")
+    register("reacher_easy", ReacherEnv, ReacherCfg, "wam/ReacherEasy-v0", target_size=0.05)
+    register("reacher_hard", ReacherEnv, ReacherCfg, "wam/ReacherHard-v0", target_size=0.015)

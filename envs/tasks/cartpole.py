@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import mujoco
 import torch
 
 from envs.base import BatchedEnv, EnvCfg
@@ -50,18 +49,9 @@ class CartpoleEnv(BatchedEnv):
     cfg: CartpoleCfg
     model_file = "cartpole.xml"
 
-    def __init__(self, cfg: CartpoleCfg):
-        self._pole = None
-        super().__init__(cfg)
-
-    def _pole_id(self) -> int:
-        if self._pole is None:
-            self._pole = mujoco.mj_name2id(self.sim.model, mujoco.mjtObj.mjOBJ_BODY, "pole_1")
-        return self._pole
-
     def _pole_frame(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin) of the pole angle from its frame: xmat entries zz and xz."""
-        xmat = self.sim.data("xmat")[:, self._pole_id()]
+        xmat = self.sim.data("xmat")[:, self.object_id("body", "pole_1")]
         return xmat[:, 8], xmat[:, 2]
 
     def _get_observations(self) -> torch.Tensor:

@@ -23,6 +23,9 @@ DMC = {
     "cartpole_balance_sparse": ("cartpole", "balance_sparse"),
     "cartpole_swingup": ("cartpole", "swingup"),
     "cartpole_swingup_sparse": ("cartpole", "swingup_sparse"),
+    "pendulum_swingup": ("pendulum", "swingup"),
+    "reacher_easy": ("reacher", "easy"),
+    "reacher_hard": ("reacher", "hard"),
 }
 TASKS = [t for t in DMC if t in envs.list_tasks()]
 
@@ -33,7 +36,16 @@ def flat(observation) -> np.ndarray:
 
 
 def copy_task_state(name: str, env, k: int, dmc_env) -> None:
-    """Copy task state that is not physics state (none for these tasks)."""
+    """Copy task state that is not physics state: the reacher's target."""
+    if name.startswith("reacher"):
+        model = dmc_env.physics.named.model
+        assert (
+            env.sim.model_field("geom_size")[k, env.object_id("geom", "target"), 0]
+            == (model.geom_size["target", 0])
+        )
+        env.set_target(
+            torch.from_numpy(model.geom_pos["target", :2][None].copy()), torch.tensor([k])
+        )
 
 
 @pytest.mark.parametrize("name", TASKS)
@@ -49,8 +61,9 @@ def test_trajectories_match_dm_control(name):
     qpos = torch.tensor(np.stack([e.physics.data.qpos for e in dmc_envs]))
     qvel = torch.tensor(np.stack([e.physics.data.qvel for e in dmc_envs]))
     obs = env.set_physics_state(qpos, qvel)
-    np.testing.assert_allclose(obs.numpy(), np.stack([flat(t.observation) for t in first]),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        obs.numpy(), np.stack([flat(t.observation) for t in first]), rtol=1e-6, atol=1e-6
+    )
     rng = np.random.default_rng(0)
     steps = dmc_envs[0]._step_limit
     assert steps == env.cfg.episode_length == 1000
@@ -60,10 +73,20 @@ def test_trajectories_match_dm_control(name):
         obs, reward, terminated, truncated, info = env.step(torch.tensor(action))
         ref_obs = np.stack([flat(r.observation) for r in ref])
         ours = info["final_obs"] if ref[0].last() else obs
-        np.testing.assert_allclose(ours.numpy(), ref_obs, rtol=1e-5, atol=1e-5,
-                                   err_msg=f"{name} observation at step {t + 1}")
-        np.testing.assert_allclose(reward.numpy(), [r.reward for r in ref], rtol=1e-5,
-                                   atol=1e-6, err_msg=f"{name} reward at step {t + 1}")
+        np.testing.assert_allclose(
+            ours.numpy(),
+            ref_obs,
+            rtol=1e-5,
+            atol=1e-5,
+            err_msg=f"{name} observation at step {t + 1}",
+        )
+        np.testing.assert_allclose(
+            reward.numpy(),
+            [r.reward for r in ref],
+            rtol=1e-5,
+            atol=1e-6,
+            err_msg=f"{name} reward at step {t + 1}",
+        )
         assert truncated.tolist() == [r.last() for r in ref], f"{name} step {t + 1}"
         assert not terminated.any()
 

@@ -1,0 +1,89 @@
+"""Reacher (easy and hard), equal to the Control Suite's.
+
+A planar two-link arm must touch a target sphere with its fingertip. Observation
+(6): joint angles, fingertip-to-target vector (x, y), joint velocities. Reward 1
+while the fingertip touches the target. Episodes are 1000 control steps of
+0.02 s; no terminal states. The target lives in the model (a world geom), moved
+per world, so renders show each world's own target.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from envs.base import BatchedEnv, EnvCfg
+
+
+@dataclass(kw_only=True)
+class ReacherCfg(EnvCfg):
+    target_size: float = 0.05
+    """Radius of the target sphere [m] (easy 0.05, hard 0.015)."""
+    target_distance: tuple[float, float] = (0.05, 0.20)
+    """Range of the target's uniform distance from the shoulder [m]."""
+
+
+class ReacherEnv(BatchedEnv):
+    cfg: ReacherCfg
+    model_file = "reacher.xml"
+
+    def _target(self) -> int:
+        return self.object_id("geom", "target")
+
+    def _to_target(self) -> torch.Tensor:
+        """Target minus fingertip position in the plane, `[N, 2]`."""
+        xpos = self.sim.data("geom_xpos")
+        return xpos[:, self._target(), :2] - xpos[:, self.object_id("geom", "finger"), :2]
+
+    def _get_observations(self) -> torch.Tensor:
+        qpos, qvel = self.sim.qpos, self.sim.qvel
+        return torch.cat((qpos, self._to_target(), qvel), dim=-1).float()
+
+    def _get_rewards(self) -> torch.Tensor:
+        size = self.sim.model_field("geom_size")
+        radii = size[:, self._target(), 0] + size[:, self.object_id("geom", "finger"), 0]
+        return reacher_reward(self._to_target(), radii)
+
+    def _reset_idx(self, env_ids: torch.Tensor) -> None:
+        super()._reset_idx(env_ids)
+        n = len(env_ids)
+        self.sim.model_field("geom_size")[env_ids, self._target(), 0] = self.cfg.target_size
+        wrist = self.object_id("joint", "wrist")
+        low, high = (float(v) for v in self.sim.model.jnt_range[wrist])
+        qpos = torch.stack((self.uniform(-math.pi, math.pi, n), self.uniform(low, high, n)), dim=-1)
+        angle = self.uniform(0.0, 2 * math.pi, n)
+        distance = self.uniform(*self.cfg.target_distance, n)
+        self._write_target(
+            torch.stack((distance * torch.sin(angle), distance * torch.cos(angle)), -1), env_ids
+        )
+        self.sim.set_state(qpos, torch.zeros(n, 2, dtype=torch.float64), env_ids, forward=False)
+
+    def _write_target(self, xy: torch.Tensor, env_ids: torch.Tensor) -> None:
+        self.sim.model_field("geom_pos")[env_ids, self._target(), :2] = xy.to(torch.float64)
+
+    def target_position(self) -> torch.Tensor:
+        """Target (x, y) of every world [m], float64 `[N, 2]`."""
+        return self.sim.model_field("geom_pos")[:, self._target(), :2].clone()
+
+    def set_target(self, xy: torch.Tensor, env_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Move the targets of `env_ids` (all if None) to `xy` `[n, 2]`; returns observations."""
+        ids = torch.arange(self.num_envs) if env_ids is None else torch.as_tensor(env_ids)
+        xy = torch.as_tensor(xy, dtype=torch.float64).cpu()
+        if xy.shape != (len(ids), 2):
+            raise ValueError(
+                f"{self.name}: target has shape {tuple(xy.shape)}, expected ({len(ids)}, 2)"
+            )
+        self._write_target(xy, ids)
+        self._fresh = False
+        self.sim.forward(ids)
+        self._obs = self._get_observations()
+        return self._obs.to(self.device)
+
+
+def reacher_reward(to_target: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+    """1 while the fingertip sphere overlaps the target sphere (centre distance <= radii)."""
+    distance = torch.linalg.vector_norm(to_target, dim=-1)
+    inside = distance <= radii
+    return inside.to(distance.dtype)

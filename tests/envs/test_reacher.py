@@ -1,0 +1,48 @@
+"""Reacher: the reward fires exactly when the fingertip touches the target, and
+each world's target is its own, in the physics and in the pictures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import envs
+
+
+def test_reward_is_one_exactly_inside_the_target():
+    env = envs.make("reacher_hard", num_envs=3, seed=0)
+    env.set_physics_state(torch.zeros(3, 2), torch.zeros(3, 2))  # arm straight along +x
+    tip = 0.24  # shoulder-to-fingertip length [m]
+    reach = 0.015 + 0.01  # target radius + fingertip radius [m]
+    # centre distances: just inside, just outside, far away
+    obs = env.set_target(
+        torch.tensor([[tip + reach - 1e-4, 0.0], [tip + reach + 1e-4, 0], [0, 0.2]])
+    )
+    torch.testing.assert_close(obs[:, 2], torch.tensor([reach - 1e-4, reach + 1e-4, -tip]))
+    _, reward, *_ = env.step(torch.zeros(3, 2))
+    assert reward.tolist() == [1.0, 0.0, 0.0]
+
+
+def test_targets_are_sampled_per_world_and_reset_with_the_episode():
+    env = envs.make("reacher_easy", num_envs=64, seed=0, episode_length=2)
+    first = env.target_position()
+    distance = first.norm(dim=-1)
+    assert ((distance >= 0.05) & (distance <= 0.20)).all()
+    assert first[:, 0].std() > 0.05 and first[:, 1].std() > 0.05  # spread around the arm
+    for _ in range(2):
+        env.step(torch.zeros(64, 2))
+    assert (env.target_position() - first).norm(dim=-1).min() > 0  # new episode, new target
+    with pytest.raises(ValueError, match=r"target has shape \(2,\), expected \(64, 2\)"):
+        env.set_target(torch.zeros(2))
+
+
+@pytest.mark.render
+def test_render_shows_each_worlds_target():
+    env = envs.make("reacher_easy", num_envs=2, seed=0, render_width=64, render_height=64)
+    env.set_target(torch.tensor([[0.15, 0.0], [-0.15, 0.0]]))
+    frames = env.render().float()
+    # the target is the reddest thing in the top-down view: its column says where it is
+    red = frames[..., 0] - frames[..., 1:].mean(-1)
+    cols = [(r > 60).float().sum(0).argmax().item() for r in red]
+    assert cols[0] > 40 and cols[1] < 24, cols
+    env.close()
