@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import mujoco
 import numpy as np
 import torch
 
@@ -67,6 +66,7 @@ class BatchedEnv(ABC):
     cfg: EnvCfg
     model_file: str  # MJCF file under envs/assets
     name: str = "env"  # registry name, set by `envs.make`
+    render_mode = "rgb_array"  # `render()` returns frames (read by the SB3 adapter)
 
     def __init__(self, cfg: EnvCfg):
         _check_cfg(cfg)
@@ -129,11 +129,7 @@ class BatchedEnv(ABC):
         """Index of a named MJCF object (`kind` as in mujoco.mjtObj: body, geom, joint)."""
         key = (kind, name)
         if key not in self._ids:
-            obj = getattr(mujoco.mjtObj, f"mjOBJ_{kind.upper()}")
-            index = mujoco.mj_name2id(self.sim.model, obj, name)
-            if index < 0:
-                raise ValueError(f"{self.model_file} has no {kind} named {name!r}")
-            self._ids[key] = index
+            self._ids[key] = self.sim.object_id(kind, name)
         return self._ids[key]
 
     # ------------------------------------------------------------ protocol

@@ -1,6 +1,15 @@
 """Physics backends behind one batched protocol (`sim.base.BatchedSim`)."""
 
-from sim.base import BatchedSim
+import os
+import sys
+
+if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+    # Headless Linux: offscreen rendering through EGL. Must be set before mujoco
+    # (and PyOpenGL) are first imported, which is why it lives here.
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+from sim.base import BatchedSim  # noqa: E402
 
 BACKENDS = ("mujoco",)
 

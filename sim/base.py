@@ -60,6 +60,10 @@ class BatchedSim(ABC):
         """A derived field of every world, `[N, ...]` (e.g. `xmat`, `geom_xpos`)."""
 
     @abstractmethod
+    def object_id(self, kind: str, name: str) -> int:
+        """Index of a named model object (`kind`: body, geom, joint, ...)."""
+
+    @abstractmethod
     def reset_worlds(self, env_ids: torch.Tensor | None = None) -> None:
         """Put the given worlds (all if None) back to the model's default state."""
 

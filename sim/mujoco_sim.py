@@ -25,21 +25,16 @@ import contextlib
 import copy
 import logging
 import os
-import sys
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
 
-if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
-    # Headless Linux: choose EGL before mujoco picks a GL backend at import time.
-    os.environ.setdefault("MUJOCO_GL", "egl")
+import mujoco
+import numpy as np
+import torch
+from mujoco import batch as mjbatch
 
-import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from mujoco import batch as mjbatch  # noqa: E402
-
-from sim.base import BatchedSim  # noqa: E402
+from sim.base import BatchedSim
 
 # Engine warnings that mean the engine found a non-finite or huge value and reset
 # the world to its default state in the middle of a step.
@@ -120,6 +115,16 @@ class MujocoSim(BatchedSim):
         unlimited = ~np.asarray(self.model.actuator_ctrllimited, dtype=bool)
         rng[unlimited] = (-np.inf, np.inf)
         return torch.from_numpy(rng)
+
+    def object_id(self, kind: str, name: str) -> int:
+        """Index of a named model object; `kind` as in mujoco.mjtObj (body, geom, joint)."""
+        obj = getattr(mujoco.mjtObj, f"mjOBJ_{kind.upper()}", None)
+        if obj is None:
+            raise ValueError(f"unknown object kind {kind!r}")
+        index = mujoco.mj_name2id(self.model, obj, name)
+        if index < 0:
+            raise ValueError(f"the model has no {kind} named {name!r}")
+        return index
 
     def data(self, name: str) -> torch.Tensor:
         """A derived MjData field of every world, `[N, ...]`, current after `step`."""
@@ -230,6 +235,9 @@ class MujocoSim(BatchedSim):
                     "(apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri) or OSMesa "
                     "(libosmesa6 with MUJOCO_GL=osmesa)."
                 ) from err
+        if not _RENDERING:
+            atexit.unregister(_close_renderers)
+            atexit.register(_close_renderers)
         _RENDERING.add(self)
         return self._renderers[key]
 
@@ -245,11 +253,12 @@ class MujocoSim(BatchedSim):
             self.close()
 
 
-# GL contexts must be released before interpreter shutdown tears EGL down.
+# GL contexts must be released before interpreter shutdown tears EGL down. mujoco's
+# GL module registers its own exit hook when the first context is made; ours is
+# registered after it (see `_renderer`), so it runs first.
 _RENDERING: weakref.WeakSet[MujocoSim] = weakref.WeakSet()
 
 
-@atexit.register
 def _close_renderers() -> None:
     for sim in list(_RENDERING):
         with contextlib.suppress(Exception):

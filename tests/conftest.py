@@ -1,7 +1,3 @@
-import os
-import sys
-
-# Headless rendering and quiet GLFW for every test process (set before mujoco loads).
-if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
-    os.environ.setdefault("MUJOCO_GL", "egl")
-os.environ.setdefault("PYOPENGL_PLATFORM", os.environ.get("MUJOCO_GL", "egl"))
+# Importing `sim` first selects headless rendering (MUJOCO_GL=egl) before any test
+# module imports mujoco or dm_control.
+import sim  # noqa: F401
