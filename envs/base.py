@@ -160,33 +160,21 @@ class BatchedEnv(ABC):
         self.actions = self._check_action(action)
         self._fresh = False
         self._apply_action(self.actions)
-        n = self.num_envs
-        reward = torch.zeros(n, dtype=torch.float64)
-        terminated = torch.zeros(n, dtype=torch.bool)
-        truncated = torch.zeros(n, dtype=torch.bool)
-        diverged = torch.zeros(n, dtype=torch.bool)
-        snap_obs = snap_mask = None  # episodes that ended before the last repeat
-        for repeat in range(self.cfg.action_repeat):
-            div = self.sim.step()
-            self.episode_length_buf += 1
-            rew = self._get_rewards().to(torch.float64)
-            term, time_out = self._get_dones()
-            if div.any():  # never pass a diverged world's state on: end its episode
-                rew = rew.masked_fill(div, 0.0)
-                term, time_out = term & ~div, time_out | div
-            running = ~(terminated | truncated)
-            reward += rew.masked_fill(~running, 0.0)
-            ended = (term | time_out) & running
-            diverged |= div & running
-            terminated |= term & running
-            truncated |= time_out & running
-            if repeat < self.cfg.action_repeat - 1 and ended.any():
+        reward, terminated, truncated, diverged = self._control_step()
+        snap_obs = snap_mask = None  # last observations of episodes that ended mid-repeat
+        for _ in range(1, self.cfg.action_repeat):
+            ended = terminated | truncated
+            if ended.any():
                 if snap_obs is None:
-                    snap_obs = self._get_observations()
-                    snap_mask = ended.clone()
-                else:
-                    snap_obs[ended] = self._get_observations()[ended]
-                    snap_mask |= ended
+                    snap_obs, snap_mask = self._get_observations(), ended.clone()
+                elif (new := ended & ~snap_mask).any():
+                    snap_obs[new] = self._get_observations()[new]
+                    snap_mask |= new
+            rew, term, time_out, div = self._control_step()
+            reward += rew.masked_fill(ended, 0.0)  # an ended episode earns nothing more
+            diverged |= div & ~ended
+            terminated |= term & ~ended
+            truncated |= time_out & ~ended
         obs = self._get_observations()
         done = terminated | truncated
         final_obs = obs if snap_obs is None else torch.where(snap_mask[:, None], snap_obs, obs)
@@ -206,6 +194,17 @@ class BatchedEnv(ABC):
         self._obs = obs
         info["final_obs"] = final_obs
         return self._out(obs, reward.float(), terminated, truncated, info)
+
+    def _control_step(self) -> tuple[torch.Tensor, ...]:
+        """One control step: (reward float64, terminated, time_out, diverged), all `[N]`."""
+        diverged = self.sim.step()
+        self.episode_length_buf += 1
+        reward = self._get_rewards().to(torch.float64)
+        terminated, time_out = self._get_dones()
+        if diverged.any():  # never pass a diverged world's state on: end its episode
+            reward = reward.masked_fill(diverged, 0.0)
+            terminated, time_out = terminated & ~diverged, time_out | diverged
+        return reward, terminated, time_out, diverged
 
     def get_observations(self) -> torch.Tensor:
         """The current observation of every env, float32 `[N, obs_dim]`."""

@@ -71,8 +71,8 @@ class MujocoSim(BatchedSim):
         num_worlds: N.
         substeps: physics steps per `step` call (dm_control's `n_sub_steps`).
         nthread: worker threads; 0 uses every CPU.
-        derived: MjData fields the tasks read after each step (bound once, then
-            refreshed by the batch after every call).
+        derived: MjData fields to bind now (`data(name)` binds others on first use);
+            a bound field is copied out of the engine after every call.
     """
 
     def __init__(
@@ -82,7 +82,7 @@ class MujocoSim(BatchedSim):
         *,
         substeps: int = 1,
         nthread: int = 0,
-        derived: Sequence[str] = ("xpos", "xmat", "geom_xpos"),
+        derived: Sequence[str] = (),
     ):
         if num_worlds < 1:
             raise ValueError(f"num_worlds must be >= 1, got {num_worlds}")
@@ -101,7 +101,9 @@ class MujocoSim(BatchedSim):
         self.qvel = torch.from_numpy(self._batch.bind("qvel"))
         self.ctrl = torch.from_numpy(self._batch.bind("ctrl"))
         self._derived = {name: _tensor(self._batch.bind(name)) for name in derived}
-        self._state = self._batch.state  # [N, nstate] float64, every row a world
+        # qpos and qvel are adjacent in a state row: one view checks both for NaN/inf
+        start = mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_TIME)  # row: time, qpos, qvel
+        self._qpos_qvel = self._batch.state[:, start : start + self.nq + self.nv]
         self._model_fields: dict[str, torch.Tensor] = {}
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
         self._render_model: mujoco.MjModel | None = None
@@ -127,10 +129,15 @@ class MujocoSim(BatchedSim):
         return index
 
     def data(self, name: str) -> torch.Tensor:
-        """A derived MjData field of every world, `[N, ...]`, current after `step`."""
+        """A derived MjData field of every world, `[N, ...]`, current after `step`.
+
+        Only bound fields are computed at the new state after each step (an extra
+        position and velocity stage, 20-70% of a step's cost on small models), so a
+        task that needs no body frames pays nothing for them.
+        """
         if name not in self._derived:
             self._derived[name] = _tensor(self._batch.bind(name))
-            self._batch.forward(stage=_STAGE_VEL)
+            self.forward()  # fill it now; afterwards every call refreshes it
         return self._derived[name]
 
     def model_field(self, name: str) -> torch.Tensor:
@@ -151,14 +158,16 @@ class MujocoSim(BatchedSim):
     def forward(self, env_ids: torch.Tensor | None = None) -> None:
         """Recompute position- and velocity-dependent fields at the current state.
 
-        A state the engine rejects here (huge or non-finite) is reset by it and
-        reported as diverged by the next `step`.
+        A no-op while no derived field is bound. A state the engine rejects here
+        (huge or non-finite) is reset by it and reported as diverged by the next `step`.
         """
-        self._guarded(lambda: self._batch.forward(_ids(env_ids), stage=_STAGE_VEL))
+        if self._derived:
+            self._guarded(lambda: self._batch.forward(_ids(env_ids), stage=_STAGE_VEL))
 
     def step(self) -> torch.Tensor:
-        self._guarded(lambda: self._batch.step(nstep=self.substeps, stage=_STAGE_VEL))
-        diverged = self._diverged | ~np.isfinite(self._state).all(axis=1)
+        stage = _STAGE_VEL if self._derived else _STAGE_NONE
+        self._guarded(lambda: self._batch.step(nstep=self.substeps, stage=stage))
+        diverged = self._diverged | ~np.isfinite(self._qpos_qvel).all(axis=1)
         self._diverged = np.zeros(self.num_worlds, dtype=bool)
         return torch.from_numpy(diverged)
 

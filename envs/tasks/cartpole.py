@@ -50,9 +50,10 @@ class CartpoleEnv(BatchedEnv):
     model_file = "cartpole.xml"
 
     def _pole_frame(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cos, sin) of the pole angle from its frame: xmat entries zz and xz."""
-        xmat = self.sim.data("xmat")[:, self.object_id("body", "pole_1")]
-        return xmat[:, 8], xmat[:, 2]
+        """(cos, sin) of the pole angle: entries zz and xz of its frame, a rotation
+        about y by the hinge angle (computed from qpos, no kinematics pass needed)."""
+        angle = self.sim.qpos[:, 1]
+        return torch.cos(angle), torch.sin(angle)
 
     def _get_observations(self) -> torch.Tensor:
         cos, sin = self._pole_frame()

@@ -32,10 +32,34 @@ class ReacherEnv(BatchedEnv):
     def _target(self) -> int:
         return self.object_id("geom", "target")
 
+    def _links(self) -> torch.Tensor:
+        """Planar offsets `[3, 2]`: shoulder from the origin, wrist from the shoulder,
+        fingertip from the wrist, read once from the model (bodies are unrotated)."""
+        if not hasattr(self, "_link_xy"):
+            model = self.sim.model
+            arm, hand, finger = (self.object_id("body", b) for b in ("arm", "hand", "finger"))
+            tip = self.object_id("geom", "finger")
+            identity = [1.0, 0.0, 0.0, 0.0]
+            if any(model.body_quat[b].tolist() != identity for b in (arm, hand, finger)):
+                raise ValueError("reacher.xml: arm bodies must not be rotated")
+            offsets = [model.body_pos[arm], model.body_pos[hand],
+                       model.body_pos[finger] + model.geom_pos[tip]]  # fmt: skip
+            self._link_xy = torch.tensor([o[:2] for o in offsets], dtype=torch.float64)
+        return self._link_xy
+
     def _to_target(self) -> torch.Tensor:
-        """Target minus fingertip position in the plane, `[N, 2]`."""
-        xpos = self.sim.data("geom_xpos")
-        return xpos[:, self._target(), :2] - xpos[:, self.object_id("geom", "finger"), :2]
+        """Target minus fingertip position in the plane, `[N, 2]`.
+
+        Forward kinematics of the two hinges about z: tip = s + R(q0) (w + R(q1) f),
+        computed directly instead of by a kinematics pass after every step.
+        """
+        shoulder, wrist, finger = self._links()
+        q0, q1 = self.sim.qpos[:, 0:1], self.sim.qpos[:, 1:2]
+        c0, s0, c01, s01 = torch.cos(q0), torch.sin(q0), torch.cos(q0 + q1), torch.sin(q0 + q1)
+        tip_x = shoulder[0] + c0 * wrist[0] - s0 * wrist[1] + c01 * finger[0] - s01 * finger[1]
+        tip_y = shoulder[1] + s0 * wrist[0] + c0 * wrist[1] + s01 * finger[0] + c01 * finger[1]
+        target = self.sim.model_field("geom_pos")[:, self._target(), :2]  # a world-body geom
+        return target - torch.cat((tip_x, tip_y), dim=-1)
 
     def _get_observations(self) -> torch.Tensor:
         qpos, qvel = self.sim.qpos, self.sim.qvel

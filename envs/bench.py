@@ -1,0 +1,237 @@
+"""Env throughput beside its peers, measured in one process on one model and N.
+
+(a) our batched env: random actions, with observation, reward and autoreset;
+(b) raw MuJoCo: `mujoco.rollout` of the same MJCF, same N and threads, the same
+    physics steps per control step, no task logic at all (the ceiling);
+(c) Gymnasium's `SyncVectorEnv` of single envs of the same task (how a
+    Gymnasium user would parallelise without a batched simulator).
+Timings on a shared machine are noisy, so the result that matters is the ratio
+of peers measured in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import torch
+from mujoco import rollout
+
+import envs
+
+TARGET_RAW = 0.6  # a / b
+TARGET_SYNC = 25.0  # a / c
+
+
+@dataclass
+class BenchCfg:
+    """Steps/s of the batched env, raw MuJoCo and a Gymnasium SyncVectorEnv."""
+
+    task: str = "cartpole_swingup"
+    """Registered task to measure (see `envs.list_tasks()`)."""
+    num_envs: int = 1024
+    """Parallel worlds N of the batched env and of the raw rollout."""
+    steps: int = 400
+    """Timed steps per round of the batched env and the raw rollout."""
+    rounds: int = 3
+    """Interleaved rounds of every peer; the median round is reported (3 x 400 steps
+    of the env cross its 1000-step episode end, so autoresets are timed too)."""
+    warmup: int = 50
+    """Untimed steps before each measurement."""
+    sync_envs: int = 64
+    """Single envs inside the SyncVectorEnv peer."""
+    sync_steps: int = 60
+    """Timed steps per round of the SyncVectorEnv peer (it is slow; steps/s normalises)."""
+    seed: int = 0
+    """Seed of the envs and of the random actions."""
+    nthread: int = 0
+    """Physics threads for (a) and (b); 0 uses every CPU."""
+    json: Path | None = None
+    """Also write the results here as JSON (atomically)."""
+
+
+def _timed(step: Callable[[], None], steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return time.perf_counter() - start
+
+
+class BatchedPeer:
+    """(a) `envs.make(task, num_envs=N)`: observation, reward and autoreset included."""
+
+    def __init__(self, cfg: BenchCfg):
+        self.env = envs.make(cfg.task, num_envs=cfg.num_envs, seed=cfg.seed, nthread=cfg.nthread)
+        self.n, self.resets = cfg.num_envs, 0
+
+    def run(self, actions: np.ndarray) -> float:
+        """Step through `actions` `[T, N, nu]`; returns steps/s."""
+        batch = [torch.from_numpy(a) for a in actions.astype(np.float32)]
+        start = time.perf_counter()
+        for action in batch:
+            _, _, terminated, truncated, _ = self.env.step(action)
+            self.resets += int((terminated | truncated).sum())
+        return self.n * len(batch) / (time.perf_counter() - start)
+
+
+class RawPeer:
+    """(b) `mujoco.rollout` of the env's own model with its N, threads and substeps.
+
+    Each round starts from the env's current states and applies the env's actions, so
+    both do the same physics work. Two ways: one call for the whole round (no Python
+    in the loop) and one call per control step (what a closed loop must do).
+    """
+
+    def __init__(self, cfg: BenchCfg, env: envs.BatchedEnv):
+        self.env, model = env, env.sim.model
+        self.n, self.sub = cfg.num_envs, env.cfg.substeps
+        nthread = cfg.nthread or os.cpu_count() or 1
+        spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+        self.state0 = np.empty(mujoco.mj_stateSize(model, spec))
+        mujoco.mj_getState(model, mujoco.MjData(model), self.state0, spec)
+        self.datas = [mujoco.MjData(model) for _ in range(nthread)]
+        self.models = [model] * self.n
+        self.pool = rollout.Rollout(nthread=nthread)
+
+    def _initial_state(self) -> np.ndarray:
+        """Full-physics rows (time, qpos, qvel, ...) holding the env's current states."""
+        nq, nv = self.env.sim.nq, self.env.sim.nv
+        init = np.tile(self.state0, (self.n, 1))
+        init[:, 1 : 1 + nq] = self.env.sim.qpos.numpy()
+        init[:, 1 + nq : 1 + nq + nv] = self.env.sim.qvel.numpy()
+        return init
+
+    def _controls(self, actions: np.ndarray) -> np.ndarray:
+        """`[T, N, nu]` actions -> `[N, T * substeps, nu]` controls, each held `substeps`."""
+        return np.ascontiguousarray(np.repeat(actions.transpose(1, 0, 2), self.sub, axis=1))
+
+    def run_one_call(self, actions: np.ndarray) -> float:
+        init, control = self._initial_state(), self._controls(actions)
+        start = time.perf_counter()
+        self.pool.rollout(self.models, self.datas, init, control)
+        return self.n * len(actions) / (time.perf_counter() - start)
+
+    def run_per_step(self, actions: np.ndarray) -> float:
+        state = self._initial_state()
+        controls = [self._controls(a[None]) for a in actions]
+        out = np.empty((self.n, self.sub, state.shape[1]))
+        start = time.perf_counter()
+        for control in controls:
+            self.pool.rollout(self.models, self.datas, state, control, state=out,
+                              nstep=self.sub, skip_checks=True)  # fmt: skip
+            state[:] = out[:, -1]
+        return self.n * len(actions) / (time.perf_counter() - start)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class SyncPeer:
+    """(c) `gymnasium.vector.SyncVectorEnv` over single envs of the task."""
+
+    def __init__(self, cfg: BenchCfg):
+        gym_id = envs.spec(cfg.task).gym_id
+        self.vec = gym.vector.SyncVectorEnv(
+            [lambda: gym.make(gym_id) for _ in range(cfg.sync_envs)],
+            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+        )
+        self.vec.reset(seed=cfg.seed)
+        self.vec.action_space.seed(cfg.seed)
+
+    def run(self, steps: int) -> float:
+        step = lambda: self.vec.step(self.vec.action_space.sample())  # noqa: E731
+        return self.vec.num_envs * steps / _timed(step, steps)
+
+
+def run_bench(cfg: BenchCfg) -> dict:
+    """Measure (a), (b), (c), print a table with the ratios, optionally write JSON."""
+    envs.spec(cfg.task)  # unknown task: error listing the valid ones, before any work
+    threads = cfg.nthread or os.cpu_count()
+    print(f"bench {cfg.task}: N={cfg.num_envs}, threads={threads}, {cfg.rounds} interleaved")
+    print(f"  rounds of {cfg.steps} steps (sync peer: {cfg.sync_steps}); median round shown")
+    batched_peer = BatchedPeer(cfg)
+    raw_peer = RawPeer(cfg, batched_peer.env)
+    sync_peer = SyncPeer(cfg)
+    rng = np.random.default_rng(cfg.seed)
+    nu = batched_peer.env.action_dim
+    rounds: dict[str, list[float]] = {"a": [], "b1": [], "bs": [], "c": []}
+    for r in range(cfg.rounds + 1):  # round 0 is an untimed warm-up
+        actions = rng.uniform(-1, 1, (cfg.warmup if r == 0 else cfg.steps, cfg.num_envs, nu))
+        # the raw peers start from the env's states and replay its actions
+        timings = {
+            "b1": raw_peer.run_one_call(actions),
+            "bs": raw_peer.run_per_step(actions),
+            "a": batched_peer.run(actions),
+            "c": sync_peer.run(min(cfg.warmup, 5) if r == 0 else cfg.sync_steps),
+        }
+        for key, value in timings.items():
+            if r > 0:
+                rounds[key].append(value)
+    batched, resets = float(np.median(rounds["a"])), batched_peer.resets
+    raw = {"one_call": float(np.median(rounds["b1"])), "per_step": float(np.median(rounds["bs"]))}
+    sync = float(np.median(rounds["c"]))
+    best_raw = max(raw.values())
+    batched_peer.env.close()
+    raw_peer.close()
+    sync_peer.vec.close()
+    result = {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        "steps_per_s": {
+            "batched_env": batched,
+            "raw_rollout": best_raw,
+            "raw_rollout_one_call": raw["one_call"],
+            "raw_rollout_per_step": raw["per_step"],
+            "sync_vector_env": sync,
+        },
+        "rounds_steps_per_s": rounds,
+        "episode_resets": resets,
+        "ratios": {
+            "batched_over_raw": batched / best_raw,
+            "batched_over_raw_per_step": batched / raw["per_step"],
+            "batched_over_sync": batched / sync,
+        },
+        "targets": {"batched_over_raw": TARGET_RAW, "batched_over_sync": TARGET_SYNC},
+    }
+    rows = [
+        ("(a) batched env (obs, reward, autoreset)", batched),
+        ("(b) raw mujoco.rollout, one call", raw["one_call"]),
+        ("(b) raw mujoco.rollout, call per step", raw["per_step"]),
+        (f"(c) gymnasium SyncVectorEnv x{cfg.sync_envs}", sync),
+    ]
+    for label, value in rows:
+        print(f"  {label:<44} {value:>12,.0f} steps/s")
+    print(f"  episodes that ended (autoreset) during (a): {resets}")
+    for key, label in (("batched_over_raw", "a/b"), ("batched_over_sync", "a/c")):
+        ratio, target = result["ratios"][key], result["targets"][key]
+        verdict = "met" if ratio >= target else "NOT met"
+        print(f"  {label} = {ratio:7.2f}   (target >= {target:g}: {verdict})")
+    print(f"  a/b per step = {result['ratios']['batched_over_raw_per_step']:5.2f}   "
+          "(both calling the engine once per control step)")  # fmt: skip
+    if cfg.json is not None:
+        write_json_atomic(cfg.json, result)
+        print(f"  wrote {cfg.json}")
+    return result
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """Write to a temp file beside `path`, fsync, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

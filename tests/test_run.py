@@ -1,0 +1,46 @@
+"""The command line, run as a user runs it: subprocesses with tiny budgets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_no_arguments_explains_and_lists_subcommands():
+    out = run()
+    assert out.returncode == 0, out.stderr
+    assert "closed loop" in out.stdout and "python run.py bench" in out.stdout
+
+
+def test_bench_writes_json_with_every_peer(tmp_path):
+    path = tmp_path / "nested" / "bench.json"
+    out = run("bench", "--task", "pendulum_swingup", "--num-envs", "16", "--steps", "30",
+              "--warmup", "5", "--rounds", "2", "--sync-envs", "4", "--sync-steps", "10",
+              "--json", str(path))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(path.read_text())
+    speeds = result["steps_per_s"]
+    for key in ("batched_env", "raw_rollout_one_call", "raw_rollout_per_step", "sync_vector_env"):
+        assert speeds[key] > 0
+    ratios = result["ratios"]
+    assert (
+        abs(ratios["batched_over_sync"] - speeds["batched_env"] / speeds["sync_vector_env"]) < 1e-9
+    )
+    assert "a/b" in out.stdout and "a/c" in out.stdout
+    assert not list(path.parent.glob("*.tmp"))  # atomic write left no temp file
+
+
+def test_unknown_task_is_a_clear_error():
+    out = run("bench", "--task", "cartpole", "--num-envs", "4")
+    assert out.returncode != 0
+    assert "unknown task 'cartpole'" in out.stderr and "cartpole_swingup" in out.stderr
