@@ -92,7 +92,7 @@ class BatchedEnv(ABC):
         self._ctrl_offset = torch.where(torch.isfinite(hi + lo), (hi + lo) / 2, 0.0)
         self.action_dim = self.sim.nu
         self.actions = torch.zeros(n, self.action_dim, dtype=torch.float64)
-        self._obs = self.reset_all()
+        self._obs = self._reset_all()
         # until something changes them, these initial states are what reset() returns,
         # so make(seed=s).reset() equals reset(seed=s) on any env of the task
         self._fresh = True
@@ -145,10 +145,10 @@ class BatchedEnv(ABC):
             self._fresh = False
             return self._obs.to(self.device)
         self._fresh = False
-        self._obs = self.reset_all()
+        self._obs = self._reset_all()
         return self._obs.to(self.device)
 
-    def reset_all(self) -> torch.Tensor:
+    def _reset_all(self) -> torch.Tensor:
         self._reset_idx(torch.arange(self.num_envs))
         self.sim.forward()
         return self._get_observations()

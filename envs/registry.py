@@ -65,7 +65,6 @@ def make(
     task = spec(name)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
-    env = task.env_cls.__new__(task.env_cls)
-    env.name = name
-    env.__init__(make_cfg(name, num_envs=num_envs, backend=backend, seed=seed, **cfg))
+    env = task.env_cls(make_cfg(name, num_envs=num_envs, backend=backend, seed=seed, **cfg))
+    env.name = name  # used in error messages
     return env

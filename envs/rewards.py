@@ -61,8 +61,8 @@ def tolerance(
         raise ValueError(f"lower bound {lower} exceeds upper bound {upper}")
     if margin < 0:
         raise ValueError(f"margin must be non-negative, got {margin}")
-    inside = (lower <= x) & (x <= upper)
     if margin == 0:
-        return inside.to(x.dtype)
-    d = torch.where(x < lower, lower - x, x - upper) / margin
-    return torch.where(inside, 1.0, _sigmoid(d, value_at_margin, sigmoid))
+        return ((lower <= x) & (x <= upper)).to(x.dtype)
+    # distance to the interval: 0 inside it, where every sigmoid is exactly 1
+    d = ((lower - x).clamp(min=0) + (x - upper).clamp(min=0)) / margin
+    return _sigmoid(d, value_at_margin, sigmoid)
