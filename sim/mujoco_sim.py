@@ -8,10 +8,10 @@ row, a world here follows exactly the trajectory of a single dm_control
 `Physics` from the same state under the same controls.
 
 State and derived fields are numpy arrays owned by the batch; the tensors this
-class hands out are zero-copy views of them (`torch.from_numpy`). After each
-`step` the position- and velocity-dependent fields (`xpos`, `xmat`,
-`geom_xpos`, sensors) are computed at the *new* state, as dm_control's legacy
-step does with its trailing `mj_step1`, so tasks read body frames directly.
+class hands out are zero-copy views of them (`torch.from_numpy`). Derived fields
+a task asks for (`data("xmat")`, `data("geom_xpos")`, sensors) are computed at
+the *new* state after each step, as dm_control's legacy step does with its
+trailing `mj_step1`; a task that asks for none pays for no extra kinematics pass.
 
 Rendering uses `mujoco.Renderer`, which needs an offscreen OpenGL context:
 `MUJOCO_GL=egl` (Debian packages `libegl1 libegl-mesa0 libgl1-mesa-dri`, a

@@ -46,3 +46,13 @@ def test_render_shows_each_worlds_target():
     cols = [(r > 60).float().sum(0).argmax().item() for r in red]
     assert cols[0] > 40 and cols[1] < 24, cols
     env.close()
+
+
+def test_fingertip_kinematics_equal_mujoco_frames():
+    env = envs.make("reacher_easy", num_envs=16, seed=4)
+    for _ in range(5):
+        env.step(torch.rand(16, 2) * 2 - 1)
+    geom_xpos = env.sim.data("geom_xpos")  # MuJoCo's own kinematics at the same state
+    tip = geom_xpos[:, env.object_id("geom", "finger"), :2]
+    target = geom_xpos[:, env.object_id("geom", "target"), :2]
+    torch.testing.assert_close(env._to_target(), target - tip, rtol=0, atol=1e-12)

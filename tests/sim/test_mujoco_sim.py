@@ -111,3 +111,15 @@ def test_render_follows_the_state_of_each_world():
     subset = sim.render([2], width=96, height=64, camera="fixed")
     torch.testing.assert_close(subset[0], frames[2])
     sim.close()
+
+
+def test_bound_frames_are_those_of_the_new_state():
+    sim = MujocoSim(load_model(CARTPOLE), 3)
+    xmat = sim.data("xmat")
+    sim.set_state(torch.tensor([[0.1, 0.5], [0.0, 2.0], [-0.3, 3.0]]), torch.ones(3, 2))
+    sim.step()
+    for i in range(3):
+        data = mujoco.MjData(sim.model)
+        data.qpos[:], data.qvel[:] = sim.qpos[i].numpy(), sim.qvel[i].numpy()
+        mujoco.mj_kinematics(sim.model, data)
+        np.testing.assert_allclose(xmat[i].numpy(), data.xmat, rtol=0, atol=1e-15)
