@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from envs.base import BatchedEnv, EnvCfg
@@ -42,9 +43,9 @@ class ReacherEnv(BatchedEnv):
             identity = [1.0, 0.0, 0.0, 0.0]
             if any(model.body_quat[b].tolist() != identity for b in (arm, hand, finger)):
                 raise ValueError("reacher.xml: arm bodies must not be rotated")
-            offsets = [model.body_pos[arm], model.body_pos[hand],
-                       model.body_pos[finger] + model.geom_pos[tip]]  # fmt: skip
-            self._link_xy = torch.tensor([o[:2] for o in offsets], dtype=torch.float64)
+            offsets = np.stack((model.body_pos[arm], model.body_pos[hand],
+                                model.body_pos[finger] + model.geom_pos[tip]))  # fmt: skip
+            self._link_xy = torch.tensor(offsets[:, :2], dtype=torch.float64)
         return self._link_xy
 
     def _to_target(self) -> torch.Tensor:

@@ -3,6 +3,8 @@ each world's target is its own, in the physics and in the pictures."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -56,3 +58,28 @@ def test_fingertip_kinematics_equal_mujoco_frames():
     tip = geom_xpos[:, env.object_id("geom", "finger"), :2]
     target = geom_xpos[:, env.object_id("geom", "target"), :2]
     torch.testing.assert_close(env._to_target(), target - tip, rtol=0, atol=1e-12)
+
+
+def test_initial_states_follow_the_exact_distribution():
+    # one-sample KS tests against the exact laws, with many samples: sensitive to a
+    # few percent of misplaced mass (e.g. a wrist range of 180 instead of 160 degrees)
+    stats = pytest.importorskip("scipy.stats")
+    n = 20_000
+    env = envs.make("reacher_easy", num_envs=n, seed=5)
+    qpos, qvel = env.get_physics_state()
+    target = env.target_position()
+    wrist = math.radians(160)
+    samples = {
+        "shoulder": (qpos[:, 0], stats.uniform(-math.pi, 2 * math.pi)),
+        "wrist": (qpos[:, 1], stats.uniform(-wrist, 2 * wrist)),
+        # x = r sin(angle), y = r cos(angle): the angle is measured from +y towards +x
+        "target angle": (
+            torch.atan2(target[:, 0], target[:, 1]) % (2 * math.pi),
+            stats.uniform(0, 2 * math.pi),
+        ),
+        "target distance": (target.norm(dim=-1), stats.uniform(0.05, 0.15)),
+    }
+    for label, (x, law) in samples.items():
+        p = stats.kstest(x.numpy(), law.cdf).pvalue
+        assert p > 1e-3, f"{label}: KS p={p:.2g}"
+    assert (qvel == 0).all()
