@@ -29,6 +29,7 @@ class ReacherCfg(EnvCfg):
 class ReacherEnv(BatchedEnv):
     cfg: ReacherCfg
     model_file = "reacher.xml"
+    _link_xy: torch.Tensor | None = None  # set on first use, from the model
 
     def _target(self) -> int:
         return self.object_id("geom", "target")
@@ -36,7 +37,7 @@ class ReacherEnv(BatchedEnv):
     def _links(self) -> torch.Tensor:
         """Planar offsets `[3, 2]`: shoulder from the origin, wrist from the shoulder,
         fingertip from the wrist, read once from the model (bodies are unrotated)."""
-        if not hasattr(self, "_link_xy"):
+        if self._link_xy is None:
             model = self.sim.model
             arm, hand, finger = (self.object_id("body", b) for b in ("arm", "hand", "finger"))
             tip = self.object_id("geom", "finger")
@@ -94,7 +95,11 @@ class ReacherEnv(BatchedEnv):
 
     def set_target(self, xy: torch.Tensor, env_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Move the targets of `env_ids` (all if None) to `xy` `[n, 2]`; returns observations."""
-        ids = torch.arange(self.num_envs) if env_ids is None else torch.as_tensor(env_ids)
+        ids = (
+            torch.arange(self.num_envs)
+            if env_ids is None
+            else torch.as_tensor(env_ids).cpu().long()
+        )
         xy = torch.as_tensor(xy, dtype=torch.float64).cpu()
         if xy.shape != (len(ids), 2):
             raise ValueError(
