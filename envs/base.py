@@ -6,6 +6,12 @@ Tasks fill in the Isaac Lab direct-workflow hooks (`_get_observations`,
 time limits, same-step autoreset with the true final observation, divergence
 handling, seeding and episode statistics.
 
+Every episode has a seed (`episode_seed[i]` for the one running in env i), and
+all randomness of its start (`uniform`/`normal` inside `_reset_idx`) is drawn
+from it with the counter-based generator of `sim.rng`: `reset_envs(ids, seeds)`
+replays any episode in any env, whatever ran there before. By default the seeds
+come from the env's generator, seeded by `cfg.seed` or `reset(seed=...)`.
+
 Contract of `step` (the Isaac Lab / Stable-Baselines3 convention, except that
 the final observation is kept):
 - `obs[i]` is the first observation of a new episode where `done[i]`;
@@ -15,6 +21,7 @@ the final observation is kept):
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +31,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from sim import BACKENDS, make_sim
+from sim import BACKENDS, make_sim, rng
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -83,6 +90,9 @@ class BatchedEnv(ABC):
         )
         self._rng = torch.Generator().manual_seed(cfg.seed)
         n = cfg.num_envs
+        self.episode_seed = torch.zeros(n, dtype=torch.int64)  # seed of each env's episode
+        self._draw_keys: torch.Tensor | None = None  # per-row keys while starting episodes
+        self._draw_count = 0
         self.episode_length_buf = torch.zeros(n, dtype=torch.long)
         self._episode_return = torch.zeros(n, dtype=torch.float64)
         self.num_diverged = 0  # worlds reset because their physics diverged
@@ -148,8 +158,34 @@ class BatchedEnv(ABC):
         self._obs = self._reset_all()
         return self._obs.to(self.device)
 
+    def reset_envs(self, env_ids: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        """Start the episodes with `seeds` `[n]` (int64) in `env_ids` `[n]`; other envs
+        are untouched. Returns the observations of every env, `[N, obs_dim]`."""
+        ids = torch.as_tensor(env_ids).cpu().long().reshape(-1)
+        seeds = rng.as_keys(seeds).reshape(-1)
+        if len(seeds) != len(ids):
+            raise ValueError(f"{self.name}: {len(seeds)} seeds for {len(ids)} env ids")
+        if len(ids) and (ids.min() < 0 or ids.max() >= self.num_envs):
+            raise ValueError(f"{self.name}: env ids must lie in [0, {self.num_envs})")
+        self._start_episodes(ids, seeds)
+        self.sim.forward(ids)
+        self._fresh = False
+        self._obs = self._get_observations()
+        return self._obs.to(self.device)
+
+    def _start_episodes(self, env_ids: torch.Tensor, seeds: torch.Tensor | None = None) -> None:
+        """`_reset_idx` with each row's draws taken from its episode seed."""
+        if seeds is None:
+            seeds = torch.randint(-(2**63), 2**63 - 1, (len(env_ids),), generator=self._rng)
+        self.episode_seed[env_ids] = seeds
+        self._draw_keys, self._draw_count = rng.substream(seeds, _RESET_STREAM), 0
+        try:
+            self._reset_idx(env_ids)
+        finally:
+            self._draw_keys = None
+
     def _reset_all(self) -> torch.Tensor:
-        self._reset_idx(torch.arange(self.num_envs))
+        self._start_episodes(torch.arange(self.num_envs))
         self.sim.forward()
         return self._get_observations()
 
@@ -188,7 +224,7 @@ class BatchedEnv(ABC):
             info["episode_return"] = self._episode_return.clone()
             info["episode_length"] = self.episode_length_buf.clone()
             final_obs = final_obs.clone()
-            self._reset_idx(ids)
+            self._start_episodes(ids)
             self.sim.forward(ids)
             obs = self._get_observations()
         self._obs = obs
@@ -296,12 +332,33 @@ class BatchedEnv(ABC):
         )
 
     def uniform(self, low: float | torch.Tensor, high: float | torch.Tensor, size) -> torch.Tensor:
-        """float64 samples in [low, high) from the env's generator."""
-        return low + (high - low) * torch.rand(size, generator=self._rng, dtype=torch.float64)
+        """float64 samples in [low, high), row i from the seed of the i-th episode
+        being started; `size[0]` is the number of env ids `_reset_idx` got."""
+        return low + (high - low) * self._draw(rng.uniform, size)
 
     def normal(self, size) -> torch.Tensor:
-        """float64 standard normal samples from the env's generator."""
-        return torch.randn(size, generator=self._rng, dtype=torch.float64)
+        """float64 standard normal samples, drawn like `uniform`."""
+        return self._draw(rng.normal, size)
+
+    def _draw(self, sample, size) -> torch.Tensor:
+        if self._draw_keys is None:
+            raise RuntimeError(
+                f"{self.name}: uniform() and normal() draw from the episode seeds and are "
+                "only available inside _reset_idx"
+            )
+        size = (size,) if isinstance(size, int) else tuple(size)
+        if not size or size[0] != len(self._draw_keys):
+            raise ValueError(
+                f"{self.name}: sample size {size} must start with the number of envs being "
+                f"reset ({len(self._draw_keys)})"
+            )
+        count = math.prod(size[1:])
+        values = sample(self._draw_keys, self._draw_count, count)
+        self._draw_count += count * (2 if sample is rng.normal else 1)
+        return values.reshape(size)
+
+
+_RESET_STREAM = 0x5245534554  # substream of an episode seed for its initial state
 
 
 def _check_cfg(cfg: EnvCfg) -> None:

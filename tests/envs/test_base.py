@@ -150,3 +150,37 @@ def test_spaces_and_dtypes(env):
     obs, reward, terminated, truncated, _ = env.step(torch.zeros(4, 1, dtype=torch.float32))
     assert reward.dtype == torch.float32 and terminated.dtype == truncated.dtype == torch.bool
     assert "cartpole_swingup" in envs.list_tasks()
+
+
+@pytest.mark.parametrize("task", ["cartpole_swingup", "reacher_easy"])
+def test_an_episode_replays_from_its_seed_in_any_env(task):
+    """An episode depends on its seed alone: not on the env that ran it, the batch
+    size, or the episodes before it in that env (warm-start included)."""
+    env = envs.make(task, num_envs=3, seed=4, episode_length=20)
+    actions = torch.rand(60, 3, env.action_dim, generator=torch.Generator().manual_seed(0))
+    env.reset()
+    traj, seed = [], None
+    for t in range(60):
+        obs, *_ = env.step(actions[t] * 2 - 1)
+        if t == 39:  # the third episode of env 2 starts here
+            seed, start = int(env.episode_seed[2]), obs[2].clone()
+        elif t > 39:
+            traj.append(obs[2].clone())
+    replay = envs.make(task, num_envs=2, seed=99, episode_length=20)
+    replay.reset()
+    obs = replay.reset_envs(torch.tensor([1]), torch.tensor([seed]))
+    assert torch.equal(obs[1], start)
+    for t, expected in zip(range(40, 59), traj, strict=False):
+        act = torch.stack((torch.zeros(env.action_dim), actions[t, 2] * 2 - 1))
+        obs, *_ = replay.step(act)
+        assert torch.equal(obs[1], expected), t
+
+
+def test_reset_envs_checks_its_input():
+    env = envs.make("pendulum_swingup", num_envs=2)
+    with pytest.raises(ValueError, match="2 seeds for 1 env ids"):
+        env.reset_envs(torch.tensor([0]), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r"env ids must lie in \[0, 2\)"):
+        env.reset_envs(torch.tensor([2]), torch.tensor([1]))
+    with pytest.raises(RuntimeError, match="only available inside _reset_idx"):
+        env.uniform(0.0, 1.0, 2)

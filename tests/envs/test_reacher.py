@@ -42,9 +42,11 @@ def test_targets_are_sampled_per_world_and_reset_with_the_episode():
 def test_render_shows_each_worlds_target():
     env = envs.make("reacher_easy", num_envs=2, seed=0, render_width=64, render_height=64)
     env.set_target(torch.tensor([[0.15, 0.0], [-0.15, 0.0]]))
+    # the arm straight along +y, away from both targets
+    env.set_physics_state(torch.tensor([[math.pi / 2, 0.0]] * 2), torch.zeros(2, 2))
     frames = env.render().float()
     # the target is the reddest thing in the top-down view: its column says where it is
-    red = frames[..., 0] - frames[..., 1:].mean(-1)
+    red = frames[..., 0] - frames[..., 1]  # the arm is yellow: red and green
     cols = [(r > 60).float().sum(0).argmax().item() for r in red]
     assert cols[0] > 40 and cols[1] < 24, cols
     env.close()
