@@ -1,6 +1,7 @@
 """wam-sandbox command line.
 
 python run.py            the closed loop (arrives with a later release)
+python run.py collect    record episodes of a policy into an HDF5 dataset
 python run.py bench      env throughput beside raw MuJoCo and Gymnasium
 """
 
@@ -10,9 +11,11 @@ import sys
 
 import tyro
 
+from agents.collect import CollectCfg, run_collect
 from envs.bench import BenchCfg, run_bench
 
 SUBCOMMANDS = {
+    "collect": (CollectCfg, run_collect),
     "bench": (BenchCfg, run_bench),
 }
 

@@ -74,6 +74,7 @@ class BatchedEnv(ABC):
     model_file: str  # MJCF file under envs/assets
     name: str = "env"  # registry name, set by `envs.make`
     render_mode = "rgb_array"  # `render()` returns frames (read by the SB3 adapter)
+    capture_final_frames = False  # put frames of finished episodes' last states in info
 
     def __init__(self, cfg: EnvCfg):
         _check_cfg(cfg)
@@ -224,6 +225,8 @@ class BatchedEnv(ABC):
             info["episode_return"] = self._episode_return.clone()
             info["episode_length"] = self.episode_length_buf.clone()
             final_obs = final_obs.clone()
+            if self.capture_final_frames:  # the last state is gone once the env resets
+                info["final_frames"] = self.render(ids)
             self._start_episodes(ids)
             self.sim.forward(ids)
             obs = self._get_observations()

@@ -1,0 +1,203 @@
+"""`python run.py collect`: roll a policy out in a batched env and record every episode.
+
+Episode e of a run has seed `sim.rng.episode_seeds(seed, e)`; the env starts it
+with `reset_envs` and the policy draws its noise from it, so the recorded episode
+is a function of (settings, seed, e) only. Episodes go to whichever env is free,
+finish at different steps, and are committed in shards (see `sim.dataset`): a
+killed run keeps every committed episode and `--resume` records exactly the
+missing ones, giving the dataset an uninterrupted run would have written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+import envs
+from agents.policies import POLICIES, make_policy
+from sim import rng
+from sim.dataset import DatasetWriter, Episode
+from sim.recorder import EpisodeRecorder
+
+# settings that change how fast, not what, a run records: left out of env_args
+_EXECUTION_FIELDS = ("num_envs", "device", "nthread", "seed", "backend")
+
+
+@dataclass
+class CollectCfg:
+    """Record episodes of a policy into an HDF5 dataset (robomimic layout, sharded)."""
+
+    task: str = "cartpole_swingup"
+    """Task name (see `envs.list_tasks()`)."""
+    backend: str = "mujoco"
+    """Physics backend."""
+    num_envs: int = 16
+    """Parallel environments."""
+    episodes: int = 64
+    """Episodes the dataset holds when the run ends (a resumed run counts the old ones)."""
+    policy: str = "random"
+    """Policy: random, noise (correlated Gaussian), expert, expert+noise."""
+    noise_std: float = 0.3
+    """Std of the policy noise (expert+noise: each episode's std ~ U(0, noise_std))."""
+    noise_rho: float = 0.9
+    """One-step correlation of the policy noise."""
+    out: Path = Path("runs/data/dataset")
+    """Dataset directory."""
+    pixels: int = 0
+    """Render and record frames of this size [px] every step (0: no pixels)."""
+    resume: bool = False
+    """Continue the dataset at `out`: record only the episodes it lacks."""
+    seed: int = 0
+    """Seed of the run; episode e's seed is derived from it and e."""
+    episode_length: int | None = None
+    """Override the task's episode length [control steps]."""
+    flush_episodes: int = 0
+    """Commit a shard after this many finished episodes (0: one per num_envs)."""
+    flush_seconds: float = 60.0
+    """Also commit when this long has passed since the last commit [s]."""
+    nthread: int = 0
+    """Physics threads (0: every CPU)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+def env_args(cfg: CollectCfg, env) -> dict:
+    """What defines the recorded data: robomimic's env_args plus our run settings."""
+    kwargs = {k: v for k, v in dataclasses.asdict(env.cfg).items() if k not in _EXECUTION_FIELDS}
+    return {
+        "env_name": cfg.task,
+        "type": "wam-sandbox",
+        "env_kwargs": kwargs,
+        "backend": cfg.backend,
+        "seed": cfg.seed,
+        "policy": cfg.policy,
+        "noise_std": cfg.noise_std if "noise" in cfg.policy else None,
+        "noise_rho": cfg.noise_rho if "noise" in cfg.policy else None,
+        "pixels": cfg.pixels,
+        "state_layout": ["qpos", "qvel"],
+        "nq": env.sim.nq,
+        "nv": env.sim.nv,
+    }
+
+
+def collect(cfg: CollectCfg) -> dict[str, float]:
+    """Run the collection; returns a summary (episodes, transitions, rates, return)."""
+    if cfg.episodes < 1 or cfg.num_envs < 1:
+        raise ValueError("episodes and num_envs must be positive")
+    if cfg.policy not in POLICIES:
+        raise ValueError(f"unknown policy {cfg.policy!r}; valid policies: {', '.join(POLICIES)}")
+    if cfg.pixels < 0:
+        raise ValueError(f"pixels must be >= 0, got {cfg.pixels}")
+    overrides = {} if cfg.episode_length is None else {"episode_length": cfg.episode_length}
+    if cfg.pixels:
+        overrides.update(render_width=cfg.pixels, render_height=cfg.pixels)
+    env = envs.make(
+        cfg.task, cfg.num_envs, cfg.backend, seed=cfg.seed, nthread=cfg.nthread, **overrides
+    )
+    writer = DatasetWriter(cfg.out, env_args(cfg, env), resume=cfg.resume)
+    todo = [e for e in range(cfg.episodes) if e not in writer.committed]
+    policy = make_policy(cfg.policy, env, cfg.noise_std, cfg.noise_rho)
+    steps = env.cfg.episode_length // env.cfg.action_repeat
+    recorder = EpisodeRecorder(
+        env.num_envs, steps, env.observation_dim, env.action_dim, env.sim.nq + env.sim.nv,
+        (cfg.pixels, cfg.pixels, 3) if cfg.pixels else None,
+    )  # fmt: skip
+    env.capture_final_frames = bool(cfg.pixels)
+    flush_every = cfg.flush_episodes or env.num_envs
+    episode_of = torch.full((env.num_envs,), -1, dtype=torch.long)  # -1: env idle
+    seed_of = torch.zeros(env.num_envs, dtype=torch.int64)  # (the env's autoreset reseeds)
+    returns: list[float] = []
+    bar = tqdm(total=len(todo), unit="ep", disable=not cfg.progress, dynamic_ncols=True)
+    transitions, start = 0, time.perf_counter()
+    last_flush = start
+
+    def assign(env_ids: torch.Tensor) -> torch.Tensor:
+        """Give the next wanted episodes to free envs; returns the observations."""
+        nonlocal todo
+        take, todo = todo[: len(env_ids)], todo[len(env_ids) :]
+        episode_of[env_ids] = -1
+        ids = env_ids[: len(take)]
+        if len(take):
+            episode_of[ids] = torch.tensor(take)
+            seeds = rng.episode_seeds(cfg.seed, take)
+            seed_of[ids] = seeds
+            obs = env.reset_envs(ids, seeds)
+            policy.reset(ids, seeds)
+            if cfg.pixels:
+                recorder.record_frames(env.render(ids), ids)
+            return obs
+        return env.get_observations()
+
+    with torch.inference_mode():
+        env.reset()
+        obs = assign(torch.arange(env.num_envs))
+        while (episode_of >= 0).any():
+            qpos, qvel = env.get_physics_state()
+            action = policy(obs)
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            done = terminated | truncated
+            recorder.record(
+                obs=obs, actions=action, rewards=reward, terminated=terminated,
+                truncated=truncated, next_obs=info["final_obs"],
+                states=torch.cat((qpos, qvel), dim=-1),
+            )  # fmt: skip
+            active = episode_of >= 0
+            transitions += int(active.sum())
+            if cfg.pixels:
+                live = (active & ~done).nonzero().squeeze(-1)
+                recorder.record_frames(env.render(live), live)
+                if done.any():
+                    recorder.record_frames(info["final_frames"], done.nonzero().squeeze(-1))
+            obs = next_obs
+            if done.any():
+                ended = done.nonzero().squeeze(-1)
+                for i in ended.tolist():
+                    if episode_of[i] >= 0:
+                        data = recorder.take(i)
+                        returns.append(float(data["rewards"].sum()))
+                        writer.add(
+                            Episode(
+                                index=int(episode_of[i]), seed=int(seed_of[i]),
+                                pixels=data.pop("pixels", None),
+                                attrs={"episode_return": returns[-1], **policy.episode_attrs(i)},
+                                **data,
+                            )
+                        )  # fmt: skip
+                        bar.update(1)
+                    else:
+                        recorder.restart(torch.tensor([i]))
+                obs = assign(ended)
+                now = time.perf_counter()
+                if writer.num_pending >= flush_every or now - last_flush >= cfg.flush_seconds:
+                    writer.flush()
+                    last_flush = now
+                bar.set_postfix(transitions_per_s=f"{transitions / (now - start):,.0f}")
+    writer.close()
+    bar.close()
+    env.close()
+    elapsed = time.perf_counter() - start
+    summary = {
+        "episodes_recorded": len(returns),
+        "episodes_total": len(writer.committed),
+        "transitions": transitions,
+        "transitions_per_s": transitions / elapsed if elapsed > 0 else 0.0,
+        "mean_return": sum(returns) / len(returns) if returns else float("nan"),
+        "seconds": elapsed,
+    }
+    return summary
+
+
+def run_collect(cfg: CollectCfg) -> None:
+    """Entry point of `python run.py collect`: collect, then print the summary."""
+    summary = collect(cfg)
+    print(
+        f"{cfg.out}: recorded {summary['episodes_recorded']} episodes "
+        f"({summary['transitions']:,} transitions, {summary['transitions_per_s']:,.0f}/s), "
+        f"dataset holds {summary['episodes_total']}; mean return of the new episodes "
+        f"{summary['mean_return']:.1f}"
+    )
