@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,6 +22,7 @@ import envs
 from agents.policies import POLICIES, make_policy
 from sim import rng
 from sim.dataset import DatasetWriter, Episode
+from sim.randomization import RandomizationCfg
 from sim.recorder import EpisodeRecorder
 
 # settings that change how fast, not what, a run records: left out of env_args
@@ -50,6 +51,8 @@ class CollectCfg:
     """Dataset directory."""
     pixels: int = 0
     """Render and record frames of this size [px] every step (0: no pixels)."""
+    randomize: RandomizationCfg = field(default_factory=RandomizationCfg)
+    """Domain randomization, drawn per episode and recorded in its attrs."""
     resume: bool = False
     """Continue the dataset at `out`: record only the episodes it lacks."""
     seed: int = 0
@@ -93,7 +96,9 @@ def collect(cfg: CollectCfg) -> dict[str, float]:
         raise ValueError(f"unknown policy {cfg.policy!r}; valid policies: {', '.join(POLICIES)}")
     if cfg.pixels < 0:
         raise ValueError(f"pixels must be >= 0, got {cfg.pixels}")
-    overrides = {} if cfg.episode_length is None else {"episode_length": cfg.episode_length}
+    overrides: dict = {"randomization": cfg.randomize}
+    if cfg.episode_length is not None:
+        overrides["episode_length"] = cfg.episode_length
     if cfg.pixels:
         overrides.update(render_width=cfg.pixels, render_height=cfg.pixels)
     env = envs.make(
@@ -111,6 +116,7 @@ def collect(cfg: CollectCfg) -> dict[str, float]:
     flush_every = cfg.flush_episodes or env.num_envs
     episode_of = torch.full((env.num_envs,), -1, dtype=torch.long)  # -1: env idle
     seed_of = torch.zeros(env.num_envs, dtype=torch.int64)  # (the env's autoreset reseeds)
+    params_of: list[dict] = [{} for _ in range(env.num_envs)]  # randomization per episode
     returns: list[float] = []
     bar = tqdm(total=len(todo), unit="ep", disable=not cfg.progress, dynamic_ncols=True)
     transitions, start = 0, time.perf_counter()
@@ -127,6 +133,8 @@ def collect(cfg: CollectCfg) -> dict[str, float]:
             seeds = rng.episode_seeds(cfg.seed, take)
             seed_of[ids] = seeds
             obs = env.reset_envs(ids, seeds)
+            for i in ids.tolist():
+                params_of[i] = env.episode_params(i)
             policy.reset(ids, seeds)
             if cfg.pixels:
                 recorder.record_frames(env.render(ids), ids)
@@ -164,7 +172,11 @@ def collect(cfg: CollectCfg) -> dict[str, float]:
                             Episode(
                                 index=int(episode_of[i]), seed=int(seed_of[i]),
                                 pixels=data.pop("pixels", None),
-                                attrs={"episode_return": returns[-1], **policy.episode_attrs(i)},
+                                attrs={
+                                    "episode_return": returns[-1],
+                                    **policy.episode_attrs(i),
+                                    **params_of[i],
+                                },
                                 **data,
                             )
                         )  # fmt: skip

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from sim import BACKENDS, make_sim, rng
+from sim.randomization import DomainRandomizer, RandomizationCfg
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -65,6 +66,9 @@ class EnvCfg:
     """Height of `render()` frames [px]."""
     render_camera: int | str = 0
     """MJCF camera (index or name) that `render()` uses."""
+    # domain randomization
+    randomization: RandomizationCfg = field(default_factory=RandomizationCfg)
+    """Per-episode physics parameters, observation and action noise, action delay."""
 
 
 class BatchedEnv(ABC):
@@ -103,6 +107,15 @@ class BatchedEnv(ABC):
         self._ctrl_offset = torch.where(torch.isfinite(hi + lo), (hi + lo) / 2, 0.0)
         self.action_dim = self.sim.nu
         self.actions = torch.zeros(n, self.action_dim, dtype=torch.float64)
+        dr = cfg.randomization
+        self.randomizer = (
+            DomainRandomizer(dr, self.sim) if dr.physics or dr.action_delay != (0, 0) else None
+        )
+        self._obs_keys = torch.zeros(n, dtype=torch.int64)  # per-episode noise streams
+        self._act_keys = torch.zeros(n, dtype=torch.int64)
+        # actions waiting to be applied, newest first: row i applies entry delay[i]
+        max_delay = dr.action_delay[1]
+        self._queue = torch.zeros(n, max_delay + 1, self.action_dim, dtype=torch.float64)
         self._obs = self._reset_all()
         # until something changes them, these initial states are what reset() returns,
         # so make(seed=s).reset() equals reset(seed=s) on any env of the task
@@ -171,7 +184,7 @@ class BatchedEnv(ABC):
         self._start_episodes(ids, seeds)
         self.sim.forward(ids)
         self._fresh = False
-        self._obs = self._get_observations()
+        self._obs = self._observe()
         return self._obs.to(self.device)
 
     def _start_episodes(self, env_ids: torch.Tensor, seeds: torch.Tensor | None = None) -> None:
@@ -184,11 +197,45 @@ class BatchedEnv(ABC):
             self._reset_idx(env_ids)
         finally:
             self._draw_keys = None
+        if self.randomizer is not None:
+            self.randomizer.sample(env_ids, seeds)
+        self._obs_keys[env_ids] = rng.substream(seeds, _OBS_NOISE_STREAM)
+        self._act_keys[env_ids] = rng.substream(seeds, _ACTION_NOISE_STREAM)
+        self._queue[env_ids] = 0.0
+
+    def _observe(self) -> torch.Tensor:
+        """Observations with the episode's observation noise (drawn per episode step)."""
+        obs = self._get_observations()
+        std = self.cfg.randomization.obs_noise_std
+        if std:
+            d = obs.shape[1]
+            noise = rng.normal(self._obs_keys, self.episode_length_buf * 2 * d, d)
+            obs = obs + (std * noise).to(obs.dtype)
+        return obs
+
+    def _delivered_action(self) -> torch.Tensor:
+        """What reaches the actuators this step: the action with noise, `delay` steps late."""
+        action = self.actions
+        std = self.cfg.randomization.action_noise_std
+        if std:
+            a = self.action_dim
+            noise = rng.normal(self._act_keys, self.episode_length_buf * 2 * a, a)
+            action = (action + std * noise).clamp(-1.0, 1.0)
+        if self._queue.shape[1] == 1:
+            return action
+        self._queue = torch.roll(self._queue, 1, dims=1)
+        self._queue[:, 0] = action
+        delay = self.randomizer.params["action_delay"]
+        return self._queue[torch.arange(self.num_envs), delay]
+
+    def episode_params(self, env: int) -> dict[str, list]:
+        """Randomized parameters of env `env`'s current episode (empty without randomization)."""
+        return {} if self.randomizer is None else self.randomizer.episode_params(env)
 
     def _reset_all(self) -> torch.Tensor:
         self._start_episodes(torch.arange(self.num_envs))
         self.sim.forward()
-        return self._get_observations()
+        return self._observe()
 
     def step(
         self, action: torch.Tensor
@@ -196,23 +243,23 @@ class BatchedEnv(ABC):
         """Advance every env by one agent step; see the module docstring."""
         self.actions = self._check_action(action)
         self._fresh = False
-        self._apply_action(self.actions)
+        self._apply_action(self._delivered_action())
         reward, terminated, truncated, diverged = self._control_step()
         snap_obs = snap_mask = None  # last observations of episodes that ended mid-repeat
         for _ in range(1, self.cfg.action_repeat):
             ended = terminated | truncated
             if ended.any():
                 if snap_obs is None:
-                    snap_obs, snap_mask = self._get_observations(), ended.clone()
+                    snap_obs, snap_mask = self._observe(), ended.clone()
                 elif (new := ended & ~snap_mask).any():
-                    snap_obs[new] = self._get_observations()[new]
+                    snap_obs[new] = self._observe()[new]
                     snap_mask |= new
             rew, term, time_out, div = self._control_step()
             reward += rew.masked_fill(ended, 0.0)  # an ended episode earns nothing more
             diverged |= div & ~ended
             terminated |= term & ~ended
             truncated |= time_out & ~ended
-        obs = self._get_observations()
+        obs = self._observe()
         done = terminated | truncated
         final_obs = obs if snap_obs is None else torch.where(snap_mask[:, None], snap_obs, obs)
         if diverged.any():
@@ -229,7 +276,7 @@ class BatchedEnv(ABC):
                 info["final_frames"] = self.render(ids)
             self._start_episodes(ids)
             self.sim.forward(ids)
-            obs = self._get_observations()
+            obs = self._observe()
         self._obs = obs
         info["final_obs"] = final_obs
         return self._out(obs, reward.float(), terminated, truncated, info)
@@ -273,7 +320,7 @@ class BatchedEnv(ABC):
                 raise ValueError(f"{self.name}: {label} contains NaN or inf")
         self.sim.set_state(qpos, qvel, ids)
         self._fresh = False
-        self._obs = self._get_observations()
+        self._obs = self._observe()
         return self._obs.to(self.device)
 
     def render(self, env_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -361,16 +408,19 @@ class BatchedEnv(ABC):
         return values.reshape(size)
 
 
-_RESET_STREAM = 0x5245534554  # substream of an episode seed for its initial state
+# substreams of an episode seed
+_RESET_STREAM = 0x5245534554  # initial state
+_OBS_NOISE_STREAM = 0x4F4253  # observation noise
+_ACTION_NOISE_STREAM = 0x414354  # action noise
 
 
 def _check_cfg(cfg: EnvCfg) -> None:
     if cfg.backend not in BACKENDS:
         raise ValueError(f"unknown backend {cfg.backend!r}; valid backends: {', '.join(BACKENDS)}")
-    for field in ("num_envs", "substeps", "action_repeat", "episode_length"):
-        value = getattr(cfg, field)
+    for name in ("num_envs", "substeps", "action_repeat", "episode_length"):
+        value = getattr(cfg, name)
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{field} must be a positive integer, got {value!r}")
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if cfg.episode_length % cfg.action_repeat:
         raise ValueError(
             f"episode_length ({cfg.episode_length}) must be a multiple of action_repeat "

@@ -108,7 +108,7 @@ class ReacherEnv(BatchedEnv):
         self._write_target(xy, ids)
         self._fresh = False
         self.sim.forward(ids)
-        self._obs = self._get_observations()
+        self._obs = self._observe()
         return self._obs.to(self.device)
 
 

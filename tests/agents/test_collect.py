@@ -13,6 +13,7 @@ from agents.policies import make_policy
 from envs.registry import list_tasks, register
 from envs.tasks.cartpole import CartpoleCfg, CartpoleEnv
 from sim.dataset import Dataset, DatasetError
+from sim.randomization import RandomizationCfg
 
 
 class FallingCartpole(CartpoleEnv):
@@ -118,3 +119,21 @@ def test_pixels_show_each_recorded_state(tmp_path):
             np.testing.assert_array_equal(env.render()[0].numpy(), ep["pixels"][t])
         # the last frame is the final state: the pole of a fallen episode leans far
         assert not np.array_equal(ep["pixels"][-1], ep["pixels"][0])
+
+
+def test_randomization_is_recorded_per_episode(tmp_path):
+    dr = RandomizationCfg(mass_scale=(0.5, 1.5), gravity_scale=(0.8, 1.2), obs_noise_std=0.01)
+    _, ds = _collect(
+        tmp_path, task="pendulum_swingup", num_envs=2, episodes=3, episode_length=30, randomize=dr
+    )
+    assert ds.env_args["env_kwargs"]["randomization"]["mass_scale"] == [0.5, 1.5]
+    env = envs.make("pendulum_swingup", num_envs=1, randomization=dr, episode_length=30)
+    gravity = set()
+    for e in ds.episodes:
+        attrs = ds.attrs(e)
+        obs = env.reset_envs(torch.tensor([0]), torch.tensor([attrs["seed"]]))
+        params = env.episode_params(0)
+        assert {k: attrs[k] for k in params} == params
+        np.testing.assert_array_equal(ds.episode(e)["obs"][0], obs[0].numpy())
+        gravity.add(attrs["rand_gravity_scale"])
+    assert len(gravity) == 3
