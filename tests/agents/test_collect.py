@@ -10,22 +10,8 @@ import torch
 import envs
 from agents.collect import CollectCfg, collect
 from agents.policies import make_policy
-from envs.registry import list_tasks, register
-from envs.tasks.cartpole import CartpoleCfg, CartpoleEnv
 from sim.dataset import Dataset, DatasetError
 from sim.randomization import RandomizationCfg
-
-
-class FallingCartpole(CartpoleEnv):
-    """Cart-pole balance that terminates when the pole leans past 25 degrees."""
-
-    def _get_dones(self):
-        _, time_out = super()._get_dones()
-        return self.sim.qpos[:, 1].abs() > 0.44, time_out
-
-
-if "test_cartpole_falls" not in list_tasks():
-    register("test_cartpole_falls", FallingCartpole, CartpoleCfg, episode_length=300)
 
 
 def _collect(tmp_path, name="ds", **kw):
