@@ -4,10 +4,12 @@ An expert is a stateless function of the observation, `[N, obs_dim]` -> `[N, act
 in [-1, 1], so it works with same-step autoreset and on any device. Its constants come
 from the task's MJCF model (`env.sim.model`), not from hand-copied numbers:
 
-- Linear models. `_linearize` finite-differences one control step of the MuJoCo model
-  itself (`mjd_transitionFD`) about an equilibrium, so the discrete model
-  x' = A x + B a already holds the masses, inertias, gear, control range, joint
-  damping, integrator and timestep. `_dlqr` iterates the discrete Riccati equation
+- Linear models. `_linearize` takes central differences of one agent step of the
+  MuJoCo model itself (`mj_step`, the action held over every physics step) about an
+  equilibrium, so the discrete model x' = A x + B a already holds the masses,
+  inertias, gear, control range, joint damping, integrator (RK4 for the cart-pole,
+  which `mjd_transitionFD` rejects) and timestep. `_dlqr` iterates the discrete
+  Riccati equation
       P <- Q + A'P A - A'P B (R + B'P B)^-1 B'P A
   to its fixed point in numpy and returns the gain K = (R + B'P B)^-1 B'P A of the
   balance law a = -K x.
@@ -28,8 +30,9 @@ from the task's MJCF model (`env.sim.model`), not from hand-copied numbers:
   gravity torque (m g l = 4.9 N m), so the pole cannot be lifted directly. With
   E = I t'^2 / 2 + m g l (cos t - 1) and dE/dt = u t' - b t'^2, the pump
   u = u_max sgn(t') while E is below the upright energy (and the opposite above)
-  adds energy at the largest rate each swing; once cos t is near 1 and the state
-  lies in the region an LQR with saturated torque can hold, the LQR catches it.
+  adds energy at the largest rate each swing (slightly past the upright energy, to
+  cover the damping loss of the last rise). Within 15 degrees of upright, where the
+  saturated torque still exceeds gravity's pull, the LQR catches and holds it.
 
 - Reacher (`ReacherExpert`). Fingertip p(q) = s + R(q0) (w + R(q1) f) with the link
   offsets of the model; its Jacobian has columns J0 = perp(R(q0) w + R(q0+q1) f) and
@@ -156,11 +159,11 @@ def _signum(x: torch.Tensor) -> torch.Tensor:
 class CartpoleExpert(Expert):
     """Energy-pumping swing-up with cart centring, LQR balance near upright."""
 
-    switch_cos = 0.8
-    """LQR balances where cos(pole angle) exceeds this (about 37 degrees)."""
+    switch_cos = 0.65
+    """LQR balances where cos(pole angle) exceeds this (within about 50 degrees)."""
     energy_gain = 20.0
     """Cart acceleration per unit of missing pole energy [m/s^2 / J] before saturation."""
-    max_accel = 0.6
+    max_accel = 1.0
     """Swing-up cart acceleration from the energy term, as a fraction of the largest."""
     centre_kp, centre_kd = 2.0, 2.0
     """Swing-up cart centring PD gains [1/s^2, 1/s]."""
@@ -181,12 +184,14 @@ class CartpoleExpert(Expert):
         self.force_per_action = float(model.actuator_gear[0, 0] * _action_scale(model)[0])
         a, b = _linearize(model, np.zeros(model.nq), _physics_steps(env))
         dt = model.opt.timestep * _physics_steps(env)
-        # the dense reward to second order, per second of control: centred
-        # (1 + g(x))/2 with g a Gaussian at 0.1 when |x| = 2 m, upright 1 - t^2/4,
-        # small control 1 - u^2/5, small angular velocity like centred at 5 rad/s
+        # stage cost = 1 - (dense reward) to second order (the terms multiply, so
+        # their deficits add): upright (1 + cos t)/2 ~ 1 - t^2/4; centred
+        # (1 + exp(-ln10 x^2/m^2))/2 ~ 1 - ln10 x^2 / (2 m^2), likewise the small
+        # angular velocity; small control (5 - u^2/m^2)/5. The reward ignores the cart
+        # velocity; a small weight on it damps the cart's return to the centre.
         cfg = env.cfg
-        c_x = math.log(10) / (4 * cfg.rew_centered_margin**2)
-        c_w = math.log(10) / (4 * cfg.rew_velocity_margin**2)
+        c_x = math.log(10) / (2 * cfg.rew_centered_margin**2)
+        c_w = math.log(10) / (2 * cfg.rew_velocity_margin**2)
         q = dt * np.diag([c_x, 0.25, 0.01, c_w])
         r = dt * np.array([[0.2 / cfg.rew_control_margin**2]])
         self.gain = torch.from_numpy(_dlqr(a, b, q, r))  # [1, 4]
@@ -210,9 +215,9 @@ class CartpoleExpert(Expert):
 class PendulumExpert(Expert):
     """Bang-bang energy pumping, LQR (torque-saturated) balance near upright."""
 
-    switch_cos = math.cos(math.radians(30))
+    switch_cos = math.cos(math.radians(15))
     """LQR may take over inside this angle from upright."""
-    energy_margin = 0.0
+    energy_margin = 0.2
     """Pump to this much above the upright energy [J] to cover damping on the last rise."""
 
     def __init__(self, env):
@@ -241,9 +246,9 @@ class ReacherExpert(Expert):
 
     kp = 40.0
     """Joint torque per radian of joint-step error, in units of the damping [1/s]."""
-    kd = 0.5
+    kd = 1.0
     """Extra velocity damping, in units of the joint damping."""
-    damping_length = 0.02
+    damping_length = 0.05
     """Damped least-squares length l [m]: limits joint steps near singular poses."""
 
     def __init__(self, env):

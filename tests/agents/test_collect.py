@@ -63,9 +63,17 @@ def test_episodes_of_different_lengths_are_recorded_whole(tmp_path):
         assert attrs["episode_return"] == pytest.approx(float(ep["rewards"].sum()), rel=1e-5)
 
 
-@pytest.mark.parametrize("policy", ["random", "noise"])
-def test_data_does_not_depend_on_the_batch(tmp_path, policy):
-    kw = {"task": "pendulum_swingup", "episodes": 5, "policy": policy, "episode_length": 60}
+@pytest.mark.parametrize(
+    ("task", "policy"),
+    [
+        ("pendulum_swingup", "random"),
+        ("pendulum_swingup", "noise"),
+        ("cartpole_swingup", "expert+noise"),
+        ("reacher_easy", "expert+noise"),
+    ],
+)
+def test_data_does_not_depend_on_the_batch(tmp_path, task, policy):
+    kw = {"task": task, "episodes": 5, "policy": policy, "episode_length": 60}
     _, a = _collect(tmp_path, "a", num_envs=5, **kw)
     _, b = _collect(tmp_path, "b", num_envs=2, flush_episodes=1, **kw)
     assert a.episodes == b.episodes == list(range(5))
