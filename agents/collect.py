@@ -82,6 +82,7 @@ def env_args(cfg: CollectCfg, env) -> dict:
         "noise_std": cfg.noise_std if "noise" in cfg.policy else None,
         "noise_rho": cfg.noise_rho if "noise" in cfg.policy else None,
         "pixels": cfg.pixels,
+        "agent_dt": env.sim.dt * env.cfg.action_repeat,  # [s] between recorded steps
         "state_layout": ["qpos", "qvel"],
         "nq": env.sim.nq,
         "nv": env.sim.nv,
