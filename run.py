@@ -2,6 +2,7 @@
 
 python run.py            the closed loop (arrives with a later release)
 python run.py collect    record episodes of a policy into an HDF5 dataset
+python run.py inspect    summarise a dataset
 python run.py bench      env throughput beside raw MuJoCo and Gymnasium
 """
 
@@ -13,9 +14,11 @@ import tyro
 
 from agents.collect import CollectCfg, run_collect
 from envs.bench import BenchCfg, run_bench
+from sim.summary import InspectCfg, run_inspect
 
 SUBCOMMANDS = {
     "collect": (CollectCfg, run_collect),
+    "inspect": (InspectCfg, run_inspect),
     "bench": (BenchCfg, run_bench),
 }
 

@@ -44,3 +44,21 @@ def test_unknown_task_is_a_clear_error():
     out = run("bench", "--task", "cartpole", "--num-envs", "4")
     assert out.returncode != 0
     assert "unknown task 'cartpole'" in out.stderr and "cartpole_swingup" in out.stderr
+
+
+def test_collect_then_inspect(tmp_path):
+    out = tmp_path / "ds"
+    done = run("collect", "--task", "reacher_easy", "--episodes", "4", "--num-envs", "2",
+               "--policy", "expert", "--episode-length", "200", "--out", str(out),
+               "--randomize.mass-scale", "0.5", "1.5")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "recorded 4 episodes" in done.stdout
+    assert "ep/s" in done.stderr and "transitions_per_s" in done.stderr  # the progress bar
+    shown = run("inspect", str(out))
+    assert shown.returncode == 0, shown.stderr
+    assert "reacher_easy on mujoco, policy expert" in shown.stdout
+    assert "transitions 800" in shown.stdout and "mass_scale" in shown.stdout
+    again = run("collect", "--task", "reacher_easy", "--episodes", "4", "--out", str(out))
+    assert again.returncode == 2 and "already holds a dataset" in again.stderr
+    bad = run("inspect", str(tmp_path / "missing"))
+    assert bad.returncode == 2 and "no such dataset" in bad.stderr
