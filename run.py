@@ -3,7 +3,8 @@
 python run.py            the closed loop (arrives with a later release)
 python run.py collect    record episodes of a policy into an HDF5 dataset
 python run.py inspect    summarise a dataset
-python run.py bench      env throughput beside raw MuJoCo and Gymnasium
+python run.py export     write a dataset in the LeRobot v3.0 layout
+python run.py bench      env and data-generation throughput beside their peers
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ import sys
 
 import tyro
 
+from agents.bench_data import run_all
 from agents.collect import CollectCfg, run_collect
-from envs.bench import BenchCfg, run_bench
+from envs.bench import BenchCfg
+from sim.export import ExportCfg, run_export
 from sim.summary import InspectCfg, run_inspect
 
 SUBCOMMANDS = {
     "collect": (CollectCfg, run_collect),
     "inspect": (InspectCfg, run_inspect),
-    "bench": (BenchCfg, run_bench),
+    "export": (ExportCfg, run_export),
+    "bench": (BenchCfg, run_all),
 }
 
 
@@ -41,7 +45,7 @@ def main(argv: list[str]) -> int:
         if isinstance(cfg, cfg_cls):
             try:
                 func(cfg)
-            except ValueError as err:  # bad input: say what is wrong, no traceback
+            except (ValueError, ImportError) as err:  # bad input or a missing extra
                 print(f"error: {err}", file=sys.stderr)
                 return 2
     return 0

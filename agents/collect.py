@@ -105,7 +105,7 @@ def collect(cfg: CollectCfg) -> dict[str, float]:
     env = envs.make(
         cfg.task, cfg.num_envs, cfg.backend, seed=cfg.seed, nthread=cfg.nthread, **overrides
     )
-    writer = DatasetWriter(cfg.out, env_args(cfg, env), resume=cfg.resume)
+    writer = DatasetWriter(cfg.out, env_args(cfg, env), resume=cfg.resume, background=True)
     todo = [e for e in range(cfg.episodes) if e not in writer.committed]
     policy = make_policy(cfg.policy, env, cfg.noise_std, cfg.noise_rho)
     steps = env.cfg.episode_length // env.cfg.action_repeat
@@ -142,57 +142,60 @@ def collect(cfg: CollectCfg) -> dict[str, float]:
             return obs
         return env.get_observations()
 
-    with torch.inference_mode():
-        env.reset()
-        obs = assign(torch.arange(env.num_envs))
-        while (episode_of >= 0).any():
-            qpos, qvel = env.get_physics_state()
-            action = policy(obs)
-            next_obs, reward, terminated, truncated, info = env.step(action)
-            done = terminated | truncated
-            recorder.record(
-                obs=obs, actions=action, rewards=reward, terminated=terminated,
-                truncated=truncated, next_obs=info["final_obs"],
-                states=torch.cat((qpos, qvel), dim=-1),
-            )  # fmt: skip
-            active = episode_of >= 0
-            transitions += int(active.sum())
-            if cfg.pixels:
-                live = (active & ~done).nonzero().squeeze(-1)
-                recorder.record_frames(env.render(live), live)
+    try:
+        with torch.inference_mode():
+            env.reset()
+            obs = assign(torch.arange(env.num_envs))
+            while (episode_of >= 0).any():
+                qpos, qvel = env.get_physics_state()
+                action = policy(obs)
+                next_obs, reward, terminated, truncated, info = env.step(action)
+                done = terminated | truncated
+                recorder.record(
+                    obs=obs, actions=action, rewards=reward, terminated=terminated,
+                    truncated=truncated, next_obs=info["final_obs"],
+                    states=torch.cat((qpos, qvel), dim=-1),
+                )  # fmt: skip
+                active = episode_of >= 0
+                transitions += int(active.sum())
+                if cfg.pixels:
+                    live = (active & ~done).nonzero().squeeze(-1)
+                    recorder.record_frames(env.render(live), live)
+                    if done.any():
+                        recorder.record_frames(info["final_frames"], done.nonzero().squeeze(-1))
+                obs = next_obs
+                writer.poll()  # commit the shards the background writer has finished
                 if done.any():
-                    recorder.record_frames(info["final_frames"], done.nonzero().squeeze(-1))
-            obs = next_obs
-            if done.any():
-                ended = done.nonzero().squeeze(-1)
-                for i in ended.tolist():
-                    if episode_of[i] >= 0:
-                        data = recorder.take(i)
-                        returns.append(float(data["rewards"].sum()))
-                        writer.add(
-                            Episode(
-                                index=int(episode_of[i]), seed=int(seed_of[i]),
-                                pixels=data.pop("pixels", None),
-                                attrs={
-                                    "episode_return": returns[-1],
-                                    **policy.episode_attrs(i),
-                                    **params_of[i],
-                                },
-                                **data,
-                            )
-                        )  # fmt: skip
-                        bar.update(1)
-                    else:
-                        recorder.restart(torch.tensor([i]))
-                obs = assign(ended)
-                now = time.perf_counter()
-                if writer.num_pending >= flush_every or now - last_flush >= cfg.flush_seconds:
-                    writer.flush()
-                    last_flush = now
-                bar.set_postfix(transitions_per_s=f"{transitions / (now - start):,.0f}")
-    writer.close()
-    bar.close()
-    env.close()
+                    ended = done.nonzero().squeeze(-1)
+                    for i in ended.tolist():
+                        if episode_of[i] >= 0:
+                            data = recorder.take(i)
+                            returns.append(float(data["rewards"].sum()))
+                            writer.add(
+                                Episode(
+                                    index=int(episode_of[i]), seed=int(seed_of[i]),
+                                    pixels=data.pop("pixels", None),
+                                    attrs={
+                                        "episode_return": returns[-1],
+                                        **policy.episode_attrs(i),
+                                        **params_of[i],
+                                    },
+                                    **data,
+                                )
+                            )  # fmt: skip
+                            bar.update(1)
+                        else:
+                            recorder.restart(torch.tensor([i]))
+                    obs = assign(ended)
+                    now = time.perf_counter()
+                    if writer.num_pending >= flush_every or now - last_flush >= cfg.flush_seconds:
+                        writer.flush()
+                        last_flush = now
+                    bar.set_postfix(transitions_per_s=f"{transitions / (now - start):,.0f}")
+    finally:  # commit every finished episode, also after Ctrl-C or an error
+        writer.close()
+        bar.close()
+        env.close()
     elapsed = time.perf_counter() - start
     summary = {
         "episodes_recorded": len(returns),

@@ -56,6 +56,21 @@ class BenchCfg:
     """Physics threads for (a) and (b); 0 uses every CPU."""
     json: Path | None = None
     """Also write the results here as JSON (atomically)."""
+    # data generation (`agents.bench_data`)
+    parts: tuple[str, ...] = ("env", "data")
+    """What to measure: env (peers above), data (collection, recording, pixels, loaders)."""
+    data_envs: int = 256
+    """Parallel envs of the collection measurements."""
+    data_episode_length: int | None = None
+    """Episode length [control steps] of the collection measurements (None: the task's)."""
+    data_batches: int = 3
+    """Episodes per env in each collection round (steady state: writes overlap stepping)."""
+    pixel_envs: int = 16
+    """Parallel envs of the pixel collection measurement (0 skips it)."""
+    loader_batch: int = 1024
+    """Transitions per sampled training batch (windows: batch / sequence_length)."""
+    sequence_length: int = 64
+    """Window length of the sequence loader measurement."""
 
 
 def _timed(step: Callable[[], None], steps: int) -> float:
@@ -215,9 +230,6 @@ def run_bench(cfg: BenchCfg) -> dict:
         print(f"  {label} = {ratio:7.2f}   (target >= {target:g}: {verdict})")
     print(f"  a/b per step = {result['ratios']['batched_over_raw_per_step']:5.2f}   "
           "(both calling the engine once per control step)")  # fmt: skip
-    if cfg.json is not None:
-        write_json_atomic(cfg.json, result)
-        print(f"  wrote {cfg.json}")
     return result
 
 

@@ -1,7 +1,10 @@
 """Physics backends behind one batched protocol (`sim.base.BatchedSim`)."""
 
+from __future__ import annotations
+
 import os
 import sys
+from typing import TYPE_CHECKING
 
 if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
     # Headless Linux: offscreen rendering through EGL. Must be set before mujoco
@@ -9,7 +12,8 @@ if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
-from sim.base import BatchedSim  # noqa: E402
+if TYPE_CHECKING:
+    from sim.base import BatchedSim
 
 BACKENDS = ("mujoco",)
 
@@ -21,6 +25,16 @@ def make_sim(backend: str, model_xml: str, num_worlds: int, **kwargs) -> Batched
 
         return MujocoSim(load_model(model_xml), num_worlds, **kwargs)
     raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+
+
+def __getattr__(name: str):
+    # imported on first use: `sim.dataset` and its writer process need neither torch
+    # nor mujoco, and `import sim` must stay cheap for them
+    if name == "BatchedSim":
+        from sim.base import BatchedSim
+
+        return BatchedSim
+    raise AttributeError(f"module 'sim' has no attribute {name!r}")
 
 
 __all__ = ["BACKENDS", "BatchedSim", "make_sim"]
