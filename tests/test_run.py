@@ -24,7 +24,8 @@ def test_no_arguments_explains_and_lists_subcommands():
 
 def test_bench_writes_json_with_every_peer(tmp_path):
     path = tmp_path / "nested" / "bench.json"
-    out = run("bench", "--task", "pendulum_swingup", "--num-envs", "16", "--steps", "30",
+    out = run("bench", "--parts", "env", "--task", "pendulum_swingup", "--num-envs", "16",
+              "--steps", "30",
               "--warmup", "5", "--rounds", "2", "--sync-envs", "4", "--sync-steps", "10",
               "--json", str(path))  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -38,6 +39,26 @@ def test_bench_writes_json_with_every_peer(tmp_path):
     )
     assert "a/b" in out.stdout and "a/c" in out.stdout
     assert not list(path.parent.glob("*.tmp"))  # atomic write left no temp file
+    assert "data" not in result
+
+
+def test_data_bench_measures_collection_and_loaders(tmp_path):
+    path = tmp_path / "bench.json"
+    out = run("bench", "--parts", "data", "--task", "pendulum_swingup", "--data-envs", "4",
+              "--data-episode-length", "20", "--data-batches", "2", "--pixel-envs", "2",
+              "--rounds", "1", "--loader-batch", "64", "--sequence-length", "8",
+              "--json", str(path))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    data = json.loads(path.read_text())["data"]
+    rates = data["transitions_per_s"]
+    assert rates["stepping_only"] > 0 and rates["collect_recording"] > 0
+    assert (
+        abs(data["recording_over_stepping"] - rates["collect_recording"] / rates["stepping_only"])
+        < 1e-9
+    )
+    assert data["pixel_frames_per_s"] > 0
+    assert min(data["loader_transitions_per_s"].values()) > 0
+    assert "e/d" in out.stdout and "frames/s" in out.stdout
 
 
 def test_unknown_task_is_a_clear_error():
