@@ -110,7 +110,7 @@ def collect(cfg: CollectCfg) -> dict[str, float]:
     policy = make_policy(cfg.policy, env, cfg.noise_std, cfg.noise_rho)
     steps = env.cfg.episode_length // env.cfg.action_repeat
     recorder = EpisodeRecorder(
-        env.num_envs, steps, env.observation_dim, env.action_dim, env.sim.nq + env.sim.nv,
+        env.num_envs, steps, env.observation_dim, env.action_dim, env.sim.nq, env.sim.nv,
         (cfg.pixels, cfg.pixels, 3) if cfg.pixels else None,
     )  # fmt: skip
     env.capture_final_frames = bool(cfg.pixels)
@@ -151,11 +151,7 @@ def collect(cfg: CollectCfg) -> dict[str, float]:
                 action = policy(obs)
                 next_obs, reward, terminated, truncated, info = env.step(action)
                 done = terminated | truncated
-                recorder.record(
-                    obs=obs, actions=action, rewards=reward, terminated=terminated,
-                    truncated=truncated, next_obs=info["final_obs"],
-                    states=torch.cat((qpos, qvel), dim=-1),
-                )  # fmt: skip
+                recorder.record(obs, action, reward, qpos, qvel)
                 active = episode_of >= 0
                 transitions += int(active.sum())
                 if cfg.pixels:
@@ -169,7 +165,9 @@ def collect(cfg: CollectCfg) -> dict[str, float]:
                     ended = done.nonzero().squeeze(-1)
                     for i in ended.tolist():
                         if episode_of[i] >= 0:
-                            data = recorder.take(i)
+                            data = recorder.take(
+                                i, info["final_obs"][i], bool(terminated[i]), bool(truncated[i])
+                            )
                             returns.append(float(data["rewards"].sum()))
                             writer.add(
                                 Episode(

@@ -63,7 +63,7 @@ class BenchCfg:
     """Parallel envs of the collection measurements."""
     data_episode_length: int | None = None
     """Episode length [control steps] of the collection measurements (None: the task's)."""
-    data_batches: int = 3
+    data_batches: int = 4
     """Episodes per env in each collection round (steady state: writes overlap stepping)."""
     pixel_envs: int = 16
     """Parallel envs of the pixel collection measurement (0 skips it)."""
