@@ -11,6 +11,7 @@ missing ones, giving the dataset an uninterrupted run would have written.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,10 +106,19 @@ def collect(cfg: CollectCfg) -> dict[str, float]:
     env = envs.make(
         cfg.task, cfg.num_envs, cfg.backend, seed=cfg.seed, nthread=cfg.nthread, **overrides
     )
+    steps = env.cfg.episode_length // env.cfg.action_repeat
+    if cfg.pixels:  # N whole episodes of frames live in memory until each ends
+        need = env.num_envs * (steps + 1) * cfg.pixels**2 * 3
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        if need > 0.8 * free:
+            raise ValueError(
+                f"pixel buffers for {env.num_envs} envs x {steps + 1} frames of "
+                f"{cfg.pixels}x{cfg.pixels} need {need / 2**30:.1f} GiB, more than the "
+                f"{free / 2**30:.1f} GiB free: use fewer envs or smaller frames"
+            )
+    policy = make_policy(cfg.policy, env, cfg.noise_std, cfg.noise_rho)
     writer = DatasetWriter(cfg.out, env_args(cfg, env), resume=cfg.resume, background=True)
     todo = [e for e in range(cfg.episodes) if e not in writer.committed]
-    policy = make_policy(cfg.policy, env, cfg.noise_std, cfg.noise_rho)
-    steps = env.cfg.episode_length // env.cfg.action_repeat
     recorder = EpisodeRecorder(
         env.num_envs, steps, env.observation_dim, env.action_dim, env.sim.nq, env.sim.nv,
         (cfg.pixels, cfg.pixels, 3) if cfg.pixels else None,

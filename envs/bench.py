@@ -33,7 +33,7 @@ TARGET_SYNC = 25.0  # a / c
 
 @dataclass
 class BenchCfg:
-    """Steps/s of the batched env, raw MuJoCo and a Gymnasium SyncVectorEnv."""
+    """Env and data-generation throughput beside their peers (raw MuJoCo, Gymnasium)."""
 
     task: str = "cartpole_swingup"
     """Registered task to measure (see `envs.list_tasks()`)."""

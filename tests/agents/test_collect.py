@@ -131,3 +131,15 @@ def test_randomization_is_recorded_per_episode(tmp_path):
         np.testing.assert_array_equal(ds.episode(e)["obs"][0], obs[0].numpy())
         gravity.add(attrs["rand_gravity_scale"])
     assert len(gravity) == 3
+
+
+def test_bad_settings_fail_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match=r"pixel buffers for 4096 envs .* GiB"):
+        collect(CollectCfg(task="pendulum_swingup", num_envs=4096, pixels=512,
+                           out=tmp_path / "a", progress=False))  # fmt: skip
+    with pytest.raises(ValueError, match="no scripted expert for task 'test_cartpole_falls'"):
+        collect(CollectCfg(task="test_cartpole_falls", policy="expert", out=tmp_path / "b",
+                           progress=False))  # fmt: skip
+    with pytest.raises(ValueError, match="unknown policy 'greedy'"):
+        collect(CollectCfg(policy="greedy", out=tmp_path / "c", progress=False))
+    assert not list(tmp_path.iterdir())
