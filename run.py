@@ -4,6 +4,7 @@ python run.py            the closed loop (arrives with a later release)
 python run.py collect    record episodes of a policy into an HDF5 dataset
 python run.py inspect    summarise a dataset
 python run.py export     write a dataset in the LeRobot v3.0 layout
+python run.py train-wm   fit a world model to a dataset
 python run.py bench      env and data-generation throughput beside their peers
 """
 
@@ -18,11 +19,13 @@ from agents.collect import CollectCfg, run_collect
 from envs.bench import BenchCfg
 from sim.export import ExportCfg, run_export
 from sim.summary import InspectCfg, run_inspect
+from world_models.train import TrainWMCfg, run_train_wm
 
 SUBCOMMANDS = {
     "collect": (CollectCfg, run_collect),
     "inspect": (InspectCfg, run_inspect),
     "export": (ExportCfg, run_export),
+    "train-wm": (TrainWMCfg, run_train_wm),
     "bench": (BenchCfg, run_all),
 }
 

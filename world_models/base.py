@@ -1,0 +1,109 @@
+"""The world model protocol, and checkpoints that say what they hold.
+
+A world model is a `torch.nn.Module` with a few verbs (TD-MPC2 style):
+
+    state = wm.encode(obs)                          # model state of observations
+    state, obs, reward, cont = wm.next(state, action, generator)
+    loss, metrics = wm.loss(batch)                  # batch from `sim.loader.EpisodeData`
+
+`cont` is the probability that the episode continues (1 - termination).
+Checkpoints are plain dicts (`format`, `kind`, `config`, `dims`, `state_dict`,
+and whatever the trainer adds) saved atomically and loaded with
+`weights_only=True`; `load` checks the format, the kind and the shapes and says
+what does not match.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+FORMAT = "wam-sandbox/world-model"
+KINDS: dict[str, type[WorldModel]] = {}
+
+
+class WorldModel(nn.Module, ABC):
+    """Base class: subclasses set `kind`, build their modules from (dims, config)."""
+
+    kind: str
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if getattr(cls, "kind", None):
+            KINDS[cls.kind] = cls
+
+    def __init__(self, obs_dim: int, action_dim: int, config: dict[str, Any]):
+        super().__init__()
+        self.obs_dim, self.action_dim, self.config = obs_dim, action_dim, dict(config)
+
+    @abstractmethod
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        """Model state `[B, ...]` of observations `[B, obs_dim]`."""
+
+    @abstractmethod
+    def next(
+        self, state: torch.Tensor, action: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(next state, predicted observation, reward, continuation probability)."""
+
+    @abstractmethod
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss of a batch and named scalars to log."""
+
+    def checkpoint(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "kind": self.kind,
+            "config": self.config,
+            "dims": {"obs": self.obs_dim, "action": self.action_dim},
+            "state_dict": self.state_dict(),
+            **extra,
+        }
+
+
+def save_atomic(payload: dict[str, Any], path: str | os.PathLike) -> None:
+    """`torch.save` to a temporary file beside `path`, fsync, rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
+    """A checked checkpoint dict (tensors on the CPU)."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds for a damaged or foreign file
+        raise ValueError(
+            f"{path}: not a readable checkpoint ({type(err).__name__}: {err})"
+        ) from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a wam-sandbox world model checkpoint")
+    if ckpt["kind"] not in KINDS:
+        raise ValueError(f"{path}: unknown model kind {ckpt['kind']!r}; known: {sorted(KINDS)}")
+    if kind is not None and ckpt["kind"] != kind:
+        raise ValueError(f"{path}: holds a {ckpt['kind']!r} model, expected {kind!r}")
+    return ckpt
+
+
+def load(path: str | os.PathLike, kind: str | None = None) -> WorldModel:
+    """The world model saved at `path`, in eval mode."""
+    ckpt = read_checkpoint(path, kind)
+    model = KINDS[ckpt["kind"]](ckpt["dims"]["obs"], ckpt["dims"]["action"], ckpt["config"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise ValueError(f"{path}: weights do not fit a {ckpt['kind']} model: {err}") from err
+    return model.eval()
