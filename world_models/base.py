@@ -3,10 +3,12 @@
 A world model is a `torch.nn.Module` with a few verbs (TD-MPC2 style):
 
     state = wm.encode(obs)                          # model state of observations
-    state, obs, reward, cont = wm.next(state, action, generator)
+    step = wm.next(state, action, generator)        # Step: state, obs, reward, cont, disagreement
     loss, metrics = wm.loss(batch)                  # batch from `sim.loader.EpisodeData`
 
-`cont` is the probability that the episode continues (1 - termination).
+`cont` is the probability that the episode continues (1 - termination);
+`disagreement` is the model's epistemic uncertainty per row (0 if it has none).
+With a generator `next` samples, without one it returns the mean prediction.
 Checkpoints are plain dicts (`format`, `kind`, `config`, `dims`, `state_dict`,
 and whatever the trainer adds) saved atomically and loaded with
 `weights_only=True`; `load` checks the format, the kind and the shapes and says
@@ -18,13 +20,23 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 FORMAT = "wam-sandbox/world-model"
 KINDS: dict[str, type[WorldModel]] = {}
+
+
+class Step(NamedTuple):
+    """One imagined step of a batch, every field `[B, ...]`."""
+
+    state: torch.Tensor
+    obs: torch.Tensor
+    reward: torch.Tensor
+    cont: torch.Tensor
+    disagreement: torch.Tensor
 
 
 class WorldModel(nn.Module, ABC):
@@ -48,8 +60,9 @@ class WorldModel(nn.Module, ABC):
     @abstractmethod
     def next(
         self, state: torch.Tensor, action: torch.Tensor, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(next state, predicted observation, reward, continuation probability)."""
+    ) -> Step:
+        """The next model state with its predicted observation, reward, continuation
+        probability and disagreement."""
 
     @abstractmethod
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from world_models.base import WorldModel
+from world_models.base import Step, WorldModel
 
 DEFAULTS: dict[str, Any] = {
     "members": 7,  # ensemble size
@@ -166,6 +166,7 @@ class EnsembleDynamics(WorldModel):
             else torch.zeros(len(obs), device=obs.device),
         }
 
-    def next(self, state, action, generator=None):
+    def next(self, state, action, generator=None) -> Step:
         pred = self.predict(state, action, generator)
-        return pred["next_obs"], pred["next_obs"], pred["reward"], pred["cont"]
+        obs = pred["next_obs"]
+        return Step(obs, obs, pred["reward"], pred["cont"], pred["disagreement"])

@@ -1,0 +1,83 @@
+"""ImaginedEnv speaks the env protocol: shapes and dtypes, same-step autoreset with
+the true final observation, horizon truncation, episode statistics, seeding,
+action checks, the MOPO penalty, and Stable-Baselines3 runs on it unmodified."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import world_models
+from agents.collect import CollectCfg, collect
+from envs.sb3 import Sb3VecEnv
+from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
+from world_models.train import TrainWMCfg, train_world_model
+
+
+@pytest.fixture(scope="module")
+def model_and_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imagined")
+    collect(CollectCfg(task="pendulum_swingup", num_envs=4, episodes=8, episode_length=200,
+                       policy="noise", out=root / "data", progress=False))  # fmt: skip
+    train_world_model(TrainWMCfg(data=root / "data", out=root / "wm", epochs=3, hidden=64,
+                                 layers=2, members=3, elites=2, progress=False))  # fmt: skip
+    return world_models.load(root / "wm" / "model.pt"), root / "data"
+
+
+def _env(model_and_data, **kw):
+    model, data = model_and_data
+    cfg = ImaginedEnvCfg(**{"num_envs": 6, "episode_length": 7, "termination": "never", **kw})
+    return ImaginedEnv.from_dataset(model, data, cfg)
+
+
+def test_protocol_and_autoreset(model_and_data):
+    env = _env(model_and_data)
+    starts = env.starts
+    obs = env.reset(seed=1)
+    assert obs.shape == (6, 3) and obs.dtype == torch.float32
+    assert env.observation_space.shape == (3,) and env.action_space.shape == (1,)
+    for t in range(7):
+        prev = obs
+        obs, reward, terminated, truncated, info = env.step(torch.zeros(6, 1))
+        assert reward.shape == (6,) and reward.dtype == torch.float32
+        assert not terminated.any() and truncated.all() == (t == 6)
+    # the horizon ended every episode: final_obs continues them, obs starts new ones
+    assert "episode_return" in info and (info["episode_length"] == 7).all()
+    assert not torch.equal(info["final_obs"], obs)
+    assert all((starts == row).all(-1).any() for row in obs)  # each new obs is a start
+    assert not torch.equal(info["final_obs"], prev)
+    # seeding: the same seed gives the same imagined rollout
+    a = [env.reset(seed=3)] + [env.step(torch.full((6, 1), 0.5))[0] for _ in range(3)]
+    b = [env.reset(seed=3)] + [env.step(torch.full((6, 1), 0.5))[0] for _ in range(3)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_penalty_and_checks(model_and_data):
+    plain, penalised = _env(model_and_data, sample=False), _env(model_and_data, sample=False,
+                                                             disagreement_penalty=2.0)  # fmt: skip
+    plain.reset(seed=0), penalised.reset(seed=0)
+    action = torch.rand(6, 1) * 2 - 1
+    _, r0, _, _, info = plain.step(action)
+    _, r1, _, _, _ = penalised.step(action)
+    torch.testing.assert_close(r1, r0 - 2.0 * info["disagreement"].float())
+    assert (info["disagreement"] > 0).all()
+    with pytest.raises(ValueError, match=r"action has shape \(6, 2\), expected \(6, 1\)"):
+        plain.step(torch.zeros(6, 2))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        plain.step(torch.full((6, 1), float("nan")))
+    with pytest.raises(ValueError, match=r"start states have shape \(4, 2\)"):
+        ImaginedEnv(plain.model, torch.zeros(4, 2), ImaginedEnvCfg())
+
+
+def test_sb3_trains_in_imagination(model_and_data):
+    from stable_baselines3 import PPO
+
+    vec = Sb3VecEnv(_env(model_and_data, episode_length=20))
+    agent = PPO("MlpPolicy", vec, n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu")
+    agent.learn(total_timesteps=6 * 32 * 2)
+    obs = vec.reset()
+    actions, _ = agent.predict(obs, deterministic=True)
+    vec.step_async(actions)
+    obs, rewards, dones, infos = vec.step_wait()
+    assert obs.shape == (6, 3) and np.isfinite(rewards).all()

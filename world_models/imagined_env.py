@@ -1,0 +1,179 @@
+"""`ImaginedEnv`: a world model served as a batched env, in the protocol of `envs/`.
+
+Agents cannot tell it from a real env: torch tensors with the batch first,
+float32 observations, actions in [-1, 1], same-step autoreset with the true last
+observation in `info["final_obs"]`, a horizon that truncates, episode statistics
+in `info`, Gymnasium spaces; the Stable-Baselines3 adapter (`envs.sb3.Sb3VecEnv`)
+takes it as it is. Episodes start from observed states (a dataset's initial
+states, every state it visited, or states a real env reset to) and are rolled
+out by the model:
+
+- `sample`: each row follows one randomly drawn ensemble elite and samples its
+  Gaussian (trajectory sampling), else the elites' mean;
+- `disagreement_penalty` lambda: reward - lambda * disagreement (MOPO);
+- `termination`: "model" (continuation probability < 0.5) or "never" (tasks
+  whose only episode end is the time limit); any callable obs -> bool `[N]` too.
+A row whose prediction is not finite ends as truncated, flagged in
+`info["diverged"]`, like a diverged real world.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from sim.loader import EpisodeData
+from world_models.base import WorldModel
+
+
+@dataclass(kw_only=True)
+class ImaginedEnvCfg:
+    num_envs: int = 1
+    """Parallel imagined rollouts N."""
+    seed: int = 0
+    """Seed of the start states and the model's sampling."""
+    device: str = "cpu"
+    """Torch device of the model and of the returned tensors."""
+    episode_length: int = 100
+    """Horizon of an imagined episode [agent steps]; model errors grow with it."""
+    action_repeat: int = 1
+    """Fixed at 1: the model predicts one agent step."""
+    sample: bool = True
+    """Sample the model (trajectory sampling) instead of its mean prediction."""
+    disagreement_penalty: float = 0.0
+    """MOPO's lambda: reward minus lambda times the ensemble disagreement."""
+    termination: str = "model"
+    """model (continuation probability < 0.5) or never."""
+
+
+class ImaginedEnv:
+    """N rollouts of `model` from `starts` (observations `[M, obs_dim]`)."""
+
+    render_mode = None  # state models have no pictures
+
+    def __init__(
+        self,
+        model: WorldModel,
+        starts: torch.Tensor,
+        cfg: ImaginedEnvCfg,
+        termination: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        name: str = "imagined",
+    ):
+        if cfg.action_repeat != 1:
+            raise ValueError("an imagined env steps the model once per agent step: action_repeat=1")
+        if cfg.termination not in ("model", "never") and termination is None:
+            raise ValueError(f"termination must be model or never, got {cfg.termination!r}")
+        if starts.dim() != 2 or starts.shape[1] != model.obs_dim or len(starts) == 0:
+            raise ValueError(
+                f"{name}: start states have shape {tuple(starts.shape)}, expected "
+                f"(M > 0, {model.obs_dim})"
+            )
+        self.cfg, self.name, self.model = cfg, name, model.eval()
+        self.num_envs, self.device = cfg.num_envs, torch.device(cfg.device)
+        self.model.to(self.device)
+        self.starts = starts.to(self.device, torch.float32)
+        self.termination = termination
+        self.action_dim, self.observation_dim = model.action_dim, model.obs_dim
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (model.obs_dim,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (model.action_dim,), np.float32)
+        self._gen = torch.Generator().manual_seed(cfg.seed)
+        n = cfg.num_envs
+        self.episode_length_buf = torch.zeros(n, dtype=torch.long, device=self.device)
+        self._episode_return = torch.zeros(n, dtype=torch.float64, device=self.device)
+        self._obs = torch.empty(n, model.obs_dim, device=self.device)
+        self._state: torch.Tensor | None = None
+        self._start(torch.arange(n, device=self.device))
+
+    @classmethod
+    def from_dataset(
+        cls, model: WorldModel, path, cfg: ImaginedEnvCfg, initial_only: bool = True, **kw
+    ) -> ImaginedEnv:
+        """Start states from a recorded dataset: its episodes' first observations, or
+        (`initial_only=False`) every observation it holds."""
+        data = EpisodeData(path)
+        obs = data.data["obs"]
+        starts = obs[data.step == 0] if initial_only else obs
+        return cls(model, starts, cfg, **kw)
+
+    # ------------------------------------------------------------ protocol
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        if seed is not None:
+            self._gen.manual_seed(seed)
+        self._start(torch.arange(self.num_envs, device=self.device))
+        return self._obs.clone()
+
+    def get_observations(self) -> torch.Tensor:
+        return self._obs.clone()
+
+    @torch.no_grad()
+    def step(self, action: torch.Tensor):
+        action = self._check_action(action)
+        gen = self._gen if self.cfg.sample else None
+        step = self.model.next(self._state, action, gen)
+        obs, reward = step.obs.float(), step.reward.float()
+        if self.cfg.disagreement_penalty:
+            reward = reward - self.cfg.disagreement_penalty * step.disagreement.float()
+        self.episode_length_buf += 1
+        if self.termination is not None:
+            terminated = self.termination(obs).to(self.device, torch.bool)
+        elif self.cfg.termination == "model":
+            terminated = step.cont < 0.5
+        else:
+            terminated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        truncated = self.episode_length_buf >= self.cfg.episode_length
+        diverged = ~(torch.isfinite(obs).all(-1) & torch.isfinite(reward))
+        if diverged.any():  # never pass a non-finite prediction on
+            obs = torch.where(diverged[:, None], self._obs, obs)
+            reward = reward.masked_fill(diverged, 0.0)
+            terminated, truncated = terminated & ~diverged, truncated | diverged
+        self._state = step.state
+        self._episode_return += reward
+        info: dict[str, Any] = {"diverged": diverged, "disagreement": step.disagreement}
+        done = terminated | truncated
+        final_obs = obs.clone()
+        if done.any():
+            ids = done.nonzero().squeeze(-1)
+            info["episode_return"] = self._episode_return.clone()
+            info["episode_length"] = self.episode_length_buf.clone()
+            self._obs = obs
+            self._start(ids)
+            obs = self._obs
+        self._obs = obs.clone()
+        info["final_obs"] = final_obs
+        return obs, reward, terminated, truncated, info
+
+    def _start(self, env_ids: torch.Tensor) -> None:
+        pick = torch.randint(len(self.starts), (len(env_ids),), generator=self._gen)
+        start = self.starts[pick.to(self.device)]
+        self._obs[env_ids] = start
+        state = self.model.encode(start)
+        if self._state is None:
+            self._state = state.new_zeros(self.num_envs, *state.shape[1:])
+        self._state = self._state.clone()
+        self._state[env_ids] = state
+        self.episode_length_buf[env_ids] = 0
+        self._episode_return[env_ids] = 0.0
+
+    def _check_action(self, action) -> torch.Tensor:
+        expected = (self.num_envs, self.action_dim)
+        if isinstance(action, np.ndarray):
+            action = torch.from_numpy(action)
+        if not isinstance(action, torch.Tensor) or tuple(action.shape) != expected:
+            shape = tuple(action.shape) if hasattr(action, "shape") else type(action).__name__
+            raise ValueError(f"{self.name}: action has shape {shape}, expected {expected}")
+        if not action.dtype.is_floating_point:
+            raise ValueError(f"{self.name}: action dtype is {action.dtype}, expected float")
+        if not torch.isfinite(action).all():
+            raise ValueError(f"{self.name}: action contains NaN or inf")
+        return action.to(self.device, torch.float32).clamp(-1.0, 1.0)
+
+    def render(self, env_ids=None) -> torch.Tensor:
+        raise NotImplementedError(f"{self.name}: a state world model has no pictures")
+
+    def close(self) -> None:
+        pass
