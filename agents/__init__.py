@@ -1,1 +1,2 @@
-"""Policies and learners (arrive with the closed-loop issue)."""
+"""Policies: data-collection policies, scripted experts, collection (learners arrive
+with the closed-loop issue)."""
