@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 import envs
+from agents.bench_wm import run_wm_bench
 from agents.collect import CollectCfg, collect
 from agents.policies import make_policy
 from envs.bench import BenchCfg, run_bench, write_json_atomic
@@ -130,13 +131,15 @@ def run_data_bench(cfg: BenchCfg) -> dict:
 
 def run_all(cfg: BenchCfg) -> dict:
     """`python run.py bench`: the env peers and the data-generation measurements."""
-    unknown = set(cfg.parts) - {"env", "data"}
+    unknown = set(cfg.parts) - {"env", "data", "wm"}
     if unknown:
-        raise ValueError(f"unknown bench parts {sorted(unknown)}; valid parts: env, data")
+        raise ValueError(f"unknown bench parts {sorted(unknown)}; valid parts: env, data, wm")
     envs.spec(cfg.task)
     result: dict = run_bench(cfg) if "env" in cfg.parts else {}
     if "data" in cfg.parts:
         result["data"] = run_data_bench(cfg)
+    if "wm" in cfg.parts:
+        result["wm"] = run_wm_bench(cfg.task, cfg.num_envs, cfg.steps, cfg.rounds, cfg.wm, cfg.seed)
     if cfg.json is not None:
         write_json_atomic(cfg.json, json.loads(json.dumps(result, default=str)))
         print(f"wrote {cfg.json}")

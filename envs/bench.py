@@ -57,8 +57,9 @@ class BenchCfg:
     json: Path | None = None
     """Also write the results here as JSON (atomically)."""
     # data generation (`agents.bench_data`)
-    parts: tuple[str, ...] = ("env", "data")
-    """What to measure: env (peers above), data (collection, recording, pixels, loaders)."""
+    parts: tuple[str, ...] = ("env", "data", "wm")
+    """What to measure: env (peers above), data (collection, recording, pixels, loaders),
+    wm (imagined env beside the real one)."""
     data_envs: int = 256
     """Parallel envs of the collection measurements."""
     data_episode_length: int | None = None
@@ -71,6 +72,9 @@ class BenchCfg:
     """Transitions per sampled training batch (windows: batch / sequence_length)."""
     sequence_length: int = 64
     """Window length of the sequence loader measurement."""
+    # world models (`agents.bench_wm`)
+    wm: Path | None = None
+    """World model checkpoint for the imagined env (None: train a small one on the spot)."""
 
 
 def _timed(step: Callable[[], None], steps: int) -> float:
