@@ -235,10 +235,10 @@ class MujocoSim(BatchedSim):
             self._render_data = mujoco.MjData(self._render_model)
         key = (width, height)
         if key not in self._renderers:
-            # The shadow map is rendered every frame; the model's (2048-4096 texels a side)
+            # The shadow map is rendered every frame; the model's (2048 texels a side)
             # is sized for large images and dominates the cost of small frames on a CPU
-            # rasterizer (25 fps at 64x64). 4 texels per pixel a side looks the same
-            # there (mean difference 0.05/255 at 64x64) and is 10x faster.
+            # rasterizer. 4 texels per pixel a side looks the same there (mean
+            # difference 0.05/255 at 64x64) and renders 64x64 frames 2-3x faster.
             quality = self._render_model.vis.quality
             quality.shadowsize = min(int(self.model.vis.quality.shadowsize), 4 * max(key))
             try:
