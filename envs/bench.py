@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ import torch
 from mujoco import rollout
 
 import envs
+from sim.atomic import write_bytes_atomic
 
 TARGET_RAW = 0.6  # a / b
 TARGET_SYNC = 25.0  # a / c
@@ -238,16 +238,5 @@ def run_bench(cfg: BenchCfg) -> dict:
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write to a temp file beside `path`, fsync, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write `payload` as indented JSON, atomically."""
+    write_bytes_atomic(path, json.dumps(payload, indent=2).encode())

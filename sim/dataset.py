@@ -33,6 +33,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from sim.atomic import fsync_dir, write_bytes_atomic
+
 FORMAT = "wam-sandbox/episodes"
 VERSION = 1
 INDEX = "index.json"
@@ -62,25 +64,6 @@ class Episode:
 
     def __len__(self) -> int:
         return len(self.actions)
-
-
-def write_bytes_atomic(path: Path, payload: bytes) -> None:
-    """Write via a temporary file, fsync, rename: readers see the old or the new file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------- writing
@@ -199,7 +182,7 @@ class DatasetWriter:
     def _commit(self, name: str, episodes: list[Episode]) -> None:
         """Rename a complete, fsynced temporary shard into place, then list it."""
         os.replace(self.path / (name + ".tmp"), self.path / name)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
         self._shards.append(
             {
                 "file": name,

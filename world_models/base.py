@@ -25,6 +25,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from sim.atomic import write_atomic
+
 FORMAT = "wam-sandbox/world-model"
 KINDS: dict[str, type[WorldModel]] = {}
 
@@ -81,14 +83,7 @@ class WorldModel(nn.Module, ABC):
 
 def save_atomic(payload: dict[str, Any], path: str | os.PathLike) -> None:
     """`torch.save` to a temporary file beside `path`, fsync, rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: torch.save(payload, f))
 
 
 def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
