@@ -341,33 +341,7 @@ class BatchedEnv(ABC):
 
     # ------------------------------------------------------------- helpers
     def _check_action(self, action: torch.Tensor) -> torch.Tensor:
-        expected = (self.num_envs, self.action_dim)
-        if isinstance(action, np.ndarray):
-            action = torch.from_numpy(action)
-        if not isinstance(action, torch.Tensor):
-            raise ValueError(
-                f"{self.name}: action must be a torch.Tensor of shape {expected}, "
-                f"got {type(action).__name__}"
-            )
-        if tuple(action.shape) != expected:
-            raise ValueError(
-                f"{self.name}: action has shape {tuple(action.shape)}, expected "
-                f"{expected} (num_envs, action_dim)"
-            )
-        if not action.dtype.is_floating_point:
-            raise ValueError(
-                f"{self.name}: action dtype is {action.dtype}, expected a floating point "
-                f"tensor (float32) of shape {expected}"
-            )
-        action = action.detach().to("cpu", torch.float64)
-        finite = torch.isfinite(action).all(-1)
-        if not finite.all():
-            rows = (~finite).nonzero().squeeze(-1)[:8].tolist()
-            raise ValueError(
-                f"{self.name}: action contains NaN or inf in env rows {rows} "
-                f"(expected finite values in [-1, 1], shape {expected})"
-            )
-        return action.clamp(-1.0, 1.0)
+        return check_action(action, self.num_envs, self.action_dim, self.name)
 
     def _out(self, obs, reward, terminated, truncated, info):
         if self.device.type == "cpu":
@@ -412,6 +386,39 @@ class BatchedEnv(ABC):
 _RESET_STREAM = 0x5245534554  # initial state
 _OBS_NOISE_STREAM = 0x4F4253  # observation noise
 _ACTION_NOISE_STREAM = 0x414354  # action noise
+
+
+def check_action(action, num_envs: int, action_dim: int, name: str) -> torch.Tensor:
+    """The batch of actions as float64 on the CPU, clipped to [-1, 1]; a clear error
+    naming `name` for anything that is not a finite float tensor `[num_envs, action_dim]`
+    (numpy arrays are accepted). Shared by every env that speaks the protocol."""
+    expected = (num_envs, action_dim)
+    if isinstance(action, np.ndarray):
+        action = torch.from_numpy(action)
+    if not isinstance(action, torch.Tensor):
+        raise ValueError(
+            f"{name}: action must be a torch.Tensor of shape {expected}, "
+            f"got {type(action).__name__}"
+        )
+    if tuple(action.shape) != expected:
+        raise ValueError(
+            f"{name}: action has shape {tuple(action.shape)}, expected "
+            f"{expected} (num_envs, action_dim)"
+        )
+    if not action.dtype.is_floating_point:
+        raise ValueError(
+            f"{name}: action dtype is {action.dtype}, expected a floating point "
+            f"tensor (float32) of shape {expected}"
+        )
+    action = action.detach().to("cpu", torch.float64)
+    finite = torch.isfinite(action).all(-1)
+    if not finite.all():
+        rows = (~finite).nonzero().squeeze(-1)[:8].tolist()
+        raise ValueError(
+            f"{name}: action contains NaN or inf in env rows {rows} "
+            f"(expected finite values in [-1, 1], shape {expected})"
+        )
+    return action.clamp(-1.0, 1.0)
 
 
 def _check_cfg(cfg: EnvCfg) -> None:

@@ -27,6 +27,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from envs.base import check_action
 from sim.loader import EpisodeData
 from world_models.base import WorldModel
 
@@ -112,7 +113,8 @@ class ImaginedEnv:
 
     @torch.no_grad()
     def step(self, action: torch.Tensor):
-        action = self._check_action(action)
+        action = check_action(action, self.num_envs, self.action_dim, self.name)
+        action = action.to(self.device, torch.float32)
         gen = self._gen if self.cfg.sample else None
         step = self.model.next(self._state, action, gen)
         obs, reward = step.obs.float(), step.reward.float()
@@ -158,19 +160,6 @@ class ImaginedEnv:
         self._state[env_ids] = state
         self.episode_length_buf[env_ids] = 0
         self._episode_return[env_ids] = 0.0
-
-    def _check_action(self, action) -> torch.Tensor:
-        expected = (self.num_envs, self.action_dim)
-        if isinstance(action, np.ndarray):
-            action = torch.from_numpy(action)
-        if not isinstance(action, torch.Tensor) or tuple(action.shape) != expected:
-            shape = tuple(action.shape) if hasattr(action, "shape") else type(action).__name__
-            raise ValueError(f"{self.name}: action has shape {shape}, expected {expected}")
-        if not action.dtype.is_floating_point:
-            raise ValueError(f"{self.name}: action dtype is {action.dtype}, expected float")
-        if not torch.isfinite(action).all():
-            raise ValueError(f"{self.name}: action contains NaN or inf")
-        return action.to(self.device, torch.float32).clamp(-1.0, 1.0)
 
     def render(self, env_ids=None) -> torch.Tensor:
         raise NotImplementedError(f"{self.name}: a state world model has no pictures")
