@@ -63,9 +63,7 @@ def _sampling_rate(data: EpisodeData, batch: int, seconds: float = 0.5) -> float
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         out = data.sample(batch, gen)
-        count += out["actions"].shape[0] * (
-            out["actions"].shape[1] if out["actions"].dim() > 2 else 1
-        )
+        count += out["rewards"].numel()  # one reward per transition, [B] or [B, L]
     return count / (time.perf_counter() - start)
 
 

@@ -70,7 +70,6 @@ class EpisodeData(torch.utils.data.Dataset):
         self.step = torch.arange(len(self.episode_of)) - starts[self.episode_of]
         self.end = (starts + self.lengths)[self.episode_of].to(self.device)
         self.step, self.episode_of = self.step.to(self.device), self.episode_of.to(self.device)
-        self.starts = starts
 
     def __len__(self) -> int:
         return len(self.episode_of)

@@ -99,8 +99,3 @@ class EpisodeRecorder:
     def restart(self, env_ids: torch.Tensor) -> None:
         """Drop whatever rows `env_ids` hold (their episodes are not wanted)."""
         self.pos[env_ids] = 0
-
-    def nbytes(self) -> int:
-        buffers = (self.obs, self.actions, self.rewards, self.states)
-        total = sum(b.numel() * b.element_size() for b in buffers)
-        return total + (0 if self.pixels is None else self.pixels.numel())

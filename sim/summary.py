@@ -32,7 +32,8 @@ def summarize(path: str | Path) -> dict[str, Any]:
         for key, value in attrs.items():
             if key.startswith("rand_"):
                 params.setdefault(key[5:], []).append(np.ravel(value))
-    first = ds.episode(ds.episodes[0]) if ds.episodes else {}
+    # dimensions from the first episode's dataset shapes, without reading its data
+    first = ds._group(ds.episodes[0]) if ds.episodes else {}
     summary = {
         "path": str(ds.path),
         "task": ds.env_args.get("env_name"),
@@ -43,9 +44,9 @@ def summarize(path: str | Path) -> dict[str, Any]:
         "transitions": ds.total,
         "length": _stats(lengths),
         "return": _stats(returns),
-        "obs_dim": int(first["obs"].shape[1]) if first else None,
+        "obs_dim": int(first["obs/state"].shape[1]) if first else None,
         "action_dim": int(first["actions"].shape[1]) if first else None,
-        "pixels": list(first["pixels"].shape[1:]) if "pixels" in first else None,
+        "pixels": list(first["obs/pixels"].shape[1:]) if ds.has_pixels() else None,
         "randomization": {
             k: {"min": float(np.min(v)), "max": float(np.max(v))} for k, v in params.items()
         },

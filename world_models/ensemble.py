@@ -96,6 +96,11 @@ class EnsembleDynamics(WorldModel):
         delta = batch["next_obs"] - batch["obs"]
         return torch.cat((delta, batch["rewards"][..., None]), dim=-1)
 
+    def _normalized(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) of a batch in the normalised units the network works in."""
+        x = (self._inputs(batch) - self.in_mean) / self.in_std
+        return x, (self._targets(batch) - self.out_mean) / self.out_std
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Normalised inputs `[E, B, in]` -> (mean, logvar `[E, B, out]`, termination logit)."""
         out = self.head(self.trunk(x))
@@ -106,8 +111,7 @@ class EnsembleDynamics(WorldModel):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Batch fields `[E, B, ...]` (each member its own rows) or `[B, ...]` (shared)."""
-        x = (self._inputs(batch) - self.in_mean) / self.in_std
-        y = (self._targets(batch) - self.out_mean) / self.out_std
+        x, y = self._normalized(batch)
         e = self.config["members"]
         if x.dim() == 2:
             x, y = x.expand(e, *x.shape), y.expand(e, *y.shape)
@@ -124,8 +128,7 @@ class EnsembleDynamics(WorldModel):
     @torch.no_grad()
     def member_errors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean squared error of each member's mean on `batch`, normalised, `[E]`."""
-        x = (self._inputs(batch) - self.in_mean) / self.in_std
-        y = (self._targets(batch) - self.out_mean) / self.out_std
+        x, y = self._normalized(batch)
         e = self.config["members"]
         mean, _, _ = self(x.expand(e, *x.shape))
         return ((mean - y) ** 2).mean(dim=(1, 2))

@@ -137,17 +137,13 @@ class ImaginedEnv:
         self._episode_return += reward
         info: dict[str, Any] = {"diverged": diverged, "disagreement": step.disagreement}
         done = terminated | truncated
-        final_obs = obs.clone()
+        info["final_obs"] = obs.clone()
+        self._obs = obs
         if done.any():
-            ids = done.nonzero().squeeze(-1)
             info["episode_return"] = self._episode_return.clone()
             info["episode_length"] = self.episode_length_buf.clone()
-            self._obs = obs
-            self._start(ids)
-            obs = self._obs
-        self._obs = obs.clone()
-        info["final_obs"] = final_obs
-        return obs, reward, terminated, truncated, info
+            self._start(done.nonzero().squeeze(-1))
+        return self._obs.clone(), reward, terminated, truncated, info
 
     def _start(self, env_ids: torch.Tensor) -> None:
         pick = torch.randint(len(self.starts), (len(env_ids),), generator=self._gen)
@@ -156,7 +152,7 @@ class ImaginedEnv:
         state = self.model.encode(start)
         if self._state is None:
             self._state = state.new_zeros(self.num_envs, *state.shape[1:])
-        self._state = self._state.clone()
+        self._state = self._state.clone()  # a model may return its obs as its state
         self._state[env_ids] = state
         self.episode_length_buf[env_ids] = 0
         self._episode_return[env_ids] = 0.0
