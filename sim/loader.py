@@ -32,8 +32,8 @@ class EpisodeData(torch.utils.data.Dataset):
     Args:
         source: a dataset directory, a robomimic-layout file, or an open `Dataset`.
         sequence_length: None for single transitions, else the window length L.
-        pixels: also return frames (`pixels`, and `next_pixels` for transitions),
-            uint8 `[..., H, W, 3]`, streamed from disk.
+        pixels: also return frames (`pixels`, and `next_pixels` of the next
+            observations), uint8 `[..., H, W, 3]`, streamed from disk.
         device: where the in-memory tensors (and so the batches) live.
     """
 
@@ -99,25 +99,32 @@ class EpisodeData(torch.utils.data.Dataset):
         return batch
 
     def _frames(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Frames of the items, read from the shards (one slice per item)."""
+        """Frames of the items, read from the shards (one slice per item): `pixels`
+        of the observations and `next_pixels` of the next observations, padded past
+        an episode's end like the state fields."""
         length = 1 if self.sequence_length is None else self.sequence_length
-        out = []
+        now, nxt = [], []
         for i in idx.tolist():
             e = int(self.episode_of[i])
             step, ep_len = int(self.step[i]), int(self.lengths[e])
             group = self.dataset._group(self.dataset.episodes[e])
-            stop = min(step + length, ep_len)
-            frames = group["obs/pixels"][step:stop]
-            if self.sequence_length is None:
-                frames = np.concatenate((frames, group["next_obs/pixels"][step : step + 1]))
-            elif stop - step < length:  # pad like the state fields: repeat the last frame
-                pad = np.repeat(frames[-1:], length - (stop - step), axis=0)
-                frames = np.concatenate((frames, pad))
-            out.append(frames)
-        frames = torch.from_numpy(np.stack(out)).to(self.device)
+            n = min(length, ep_len - step)  # valid steps in the window
+            # frames of observations step .. step + n: the last may be the final one
+            frames = group["obs/pixels"][step : min(step + n + 1, ep_len)]
+            if step + n == ep_len:
+                frames = np.concatenate((frames, group["next_obs/pixels"][-1:]))
+            if n < length:  # past the end: repeat the last step
+                pad = length - n
+                now.append(np.concatenate((frames[:n], np.repeat(frames[n - 1 : n], pad, 0))))
+                nxt.append(np.concatenate((frames[1:], np.repeat(frames[n:], pad, 0))))
+            else:
+                now.append(frames[:n])
+                nxt.append(frames[1:])
+        pixels = torch.from_numpy(np.stack(now)).to(self.device)
+        next_pixels = torch.from_numpy(np.stack(nxt)).to(self.device)
         if self.sequence_length is None:
-            return {"pixels": frames[:, 0], "next_pixels": frames[:, 1]}
-        return {"pixels": frames}
+            return {"pixels": pixels[:, 0], "next_pixels": next_pixels[:, 0]}
+        return {"pixels": pixels, "next_pixels": next_pixels}
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None):
         """A uniformly random batch of items."""

@@ -2,8 +2,10 @@
 
 A world model is a `torch.nn.Module` with a few verbs (TD-MPC2 style):
 
-    state = wm.encode(obs)                          # model state of observations
+    state = wm.encode(obs, frames)                  # model state of one observation
+    state = wm.observe(obs, actions, frames)        # ... or filtered through a history
     step = wm.next(state, action, generator)        # Step: state, obs, reward, cont, disagreement
+    images = wm.frames(state)                       # decoded frames (models that see)
     loss, metrics = wm.loss(batch)                  # batch from `sim.loader.EpisodeData`
 
 `cont` is the probability that the episode continues (1 - termination);
@@ -55,9 +57,32 @@ class WorldModel(nn.Module, ABC):
         super().__init__()
         self.obs_dim, self.action_dim, self.config = obs_dim, action_dim, dict(config)
 
+    @property
+    def sees_pixels(self) -> bool:
+        """Whether the model takes (and decodes) camera frames."""
+        return bool(self.config.get("pixels", False))
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int] | None:
+        """(H, W, 3) of the frames a model that sees takes, else None."""
+        return tuple(self.config["frame_shape"]) if self.sees_pixels else None
+
     @abstractmethod
-    def encode(self, obs: torch.Tensor) -> torch.Tensor:
-        """Model state `[B, ...]` of observations `[B, obs_dim]`."""
+    def encode(self, obs: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """Model state `[B, ...]` of observations `[B, obs_dim]` (and, for a model that
+        sees, their frames, uint8 `[B, H, W, 3]`) with no history before them."""
+
+    def observe(
+        self, obs: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Model state after a history: observations `[B, T, obs_dim]` (frames
+        `[B, T, H, W, 3]`) and the `[B, T-1, action_dim]` actions between them.
+        Markov models need only the last observation."""
+        return self.encode(obs[:, -1], None if frames is None else frames[:, -1])
+
+    def frames(self, state: torch.Tensor) -> torch.Tensor:
+        """Decoded camera frames of model states, uint8 `[B, H, W, 3]`."""
+        raise ValueError(f"a {self.kind} model has no pixel decoder")
 
     @abstractmethod
     def next(

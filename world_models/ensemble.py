@@ -137,7 +137,7 @@ class EnsembleDynamics(WorldModel):
         self.elite_ids.copy_(torch.argsort(errors)[: self.config["elites"]])
 
     # ---------------------------------------------------------- prediction
-    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+    def encode(self, obs: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
         return obs
 
     @torch.no_grad()

@@ -46,7 +46,8 @@ def open_loop_error(
     state = model.encode(obs[:, 0].to(device))
     out: dict[str, dict[int, float]] = {"model": {}, "copy_last": {}, "reward_model": {}}
     for h in range(1, longest + 1):
-        state, pred, reward, _, _ = model.next(state, actions[:, h - 1].to(device))
+        step = model.next(state, actions[:, h - 1].to(device))
+        state, pred, reward = step.state, step.obs, step.reward
         if h in horizons:
             truth = obs[:, h]
             out["model"][h] = float(((pred.cpu() - truth) ** 2 / scale).mean())

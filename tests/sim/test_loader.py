@@ -80,6 +80,14 @@ def test_pixels_stream_in_workers(recorded):
     first = recorded.episode(recorded.episodes[0])
     item = data[0]
     np.testing.assert_array_equal(item["pixels"].numpy(), first["pixels"][:8])
+    np.testing.assert_array_equal(item["next_pixels"].numpy(), first["pixels"][1:9])
+    # a window over an episode's end: next frames end with the final one, then repeat
+    T = recorded.length(recorded.episodes[0])
+    item = data[T - 3]
+    np.testing.assert_array_equal(item["pixels"][:3].numpy(), first["pixels"][T - 3 : T])
+    np.testing.assert_array_equal(item["next_pixels"][:3].numpy(), first["pixels"][T - 2 :])
+    assert (item["pixels"][3:] == item["pixels"][2]).all()
+    assert (item["next_pixels"][3:] == first["pixels"][T]).all()
     seen = 0
     for batch in data.loader(16, shuffle=False, num_workers=2):
         assert batch["pixels"].shape[1:] == (8, 16, 16, 3) and batch["pixels"].dtype == torch.uint8
