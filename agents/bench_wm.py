@@ -1,9 +1,11 @@
 """Imagined env throughput beside the real simulator's, in one run.
 
 (h) the real batched env of the task, random actions, N rows;
-(i) `ImaginedEnv` over a world model of the same task, the same N and actions.
-Without `--wm` a small dataset is collected and a model with the default
-architecture trained on the spot (a few seconds): this measures speed, not fidelity.
+(i) `ImaginedEnv` over each world model of the same task (an ensemble and an
+    RSSM), the same N and actions, mean predictions.
+Without `--wm` a small dataset is collected and one model of each kind, with the
+default architecture, trained for a few steps on the spot: this measures speed,
+not fidelity. With `--wm` the given checkpoints are measured.
 """
 
 from __future__ import annotations
@@ -30,36 +32,49 @@ def _rate(env, actions: list[torch.Tensor]) -> float:
     return env.num_envs * len(actions) / (time.perf_counter() - start)
 
 
-def run_wm_bench(task: str, num_envs: int, steps: int, rounds: int, wm: Path | None, seed: int):
-    """Steps/s of (h) and (i); prints them with the ratio i/h."""
-    tmp = None
-    if wm is None:
-        tmp = Path(tempfile.mkdtemp(prefix="wam-bench-wm-"))
-        collect(CollectCfg(task=task, num_envs=8, episodes=8, episode_length=200, policy="noise",
-                           out=tmp / "data", progress=False, seed=seed))  # fmt: skip
-        train_world_model(TrainWMCfg(data=tmp / "data", out=tmp / "wm", epochs=2,
-                                     progress=False, seed=seed))  # fmt: skip
-        wm = tmp / "wm" / "model.pt"
-    model = world_models.load(wm)
+def _quick_models(task: str, seed: int) -> list[Path]:
+    tmp = Path(tempfile.mkdtemp(prefix="wam-bench-wm-"))
+    collect(CollectCfg(task=task, num_envs=8, episodes=8, episode_length=200, policy="noise",
+                       out=tmp / "data", progress=False, seed=seed))  # fmt: skip
+    paths = []
+    for kind in ("ensemble", "rssm"):
+        train_world_model(TrainWMCfg(data=tmp / "data", model=kind, out=tmp / kind, epochs=1,
+                                     steps_per_epoch=5, progress=False, seed=seed))  # fmt: skip
+        paths.append(tmp / kind / "model.pt")
+    return paths
+
+
+def run_wm_bench(
+    task: str, num_envs: int, steps: int, rounds: int, wm: list[Path] | None, seed: int
+) -> dict:
+    """Steps/s of (h) and of (i) for each model; prints them with the ratios i/h."""
+    paths = list(wm) if wm else _quick_models(task, seed)
+    models = [world_models.load(path if path.suffix else path / "model.pt") for path in paths]
     real = envs.make(task, num_envs=num_envs, seed=seed)
-    if model.obs_dim != real.observation_dim or model.action_dim != real.action_dim:
-        raise ValueError(f"{wm}: the model's dimensions do not match task {task!r}")
-    cfg = ImaginedEnvCfg(num_envs=num_envs, seed=seed, termination="never")
-    imagined = ImaginedEnv(model, real.reset()[:1].clone(), cfg)
+    imagined = {}
+    for path, model in zip(paths, models, strict=True):
+        if (model.obs_dim, model.action_dim) != (real.observation_dim, real.action_dim):
+            raise ValueError(f"{path}: the model's dimensions do not match task {task!r}")
+        name = model.kind + (" (pixels)" if model.sees_pixels else "")
+        cfg = ImaginedEnvCfg(num_envs=num_envs, seed=seed, termination="never", sample=False)
+        imagined[name] = ImaginedEnv.from_env(model, real, cfg)
     gen = torch.Generator().manual_seed(seed)
-    rates: dict[str, list[float]] = {"real": [], "imagined": []}
+    rates: dict[str, list[float]] = {"real": [], **{k: [] for k in imagined}}
     with torch.inference_mode():
         for _ in range(rounds):
             actions = [torch.rand(num_envs, real.action_dim, generator=gen) * 2 - 1
                        for _ in range(steps)]  # fmt: skip
             rates["real"].append(_rate(real, actions))
-            rates["imagined"].append(_rate(imagined, actions))
+            for name, env in imagined.items():
+                rates[name].append(_rate(env, actions))
     real.close()
-    result = {k: float(np.median(v)) for k, v in rates.items()}
-    result["imagined_over_real"] = result["imagined"] / result["real"]
+    median = {k: float(np.median(v)) for k, v in rates.items()}
+    result = {"real": median["real"], "imagined": {k: median[k] for k in imagined}}
+    result["imagined_over_real"] = {k: median[k] / median["real"] for k in imagined}
     print(f"bench wm {task}: N={num_envs}, {rounds} interleaved rounds of {steps} steps; median")
-    print(f"  (h) real batched env                             {result['real']:>12,.0f} steps/s")
-    print(f"  (i) ImaginedEnv, {model.kind} ({model.config['members']} members)"
-          f"{'':<10}{result['imagined']:>12,.0f} steps/s")  # fmt: skip
-    print(f"  i/h = {result['imagined_over_real']:.2f}")
+    print(f"  (h) real batched env{'':<22}{median['real']:>12,.0f} steps/s")
+    for name in imagined:
+        label = f"(i) ImaginedEnv, {name}"
+        print(f"  {label:<42}{median[name]:>12,.0f} steps/s   "
+              f"i/h = {result['imagined_over_real'][name]:.2f}")  # fmt: skip
     return result

@@ -73,8 +73,9 @@ class BenchCfg:
     sequence_length: int = 64
     """Window length of the sequence loader measurement."""
     # world models (`agents.bench_wm`)
-    wm: Path | None = None
-    """World model checkpoint for the imagined env (None: train a small one on the spot)."""
+    wm: tuple[Path, ...] = ()
+    """World model checkpoints or directories for the imagined envs (none: train a small
+    ensemble and RSSM on the spot)."""
 
 
 def _timed(step: Callable[[], None], steps: int) -> float:

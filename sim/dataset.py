@@ -387,6 +387,12 @@ class Dataset:
     def has_pixels(self) -> bool:
         return bool(self.episodes) and "pixels" in self._group(self.episodes[0])["obs"]
 
+    def frame_shape(self) -> tuple[int, int, int]:
+        """(H, W, 3) of the recorded frames."""
+        if not self.has_pixels():
+            raise ValueError(f"{self.path}: the dataset has no pixels")
+        return tuple(self._group(self.episodes[0])["obs/pixels"].shape[1:])
+
     def episode(self, e: int, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
         """Arrays of episode `e`: obs, next_obs, the step fields, and pixels if recorded
         (`keys` selects; pixels are `[T + 1, H, W, 3]`, frame t showing obs t)."""

@@ -42,15 +42,16 @@ def test_bench_writes_json_with_every_peer(tmp_path):
     assert "data" not in result
 
 
-def test_wm_bench_trains_a_model_and_compares(tmp_path):
+def test_wm_bench_trains_each_model_and_compares(tmp_path):
     path = tmp_path / "bench.json"
     out = run("bench", "--parts", "wm", "--task", "pendulum_swingup", "--num-envs", "64",
               "--steps", "10", "--rounds", "1", "--json", str(path))  # fmt: skip
     assert out.returncode == 0, out.stderr
     wm = json.loads(path.read_text())["wm"]
-    assert wm["real"] > 0 and wm["imagined"] > 0
-    assert abs(wm["imagined_over_real"] - wm["imagined"] / wm["real"]) < 1e-9
-    assert "i/h" in out.stdout
+    assert wm["real"] > 0 and set(wm["imagined"]) == {"ensemble", "rssm"}
+    for kind, rate in wm["imagined"].items():
+        assert rate > 0 and abs(wm["imagined_over_real"][kind] - rate / wm["real"]) < 1e-9
+    assert out.stdout.count("i/h") == 2
 
 
 def test_data_bench_measures_collection_and_loaders(tmp_path):

@@ -7,6 +7,7 @@ A world model is a `torch.nn.Module` with a few verbs (TD-MPC2 style):
     step = wm.next(state, action, generator)        # Step: state, obs, reward, cont, disagreement
     images = wm.frames(state)                       # decoded frames (models that see)
     loss, metrics = wm.loss(batch)                  # batch from `sim.loader.EpisodeData`
+    score, metrics = wm.validate(batch)             # held-out score, lower is better
 
 `cont` is the probability that the episode continues (1 - termination);
 `disagreement` is the model's epistemic uncertainty per row (0 if it has none).
@@ -94,6 +95,19 @@ class WorldModel(nn.Module, ABC):
     @abstractmethod
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Training loss of a batch and named scalars to log."""
+
+    def prepare(self, batch: dict[str, torch.Tensor]) -> None:  # noqa: B027 - optional
+        """Fit data statistics (normalisers) to training transitions before training."""
+
+    @torch.no_grad()
+    def validate(self, batch: dict[str, torch.Tensor]) -> tuple[float, dict[str, float]]:
+        """Score on held-out data (lower is better; the trainer keeps the best model)
+        and named scalars to log. By default the training loss in eval mode."""
+        was = self.training
+        self.eval()
+        loss, scalars = self.loss(batch)
+        self.train(was)
+        return float(loss), scalars
 
     def checkpoint(self, **extra: Any) -> dict[str, Any]:
         return {

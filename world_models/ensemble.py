@@ -81,7 +81,7 @@ class EnsembleDynamics(WorldModel):
         self.register_buffer("elite_ids", torch.arange(config["elites"]))
 
     # ------------------------------------------------------------- fitting
-    def set_normalizer(self, batch: dict[str, torch.Tensor]) -> None:
+    def prepare(self, batch: dict[str, torch.Tensor]) -> None:
         """Input and target statistics from the training transitions."""
         x, y = self._inputs(batch), self._targets(batch)
         self.in_mean.copy_(x.mean(0))
@@ -135,6 +135,16 @@ class EnsembleDynamics(WorldModel):
 
     def set_elites(self, errors: torch.Tensor) -> None:
         self.elite_ids.copy_(torch.argsort(errors)[: self.config["elites"]])
+
+    @torch.no_grad()
+    def validate(self, batch: dict[str, torch.Tensor]) -> tuple[float, dict[str, float]]:
+        """Each member's error on held-out transitions; the best become the elites,
+        whose mean error is the score."""
+        errors = self.member_errors(batch)
+        self.set_elites(errors)
+        elite = float(errors[self.elite_ids].mean())
+        return elite, {"elite_mse": elite, **{f"member_{i}_mse": float(v)
+                                              for i, v in enumerate(errors)}}  # fmt: skip
 
     # ---------------------------------------------------------- prediction
     def encode(self, obs: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:

@@ -8,13 +8,18 @@ takes it as it is. Episodes start from observed states (a dataset's initial
 states, every state it visited, or states a real env reset to) and are rolled
 out by the model:
 
-- `sample`: each row follows one randomly drawn ensemble elite and samples its
-  Gaussian (trajectory sampling), else the elites' mean;
+- `sample`: the model samples its next state (an ensemble: one randomly drawn
+  elite per row and its Gaussian, trajectory sampling; an RSSM: its prior),
+  else its mean (ensemble) or mode (RSSM) prediction;
 - `disagreement_penalty` lambda: reward - lambda * disagreement (MOPO);
 - `termination`: "model" (continuation probability < 0.5) or "never" (tasks
   whose only episode end is the time limit); any callable obs -> bool `[N]` too.
 A row whose prediction is not finite ends as truncated, flagged in
 `info["diverged"]`, like a diverged real world.
+
+Observations are state vectors (a model that sees decodes them from its latent
+state); a model that sees also starts from frames and `render()` returns its
+decoded frames, uint8 `[n, H, W, 3]`, like a real env's camera.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ class ImaginedEnvCfg:
 class ImaginedEnv:
     """N rollouts of `model` from `starts` (observations `[M, obs_dim]`)."""
 
-    render_mode = None  # state models have no pictures
+    render_mode = None
 
     def __init__(
         self,
@@ -64,6 +69,7 @@ class ImaginedEnv:
         cfg: ImaginedEnvCfg,
         termination: Callable[[torch.Tensor], torch.Tensor] | None = None,
         name: str = "imagined",
+        start_frames: torch.Tensor | None = None,
     ):
         if cfg.action_repeat != 1:
             raise ValueError("an imagined env steps the model once per agent step: action_repeat=1")
@@ -74,6 +80,14 @@ class ImaginedEnv:
                 f"{name}: start states have shape {tuple(starts.shape)}, expected "
                 f"(M > 0, {model.obs_dim})"
             )
+        if model.sees_pixels:
+            want = (len(starts), *model.frame_shape)
+            if start_frames is None or tuple(start_frames.shape) != want:
+                got = None if start_frames is None else tuple(start_frames.shape)
+                raise ValueError(f"{name}: the model sees pixels: start_frames must have shape "
+                                 f"{want}, got {got}")  # fmt: skip
+            start_frames = start_frames.to(cfg.device, torch.uint8)
+        self.start_frames = start_frames if model.sees_pixels else None
         self.cfg, self.name, self.model = cfg, name, model.eval()
         self.num_envs, self.device = cfg.num_envs, torch.device(cfg.device)
         self.model.to(self.device)
@@ -96,10 +110,28 @@ class ImaginedEnv:
     ) -> ImaginedEnv:
         """Start states from a recorded dataset: its episodes' first observations, or
         (`initial_only=False`) every observation it holds."""
-        data = EpisodeData(path)
-        obs = data.data["obs"]
-        starts = obs[data.step == 0] if initial_only else obs
-        return cls(model, starts, cfg, **kw)
+        data = EpisodeData(path, pixels=model.sees_pixels)
+        rows = (data.step == 0).nonzero().squeeze(-1) if initial_only else torch.arange(len(data))
+        if model.sees_pixels:
+            if len(rows) > 100_000:  # frames are read from disk: a random subset
+                gen = torch.Generator().manual_seed(cfg.seed)
+                rows = rows[torch.randperm(len(rows), generator=gen)[:100_000]]
+            kw["start_frames"] = data.__getitems__(rows)["pixels"]
+        return cls(model, data.data["obs"][rows], cfg, **kw)
+
+    @classmethod
+    def from_env(cls, model: WorldModel, env, cfg: ImaginedEnvCfg, **kw) -> ImaginedEnv:
+        """Start states from a real env's reset (seeded with `cfg.seed`): its
+        observations and, for a model that sees, its camera frames."""
+        if (env.observation_dim, env.action_dim) != (model.obs_dim, model.action_dim):
+            raise ValueError(
+                f"{env.name}: observation/action dims ({env.observation_dim}, "
+                f"{env.action_dim}) differ from the model's ({model.obs_dim}, {model.action_dim})"
+            )
+        starts = env.reset(seed=cfg.seed).clone()
+        if model.sees_pixels:
+            kw["start_frames"] = env.render()
+        return cls(model, starts, cfg, name=kw.pop("name", f"imagined {env.name}"), **kw)
 
     # ------------------------------------------------------------ protocol
     def reset(self, seed: int | None = None) -> torch.Tensor:
@@ -147,9 +179,11 @@ class ImaginedEnv:
 
     def _start(self, env_ids: torch.Tensor) -> None:
         pick = torch.randint(len(self.starts), (len(env_ids),), generator=self._gen)
-        start = self.starts[pick.to(self.device)]
+        pick = pick.to(self.device)
+        start = self.starts[pick]
         self._obs[env_ids] = start
-        state = self.model.encode(start)
+        frames = None if self.start_frames is None else self.start_frames[pick]
+        state = self.model.encode(start, frames)
         if self._state is None:
             self._state = state.new_zeros(self.num_envs, *state.shape[1:])
         self._state = self._state.clone()  # a model may return its obs as its state
@@ -157,8 +191,12 @@ class ImaginedEnv:
         self.episode_length_buf[env_ids] = 0
         self._episode_return[env_ids] = 0.0
 
-    def render(self, env_ids=None) -> torch.Tensor:
-        raise NotImplementedError(f"{self.name}: a state world model has no pictures")
+    def render(self, env_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoded frames of a model that sees, uint8 `[n, H, W, 3]`."""
+        if not self.model.sees_pixels:
+            raise NotImplementedError(f"{self.name}: a {self.model.kind} model has no pictures")
+        state = self._state if env_ids is None else self._state[torch.as_tensor(env_ids)]
+        return self.model.frames(state)
 
     def close(self) -> None:
         pass

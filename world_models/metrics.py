@@ -25,34 +25,55 @@ def open_loop_error(
     episodes: list[int],
     horizons: tuple[int, ...] = HORIZONS,
     stride: int = 10,
+    context: int = 8,
 ) -> dict[str, dict[int, float]]:
-    """{"model", "copy_last", "reward_model"}: normalised error per horizon."""
+    """{"model", "copy_last", "reward_model"}: normalised error per horizon.
+
+    The model first observes the `context` steps before each start (and their
+    frames, for a model that sees), then predicts open loop from the start."""
     longest = max(horizons)
-    obs_l, act_l, rew_l = [], [], []
+    keys = ("obs", "next_obs", "actions", "rewards") + (("pixels",) if model.sees_pixels else ())
+    obs_l, act_l, rew_l, frame_l = [], [], [], []
     for e in episodes:
-        ep = dataset.episode(e, ("obs", "next_obs", "actions", "rewards"))
+        ep = dataset.episode(e, keys)
         # observations 0..T (the last is the final next_obs)
         obs = torch.cat((torch.from_numpy(ep["obs"]), torch.from_numpy(ep["next_obs"][-1:])))
-        for t in range(0, len(ep["actions"]) - longest + 1, stride):
-            obs_l.append(obs[t : t + longest + 1])
-            act_l.append(torch.from_numpy(ep["actions"][t : t + longest]))
+        for t in range(context, len(ep["actions"]) - longest + 1, stride):
+            obs_l.append(obs[t - context : t + longest + 1])
+            act_l.append(torch.from_numpy(ep["actions"][t - context : t + longest]))
             rew_l.append(torch.from_numpy(ep["rewards"][t : t + longest]))
+            if model.sees_pixels:
+                frame_l.append(torch.from_numpy(ep["pixels"][t - context : t + 1]))
     if not obs_l:
-        raise ValueError(f"no episode is longer than the largest horizon ({longest})")
+        raise ValueError(
+            f"no episode is longer than the context and the largest horizon ({context} + {longest})"
+        )
     obs, actions, rewards = torch.stack(obs_l), torch.stack(act_l), torch.stack(rew_l)
     scale = obs.reshape(-1, obs.shape[-1]).var(0).clamp_min(1e-8)
     reward_scale = rewards.var().clamp_min(1e-8)
     device = next(model.parameters()).device
-    state = model.encode(obs[:, 0].to(device))
     out: dict[str, dict[int, float]] = {"model": {}, "copy_last": {}, "reward_model": {}}
-    for h in range(1, longest + 1):
-        step = model.next(state, actions[:, h - 1].to(device))
-        state, pred, reward = step.state, step.obs, step.reward
-        if h in horizons:
-            truth = obs[:, h]
-            out["model"][h] = float(((pred.cpu() - truth) ** 2 / scale).mean())
-            out["copy_last"][h] = float(((obs[:, 0] - truth) ** 2 / scale).mean())
-            out["reward_model"][h] = float(
-                ((reward.cpu() - rewards[:, h - 1]) ** 2).mean() / reward_scale
-            )
+    chunks = []
+    for rows in torch.arange(len(obs)).split(1024):  # bounded memory for frames
+        frames = torch.stack([frame_l[i] for i in rows]).to(device) if frame_l else None
+        state = model.observe(
+            obs[rows, : context + 1].to(device), actions[rows, :context].to(device), frames
+        )
+        preds, rews = [], []
+        for h in range(1, longest + 1):
+            step = model.next(state, actions[rows, context + h - 1].to(device))
+            state = step.state
+            preds.append(step.obs.cpu())
+            rews.append(step.reward.cpu())
+        chunks.append((torch.stack(preds, 1), torch.stack(rews, 1)))
+    pred = torch.cat([c[0] for c in chunks])  # [S, longest, d]
+    reward = torch.cat([c[1] for c in chunks])
+    now = obs[:, context]
+    for h in horizons:
+        truth = obs[:, context + h]
+        out["model"][h] = float(((pred[:, h - 1] - truth) ** 2 / scale).mean())
+        out["copy_last"][h] = float(((now - truth) ** 2 / scale).mean())
+        out["reward_model"][h] = float(
+            ((reward[:, h - 1] - rewards[:, h - 1]) ** 2).mean() / reward_scale
+        )
     return out

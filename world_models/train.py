@@ -1,59 +1,47 @@
 """`python run.py train-wm`: fit a world model to a recorded dataset.
 
-Whole episodes are held out for validation. Each epoch draws, for every
-ensemble member, its own random batches of training transitions (sampling with
-replacement: a bootstrap per member), then measures every member on the held-out
-transitions; the best members become the elites and the best model so far is
-kept. Training stops when the elites' validation error has not improved by 1%
-for `patience` epochs (MBPO's rule), or at `epochs`. Checkpoints are atomic:
-`model.pt` (the best model) and `last.pt` (everything `--resume` needs).
-TensorBoard scalars go to `<out>/tb`.
+Whole episodes are held out for validation. An epoch is `steps_per_epoch`
+gradient steps (by default one pass over the training transitions), then the
+model is scored on the held-out episodes and the best model so far is kept.
+Training stops when the validation score has not improved by 1% for `patience`
+epochs (MBPO's rule), or at `epochs`.
+
+- ensemble: every member draws its own random batches of transitions (sampling
+  with replacement: a bootstrap per member); validation picks the elites.
+- rssm: batches of windows of `sequence_length` steps (with frames for a model
+  that sees); validation is the reconstruction and reward error of held-out
+  windows.
+
+Checkpoints are atomic: `model.pt` (the best model) and `last.pt` (everything
+`--resume` needs). TensorBoard scalars go to `<out>/tb`; `report.json` holds the
+open-loop error of the best model on the held-out episodes.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from sim.atomic import write_bytes_atomic
 from sim.dataset import Dataset
 from sim.loader import EpisodeData
-from world_models.base import load, read_checkpoint, save_atomic
-from world_models.ensemble import EnsembleDynamics
+from world_models.base import KINDS, load, read_checkpoint, save_atomic
 from world_models.metrics import open_loop_error
 
-MODELS = ("ensemble",)
+MODELS = ("ensemble", "rssm")
+_TRAINING = ("batch_size", "lr", "weight_decay", "grad_clip", "sequence_length")
 
 
 @dataclass
-class TrainWMCfg:
-    """Train a world model on a recorded dataset (ensemble dynamics)."""
+class EnsembleCfg:
+    """Probabilistic ensemble dynamics (MBPO/PETS)."""
 
-    data: Path
-    """Dataset directory written by `collect`."""
-    model: str = "ensemble"
-    """Model kind: ensemble (probabilistic ensemble dynamics)."""
-    out: Path = Path("runs/wm")
-    """Output directory: model.pt, last.pt, tb/, report.json."""
-    epochs: int = 200
-    """Most epochs."""
-    steps_per_epoch: int = 0
-    """Gradient steps per epoch (0: one pass over the training transitions)."""
-    batch_size: int = 256
-    """Transitions per member per gradient step."""
-    lr: float = 1e-3
-    """Adam learning rate."""
-    weight_decay: float = 1e-5
-    """Decoupled weight decay (AdamW)."""
-    val_fraction: float = 0.1
-    """Share of episodes held out for validation (at least one)."""
-    patience: int = 5
-    """Epochs without a 1% improvement of the elites' validation error before stopping."""
     members: int = 7
     """Ensemble members."""
     elites: int = 5
@@ -62,6 +50,66 @@ class TrainWMCfg:
     """Units per hidden layer."""
     layers: int = 4
     """Hidden layers."""
+    batch_size: int = 256
+    """Transitions per member per gradient step."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    weight_decay: float = 1e-5
+    """Decoupled weight decay."""
+    grad_clip: float = 0.0
+    """Largest gradient norm (0: no clipping)."""
+
+
+@dataclass
+class RssmCfg:
+    """Recurrent state-space model (DreamerV3 style)."""
+
+    deter: int = 256
+    """GRU units (the deterministic state)."""
+    stoch: int = 16
+    """Categorical latent variables."""
+    classes: int = 16
+    """Classes per latent variable."""
+    hidden: int = 256
+    """Units of the MLPs."""
+    layers: int = 2
+    """Hidden layers of the encoder and the heads."""
+    pixels: bool = False
+    """See camera frames (the dataset must hold them) instead of state vectors."""
+    depth: int = 16
+    """Channels of the first conv layer (frames only)."""
+    free_nats: float = 1.0
+    """KL below this many nats is free."""
+    sequence_length: int = 50
+    """Steps per training window."""
+    batch_size: int = 16
+    """Windows per gradient step."""
+    lr: float = 3e-4
+    """AdamW learning rate."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay."""
+    grad_clip: float = 100.0
+    """Largest gradient norm (0: no clipping)."""
+
+
+@dataclass
+class TrainWMCfg:
+    """Train a world model (ensemble dynamics or an RSSM) on a recorded dataset."""
+
+    data: Path
+    """Dataset directory written by `collect`."""
+    model: str = "ensemble"
+    """Model kind: ensemble (probabilistic ensemble dynamics) or rssm."""
+    out: Path = Path("runs/wm")
+    """Output directory: model.pt, last.pt, tb/, report.json."""
+    epochs: int = 200
+    """Most epochs."""
+    steps_per_epoch: int = 0
+    """Gradient steps per epoch (0: one pass over the training transitions)."""
+    val_fraction: float = 0.1
+    """Share of episodes held out for validation (at least one)."""
+    patience: int = 5
+    """Epochs without a 1% improvement of the validation score before stopping."""
     seed: int = 0
     """Seed of the split, the initialisation and the batches."""
     device: str = "cpu"
@@ -70,6 +118,19 @@ class TrainWMCfg:
     """Continue from `<out>/last.pt`."""
     progress: bool = True
     """Show a progress bar."""
+    ensemble: EnsembleCfg = field(default_factory=EnsembleCfg)
+    """Settings of `--model ensemble`."""
+    rssm: RssmCfg = field(default_factory=RssmCfg)
+    """Settings of `--model rssm`."""
+
+
+def _model_settings(cfg: TrainWMCfg):
+    """(model config dict, training settings) of the chosen model."""
+    settings = cfg.ensemble if cfg.model == "ensemble" else cfg.rssm
+    model_cfg = {f.name: getattr(settings, f.name) for f in fields(settings)}
+    for key in _TRAINING:
+        model_cfg.pop(key, None)
+    return model_cfg, settings
 
 
 def train_world_model(cfg: TrainWMCfg) -> dict:
@@ -79,7 +140,15 @@ def train_world_model(cfg: TrainWMCfg) -> dict:
     dataset = Dataset(cfg.data)
     if len(dataset) < 2:
         raise ValueError(f"{cfg.data}: need at least 2 episodes (one held out), got {len(dataset)}")
-    data = EpisodeData(dataset, device=cfg.device)
+    model_cfg, settings = _model_settings(cfg)
+    pixels = bool(model_cfg.get("pixels"))
+    if pixels:
+        if not dataset.has_pixels():
+            raise ValueError(f"{cfg.data}: --rssm.pixels needs a dataset with frames "
+                             "(collect --pixels 64)")  # fmt: skip
+        model_cfg["frame_shape"] = list(dataset.frame_shape())
+    window = getattr(settings, "sequence_length", None)
+    data = EpisodeData(dataset, sequence_length=window, pixels=pixels, device=cfg.device)
     gen = torch.Generator().manual_seed(cfg.seed)
     order = torch.randperm(len(dataset), generator=gen)
     n_val = max(1, round(cfg.val_fraction * len(dataset)))
@@ -88,15 +157,19 @@ def train_world_model(cfg: TrainWMCfg) -> dict:
     is_val[val_eps] = True
     in_val = is_val[data.episode_of.cpu()]
     train_idx, val_idx = (~in_val).nonzero().squeeze(-1), in_val.nonzero().squeeze(-1)
-    model_cfg = {k: getattr(cfg, k) for k in ("members", "elites", "hidden", "layers")}
-    model = EnsembleDynamics(data.data["obs"].shape[1], data.data["actions"].shape[1], model_cfg)
-    model.to(cfg.device)
-    model.set_normalizer(data.__getitems__(train_idx))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    val_batch = data.__getitems__(val_idx[torch.randperm(len(val_idx), generator=gen)[:50_000]])
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
+    obs_dim, act_dim = data.data["obs"].shape[1], data.data["actions"].shape[1]
+    model = KINDS[cfg.model](obs_dim, act_dim, model_cfg).to(cfg.device)
+    model.prepare({k: v[train_idx.to(cfg.device)] for k, v in data.data.items()})
+    if window is None:
+        val_batch = data.__getitems__(val_idx[torch.randperm(len(val_idx), generator=gen)[:50_000]])
+    else:  # non-overlapping windows over the held-out episodes, at most 64
+        starts = val_idx[data.step[val_idx].cpu() % window == 0]
+        val_batch = data.__getitems__(starts[torch.randperm(len(starts), generator=gen)[:64]])
+    members = getattr(settings, "members", 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    train_settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
     meta = {"env_args": dataset.env_args, "data": str(cfg.data), "val_episodes": val_eps,
-            "train": settings}  # fmt: skip
+            "train": train_settings}  # fmt: skip
     state = {"epoch": 0, "best": float("inf"), "since_best": 0}
     last = cfg.out / "last.pt"
     if cfg.resume and last.exists():
@@ -107,63 +180,69 @@ def train_world_model(cfg: TrainWMCfg) -> dict:
         opt.load_state_dict(ckpt["optimizer"])
         state = ckpt["progress"]
         gen.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["torch_rng"])
     elif (cfg.out / "model.pt").exists() and not cfg.resume:
         raise ValueError(f"{cfg.out} already holds a model; pass --resume or another --out")
-    steps = cfg.steps_per_epoch or max(1, len(train_idx) // cfg.batch_size)
+    per_step = members * settings.batch_size * (window or 1)
+    steps = cfg.steps_per_epoch or max(1, len(train_idx) // per_step)
     log = SummaryWriter(str(cfg.out / "tb"))
     bar = tqdm(total=cfg.epochs, initial=state["epoch"], unit="epoch", disable=not cfg.progress)
     start, first_epoch = time.perf_counter(), state["epoch"]
     while state["epoch"] < cfg.epochs and state["since_best"] < cfg.patience:
         model.train()
+        sums: dict[str, float] = {}
         for _ in range(steps):
-            pick = torch.randint(len(train_idx), (cfg.members * cfg.batch_size,), generator=gen)
+            pick = torch.randint(len(train_idx), (members * settings.batch_size,), generator=gen)
             batch = data.__getitems__(train_idx[pick])
-            batch = {
-                k: v.reshape(cfg.members, cfg.batch_size, *v.shape[1:]) for k, v in batch.items()
-            }
+            if members > 1:  # each member its own rows: [E, B, ...]
+                batch = {k: v.reshape(members, -1, *v.shape[1:]) for k, v in batch.items()}
             loss, scalars = model.loss(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if settings.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
             opt.step()
+            for key, value in scalars.items():
+                sums[key] = sums.get(key, 0.0) + value
         model.eval()
-        errors = model.member_errors(val_batch)
-        model.set_elites(errors)
-        elite_error = float(errors[model.elite_ids].mean())
+        score, val_scalars = model.validate(val_batch)
         state["epoch"] += 1
         epoch = state["epoch"]
-        for key, value in scalars.items():
-            log.add_scalar(f"losses/{key}", value, epoch)
-        log.add_scalar("val/elite_mse", elite_error, epoch)
-        for i, err in enumerate(errors.tolist()):
-            log.add_scalar(f"val/member_{i}_mse", err, epoch)
-        seen = (epoch - first_epoch) * steps * cfg.members * cfg.batch_size
+        for key, value in sums.items():
+            log.add_scalar(f"losses/{key}", value / steps, epoch)
+        log.add_scalar("val/score", score, epoch)
+        for key, value in val_scalars.items():
+            log.add_scalar(f"val/{key}", value, epoch)
+        seen = (epoch - first_epoch) * steps * per_step
         log.add_scalar("charts/transitions_per_s", seen / (time.perf_counter() - start), epoch)
-        if elite_error < 0.99 * state["best"]:
-            state["best"], state["since_best"] = elite_error, 0
-            save_atomic(model.checkpoint(**meta, val_mse=elite_error), cfg.out / "model.pt")
+        if score < 0.99 * state["best"]:
+            state["best"], state["since_best"] = score, 0
+            save_atomic(model.checkpoint(**meta, val_score=score), cfg.out / "model.pt")
         else:
             state["since_best"] += 1
         save_atomic(model.checkpoint(**meta, optimizer=opt.state_dict(), progress=state,
-                                     generator=gen.get_state()), last)  # fmt: skip
+                                     generator=gen.get_state(),
+                                     torch_rng=torch.get_rng_state()), last)  # fmt: skip
         bar.update(1)
-        bar.set_postfix(val_mse=f"{elite_error:.4f}", best=f"{state['best']:.4f}")
+        bar.set_postfix(val=f"{score:.4f}", best=f"{state['best']:.4f}")
     bar.close()
     log.close()
     best = load(cfg.out / "model.pt").to(cfg.device)
     report = {
+        "model": cfg.model,
         "epochs": state["epoch"],
-        "val_mse": state["best"],
+        "val_score": state["best"],
         "open_loop": open_loop_error(best, dataset, val_eps),
     }
-    (cfg.out / "report.json").write_text(json.dumps(report, indent=1))
+    write_bytes_atomic(cfg.out / "report.json", json.dumps(report, indent=1).encode())
     return report
 
 
 def run_train_wm(cfg: TrainWMCfg) -> None:
     report = train_world_model(cfg)
     err = report["open_loop"]
-    print(f"{cfg.out}: {cfg.model} trained {report['epochs']} epochs, validation mse "
-          f"{report['val_mse']:.4f} (normalised)")  # fmt: skip
+    print(f"{cfg.out}: {cfg.model} trained {report['epochs']} epochs, validation score "
+          f"{report['val_score']:.4f}")  # fmt: skip
     print("  open-loop error (normalised), model vs copy-last baseline:")
     for h in err["model"]:
         print(f"    h={h:<3} {err['model'][h]:8.4f}  vs {err['copy_last'][h]:8.4f}")

@@ -13,7 +13,7 @@ import world_models
 from agents.collect import CollectCfg, collect
 from world_models.base import FORMAT, save_atomic
 from world_models.ensemble import EnsembleDynamics
-from world_models.train import TrainWMCfg, train_world_model
+from world_models.train import EnsembleCfg, TrainWMCfg, train_world_model
 
 SMALL = {"hidden": 128, "layers": 3, "members": 4, "elites": 3}
 
@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
                        policy="expert+noise", noise_std=0.3, seed=1, out=root / "data",
                        progress=False))  # fmt: skip
     cfg = TrainWMCfg(data=root / "data", out=root / "wm", epochs=8, val_fraction=0.2,
-                     progress=False, **SMALL)  # fmt: skip
+                     progress=False, ensemble=EnsembleCfg(**SMALL))  # fmt: skip
     return cfg, train_world_model(cfg)
 
 

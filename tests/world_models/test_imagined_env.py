@@ -12,7 +12,7 @@ import world_models
 from agents.collect import CollectCfg, collect
 from envs.sb3 import Sb3VecEnv
 from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
-from world_models.train import TrainWMCfg, train_world_model
+from world_models.train import EnsembleCfg, TrainWMCfg, train_world_model
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +20,9 @@ def model_and_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("imagined")
     collect(CollectCfg(task="pendulum_swingup", num_envs=4, episodes=8, episode_length=200,
                        policy="noise", out=root / "data", progress=False))  # fmt: skip
-    train_world_model(TrainWMCfg(data=root / "data", out=root / "wm", epochs=3, hidden=64,
-                                 layers=2, members=3, elites=2, progress=False))  # fmt: skip
+    small = EnsembleCfg(hidden=64, layers=2, members=3, elites=2)
+    train_world_model(TrainWMCfg(data=root / "data", out=root / "wm", epochs=3, ensemble=small,
+                                 progress=False))  # fmt: skip
     return world_models.load(root / "wm" / "model.pt"), root / "data"
 
 

@@ -1,0 +1,120 @@
+"""RSSM: its parts against reference definitions (categorical KL, unimix,
+straight-through samples, free bits), training on real collected data, exact
+reloads, and models that see frames."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.distributions import Categorical, kl_divergence
+
+from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
+from world_models.rssm import RSSM, _kl, symexp, symlog
+
+TINY = {"deter": 32, "stoch": 4, "classes": 4, "hidden": 32, "layers": 1}
+
+
+def _windows(obs_dim=5, act_dim=1, b=3, length=6, frames=None, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    batch = {
+        "obs": torch.randn(b, length, obs_dim, generator=g),
+        "next_obs": torch.randn(b, length, obs_dim, generator=g),
+        "actions": torch.rand(b, length, act_dim, generator=g) * 2 - 1,
+        "rewards": torch.rand(b, length, generator=g),
+        "terminated": torch.zeros(b, length, dtype=torch.bool),
+        "mask": torch.ones(b, length, dtype=torch.bool),
+    }
+    if frames is not None:
+        shape = (b, length, *frames)
+        batch["pixels"] = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
+        batch["next_pixels"] = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
+    return batch
+
+
+def test_parts_match_their_definitions():
+    x = torch.linspace(-50, 50, 101)
+    torch.testing.assert_close(symexp(symlog(x)), x)
+    assert symlog(torch.tensor(0.0)) == 0 and symlog(torch.tensor(1.0)) == pytest.approx(
+        0.6931, 1e-4
+    )
+    model = RSSM(5, 1, TINY)
+    g = torch.Generator().manual_seed(0)
+    p = model._probs(torch.randn(7, 16, generator=g) * 30)  # very sharp logits
+    assert p.shape == (7, 4, 4) and (p >= 0.01 / 4).all()  # unimix floor
+    torch.testing.assert_close(p.sum(-1), torch.ones(7, 4))
+    q = model._probs(torch.randn(7, 16, generator=g))
+    ref = kl_divergence(Categorical(probs=p), Categorical(probs=q)).sum(-1)
+    torch.testing.assert_close(_kl(p, q), ref)
+    # samples: one-hot forward, gradients reach the probabilities (straight through)
+    logits = torch.randn(7, 16, generator=g, requires_grad=True)
+    z = model._sample(model._probs(logits), torch.Generator().manual_seed(1))
+    onehot = z.detach().round()
+    torch.testing.assert_close(z.detach(), onehot)  # equal up to rounding of p - p
+    assert ((onehot == 0) | (onehot == 1)).all() and onehot.reshape(7, 4, 4).sum(-1).eq(1).all()
+    (z * torch.randn_like(z)).sum().backward()
+    assert logits.grad.abs().sum() > 0
+    # sampling follows the probabilities: class frequencies of many draws
+    probs = model._probs(torch.tensor([[2.0, 0.0, -1.0, 0.5] * 4]))
+    draws = model._sample(probs.expand(20_000, 4, 4), torch.Generator().manual_seed(2))
+    freq = draws.reshape(20_000, 4, 4).mean(0)
+    torch.testing.assert_close(freq, probs[0], atol=0.015, rtol=0)
+
+
+def test_free_bits_stop_the_kl_gradient_below_the_threshold():
+    """The prior learns only through the KL: with the KL under the free nats its
+    gradient is exactly zero, above them it is not."""
+    for free, moves in ((1e6, False), (0.0, True)):
+        torch.manual_seed(0)
+        model = RSSM(5, 1, {**TINY, "free_nats": free})
+        loss, scalars = model.loss(_windows())
+        loss.backward()
+        grad = sum(p.grad.abs().sum() for p in model.prior_net.parameters())
+        assert (grad > 0) == moves, (free, grad)
+        assert scalars["kl"] > 0
+
+
+def test_observe_equals_encode_then_posterior_steps():
+    torch.manual_seed(0)
+    model = RSSM(5, 1, TINY).eval()
+    batch = _windows(b=4, length=5)
+    obs, act = batch["obs"], batch["actions"][:, :4]
+    one = model.observe(obs[:, :1], act[:, :0])
+    torch.testing.assert_close(one, model.encode(obs[:, 0]))
+    full = model.observe(obs, act)
+    assert full.shape == (4, 32 + 16)
+    # the history matters: another past gives another state
+    other = model.observe(torch.cat((obs[:, :1] + 3, obs[:, 1:]), 1), act)
+    assert not torch.equal(full, other)
+    with pytest.raises(ValueError, match="5 observations need 4 actions"):
+        model.observe(obs, act[:, :2])
+
+
+def test_a_model_that_sees_trains_decodes_and_serves_frames():
+    torch.manual_seed(0)
+    model = RSSM(5, 1, {**TINY, "pixels": True, "frame_shape": [16, 16, 3], "depth": 4})
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    batch = _windows(b=2, length=4, frames=(16, 16, 3))
+    first = None
+    for _ in range(30):  # fits a fixed batch: the pixel loss falls
+        loss, scalars = model.loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = first or scalars["pixel_mse"]
+    assert scalars["pixel_mse"] < 0.8 * first
+    model.eval()
+    state = model.encode(batch["obs"][:, 0], batch["pixels"][:, 0])
+    frames = model.frames(model.next(state, batch["actions"][:, 0]).state)
+    assert frames.shape == (2, 16, 16, 3) and frames.dtype == torch.uint8
+    with pytest.raises(ValueError, match="pass the frames"):
+        model.encode(batch["obs"][:, 0])
+    with pytest.raises(ValueError, match=r"frames have shape \(8, 8, 3\)"):
+        model.encode(batch["obs"][:, 0], torch.zeros(2, 8, 8, 3, dtype=torch.uint8))
+    env = ImaginedEnv(model, batch["obs"][:, 0], ImaginedEnvCfg(num_envs=3, termination="never"),
+                      start_frames=batch["pixels"][:, 0])  # fmt: skip
+    env.step(torch.zeros(3, 1))
+    assert env.render().shape == (3, 16, 16, 3)
+    with pytest.raises(ValueError, match="start_frames must have shape"):
+        ImaginedEnv(model, batch["obs"][:, 0], ImaginedEnvCfg())
+    with pytest.raises(ValueError, match="multiples of 16"):
+        RSSM(5, 1, {**TINY, "pixels": True, "frame_shape": [20, 20, 3]})

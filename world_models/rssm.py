@@ -1,0 +1,331 @@
+"""Recurrent state-space model in the DreamerV3 style (Hafner et al. 2023).
+
+The model state is a deterministic recurrent part h (a GRU) and a stochastic
+part z: `stoch` independent categorical variables of `classes` classes each,
+sampled one-hot with straight-through gradients and mixed with 1% uniform
+probability (unimix) so that no class is ever impossible:
+
+    h_t = GRU(h_{t-1}, [z_{t-1}, a_{t-1}])      sequence model
+    z_t ~ q(z_t | h_t, e(o_t))                   posterior (encoder embedding e)
+    z_t ~ p(z_t | h_t)                           prior, what imagination samples
+    o_t, r_t, c_t <- heads([h_t, z_t])           decoders, reward, continuation
+
+Vector observations are standardised with training-set statistics (so that
+every dimension counts alike, however small its spread) and, like rewards,
+predicted in symlog space (squared error of symlog(x), decoded with symexp), so
+that targets of any scale train alike.
+Frames (with `pixels`) are encoded by a strided CNN and decoded by its
+transpose (squared error per pixel, summed); such a model sees only frames and
+still decodes the state vector, so its predictions can be compared with the
+simulator's state. The KL terms are balanced and clipped below by free bits:
+
+    loss = pred + 0.5 max(1, KL[sg(q) || p]) + 0.1 max(1, KL[q || sg(p)])
+
+(dynamics and representation losses, KL summed over the latent variables).
+A window starts from h = 0 and z from the posterior of its first observation,
+which is also what `encode` does; `observe` filters a history the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from world_models.base import Step, WorldModel
+
+DEFAULTS: dict[str, Any] = {
+    "deter": 256,  # GRU units
+    "stoch": 16,  # categorical latent variables
+    "classes": 16,  # classes per variable
+    "hidden": 256,  # units of the MLPs
+    "layers": 2,  # hidden layers of the encoder and heads
+    "unimix": 0.01,  # uniform share mixed into every categorical
+    "free_nats": 1.0,  # KL below this is not penalised
+    "kl_dyn": 0.5,  # weight of KL[sg(posterior) || prior]
+    "kl_rep": 0.1,  # weight of KL[posterior || sg(prior)]
+    "pixels": False,  # encode camera frames instead of state vectors
+    "frame_shape": [64, 64, 3],  # H, W, C of the frames (H and W multiples of 16)
+    "depth": 16,  # channels of the first conv layer (doubling per layer)
+}
+
+
+def symlog(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def symexp(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.expm1(x.abs())
+
+
+def mlp(fan_in: int, hidden: int, layers: int, fan_out: int | None = None) -> nn.Sequential:
+    """Linear -> LayerNorm -> SiLU blocks, then an optional output layer."""
+    mods: list[nn.Module] = []
+    for i in range(layers):
+        mods += [nn.Linear(fan_in if i == 0 else hidden, hidden), nn.LayerNorm(hidden), nn.SiLU()]
+    if fan_out is not None:
+        mods.append(nn.Linear(hidden if layers else fan_in, fan_out))
+    return nn.Sequential(*mods)
+
+
+class FrameEncoder(nn.Module):
+    """uint8 frames `[B, H, W, 3]` -> embedding: four stride-2 convolutions."""
+
+    def __init__(self, frame_shape, depth: int):
+        super().__init__()
+        h, w, c = frame_shape
+        mods: list[nn.Module] = []
+        for i in range(4):
+            out = depth * 2**i
+            mods += [nn.Conv2d(c, out, 4, 2, 1), nn.GroupNorm(1, out), nn.SiLU()]
+            c = out
+        self.net = nn.Sequential(*mods, nn.Flatten())
+        self.out_dim = c * (h // 16) * (w // 16)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        x = frames.permute(0, 3, 1, 2).float() / 255.0 - 0.5
+        return self.net(x)
+
+
+class FrameDecoder(nn.Module):
+    """Features -> frames in [-0.5, 0.5] `[B, 3, H, W]`: the encoder's transpose."""
+
+    def __init__(self, feat_dim: int, frame_shape, depth: int):
+        super().__init__()
+        h, w, c = frame_shape
+        self.grid = (depth * 8, h // 16, w // 16)
+        self.linear = nn.Linear(feat_dim, self.grid[0] * self.grid[1] * self.grid[2])
+        mods: list[nn.Module] = []
+        ch = depth * 8
+        for i in range(3):
+            out = depth * 2 ** (2 - i)
+            mods += [nn.ConvTranspose2d(ch, out, 4, 2, 1), nn.GroupNorm(1, out), nn.SiLU()]
+            ch = out
+        mods.append(nn.ConvTranspose2d(ch, c, 4, 2, 1))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        return self.net(self.linear(feat).reshape(-1, *self.grid))
+
+
+class RSSM(WorldModel):
+    """Model state = [h, z flattened] `[B, deter + stoch * classes]`."""
+
+    kind = "rssm"
+
+    def __init__(self, obs_dim: int, action_dim: int, config: dict[str, Any] | None = None):
+        config = {**DEFAULTS, **(config or {})}
+        config["frame_shape"] = [int(v) for v in config["frame_shape"]]
+        super().__init__(obs_dim, action_dim, config)
+        c = config
+        if c["pixels"] and (c["frame_shape"][0] % 16 or c["frame_shape"][1] % 16):
+            raise ValueError(f"frame height and width must be multiples of 16: {c['frame_shape']}")
+        self.deter, self.latent = c["deter"], c["stoch"] * c["classes"]
+        hid, layers = c["hidden"], c["layers"]
+        feat = self.deter + self.latent
+        if c["pixels"]:
+            self.encoder: nn.Module = FrameEncoder(c["frame_shape"], c["depth"])
+            embed = self.encoder.out_dim
+            self.frame_decoder = FrameDecoder(feat, c["frame_shape"], c["depth"])
+        else:
+            self.encoder = mlp(obs_dim, hid, layers)
+            embed = hid
+        self.img_in = mlp(self.latent + action_dim, hid, 1)
+        self.gru = nn.GRUCell(hid, self.deter)
+        self.prior_net = mlp(self.deter, hid, 1, self.latent)
+        self.post_net = mlp(self.deter + embed, hid, 1, self.latent)
+        self.obs_head = mlp(feat, hid, layers, obs_dim)
+        self.reward_head = mlp(feat, hid, layers, 1)
+        self.cont_head = mlp(feat, hid, layers, 1)
+        for head in (self.reward_head, self.cont_head):  # start predicting 0 / 0.5
+            nn.init.zeros_(head[-1].weight)
+            nn.init.zeros_(head[-1].bias)
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_std", torch.ones(obs_dim))
+
+    def prepare(self, batch: dict[str, torch.Tensor]) -> None:
+        """Observation statistics of the training transitions."""
+        self.obs_mean.copy_(batch["obs"].mean(0))
+        self.obs_std.copy_(batch["obs"].std(0).clamp_min(1e-6))
+
+    def _target(self, obs: torch.Tensor) -> torch.Tensor:
+        """What the observation head predicts: symlog of the standardised observation."""
+        return symlog((obs - self.obs_mean) / self.obs_std)
+
+    def _decode_obs(self, feat: torch.Tensor) -> torch.Tensor:
+        return symexp(self.obs_head(feat)) * self.obs_std + self.obs_mean
+
+    # ------------------------------------------------------------ pieces
+    def _embed(self, obs: torch.Tensor, frames: torch.Tensor | None) -> torch.Tensor:
+        """Encoder embedding of a flat batch."""
+        if self.sees_pixels:
+            if frames is None:
+                raise ValueError("this rssm sees pixels: pass the frames of the observations")
+            if tuple(frames.shape[1:]) != tuple(self.config["frame_shape"]):
+                raise ValueError(
+                    f"frames have shape {tuple(frames.shape[1:])}, the model takes "
+                    f"{tuple(self.config['frame_shape'])}"
+                )
+            return self.encoder(frames)
+        return self.encoder(self._target(obs))
+
+    def _probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """Categorical probabilities `[B, stoch, classes]` with the uniform mix."""
+        c = self.config
+        probs = torch.softmax(logits.reshape(-1, c["stoch"], c["classes"]), -1)
+        return (1 - c["unimix"]) * probs + c["unimix"] / c["classes"]
+
+    def _sample(self, probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """One-hot samples with straight-through gradients, flattened `[B, latent]`;
+        the mode when `generator` is None and not training."""
+        if generator is None and not self.training:
+            index = probs.argmax(-1)
+        else:  # Gumbel-max: the noise is drawn on the CPU, so any device works alike
+            u = torch.rand(probs.shape, generator=generator).to(probs.device)
+            index = (probs.log() - torch.log(-torch.log(u.clamp_min(1e-20)))).argmax(-1)
+        onehot = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
+        return (onehot + probs - probs.detach()).flatten(1)
+
+    def _img_step(self, h: torch.Tensor, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.gru(self.img_in(torch.cat((z, action), -1)), h)
+
+    def _post(self, h: torch.Tensor, embed: torch.Tensor) -> torch.Tensor:
+        return self._probs(self.post_net(torch.cat((h, embed), -1)))
+
+    def _split(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return state[:, : self.deter], state[:, self.deter :]
+
+    # ---------------------------------------------------------- training
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Windows `[B, L, ...]` from `EpisodeData(sequence_length=L)` (with pixels
+        for a model that sees): observations o_0 .. o_L are the window's first
+        observation then its next observations."""
+        c = self.config
+        obs = torch.cat((batch["obs"][:, :1], batch["next_obs"]), 1)  # [B, L+1, d]
+        b, steps = obs.shape[:2]
+        frames = None
+        if self.sees_pixels:
+            frames = torch.cat((batch["pixels"][:, :1], batch["next_pixels"]), 1)
+            frames = frames.flatten(0, 1)
+        embed = self._embed(obs.flatten(0, 1), frames).reshape(b, steps, -1)
+        valid = torch.cat((torch.ones_like(batch["mask"][:, :1]), batch["mask"]), 1).float()
+        h = obs.new_zeros(b, self.deter)
+        post = self._post(h, embed[:, 0])
+        z = self._sample(post, None)
+        hs, zs, posts, priors = [h], [z], [], []
+        for t in range(1, steps):
+            h = self._img_step(h, z, batch["actions"][:, t - 1])
+            prior = self._probs(self.prior_net(h))
+            post = self._post(h, embed[:, t])
+            z = self._sample(post, None)
+            hs.append(h)
+            zs.append(z)
+            posts.append(post)
+            priors.append(prior)
+        feat = torch.cat((torch.stack(hs, 1), torch.stack(zs, 1)), -1)  # [B, L+1, feat]
+        # reconstruction of every observation
+        obs_err = ((self.obs_head(feat) - self._target(obs)) ** 2).sum(-1)
+        recon = obs_err
+        scalars = {}
+        if self.sees_pixels:
+            target = frames.permute(0, 3, 1, 2).float() / 255.0 - 0.5
+            pix_err = ((self.frame_decoder(feat.flatten(0, 1)) - target) ** 2).sum((1, 2, 3))
+            recon = recon + pix_err.reshape(b, steps)
+            scalars["pixel_mse"] = float(
+                (pix_err.detach().reshape(b, steps) * valid).sum() / valid.sum()
+            )
+        recon = (recon * valid).sum() / valid.sum()
+        # reward and continuation of each transition, predicted from the state after it
+        later, w = feat[:, 1:], valid[:, 1:]
+        reward_err = (self.reward_head(later).squeeze(-1) - symlog(batch["rewards"])) ** 2
+        cont = 1.0 - batch["terminated"].float()
+        cont_err = F.binary_cross_entropy_with_logits(
+            self.cont_head(later).squeeze(-1), cont, reduction="none"
+        )
+        reward_loss = (reward_err * w).sum() / w.sum()
+        cont_loss = (cont_err * w).sum() / w.sum()
+        # KL balancing with free bits
+        post, prior = torch.stack(posts, 1), torch.stack(priors, 1)  # [B, L, stoch, classes]
+        dyn = _kl(post.detach(), prior)
+        rep = _kl(post, prior.detach())
+        free = c["free_nats"]
+        kl_loss = c["kl_dyn"] * dyn.clamp_min(free) + c["kl_rep"] * rep.clamp_min(free)
+        kl_loss = (kl_loss * w).sum() / w.sum()
+        loss = recon + reward_loss + cont_loss + kl_loss
+        obs_mse = (obs_err * valid).sum() / valid.sum() / self.obs_dim
+        scalars.update(
+            {
+                "loss": loss.item(),
+                "obs_mse": obs_mse.item(),
+                "reward": reward_loss.item(),
+                "cont": cont_loss.item(),
+                "kl": float((dyn.detach() * w).sum() / w.sum()),
+            }
+        )
+        return loss, scalars
+
+    @torch.no_grad()
+    def validate(self, batch: dict[str, torch.Tensor]) -> tuple[float, dict[str, float]]:
+        """Validation score: the loss on held-out windows with the KL unclipped."""
+        was = self.training
+        self.eval()
+        _, scalars = self.loss(batch)
+        self.train(was)
+        score = scalars["obs_mse"] + scalars["reward"] + scalars.get("pixel_mse", 0.0)
+        return score, scalars
+
+    # -------------------------------------------------------- prediction
+    @torch.no_grad()
+    def encode(self, obs: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        h = obs.new_zeros(len(obs), self.deter)
+        z = self._sample(self._post(h, self._embed(obs, frames)), None)
+        return torch.cat((h, z), -1)
+
+    @torch.no_grad()
+    def observe(
+        self, obs: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        b, steps = obs.shape[:2]
+        if actions.shape[:2] != (b, steps - 1):
+            raise ValueError(
+                f"observe: {steps} observations need {steps - 1} actions between them, "
+                f"got actions of shape {tuple(actions.shape)}"
+            )
+        flat = None if frames is None else frames.flatten(0, 1)
+        embed = self._embed(obs.flatten(0, 1), flat).reshape(b, steps, -1)
+        h = obs.new_zeros(b, self.deter)
+        z = self._sample(self._post(h, embed[:, 0]), None)
+        for t in range(1, steps):
+            h = self._img_step(h, z, actions[:, t - 1])
+            z = self._sample(self._post(h, embed[:, t]), None)
+        return torch.cat((h, z), -1)
+
+    @torch.no_grad()
+    def next(
+        self, state: torch.Tensor, action: torch.Tensor, generator: torch.Generator | None = None
+    ) -> Step:
+        h, z = self._split(state)
+        h = self._img_step(h, z, action)
+        z = self._sample(self._probs(self.prior_net(h)), generator)
+        feat = torch.cat((h, z), -1)
+        return Step(
+            state=feat,
+            obs=self._decode_obs(feat),
+            reward=symexp(self.reward_head(feat).squeeze(-1)),
+            cont=torch.sigmoid(self.cont_head(feat).squeeze(-1)),
+            disagreement=feat.new_zeros(len(feat)),
+        )
+
+    @torch.no_grad()
+    def frames(self, state: torch.Tensor) -> torch.Tensor:
+        if not self.sees_pixels:
+            return super().frames(state)
+        x = self.frame_decoder(state)
+        return ((x + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """KL[p || q] of categoricals `[..., stoch, classes]`, summed over variables."""
+    return (p * (p.log() - q.log())).sum((-2, -1))
