@@ -103,6 +103,7 @@ class ImaginedEnv:
         self._obs = torch.empty(n, model.obs_dim, device=self.device)
         self._state: torch.Tensor | None = None
         self._start(torch.arange(n, device=self.device))
+        self._fresh = True  # the first reset() keeps these starts, as real envs do
 
     @classmethod
     def from_dataset(
@@ -137,6 +138,10 @@ class ImaginedEnv:
     def reset(self, seed: int | None = None) -> torch.Tensor:
         if seed is not None:
             self._gen.manual_seed(seed)
+        elif self._fresh:
+            self._fresh = False
+            return self._obs.clone()
+        self._fresh = False
         self._start(torch.arange(self.num_envs, device=self.device))
         return self._obs.clone()
 
@@ -147,6 +152,7 @@ class ImaginedEnv:
     def step(self, action: torch.Tensor):
         action = check_action(action, self.num_envs, self.action_dim, self.name)
         action = action.to(self.device, torch.float32)
+        self._fresh = False
         gen = self._gen if self.cfg.sample else None
         step = self.model.next(self._state, action, gen)
         obs, reward = step.obs.float(), step.reward.float()

@@ -49,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "pixels": False,  # encode camera frames instead of state vectors
     "frame_shape": [64, 64, 3],  # H, W, C of the frames (H and W multiples of 16)
     "depth": 16,  # channels of the first conv layer (doubling per layer)
+    "symlog_obs": True,  # predict symlog of the standardised observation (else it as is)
 }
 
 
@@ -151,11 +152,14 @@ class RSSM(WorldModel):
         self.obs_std.copy_(batch["obs"].std(0).clamp_min(1e-6))
 
     def _target(self, obs: torch.Tensor) -> torch.Tensor:
-        """What the observation head predicts: symlog of the standardised observation."""
-        return symlog((obs - self.obs_mean) / self.obs_std)
+        """What the observation head predicts: the standardised observation, in symlog
+        space with `symlog_obs`."""
+        x = (obs - self.obs_mean) / self.obs_std
+        return symlog(x) if self.config["symlog_obs"] else x
 
     def _decode_obs(self, feat: torch.Tensor) -> torch.Tensor:
-        return symexp(self.obs_head(feat)) * self.obs_std + self.obs_mean
+        x = self.obs_head(feat)
+        return (symexp(x) if self.config["symlog_obs"] else x) * self.obs_std + self.obs_mean
 
     # ------------------------------------------------------------ pieces
     def _embed(self, obs: torch.Tensor, frames: torch.Tensor | None) -> torch.Tensor:
