@@ -5,6 +5,7 @@ python run.py collect    record episodes of a policy into an HDF5 dataset
 python run.py inspect    summarise a dataset
 python run.py export     write a dataset in the LeRobot v3.0 layout
 python run.py train-wm   fit a world model to a dataset
+python run.py eval-wm    a world model's fidelity in the real simulator: errors, video, plots
 python run.py bench      env and data-generation throughput beside their peers
 """
 
@@ -19,6 +20,7 @@ from agents.collect import CollectCfg, run_collect
 from envs.bench import BenchCfg
 from sim.export import ExportCfg, run_export
 from sim.summary import InspectCfg, run_inspect
+from world_models.evaluate import EvalWMCfg, run_eval_wm
 from world_models.train import TrainWMCfg, run_train_wm
 
 SUBCOMMANDS = {
@@ -26,6 +28,7 @@ SUBCOMMANDS = {
     "inspect": (InspectCfg, run_inspect),
     "export": (ExportCfg, run_export),
     "train-wm": (TrainWMCfg, run_train_wm),
+    "eval-wm": (EvalWMCfg, run_eval_wm),
     "bench": (BenchCfg, run_all),
 }
 

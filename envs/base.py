@@ -323,6 +323,38 @@ class BatchedEnv(ABC):
         self._obs = self._observe()
         return self._obs.to(self.device)
 
+    def set_state_from_obs(
+        self, obs: torch.Tensor, env_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Set the physics state of `env_ids` (all if None) so that their observations
+        (before any observation noise) equal `obs` `[n, obs_dim]`; returns the new
+        observations of every env. Draws observations that did not come from the
+        simulator, such as a world model's predictions, with the env's own renderer.
+        What the observation does not hold (a reacher's target) stays the episode's."""
+        ids = (
+            torch.arange(self.num_envs)
+            if env_ids is None
+            else torch.as_tensor(env_ids).cpu().long().reshape(-1)
+        )
+        obs = torch.as_tensor(obs).detach().cpu()
+        if tuple(obs.shape) != (len(ids), self.observation_dim):
+            raise ValueError(
+                f"{self.name}: obs has shape {tuple(obs.shape)}, expected "
+                f"({len(ids)}, {self.observation_dim}) for {len(ids)} env ids"
+            )
+        qpos, qvel = self._state_from_obs(obs.to(torch.float64), ids)
+        return self.set_physics_state(qpos, qvel, ids)
+
+    def _state_from_obs(
+        self, obs: torch.Tensor, env_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(qpos `[n, nq]`, qvel `[n, nv]`) whose observation is `obs` (float64 `[n, obs_dim]`);
+        tasks whose observation determines their state implement this."""
+        raise NotImplementedError(
+            f"{self.name}: {type(self).__name__} does not implement set_state_from_obs "
+            "(its observation does not give back a physics state)"
+        )
+
     def render(self, env_ids: torch.Tensor | None = None) -> torch.Tensor:
         """RGB frames uint8 `[n, H, W, 3]` of `env_ids` (all if None)."""
         frames = self.sim.render(

@@ -10,10 +10,11 @@ probability (unimix) so that no class is ever impossible:
     z_t ~ p(z_t | h_t)                           prior, what imagination samples
     o_t, r_t, c_t <- heads([h_t, z_t])           decoders, reward, continuation
 
-Vector observations are standardised with training-set statistics (so that
-every dimension counts alike, however small its spread) and, like rewards,
-predicted in symlog space (squared error of symlog(x), decoded with symexp), so
-that targets of any scale train alike.
+Rewards are predicted in symlog space (squared error of symlog(x), decoded
+with symexp), so that rewards of any scale train alike. Vector observations are
+standardised with training-set statistics instead, so that every dimension
+counts alike however small its spread; symlog of the standardised values
+(`symlog_obs`) is an option, but it shrinks the errors of large values.
 Frames (with `pixels`) are encoded by a strided CNN and decoded by its
 transpose (squared error per pixel, summed); such a model sees only frames and
 still decodes the state vector, so its predictions can be compared with the
@@ -49,7 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "pixels": False,  # encode camera frames instead of state vectors
     "frame_shape": [64, 64, 3],  # H, W, C of the frames (H and W multiples of 16)
     "depth": 16,  # channels of the first conv layer (doubling per layer)
-    "symlog_obs": True,  # predict symlog of the standardised observation (else it as is)
+    "symlog_obs": False,  # predict symlog of the standardised observation (else it as is)
 }
 
 

@@ -80,8 +80,9 @@ class RssmCfg:
     """Channels of the first conv layer (frames only)."""
     free_nats: float = 1.0
     """KL below this many nats is free."""
-    symlog_obs: bool = True
-    """Predict observations in symlog space (else standardised values as they are)."""
+    symlog_obs: bool = False
+    """Predict standardised observations in symlog space (else as they are; rewards
+    are always predicted in symlog space)."""
     sequence_length: int = 50
     """Steps per training window."""
     batch_size: int = 16

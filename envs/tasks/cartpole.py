@@ -60,6 +60,10 @@ class CartpoleEnv(BatchedEnv):
         qpos, qvel = self.sim.qpos, self.sim.qvel
         return torch.stack((qpos[:, 0], cos, sin, qvel[:, 0], qvel[:, 1]), dim=-1).float()
 
+    def _state_from_obs(self, obs: torch.Tensor, env_ids: torch.Tensor):
+        angle = torch.atan2(obs[:, 2], obs[:, 1])  # the pole angle, wrapped to [-pi, pi]
+        return torch.stack((obs[:, 0], angle), -1), obs[:, 3:5]
+
     def _get_rewards(self) -> torch.Tensor:
         cfg = self.cfg
         cart = self.sim.qpos[:, 0]

@@ -40,6 +40,9 @@ class PendulumEnv(BatchedEnv):
         zz, xz = self._pole_frame()
         return torch.stack((zz, xz, self.sim.qvel[:, 0]), dim=-1).float()
 
+    def _state_from_obs(self, obs: torch.Tensor, env_ids: torch.Tensor):
+        return torch.atan2(obs[:, 1:2], obs[:, 0:1]), obs[:, 2:3]
+
     def _get_rewards(self) -> torch.Tensor:
         zz, _ = self._pole_frame()
         return tolerance(zz, (self._cos_bound, 1.0))

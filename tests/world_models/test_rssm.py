@@ -8,8 +8,14 @@ import pytest
 import torch
 from torch.distributions import Categorical, kl_divergence
 
+import world_models
+from agents.collect import CollectCfg, collect
+from sim.dataset import Dataset
+from world_models.base import read_checkpoint
 from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
+from world_models.metrics import open_loop_error
 from world_models.rssm import RSSM, _kl, symexp, symlog
+from world_models.train import RssmCfg, TrainWMCfg, train_world_model
 
 TINY = {"deter": 32, "stoch": 4, "classes": 4, "hidden": 32, "layers": 1}
 
@@ -118,3 +124,71 @@ def test_a_model_that_sees_trains_decodes_and_serves_frames():
         ImaginedEnv(model, batch["obs"][:, 0], ImaginedEnvCfg())
     with pytest.raises(ValueError, match="multiples of 16"):
         RSSM(5, 1, {**TINY, "pixels": True, "frame_shape": [20, 20, 3]})
+
+
+# ------------------------------------------------------------- on real data
+SMALL = RssmCfg(deter=128, hidden=128, stoch=16, classes=16, sequence_length=32, batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rssm")
+    collect(CollectCfg(task="cartpole_swingup", num_envs=6, episodes=12, episode_length=500,
+                       policy="expert+noise", noise_std=0.3, seed=1, out=root / "data",
+                       progress=False))  # fmt: skip
+    cfg = TrainWMCfg(data=root / "data", model="rssm", out=root / "wm", epochs=4,
+                     steps_per_epoch=75, val_fraction=0.2, progress=False, rssm=SMALL)  # fmt: skip
+    return cfg, train_world_model(cfg)
+
+
+def test_learns_the_dynamics_and_the_reward(trained):
+    """A short run: open-loop errors far below the untrained model's (the slow test
+    below checks the margin over copying the last observation)."""
+    cfg, report = trained
+    err = report["open_loop"]
+    dataset = Dataset(cfg.data)
+    ckpt = read_checkpoint(cfg.out / "model.pt")
+    torch.manual_seed(0)
+    untrained = RSSM(5, 1, ckpt["config"])
+    stats = {k: ckpt["state_dict"][k] for k in ("obs_mean", "obs_std")}
+    untrained.load_state_dict(stats, strict=False)  # the same normalisation, no learning
+    before = open_loop_error(untrained.eval(), dataset, ckpt["val_episodes"])
+    for h in (1, 10):
+        assert err["model"][h] < 0.2 * before["model"][h], (h, err, before)
+    for h in (1, 10, 50):
+        assert err["reward_model"][h] < 0.2 * before["reward_model"][h], (h, err, before)
+    assert err["model"][1] < err["model"][10] < err["model"][50]
+
+
+def test_reload_resume_and_sampling(trained):
+    cfg, report = trained
+    model = world_models.load(cfg.out / "model.pt", kind="rssm")
+    again = world_models.load(cfg.out / "model.pt")
+    obs, act = torch.randn(8, 4, 5), torch.rand(8, 3, 1) * 2 - 1
+    a, b = model.observe(obs, act), again.observe(obs, act)
+    assert torch.equal(a, b)
+    step_a, step_b = model.next(a, act[:, 0]), again.next(b, act[:, 0])
+    for x, y in zip(step_a, step_b, strict=True):
+        assert torch.equal(x, y)
+    s1 = model.next(a, act[:, 0], torch.Generator().manual_seed(4)).state
+    s2 = model.next(a, act[:, 0], torch.Generator().manual_seed(4)).state
+    assert torch.equal(s1, s2)
+    resumed = train_world_model(TrainWMCfg(**{**cfg.__dict__, "epochs": report["epochs"] + 1,
+                                              "resume": True}))  # fmt: skip
+    assert resumed["epochs"] == report["epochs"] + 1
+    with pytest.raises(ValueError, match="holds a 'rssm' model, expected 'ensemble'"):
+        world_models.load(cfg.out / "model.pt", kind="ensemble")
+
+
+@pytest.mark.slow
+def test_rssm_beats_copy_last_on_cartpole_swingup(tmp_path):
+    """The done-when figure at h = 10 with the default architecture."""
+    collect(CollectCfg(task="cartpole_swingup", num_envs=16, episodes=32, policy="expert+noise",
+                       noise_std=0.3, seed=0, out=tmp_path / "data", progress=False))  # fmt: skip
+    report = train_world_model(TrainWMCfg(data=tmp_path / "data", model="rssm",
+                                          out=tmp_path / "wm", epochs=12, steps_per_epoch=100,
+                                          progress=False))  # fmt: skip
+    err = report["open_loop"]
+    print({h: (err["model"][h], err["copy_last"][h]) for h in err["model"]})
+    for h in (10, 25, 50):
+        assert err["copy_last"][h] / err["model"][h] > 3.0, (h, err)

@@ -1,0 +1,410 @@
+"""`python run.py eval-wm`: how faithful a world model is, measured in the real simulator.
+
+Start windows (episode e, step t) are drawn from recorded episodes (the
+checkpoint's held-out episodes when the dataset is its training data, else all
+of them). For each window:
+
+1. **Ground truth, replayed.** The real env of the dataset (`agents.collect.make_env`
+   of its env_args) restarts episode e from its recorded seed (`reset_envs`: its
+   own randomized physics and target), is put into the recorded physics state at
+   step t (`set_physics_state`, with the env's step counter at t so per-step
+   observation and action noise are the recorded ones), and steps the recorded
+   actions t .. t + H - 1, H the longest horizon. Its time limit is raised past
+   the window, so no autoreset interrupts it. How far the replayed observations
+   lie from the recorded ones is reported (`replay`): about 0 for a deterministic
+   simulator. (With an action delay the queue of actions still pending at t is
+   not restored, and the first steps differ: the replay check shows by how much.)
+2. **Imagination.** The model observes the recorded observations t - context .. t
+   and the actions between them (and, for a model that sees, frames of those
+   states rendered by the real env at the model's frame size), then predicts
+   open loop on the same actions, mean predictions (no sampling).
+3. **Metrics per horizon h.** State error: squared error over each dimension's
+   variance in the dataset, averaged over dimensions and starts (1 = as wrong as
+   guessing the mean), beside the copy-last-observation baseline (obs_t as the
+   prediction of obs_{t+h}) and their ratio; reward error: MSE over the reward's
+   variance and mean absolute error. For a model that sees, PSNR and SSIM of its
+   decoded frames against the real ones, beside the copy-last-frame baseline
+   (identical frames count as 100 dB).
+
+Artifacts in `--out`: `report.json`, `video.mp4` (real left, imagined right, one
+row per start, one frame per step; a state model's imagined panel is the real
+renderer showing the imagined observation, `set_state_from_obs`),
+`strip.png` (first start, real above imagined, at the horizons) and
+`error_vs_horizon.png`. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import envs
+import world_models
+from agents.collect import make_env
+from envs.bench import write_json_atomic
+from sim.dataset import Dataset
+from world_models import pictures
+from world_models.base import read_checkpoint
+from world_models.metrics import HORIZONS
+
+PSNR_CAP = 100.0  # [dB] what identical frames count as in the averages
+
+
+@dataclass
+class EvalWMCfg:
+    """Fidelity of a world model in the real simulator: errors, video, pictures."""
+
+    wm: Path
+    """World model: a directory holding model.pt (as train-wm writes it), or a .pt file."""
+    task: str | None = None
+    """Task of the real env (default: the task the model was trained on)."""
+    data: Path | None = None
+    """Dataset of start states and actions (default: the model's training data, and of
+    it the held-out episodes; of any other dataset every episode)."""
+    starts: int = 64
+    """Start windows (episode, step), drawn at random; fewer if fewer fit."""
+    context: int = 8
+    """Recorded steps the model observes before each start (0: the start alone)."""
+    horizons: tuple[int, ...] = HORIZONS
+    """Prediction horizons [agent steps] at which errors are reported."""
+    video_starts: int = 4
+    """Starts shown in the video, one row each (0: no video and no strip)."""
+    fps: int = 10
+    """Frames per second of the video (one frame per agent step)."""
+    out: Path | None = None
+    """Output directory (default: <wm dir>/eval)."""
+    seed: int = 0
+    """Seed of the choice of start windows."""
+    device: str = "cpu"
+    """Torch device of the model."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+def _check_cfg(cfg: EvalWMCfg) -> tuple[int, ...]:
+    if cfg.starts < 1:
+        raise ValueError(f"--starts must be >= 1, got {cfg.starts}")
+    if cfg.context < 0:
+        raise ValueError(f"--context must be >= 0, got {cfg.context}")
+    if cfg.video_starts < 0:
+        raise ValueError(f"--video-starts must be >= 0, got {cfg.video_starts}")
+    if cfg.fps < 1:
+        raise ValueError(f"--fps must be >= 1, got {cfg.fps}")
+    if not cfg.horizons or min(cfg.horizons) < 1:
+        raise ValueError(f"--horizons must be positive step counts, got {cfg.horizons}")
+    return tuple(sorted(set(cfg.horizons)))
+
+
+def _model_path(wm: Path) -> Path:
+    wm = Path(wm)
+    if wm.is_dir():
+        if not (wm / "model.pt").exists():
+            raise ValueError(f"{wm}: no world model here (no model.pt in the directory)")
+        return wm / "model.pt"
+    if not wm.exists():
+        raise ValueError(f"{wm}: no such world model (a directory holding model.pt, or a .pt)")
+    return wm
+
+
+def _choose_windows(
+    ds: Dataset, episodes: list[int], context: int, longest: int, count: int, seed: int
+) -> list[tuple[int, int]]:
+    """Up to `count` windows (e, t), drawn with `seed`: t >= context, t + longest within
+    the episode and no termination in steps t .. t + longest - 1."""
+    cands: list[np.ndarray] = []
+    lengths = []
+    for e in episodes:
+        terminated = ds.episode(e, ("terminated",))["terminated"]
+        lengths.append(len(terminated))
+        end = int(np.argmax(terminated)) if terminated.any() else len(terminated)
+        ts = np.arange(context, end - longest + 1)
+        cands.append(np.stack((np.full(len(ts), e), ts), 1))
+    pairs = np.concatenate(cands) if cands else np.zeros((0, 2), np.int64)
+    if not len(pairs):
+        shortest, longest_ep = (min(lengths), max(lengths)) if lengths else (0, 0)
+        raise ValueError(
+            f"{ds.path}: no start window fits: context {context} + horizon {longest} needs "
+            f"an episode of at least {context + longest} steps (with no termination before "
+            f"the horizon), but the {len(lengths)} episodes used are {shortest} to "
+            f"{longest_ep} steps long; pass shorter --horizons or a smaller --context"
+        )
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))
+    return [(int(e), int(t)) for e, t in pairs[order[:count].numpy()]]
+
+
+def _dataset_scales(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(variance of each observation dimension, variance of the reward, obs dim) over
+    every recorded step of the dataset, float64."""
+    n, s1, s2, r1, r2 = 0, 0.0, 0.0, 0.0, 0.0
+    for e in ds.episodes:
+        ep = ds.episode(e, ("obs", "rewards"))
+        obs, rew = ep["obs"].astype(np.float64), ep["rewards"].astype(np.float64)
+        n += len(obs)
+        s1, s2 = s1 + obs.sum(0), s2 + (obs**2).sum(0)
+        r1, r2 = r1 + rew.sum(), r2 + (rew**2).sum()
+    if n < 2:
+        raise ValueError(f"{ds.path}: too few recorded steps ({n}) for variances")
+    var = (s2 - s1**2 / n) / (n - 1)
+    reward_var = (r2 - r1**2 / n) / (n - 1)
+    return (
+        torch.from_numpy(np.maximum(var, 1e-8)),
+        torch.tensor(max(reward_var, 1e-8), dtype=torch.float64),
+        int(len(var)),
+    )
+
+
+@torch.no_grad()
+def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
+    """Run the evaluation, write the artifacts; returns the report (as in report.json)."""
+    began = time.perf_counter()
+    horizons = _check_cfg(cfg)
+    longest, c = max(horizons), cfg.context
+    path = _model_path(cfg.wm)
+    ckpt = read_checkpoint(path)
+    model = world_models.load(path).to(cfg.device)
+    sees = model.sees_pixels
+    env_args_model = ckpt.get("env_args") or {}
+    task = cfg.task or env_args_model.get("env_name")
+    if task is None:
+        raise ValueError(f"{path}: the checkpoint names no task; pass --task")
+    envs.spec(task)  # an unknown task: an error listing the valid ones
+    data = cfg.data if cfg.data is not None else ckpt.get("data")
+    if data is None:
+        raise ValueError(f"{path}: the checkpoint names no training data; pass --data")
+    ds = Dataset(data)
+    if not ds.episodes:
+        raise ValueError(f"{ds.path}: the dataset holds no episodes")
+    trained_on = ckpt.get("data")
+    recorded = set(ds.episodes)
+    held_out = [e for e in ckpt.get("val_episodes") or [] if e in recorded]
+    if trained_on is not None and Path(trained_on).resolve() == ds.path.resolve() and held_out:
+        episodes, which = held_out, "held-out"
+    else:
+        episodes, which = list(ds.episodes), "all"
+    # dimensions: the task's real env and the dataset must fit the model
+    probe = make_env(ds.env_args, 1, task)
+    dims = (probe.observation_dim, probe.action_dim)
+    action_repeat, time_limit = probe.cfg.action_repeat, probe.cfg.episode_length
+    render_size = (probe.cfg.render_height, probe.cfg.render_width)
+    probe.close()
+    if dims != (model.obs_dim, model.action_dim):
+        raise ValueError(
+            f"task {task!r} has observations of {dims[0]} and actions of {dims[1]} dims, "
+            f"the model ({path}) takes {model.obs_dim} and {model.action_dim}"
+        )
+    obs_var, reward_var, data_dim = _dataset_scales(ds)
+    if data_dim != model.obs_dim:
+        raise ValueError(f"{ds.path}: observations have {data_dim} dims, the model ({path}) "
+                         f"takes {model.obs_dim}")  # fmt: skip
+    windows = _choose_windows(ds, episodes, c, longest, cfg.starts, cfg.seed)
+    n = len(windows)
+    rows = min(cfg.video_starts, n)
+
+    # ---- the recorded windows
+    keys = ("obs", "next_obs", "actions", "rewards", "states")
+    cache: dict[int, dict[str, np.ndarray]] = {}
+    rec_obs, actions, rec_rew, states, seeds = [], [], [], [], []
+    for e, t in windows:
+        if e not in cache:
+            ep = cache[e] = ds.episode(e, keys)
+            ep["all_obs"] = np.concatenate((ep["obs"], ep["next_obs"][-1:]))
+            ep["seed"] = ds.attrs(e)["seed"]
+        ep = cache[e]
+        rec_obs.append(ep["all_obs"][t - c : t + longest + 1])  # [c + H + 1, d]
+        actions.append(ep["actions"][t - c : t + longest])  # [c + H, a]
+        rec_rew.append(ep["rewards"][t : t + longest])  # [H]
+        states.append(ep["states"][t - c : t + 1])  # [c + 1, nq + nv]
+        seeds.append(ep["seed"])
+    rec_obs_t = torch.from_numpy(np.stack(rec_obs))
+    actions_t = torch.from_numpy(np.stack(actions)).float()
+    rec_rew_t = torch.from_numpy(np.stack(rec_rew)).double()
+    states_t = torch.from_numpy(np.stack(states))
+    seeds_t = torch.tensor(seeds, dtype=torch.int64)
+    starts_t = torch.tensor([t for _, t in windows])
+
+    # ---- the real envs: one replays, one draws a state model's imagined observations
+    frame_hw = tuple(model.frame_shape[:2]) if sees else render_size
+    overrides = {"render_height": frame_hw[0], "render_width": frame_hw[1],
+                 "episode_length": max(time_limit, (int(starts_t.max()) + longest + 1)
+                                       * action_repeat)}  # fmt: skip
+    real = make_env(ds.env_args, n, task, **overrides)
+    viewer = None
+    if rows and not sees:
+        viewer = make_env(ds.env_args, rows, task, **overrides)
+        viewer.reset_envs(torch.arange(rows), seeds_t[:rows])
+        try:
+            viewer.set_state_from_obs(rec_obs_t[:rows, c])
+        except NotImplementedError as err:
+            raise ValueError(f"cannot draw the imagined observations of task {task!r} "
+                             f"({err}); pass --video-starts 0") from err  # fmt: skip
+    bar = tqdm(total=2 * longest, unit="step", disable=not cfg.progress, desc="replay")
+
+    # ---- 1. ground truth in the real sim
+    ids = torch.arange(n)
+    real.reset_envs(ids, seeds_t)
+    nq = real.sim.nq
+    context_frames = None
+    if sees:  # frames of the context states, at the model's frame size
+        context_frames = torch.empty(n, c + 1, *frame_hw, 3, dtype=torch.uint8)
+        for k in range(c + 1):
+            real.set_physics_state(states_t[:, k, :nq], states_t[:, k, nq:])
+            context_frames[:, k] = real.render()
+    real.episode_length_buf[:] = starts_t * action_repeat  # per-step noise as recorded
+    first = real.set_physics_state(states_t[:, c, :nq], states_t[:, c, nq:])
+    real_obs = torch.empty(n, longest + 1, model.obs_dim, dtype=torch.float64)
+    real_obs[:, 0] = first.double()
+    real_rew = torch.empty(n, longest, dtype=torch.float64)
+    real_video = torch.empty(rows, longest, *frame_hw, 3, dtype=torch.uint8)
+    real_frames: dict[int, torch.Tensor] = {}
+    for k in range(1, longest + 1):
+        _, reward, _, _, info = real.step(actions_t[:, c + k - 1])
+        real_obs[:, k] = info["final_obs"].double()  # (no row ends inside its window)
+        real_rew[:, k - 1] = reward.double()
+        if sees and k in horizons:
+            real_frames[k] = real.render()
+            real_video[:, k - 1] = real_frames[k][:rows]
+        elif rows:
+            real_video[:, k - 1] = real.render(ids[:rows])
+        bar.update(1)
+    real.close()
+    replay = {
+        "max_abs_obs_diff": float((real_obs - rec_obs_t[:, c:].double()).abs().max()),
+        "max_abs_reward_diff": float((real_rew - rec_rew_t).abs().max()),
+    }
+
+    # ---- 2. imagination
+    bar.set_description("imagination")
+    dev = torch.device(cfg.device)
+    frames_in = None if context_frames is None else context_frames.to(dev)
+    state = model.observe(rec_obs_t[:, : c + 1].float().to(dev), actions_t[:, :c].to(dev),
+                          frames_in)  # fmt: skip
+    pred_obs = torch.empty(n, longest, model.obs_dim, dtype=torch.float64)
+    pred_rew = torch.empty(n, longest, dtype=torch.float64)
+    imag_video = torch.zeros(rows, longest, *frame_hw, 3, dtype=torch.uint8)
+    imag_frames: dict[int, torch.Tensor] = {}
+    for k in range(1, longest + 1):
+        step = model.next(state, actions_t[:, c + k - 1].to(dev))
+        state = step.state
+        pred_obs[:, k - 1] = step.obs.double().cpu()
+        pred_rew[:, k - 1] = step.reward.double().cpu()
+        if sees and k in horizons:
+            imag_frames[k] = model.frames(state).cpu()
+            imag_video[:, k - 1] = imag_frames[k][:rows]
+        elif sees and rows:
+            imag_video[:, k - 1] = model.frames(state[:rows]).cpu()
+        elif viewer is not None:
+            finite = torch.isfinite(pred_obs[:rows, k - 1]).all(-1)  # others stay black
+            if finite.any():
+                shown = finite.nonzero().squeeze(-1)
+                viewer.set_state_from_obs(pred_obs[shown, k - 1], shown)
+                imag_video[shown, k - 1] = viewer.render(shown)
+        bar.update(1)
+    bar.close()
+    if viewer is not None:
+        viewer.close()
+
+    # ---- 3. metrics
+    scale = obs_var
+    err: dict[str, dict[str, float]] = {"model": {}, "copy_last": {}, "ratio": {}}
+    rew_err: dict[str, dict[str, float]] = {"nmse": {}, "mae": {}}
+    img: dict[str, dict[str, dict[str, float]]] = {
+        "psnr": {"model": {}, "copy_last": {}},
+        "ssim": {"model": {}, "copy_last": {}},
+    }
+    now = rec_obs_t[:, c].double()
+    for h in horizons:
+        key, truth = str(h), real_obs[:, h]
+        model_err = float(((pred_obs[:, h - 1] - truth) ** 2 / scale).mean())
+        copy_err = float(((now - truth) ** 2 / scale).mean())
+        err["model"][key], err["copy_last"][key] = model_err, copy_err
+        err["ratio"][key] = copy_err / model_err if model_err > 0 else math.inf
+        diff = pred_rew[:, h - 1] - real_rew[:, h - 1]
+        rew_err["nmse"][key] = float((diff**2).mean() / reward_var)
+        rew_err["mae"][key] = float(diff.abs().mean())
+        if sees:
+            last = context_frames[:, c]
+            for name, guess in (("model", imag_frames[h]), ("copy_last", last)):
+                img["psnr"][name][key] = float(
+                    pictures.psnr(guess, real_frames[h]).clamp(max=PSNR_CAP).mean()
+                )
+                img["ssim"][name][key] = float(pictures.ssim(guess, real_frames[h]).mean())
+
+    # ---- artifacts
+    out = Path(cfg.out) if cfg.out is not None else path.parent / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    artifacts = {"report": str(out / "report.json")}
+    if rows:
+        codec = pictures.write_video(
+            out / "video.mp4", pictures.side_by_side(real_video, imag_video), cfg.fps
+        )
+        artifacts["video"] = str(out / "video.mp4")
+        at = [h - 1 for h in horizons]
+        pictures.write_png(out / "strip.png", pictures.strip(real_video[0, at], imag_video[0, at]))
+        artifacts["strip"] = str(out / "strip.png")
+    keys_h = [str(h) for h in horizons]
+    pictures.plot_errors(
+        out / "error_vs_horizon.png", horizons,
+        [err["model"][k] for k in keys_h], [err["copy_last"][k] for k in keys_h],
+        [img["psnr"]["model"][k] for k in keys_h] if sees else None,
+        [img["psnr"]["copy_last"][k] for k in keys_h] if sees else None,
+        title=f"{model.kind} on {task}",
+    )  # fmt: skip
+    artifacts["plot"] = str(out / "error_vs_horizon.png")
+    report: dict[str, Any] = {
+        "model": {"path": str(path), "kind": model.kind, "sees_pixels": sees,
+                  "obs_dim": model.obs_dim, "action_dim": model.action_dim},
+        "task": task,
+        "data": str(ds.path),
+        "episodes": which,
+        "num_episodes": len(episodes),
+        "settings": {"starts": cfg.starts, "context": c, "horizons": list(horizons),
+                     "video_starts": cfg.video_starts, "fps": cfg.fps, "seed": cfg.seed,
+                     "device": cfg.device},
+        "num_starts": n,
+        "starts": [[e, t] for e, t in windows],
+        "replay": replay,
+        "state_error": err,
+        "reward_error": rew_err,
+    }  # fmt: skip
+    if sees:
+        report["frames"] = img
+    if rows:
+        report["video"] = {"rows": rows, "frames": longest, "codec": codec, "fps": cfg.fps}
+    report["artifacts"] = artifacts
+    report["seconds"] = time.perf_counter() - began
+    write_json_atomic(out / "report.json", report)
+    return report
+
+
+def run_eval_wm(cfg: EvalWMCfg) -> None:
+    """Entry point of `python run.py eval-wm`: evaluate, print a table and the files."""
+    report = evaluate_world_model(cfg)
+    m, sees = report["model"], report["model"]["sees_pixels"]
+    print(f"eval-wm: {m['kind']}{' (pixels)' if sees else ''} on {report['task']}, "
+          f"{report['num_starts']} starts in {report['num_episodes']} {report['episodes']} "
+          f"episodes of {report['data']}, context {report['settings']['context']}")  # fmt: skip
+    replay = report["replay"]
+    print(f"  replay check: max |replayed - recorded| obs {replay['max_abs_obs_diff']:.2e}, "
+          f"reward {replay['max_abs_reward_diff']:.2e}")  # fmt: skip
+    head = "     h      model  copy-last    ratio   rew nmse   rew mae"
+    if sees:
+        head += "   PSNR (copy)   SSIM (copy)"
+    print(head)
+    err, rew = report["state_error"], report["reward_error"]
+    for h in err["model"]:
+        line = (f"  {h:>4} {err['model'][h]:10.3e} {err['copy_last'][h]:10.3e} "
+                f"{err['ratio'][h]:8.1f} {rew['nmse'][h]:10.3e} {rew['mae'][h]:9.4f}")  # fmt: skip
+        if sees:
+            f = report["frames"]
+            line += (f" {f['psnr']['model'][h]:6.2f} {f['psnr']['copy_last'][h]:6.2f}"
+                     f" {f['ssim']['model'][h]:6.3f} {f['ssim']['copy_last'][h]:6.3f}")  # fmt: skip
+        print(line)
+    for name, file in report["artifacts"].items():
+        print(f"  {name:<7} {file}")

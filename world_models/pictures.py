@@ -1,0 +1,219 @@
+"""Pictures of a world model's predictions: image metrics and the files that show them.
+
+- `psnr`, `ssim`: per-image peak signal-to-noise ratio and structural similarity
+  of uint8 RGB frames `[B, H, W, 3]`, batched in torch. SSIM is Wang et al.
+  (2004): local means, variances and covariance under an 11-tap Gaussian window
+  (sigma 1.5, population statistics), K1 = 0.01, K2 = 0.03, data range 255,
+  averaged over the pixels whose window lies inside the image and over the
+  three channels (what `skimage.metrics.structural_similarity` computes with
+  `gaussian_weights=True, use_sample_covariance=False, channel_axis=-1`).
+- `side_by_side`, `strip`: frame layouts with thin white separators.
+- `write_video` (H.264 through PyAV, MPEG-4 Part 2 where the build lacks libx264),
+  `write_png` (Pillow), `plot_errors` (matplotlib's Agg canvas, no pyplot state).
+Every file is written atomically: to a temporary file beside it, then renamed.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sim.atomic import write_atomic, write_bytes_atomic
+
+SEPARATOR = 2  # [px] between panels
+WHITE = 255
+SSIM_SIGMA, SSIM_TRUNCATE, SSIM_K1, SSIM_K2 = 1.5, 3.5, 0.01, 0.03
+DATA_RANGE = 255.0
+
+
+def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
+    if a.shape != b.shape or a.dim() != 4 or a.shape[-1] != 3:
+        raise ValueError(
+            f"frames must be two [B, H, W, 3] batches of one shape, got {tuple(a.shape)} "
+            f"and {tuple(b.shape)}"
+        )
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio [dB] of each pair of uint8 frames `[B, H, W, 3]`:
+    10 log10(255^2 / MSE), float64 `[B]` (inf for identical frames)."""
+    _check_pair(a, b)
+    mse = ((a.double() - b.double()) ** 2).flatten(1).mean(1)
+    return 10 * torch.log10(DATA_RANGE**2 / mse)
+
+
+def _gaussian_window(device: torch.device) -> torch.Tensor:
+    radius = int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5)  # 5: an 11-tap window
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64, device=device)
+    w = torch.exp(-0.5 * x**2 / SSIM_SIGMA**2)
+    return w / w.sum()
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """Mean structural similarity of each pair of uint8 frames `[B, H, W, 3]`,
+    float64 `[B]` in [-1, 1] (see the module docstring)."""
+    _check_pair(a, b)
+    w = _gaussian_window(a.device)
+    if min(a.shape[1:3]) < len(w):
+        raise ValueError(f"SSIM needs frames of at least {len(w)} x {len(w)} px, "
+                         f"got {tuple(a.shape[1:3])}")  # fmt: skip
+    rows, cols = w.reshape(1, 1, -1, 1), w.reshape(1, 1, 1, -1)
+    c1, c2 = (SSIM_K1 * DATA_RANGE) ** 2, (SSIM_K2 * DATA_RANGE) ** 2
+    out = []
+    for i in range(0, len(a), chunk):
+        x = a[i : i + chunk].permute(0, 3, 1, 2).double()  # [b, 3, H, W]
+        y = b[i : i + chunk].permute(0, 3, 1, 2).double()
+        # the five local moments of every channel, filtered together; a "valid"
+        # filter keeps exactly the pixels whose window lies inside the image
+        maps = torch.stack((x, y, x * x, y * y, x * y), 2).reshape(-1, 1, *x.shape[2:])
+        mu = F.conv2d(F.conv2d(maps, rows), cols)
+        mx, my, mxx, myy, mxy = mu.reshape(len(x), 3, 5, *mu.shape[2:]).unbind(2)
+        vx, vy, cov = mxx - mx * mx, myy - my * my, mxy - mx * my
+        s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+        out.append(s.flatten(2).mean(2).mean(1))
+    return torch.cat(out)
+
+
+# ------------------------------------------------------------------- layouts
+def side_by_side(real: torch.Tensor, imagined: torch.Tensor) -> torch.Tensor:
+    """Video frames `[T, H', W', 3]` from panels `[R, T, H, W, 3]`: each of the R rows
+    real (left) beside imagined (right), rows stacked, white separators; padded to
+    even sizes (yuv420p video)."""
+    if real.shape != imagined.shape or real.dim() != 5:
+        raise ValueError(f"panels must be two [R, T, H, W, 3] tensors of one shape, got "
+                         f"{tuple(real.shape)} and {tuple(imagined.shape)}")  # fmt: skip
+    r, t, h, w, _ = real.shape
+    height, width = r * h + (r - 1) * SEPARATOR, 2 * w + SEPARATOR
+    frames = torch.full((t, height + height % 2, width + width % 2, 3), WHITE, dtype=torch.uint8)
+    for i in range(r):
+        top = i * (h + SEPARATOR)
+        frames[:, top : top + h, :w] = real[i]
+        frames[:, top : top + h, w + SEPARATOR : 2 * w + SEPARATOR] = imagined[i]
+    return frames
+
+
+def strip(real: torch.Tensor, imagined: torch.Tensor) -> torch.Tensor:
+    """One image `[2H + sep, N W + (N - 1) sep, 3]`: frames `[N, H, W, 3]` of the real
+    run on top, the imagined ones below."""
+    if real.shape != imagined.shape or real.dim() != 4:
+        raise ValueError(f"strip frames must be two [N, H, W, 3] tensors of one shape, got "
+                         f"{tuple(real.shape)} and {tuple(imagined.shape)}")  # fmt: skip
+    n, h, w, _ = real.shape
+    image = torch.full((2 * h + SEPARATOR, n * w + (n - 1) * SEPARATOR, 3), WHITE,
+                       dtype=torch.uint8)  # fmt: skip
+    for k in range(n):
+        left = k * (w + SEPARATOR)
+        image[:h, left : left + w] = real[k]
+        image[h + SEPARATOR :, left : left + w] = imagined[k]
+    return image
+
+
+# --------------------------------------------------------------------- files
+VIDEO_CODECS = ("libx264", "mpeg4")
+
+
+def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: int) -> str:
+    """Encode uint8 frames `[T, H, W, 3]` (even H and W) as an MP4 at `fps` frames per
+    second, atomically; returns the codec used."""
+    import av
+
+    frames = torch.as_tensor(frames)
+    if frames.dim() != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
+        raise ValueError(f"video frames must be uint8 [T, H, W, 3], got {frames.dtype} "
+                         f"{tuple(frames.shape)}")  # fmt: skip
+    height, width = frames.shape[1:3]
+    if height % 2 or width % 2:
+        raise ValueError(f"frames of {height}x{width} px: yuv420p video needs even sizes")
+    codec = next((c for c in VIDEO_CODECS if c in av.codecs_available), None)
+    if codec is None:
+        raise ImportError(f"this PyAV build encodes none of {', '.join(VIDEO_CODECS)}")
+    array = frames.cpu().numpy()
+
+    def encode(f) -> None:
+        with av.open(f, "w", format="mp4") as container:
+            options = {"crf": "12", "preset": "medium"} if codec == "libx264" else {}
+            stream = container.add_stream(codec, rate=int(fps), options=options)
+            stream.pix_fmt, stream.width, stream.height = "yuv420p", width, height
+            if codec == "mpeg4":
+                stream.bit_rate = 4_000_000  # no crf: a rate high enough for small frames
+            for image in array:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            container.mux(stream.encode())  # flush the encoder
+
+    write_atomic(path, encode)
+    return codec
+
+
+def write_png(path: str | os.PathLike, image: torch.Tensor) -> None:
+    """A uint8 image `[H, W, 3]` as a PNG, atomically."""
+    from PIL import Image
+
+    array = np.ascontiguousarray(torch.as_tensor(image).cpu().numpy())
+    write_atomic(path, lambda f: Image.fromarray(array, "RGB").save(f, format="PNG"))
+
+
+def plot_errors(
+    path: str | os.PathLike,
+    horizons: Sequence[int],
+    model: Sequence[float],
+    copy_last: Sequence[float],
+    psnr_model: Sequence[float] | None = None,
+    psnr_copy_last: Sequence[float] | None = None,
+    title: str = "",
+) -> tuple[int, int]:
+    """PNG of the normalised state error against the horizon (model and copy-last,
+    log y axis), and beside it PSNR against the horizon where given. 100 dpi, 5 x 4
+    inches a panel; returns the (width, height) in pixels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    panels = 1 if psnr_model is None else 2
+    fig = Figure(figsize=(5 * panels, 4), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    ax = axes[0]
+    ax.plot(horizons, _positive(model), "o-", label="model")
+    ax.plot(horizons, _positive(copy_last), "s--", label="copy last observation")
+    ax.set_yscale("log")
+    ax.set_xlabel("horizon [steps]")
+    ax.set_ylabel("state error / variance")
+    ax.set_title("open-loop state error")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    if psnr_model is not None:
+        ax = axes[1]
+        ax.plot(horizons, psnr_model, "o-", label="model")
+        ax.plot(horizons, psnr_copy_last, "s--", label="copy last frame")
+        ax.set_xlabel("horizon [steps]")
+        ax.set_ylabel("PSNR [dB]")
+        ax.set_title("imagined frames")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    write_bytes_atomic(path, buffer.getvalue())
+    return 5 * panels * 100, 400
+
+
+def _positive(values: Sequence[float]) -> list[float]:
+    """Values for a log axis: zeros (a perfect prediction) drawn at the smallest float."""
+    return [v if v > 0 or math.isnan(v) else np.finfo(np.float64).tiny for v in values]
+
+
+def decode_video(path: str | os.PathLike) -> torch.Tensor:
+    """Every frame of a video file, uint8 `[T, H, W, 3]` (for checks and notebooks)."""
+    import av
+
+    with av.open(str(Path(path))) as container:
+        return torch.from_numpy(
+            np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+        )
