@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import world_models
-from agents.collect import CollectCfg, collect
 from world_models.base import FORMAT, save_atomic
 from world_models.ensemble import EnsembleDynamics
 from world_models.train import EnsembleCfg, TrainWMCfg, train_world_model
@@ -19,12 +18,9 @@ SMALL = {"hidden": 128, "layers": 3, "members": 4, "elites": 3}
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, swingup_data):
     root = tmp_path_factory.mktemp("wm")
-    collect(CollectCfg(task="cartpole_swingup", num_envs=6, episodes=12, episode_length=500,
-                       policy="expert+noise", noise_std=0.3, seed=1, out=root / "data",
-                       progress=False))  # fmt: skip
-    cfg = TrainWMCfg(data=root / "data", out=root / "wm", epochs=8, val_fraction=0.2,
+    cfg = TrainWMCfg(data=swingup_data, out=root / "wm", epochs=8, val_fraction=0.2,
                      progress=False, ensemble=EnsembleCfg(**SMALL))  # fmt: skip
     return cfg, train_world_model(cfg)
 

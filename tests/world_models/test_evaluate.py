@@ -29,13 +29,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, swingup_data):
     """Swing-up data of the expert with noise and an ensemble trained on it."""
     root = tmp_path_factory.mktemp("evalwm")
-    collect(CollectCfg(task="cartpole_swingup", num_envs=6, episodes=12, episode_length=500,
-                       policy="expert+noise", noise_std=0.3, seed=1, out=root / "data",
-                       progress=False))  # fmt: skip
-    train_world_model(TrainWMCfg(data=root / "data", out=root / "wm", epochs=15,
+    train_world_model(TrainWMCfg(data=swingup_data, out=root / "wm", epochs=15,
                                  val_fraction=0.2, progress=False))  # fmt: skip
     return root
 
@@ -94,7 +91,7 @@ def test_the_model_beats_copy_last_and_the_replay_is_exact(evaluated):
     assert "video" not in again["artifacts"] and (out / "again" / "report.json").exists()
 
 
-def test_video_and_pictures_show_the_real_runs(evaluated, trained):
+def test_video_and_pictures_show_the_real_runs(evaluated, trained, swingup_data):
     cfg, report = evaluated
     out = cfg.wm / "eval"
     video = pictures.decode_video(out / "video.mp4")
@@ -103,7 +100,7 @@ def test_video_and_pictures_show_the_real_runs(evaluated, trained):
     for row in (0, 1):
         e, t = report["starts"][row]
         steps = [1, 25, 50]
-        truth = _replayed_frames(trained / "data", e, t, steps).int()
+        truth = _replayed_frames(swingup_data, e, t, steps).int()
         top = row * 66
         real = video[[k - 1 for k in steps], top : top + 64, :64].int()
         assert truth.float().std() > 10  # a picture of the cart-pole, not a blank frame
@@ -115,7 +112,7 @@ def test_video_and_pictures_show_the_real_runs(evaluated, trained):
     assert strip.size == (5 * 64 + 4 * 2, 2 * 64 + 2) and strip.mode == "RGB"
     strip_real = torch.from_numpy(np.array(strip))[:64, :64]
     e, t = report["starts"][0]
-    torch.testing.assert_close(strip_real, _replayed_frames(trained / "data", e, t, [1])[0])
+    torch.testing.assert_close(strip_real, _replayed_frames(swingup_data, e, t, [1])[0])
     plot = Image.open(out / "error_vs_horizon.png")
     assert plot.size == (500, 400)
     assert report["artifacts"]["video"] == str(out / "video.mp4")
@@ -145,13 +142,13 @@ class ConstantSight(WorldModel):
         raise NotImplementedError
 
 
-def test_a_model_that_sees_gets_frames_and_psnr_ssim(trained, tmp_path):
+def test_a_model_that_sees_gets_frames_and_psnr_ssim(trained, tmp_path, swingup_data):
     ckpt = read_checkpoint(trained / "wm" / "model.pt")
     model = ConstantSight(5, 1, {"pixels": True, "frame_shape": [32, 32, 3]})
     save_atomic(model.checkpoint(env_args=ckpt["env_args"]), tmp_path / "sight.pt")
     cfg = EvalWMCfg(
         wm=tmp_path / "sight.pt",
-        data=trained / "data",
+        data=swingup_data,
         starts=5,
         context=2,
         horizons=(3, 1),
@@ -164,7 +161,7 @@ def test_a_model_that_sees_gets_frames_and_psnr_ssim(trained, tmp_path):
     # recompute the frame metrics from the env's own renders at the model's frame size
     ours = {name: {"model": [], "copy_last": []} for name in ("psnr", "ssim")}
     for e, t in report["starts"]:
-        frames = _replayed_frames(trained / "data", e, t, [0, 1, 3], render_width=32,
+        frames = _replayed_frames(swingup_data, e, t, [0, 1, 3], render_width=32,
                                   render_height=32).numpy()  # fmt: skip
         grey = np.full_like(frames[0], ConstantSight.grey)
         for name, fn in (("psnr", _sk_psnr), ("ssim", _sk_ssim)):
@@ -183,7 +180,7 @@ def test_a_model_that_sees_gets_frames_and_psnr_ssim(trained, tmp_path):
     assert Image.open(tmp_path / "eval" / "strip.png").size == (2 * 32 + 2, 2 * 32 + 2)
 
 
-def test_the_model_observes_the_context_frames(trained, tmp_path, monkeypatch):
+def test_the_model_observes_the_context_frames(trained, tmp_path, monkeypatch, swingup_data):
     ckpt = read_checkpoint(trained / "wm" / "model.pt")
     model = ConstantSight(5, 1, {"pixels": True, "frame_shape": [16, 16, 3]})
     save_atomic(model.checkpoint(env_args=ckpt["env_args"]), tmp_path / "sight.pt")
@@ -195,18 +192,18 @@ def test_the_model_observes_the_context_frames(trained, tmp_path, monkeypatch):
         return real_observe(self, obs, actions, frames)
 
     monkeypatch.setattr(ConstantSight, "observe", spy)
-    report = evaluate_world_model(EvalWMCfg(wm=tmp_path / "sight.pt", data=trained / "data",
+    report = evaluate_world_model(EvalWMCfg(wm=tmp_path / "sight.pt", data=swingup_data,
                                             starts=3, context=4, horizons=(2,), video_starts=0,
                                             out=tmp_path / "eval", progress=False))  # fmt: skip
     assert seen["obs"].shape == (3, 5, 5) and seen["actions"].shape == (3, 4, 1)
     assert seen["frames"].shape == (3, 5, 16, 16, 3) and seen["frames"].dtype == torch.uint8
-    ds = Dataset(trained / "data")
+    ds = Dataset(swingup_data)
     for i, (e, t) in enumerate(report["starts"]):
         ep = ds.episode(e, ("obs", "actions"))
         torch.testing.assert_close(seen["obs"][i], torch.from_numpy(ep["obs"][t - 4 : t + 1]))
         torch.testing.assert_close(seen["actions"][i], torch.from_numpy(ep["actions"][t - 4 : t]))
         # the frame of the start state, rendered at the model's size
-        start = _replayed_frames(trained / "data", e, t, [0], render_width=16, render_height=16)
+        start = _replayed_frames(swingup_data, e, t, [0], render_width=16, render_height=16)
         torch.testing.assert_close(seen["frames"][i, -1], start[0])
     assert "video" not in report["artifacts"] and "frames" in report
 

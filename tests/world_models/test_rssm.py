@@ -131,12 +131,9 @@ SMALL = RssmCfg(deter=128, hidden=128, stoch=16, classes=16, sequence_length=32,
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, swingup_data):
     root = tmp_path_factory.mktemp("rssm")
-    collect(CollectCfg(task="cartpole_swingup", num_envs=6, episodes=12, episode_length=500,
-                       policy="expert+noise", noise_std=0.3, seed=1, out=root / "data",
-                       progress=False))  # fmt: skip
-    cfg = TrainWMCfg(data=root / "data", model="rssm", out=root / "wm", epochs=4,
+    cfg = TrainWMCfg(data=swingup_data, model="rssm", out=root / "wm", epochs=4,
                      steps_per_epoch=75, val_fraction=0.2, progress=False, rssm=SMALL)  # fmt: skip
     return cfg, train_world_model(cfg)
 
