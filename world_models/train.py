@@ -9,8 +9,8 @@ epochs (MBPO's rule), or at `epochs`.
 - ensemble: every member draws its own random batches of transitions (sampling
   with replacement: a bootstrap per member); validation picks the elites.
 - rssm: batches of windows of `sequence_length` steps (with frames for a model
-  that sees); validation is the reconstruction and reward error of held-out
-  windows.
+  that sees); validation is the open-loop prediction error over held-out
+  windows (8 steps observed, the rest imagined) plus their reward error.
 
 Checkpoints are atomic: `model.pt` (the best model) and `last.pt` (everything
 `--resume` needs). TensorBoard scalars go to `<out>/tb`; `report.json` holds the
