@@ -49,12 +49,10 @@ def run_wm_bench(
 ) -> dict:
     """Steps/s of (h) and of (i) for each model; prints them with the ratios i/h."""
     paths = list(wm) if wm else _quick_models(task, seed)
-    models = [world_models.load(path if path.suffix else path / "model.pt") for path in paths]
+    models = [world_models.load(path) for path in paths]
     real = envs.make(task, num_envs=num_envs, seed=seed)
     imagined = {}
-    for path, model in zip(paths, models, strict=True):
-        if (model.obs_dim, model.action_dim) != (real.observation_dim, real.action_dim):
-            raise ValueError(f"{path}: the model's dimensions do not match task {task!r}")
+    for model in models:  # from_env refuses a model whose dimensions are not the task's
         name = model.kind + (" (pixels)" if model.sees_pixels else "")
         cfg = ImaginedEnvCfg(num_envs=num_envs, seed=seed, termination="never", sample=False)
         imagined[name] = ImaginedEnv.from_env(model, real, cfg)

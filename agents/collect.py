@@ -90,29 +90,6 @@ def env_args(cfg: CollectCfg, env) -> dict:
     }
 
 
-def make_env(args: dict, num_envs: int, task: str | None = None, **overrides) -> envs.BatchedEnv:
-    """The env a dataset was recorded with, rebuilt from its `env_args` (`num_envs`
-    copies; the inverse of `env_args`). `task` swaps in another task: the recorded
-    settings it shares carry over (episode length, randomization, camera), its own
-    defining values (swing-up, sparse reward, target size) win. `overrides` replace
-    config fields."""
-    name = task or args.get("env_name")
-    if name is None:
-        raise ValueError("env_args names no task (env_name): pass the task explicitly")
-    spec = envs.spec(name)
-    kwargs = {k: tuple(v) if isinstance(v, list) else v
-              for k, v in args.get("env_kwargs", {}).items()}  # fmt: skip
-    if name != args.get("env_name"):
-        valid = {f.name for f in dataclasses.fields(spec.cfg_cls)}
-        kwargs = {k: v for k, v in kwargs.items() if k in valid and k not in spec.defaults}
-    if isinstance(kwargs.get("randomization"), dict):
-        fields = {k: tuple(v) if isinstance(v, list) else v
-                  for k, v in kwargs["randomization"].items()}  # fmt: skip
-        kwargs["randomization"] = RandomizationCfg(**fields)
-    kwargs.update(overrides)
-    return envs.make(name, num_envs, args.get("backend", "mujoco"), **kwargs)
-
-
 def collect(cfg: CollectCfg) -> dict[str, float]:
     """Run the collection; returns a summary (episodes, transitions, rates, return)."""
     if cfg.episodes < 1 or cfg.num_envs < 1:

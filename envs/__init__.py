@@ -7,10 +7,19 @@ obs, reward, terminated, truncated, info = env.step(action)
 
 from envs.base import BatchedEnv, EnvCfg
 from envs.gym_adapter import register_gym_envs
-from envs.registry import list_tasks, make, make_cfg, register, spec
+from envs.registry import list_tasks, make, make_cfg, make_from_args, register, spec
 from envs.tasks import register_all
 
 register_all()
 register_gym_envs()
 
-__all__ = ["BatchedEnv", "EnvCfg", "list_tasks", "make", "make_cfg", "register", "spec"]
+__all__ = [
+    "BatchedEnv",
+    "EnvCfg",
+    "list_tasks",
+    "make",
+    "make_cfg",
+    "make_from_args",
+    "register",
+    "spec",
+]

@@ -8,6 +8,7 @@ from typing import Any
 
 from envs.base import BatchedEnv, EnvCfg
 from sim import BACKENDS
+from sim.randomization import RandomizationCfg
 
 
 @dataclass(frozen=True)
@@ -68,3 +69,28 @@ def make(
     env = task.env_cls(make_cfg(name, num_envs=num_envs, backend=backend, seed=seed, **cfg))
     env.name = name  # used in error messages
     return env
+
+
+def make_from_args(
+    args: dict[str, Any], num_envs: int, task: str | None = None, **overrides: Any
+) -> BatchedEnv:
+    """The env a dataset was recorded with, rebuilt from its `env_args` (`num_envs`
+    copies; the inverse of `agents.collect.env_args`). `task` swaps in another task:
+    the recorded settings it shares carry over (episode length, randomization,
+    camera), its own defining values (swing-up, sparse reward, target size) win.
+    `overrides` replace config fields."""
+    name = task or args.get("env_name")
+    if name is None:
+        raise ValueError("env_args names no task (env_name): pass the task explicitly")
+    task_spec = spec(name)
+    kwargs = {k: tuple(v) if isinstance(v, list) else v
+              for k, v in args.get("env_kwargs", {}).items()}  # fmt: skip
+    if name != args.get("env_name"):
+        valid = {f.name for f in dataclasses.fields(task_spec.cfg_cls)}
+        kwargs = {k: v for k, v in kwargs.items() if k in valid and k not in task_spec.defaults}
+    if isinstance(kwargs.get("randomization"), dict):
+        fields = {k: tuple(v) if isinstance(v, list) else v
+                  for k, v in kwargs["randomization"].items()}  # fmt: skip
+        kwargs["randomization"] = RandomizationCfg(**fields)
+    kwargs.update(overrides)
+    return make(name, num_envs, args.get("backend", "mujoco"), **kwargs)

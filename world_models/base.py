@@ -125,11 +125,23 @@ def save_atomic(payload: dict[str, Any], path: str | os.PathLike) -> None:
     write_atomic(path, lambda f: torch.save(payload, f))
 
 
-def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
-    """A checked checkpoint dict (tensors on the CPU)."""
+def checkpoint_path(path: str | os.PathLike) -> Path:
+    """The checkpoint file `path` names: the file itself, or `model.pt` in a directory
+    (as `train-wm` writes it)."""
     path = Path(path)
+    if path.is_dir():
+        if not (path / "model.pt").exists():
+            raise ValueError(f"{path}: no world model here (no model.pt in the directory)")
+        return path / "model.pt"
     if not path.exists():
-        raise ValueError(f"{path}: no such checkpoint")
+        raise ValueError(f"{path}: no such checkpoint; no such world model (a directory "
+                         "holding model.pt, or a .pt file)")  # fmt: skip
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
+    """A checked checkpoint dict (tensors on the CPU) of a file or a model directory."""
+    path = checkpoint_path(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds for a damaged or foreign file
@@ -146,8 +158,12 @@ def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[st
 
 
 def load(path: str | os.PathLike, kind: str | None = None) -> WorldModel:
-    """The world model saved at `path`, in eval mode."""
-    ckpt = read_checkpoint(path, kind)
+    """The world model saved at `path` (a file or a model directory), in eval mode."""
+    return from_checkpoint(read_checkpoint(path, kind), path)
+
+
+def from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> WorldModel:
+    """The world model of a checkpoint dict read by `read_checkpoint`, in eval mode."""
     model = KINDS[ckpt["kind"]](ckpt["dims"]["obs"], ckpt["dims"]["action"], ckpt["config"])
     try:
         model.load_state_dict(ckpt["state_dict"])

@@ -4,7 +4,7 @@ Start windows (episode e, step t) are drawn from recorded episodes (the
 checkpoint's held-out episodes when the dataset is its training data, else all
 of them). For each window:
 
-1. **Ground truth, replayed.** The real env of the dataset (`agents.collect.make_env`
+1. **Ground truth, replayed.** The real env of the dataset (`envs.make_from_args`
    of its env_args) restarts episode e from its recorded seed (`reset_envs`: its
    own randomized physics and target), is put into the recorded physics state at
    step t (`set_physics_state`, with the env's step counter at t so per-step
@@ -46,12 +46,10 @@ import torch
 from tqdm import tqdm
 
 import envs
-import world_models
-from agents.collect import make_env
 from envs.bench import write_json_atomic
 from sim.dataset import Dataset
 from world_models import pictures
-from world_models.base import read_checkpoint
+from world_models.base import checkpoint_path, from_checkpoint, read_checkpoint
 from world_models.metrics import HORIZONS
 
 PSNR_CAP = 100.0  # [dB] what identical frames count as in the averages
@@ -100,17 +98,6 @@ def _check_cfg(cfg: EvalWMCfg) -> tuple[int, ...]:
     if not cfg.horizons or min(cfg.horizons) < 1:
         raise ValueError(f"--horizons must be positive step counts, got {cfg.horizons}")
     return tuple(sorted(set(cfg.horizons)))
-
-
-def _model_path(wm: Path) -> Path:
-    wm = Path(wm)
-    if wm.is_dir():
-        if not (wm / "model.pt").exists():
-            raise ValueError(f"{wm}: no world model here (no model.pt in the directory)")
-        return wm / "model.pt"
-    if not wm.exists():
-        raise ValueError(f"{wm}: no such world model (a directory holding model.pt, or a .pt)")
-    return wm
 
 
 def _choose_windows(
@@ -166,9 +153,9 @@ def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
     began = time.perf_counter()
     horizons = _check_cfg(cfg)
     longest, c = max(horizons), cfg.context
-    path = _model_path(cfg.wm)
+    path = checkpoint_path(cfg.wm)
     ckpt = read_checkpoint(path)
-    model = world_models.load(path).to(cfg.device)
+    model = from_checkpoint(ckpt, path).to(cfg.device)
     sees = model.sees_pixels
     env_args_model = ckpt.get("env_args") or {}
     task = cfg.task or env_args_model.get("env_name")
@@ -189,7 +176,7 @@ def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
     else:
         episodes, which = list(ds.episodes), "all"
     # dimensions: the task's real env and the dataset must fit the model
-    probe = make_env(ds.env_args, 1, task)
+    probe = envs.make_from_args(ds.env_args, 1, task)
     dims = (probe.observation_dim, probe.action_dim)
     action_repeat, time_limit = probe.cfg.action_repeat, probe.cfg.episode_length
     render_size = (probe.cfg.render_height, probe.cfg.render_width)
@@ -234,10 +221,10 @@ def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
     overrides = {"render_height": frame_hw[0], "render_width": frame_hw[1],
                  "episode_length": max(time_limit, (int(starts_t.max()) + longest + 1)
                                        * action_repeat)}  # fmt: skip
-    real = make_env(ds.env_args, n, task, **overrides)
+    real = envs.make_from_args(ds.env_args, n, task, **overrides)
     viewer = None
     if rows and not sees:
-        viewer = make_env(ds.env_args, rows, task, **overrides)
+        viewer = envs.make_from_args(ds.env_args, rows, task, **overrides)
         viewer.reset_envs(torch.arange(rows), seeds_t[:rows])
         try:
             viewer.set_state_from_obs(rec_obs_t[:rows, c])

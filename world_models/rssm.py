@@ -207,16 +207,24 @@ class RSSM(WorldModel):
         return state[:, : self.deter], state[:, self.deter :]
 
     # ---------------------------------------------------------- training
+    def _observations(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Observations o_0 .. o_L of windows `[B, L, ...]`: the first observation then
+        the next ones, `[B, L+1, obs_dim]`, and their frames for a model that sees."""
+        obs = torch.cat((batch["obs"][:, :1], batch["next_obs"]), 1)
+        if not self.sees_pixels:
+            return obs, None
+        return obs, torch.cat((batch["pixels"][:, :1], batch["next_pixels"]), 1)
+
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Windows `[B, L, ...]` from `EpisodeData(sequence_length=L)` (with pixels
         for a model that sees): observations o_0 .. o_L are the window's first
         observation then its next observations."""
         c = self.config
-        obs = torch.cat((batch["obs"][:, :1], batch["next_obs"]), 1)  # [B, L+1, d]
+        obs, frames = self._observations(batch)
         b, steps = obs.shape[:2]
-        frames = None
-        if self.sees_pixels:
-            frames = torch.cat((batch["pixels"][:, :1], batch["next_pixels"]), 1)
+        if frames is not None:
             frames = frames.flatten(0, 1)
         embed = self._embed(obs.flatten(0, 1), frames).reshape(b, steps, -1)
         valid = torch.cat((torch.ones_like(batch["mask"][:, :1]), batch["mask"]), 1).float()
@@ -285,13 +293,12 @@ class RSSM(WorldModel):
         was = self.training
         self.eval()
         _, scalars = self.loss(batch)
-        obs = torch.cat((batch["obs"][:, :1], batch["next_obs"]), 1)  # [B, L+1, d]
+        obs, frames = self._observations(batch)
         actions, mask = batch["actions"], batch["mask"].float()
         c = min(OBSERVED, actions.shape[1] - 1)
-        frames = None
-        if self.sees_pixels:
-            frames = torch.cat((batch["pixels"][:, :1], batch["next_pixels"]), 1)[:, : c + 1]
-        state = self.observe(obs[:, : c + 1], actions[:, :c], frames)
+        state = self.observe(
+            obs[:, : c + 1], actions[:, :c], None if frames is None else frames[:, : c + 1]
+        )
         total, count = 0.0, 0.0
         for t in range(c, actions.shape[1]):
             step = self.next(state, actions[:, t])

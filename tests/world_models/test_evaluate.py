@@ -17,7 +17,8 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 import envs
-from agents.collect import CollectCfg, collect, make_env
+from agents.collect import CollectCfg, collect
+from envs import make_from_args
 from sim.dataset import Dataset
 from sim.randomization import RandomizationCfg
 from world_models import pictures
@@ -47,7 +48,7 @@ def _replayed_frames(data: Path, e: int, t: int, steps: list[int], **render) -> 
     """The env's own renders of episode e replayed from step t, after each of `steps`."""
     ds = Dataset(data)
     ep = ds.episode(e, ("actions", "states"))
-    env = make_env(ds.env_args, 1, episode_length=1000, **render)  # no time limit inside
+    env = make_from_args(ds.env_args, 1, episode_length=1000, **render)  # no time limit inside
     env.reset_envs(torch.tensor([0]), torch.tensor([ds.attrs(e)["seed"]]))
     nq = env.sim.nq
     state = torch.from_numpy(ep["states"][t : t + 1])
@@ -274,13 +275,13 @@ def test_errors_name_the_problem(trained, tmp_path):
     assert done.returncode == 2 and "no world model here" in done.stderr, done.stderr
 
 
-def test_make_env_rebuilds_the_recorded_env(tmp_path):
+def test_make_from_args_rebuilds_the_recorded_env(tmp_path):
     rand = RandomizationCfg(mass_scale=(0.5, 1.5), action_delay=(0, 2), obs_noise_std=0.01)
     collect(CollectCfg(task="reacher_hard", num_envs=2, episodes=2, episode_length=20,
                        out=tmp_path / "ds", randomize=rand, progress=False))  # fmt: skip
     ds = Dataset(tmp_path / "ds")
-    env = make_env(ds.env_args, 3)
+    env = make_from_args(ds.env_args, 3)
     assert env.cfg == envs.make("reacher_hard", 3, episode_length=20, randomization=rand).cfg
-    assert make_env(ds.env_args, 1, render_width=32).cfg.render_width == 32
-    other = make_env(ds.env_args, 1, task="reacher_easy")  # its own target size wins
+    assert make_from_args(ds.env_args, 1, render_width=32).cfg.render_width == 32
+    other = make_from_args(ds.env_args, 1, task="reacher_easy")  # its own target size wins
     assert other.cfg.target_size == 0.05 and other.cfg.randomization == rand
