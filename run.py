@@ -1,6 +1,10 @@
 """wam-sandbox command line.
 
-python run.py            the closed loop (arrives with a later release)
+python run.py            the closed loop: collect -> fit the world model -> improve the
+                         policy in imagination -> evaluate in the real simulator
+python run.py --help     the closed loop's options
+python run.py eval       an agent's return in the real simulator and in imagination
+python run.py train-bc   behaviour cloning from a dataset
 python run.py collect    record episodes of a policy into an HDF5 dataset
 python run.py inspect    summarise a dataset
 python run.py export     write a dataset in the LeRobot v3.0 layout
@@ -15,8 +19,12 @@ import sys
 
 import tyro
 
+from agents.bc import TrainBCCfg, run_train_bc
 from agents.bench_data import run_all
+from agents.bench_loop import run_loop_bench
 from agents.collect import CollectCfg, run_collect
+from agents.evaluate import EvalCfg, run_eval
+from agents.loop import Loop, LoopCfg
 from envs.bench import BenchCfg
 from sim.export import ExportCfg, run_export
 from sim.summary import InspectCfg, run_inspect
@@ -29,31 +37,62 @@ SUBCOMMANDS = {
     "export": (ExportCfg, run_export),
     "train-wm": (TrainWMCfg, run_train_wm),
     "eval-wm": (EvalWMCfg, run_eval_wm),
-    "bench": (BenchCfg, run_all),
+    "eval": (EvalCfg, run_eval),
+    "train-bc": (TrainBCCfg, run_train_bc),
+    "bench": (BenchCfg, lambda cfg: bench(cfg)),
 }
 
 
+def closed_loop(cfg: LoopCfg) -> dict:
+    """Collect -> fit the world model -> improve in imagination -> evaluate, until the
+    env-step budget; every finished iteration is committed (`--resume` continues)."""
+    loop = Loop(cfg)
+    try:
+        while not loop.done:
+            loop.collect()  # current policy, exploring, into the dataset
+            loop.fit_world_model()  # fine-tune on everything collected
+            loop.improve()  # actor-critic updates in imagination
+            loop.evaluate()  # real vs imagined return from the same starts, video
+            loop.commit()  # atomic checkpoint, TensorBoard, summary.json, returns.png
+            if cfg.progress:
+                print(loop.progress_line(), flush=True)
+        summary = loop.write_summary()
+    finally:
+        loop.close()
+    print(f"{cfg.out}: real return {summary['final_real_return']:.1f} after "
+          f"{summary['env_steps']:,} env steps ({summary['wall_s']:.0f} s); "
+          f"summary.json, returns.png, tb/, eval/*/video.mp4")  # fmt: skip
+    return summary
+
+
+def bench(cfg: BenchCfg) -> dict:
+    """`--suite throughput`: env, data and world-model throughput; `--suite loop`: the
+    closed loop beside model-free SAC."""
+    if cfg.suite == "loop":
+        return run_loop_bench(cfg.loop_tasks, cfg.loop_budget, cfg.loop_seeds, cfg.loop_out,
+                              closed_loop)  # fmt: skip
+    if cfg.suite != "throughput":
+        raise ValueError(f"unknown bench suite {cfg.suite!r}; valid: throughput, loop")
+    return run_all(cfg)
+
+
 def main(argv: list[str]) -> int:
-    if not argv:
-        print(
-            "wam-sandbox: the closed loop (collect -> train the world model -> improve the\n"
-            "policy in imagination -> evaluate in the real simulator) arrives with a later\n"
-            "release. Available subcommands:"
-        )
-        for name, (cfg_cls, _) in SUBCOMMANDS.items():
-            print(f"  python run.py {name:<8} {(cfg_cls.__doc__ or '').strip()}")
-        print("Use `python run.py <subcommand> --help` for its options.")
+    if not argv or argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help"):
+        cfg, func = tyro.cli(LoopCfg, args=argv), closed_loop
+    elif argv[0] in ("-h", "--help"):
+        print(__doc__)
+        tyro.cli(LoopCfg, args=argv)
         return 0
-    cfg = tyro.extras.subcommand_cli_from_dict(
-        {name: cfg_cls for name, (cfg_cls, _) in SUBCOMMANDS.items()}, args=argv
-    )
-    for cfg_cls, func in SUBCOMMANDS.values():
-        if isinstance(cfg, cfg_cls):
-            try:
-                func(cfg)
-            except (ValueError, ImportError) as err:  # bad input or a missing extra
-                print(f"error: {err}", file=sys.stderr)
-                return 2
+    else:
+        cfg = tyro.extras.subcommand_cli_from_dict(
+            {name: cfg_cls for name, (cfg_cls, _) in SUBCOMMANDS.items()}, args=argv
+        )
+        func = next(f for c, f in SUBCOMMANDS.values() if isinstance(cfg, c))
+    try:
+        func(cfg)
+    except (ValueError, ImportError) as err:  # bad input or a missing extra
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -13,14 +13,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
 import envs
-from agents.policies import POLICIES, make_policy
+from agents.base import load as load_agent
+from agents.policies import POLICIES, AgentPolicy, Policy, make_policy
 from sim import rng
 from sim.dataset import DatasetWriter, Episode
 from sim.randomization import RandomizationCfg
@@ -43,7 +46,11 @@ class CollectCfg:
     episodes: int = 64
     """Episodes the dataset holds when the run ends (a resumed run counts the old ones)."""
     policy: str = "random"
-    """Policy: random, noise (correlated Gaussian), expert, expert+noise."""
+    """Policy: random, noise (correlated Gaussian), expert, expert+noise, or the path of
+    an agent checkpoint (`agent.pt`, or a directory holding one)."""
+    explore: bool = True
+    """An agent acts with its exploration noise (drawn from each episode's seed);
+    --no-explore: its deterministic action."""
     noise_std: float = 0.3
     """Std of the policy noise (expert+noise: each episode's std ~ U(0, noise_std))."""
     noise_rho: float = 0.9
@@ -60,6 +67,8 @@ class CollectCfg:
     """Seed of the run; episode e's seed is derived from it and e."""
     episode_length: int | None = None
     """Override the task's episode length [control steps]."""
+    action_repeat: int | None = None
+    """Override the task's action repeat [control steps per agent step]."""
     flush_episodes: int = 0
     """Commit a shard after this many finished episodes (0: one per num_envs)."""
     flush_seconds: float = 60.0
@@ -82,6 +91,7 @@ def env_args(cfg: CollectCfg, env) -> dict:
         "policy": cfg.policy,
         "noise_std": cfg.noise_std if "noise" in cfg.policy else None,
         "noise_rho": cfg.noise_rho if "noise" in cfg.policy else None,
+        "explore": cfg.explore if cfg.policy not in POLICIES else None,
         "pixels": cfg.pixels,
         "agent_dt": env.sim.dt * env.cfg.action_repeat,  # [s] between recorded steps
         "state_layout": ["qpos", "qvel"],
@@ -90,17 +100,36 @@ def env_args(cfg: CollectCfg, env) -> dict:
     }
 
 
-def collect(cfg: CollectCfg) -> dict[str, float]:
-    """Run the collection; returns a summary (episodes, transitions, rates, return)."""
+def agent_policy(env, agent, explore: bool = True) -> AgentPolicy:
+    """`agent` acting in `env` for collection (its dims checked against the env's)."""
+    if (agent.obs_dim, agent.action_dim) != (env.observation_dim, env.action_dim):
+        raise ValueError(
+            f"{env.name}: the agent acts on ({agent.obs_dim} obs, {agent.action_dim} "
+            f"actions), the env has ({env.observation_dim}, {env.action_dim})"
+        )
+    return AgentPolicy(env.num_envs, agent, explore=explore)
+
+
+def collect(cfg: CollectCfg, policy_fn: Callable[[Any], Policy] | None = None) -> dict[str, float]:
+    """Run the collection; returns a summary (episodes, transitions, rates, return).
+    `policy_fn(env)`, if given, builds the policy that acts; `cfg.policy` then only
+    labels the data in its env_args (the closed loop records several policies into
+    one dataset this way)."""
     if cfg.episodes < 1 or cfg.num_envs < 1:
         raise ValueError("episodes and num_envs must be positive")
-    if cfg.policy not in POLICIES:
-        raise ValueError(f"unknown policy {cfg.policy!r}; valid policies: {', '.join(POLICIES)}")
+    if policy_fn is None and cfg.policy not in POLICIES:
+        if not Path(cfg.policy).exists():
+            raise ValueError(f"unknown policy {cfg.policy!r}; valid policies: "
+                             f"{', '.join(POLICIES)}, or an agent checkpoint")  # fmt: skip
+        agent = load_agent(cfg.policy)
+        policy_fn = lambda env: agent_policy(env, agent, cfg.explore)  # noqa: E731
     if cfg.pixels < 0:
         raise ValueError(f"pixels must be >= 0, got {cfg.pixels}")
     overrides: dict = {"randomization": cfg.randomize}
     if cfg.episode_length is not None:
         overrides["episode_length"] = cfg.episode_length
+    if cfg.action_repeat is not None:
+        overrides["action_repeat"] = cfg.action_repeat
     if cfg.pixels:
         overrides.update(render_width=cfg.pixels, render_height=cfg.pixels)
     env = envs.make(
@@ -116,7 +145,10 @@ def collect(cfg: CollectCfg) -> dict[str, float]:
                 f"{cfg.pixels}x{cfg.pixels} need {need / 2**30:.1f} GiB, more than the "
                 f"{free / 2**30:.1f} GiB free: use fewer envs or smaller frames"
             )
-    policy = make_policy(cfg.policy, env, cfg.noise_std, cfg.noise_rho)
+    if policy_fn is None:
+        policy = make_policy(cfg.policy, env, cfg.noise_std, cfg.noise_rho)
+    else:
+        policy = policy_fn(env)
     writer = DatasetWriter(cfg.out, env_args(cfg, env), resume=cfg.resume, background=True)
     todo = [e for e in range(cfg.episodes) if e not in writer.committed]
     recorder = EpisodeRecorder(

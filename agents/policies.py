@@ -14,6 +14,8 @@ is what makes a resumed collection equal to an uninterrupted one.
 - `expert+noise`: the expert plus the AR(1) noise with a per-episode sigma drawn
   uniformly from [0, noise_std]: from near-expert to very noisy episodes, the
   spread of behaviour world models need.
+- `AgentPolicy`: any agent (`agents.base.Agent`), deterministic or exploring
+  with standard normal noise drawn from the episode's seed.
 """
 
 from __future__ import annotations
@@ -139,5 +141,26 @@ def make_policy(name: str, env, noise_std: float = 0.3, noise_rho: float = 0.9) 
         return NoisePolicy(n, d, noise_std, noise_rho, base=expert, random_std=True)
     raise ValueError(
         f"unknown policy {name!r}; valid policies: {', '.join(POLICIES)} "
-        "(agent checkpoints are accepted once agents can be trained)"
+        "(or an agent checkpoint, for collect)"
     )
+
+
+class AgentPolicy(Policy):
+    """An agent acting for collection: deterministic, or exploring with its own
+    noise (`agent.act(obs, noise)`), the noise drawn from each episode's seed."""
+
+    def __init__(self, num_envs: int, agent, explore: bool = True):
+        super().__init__(num_envs, agent.action_dim)
+        self.agent, self.explore = agent, explore
+
+    def _reset(self, env_ids: torch.Tensor) -> None:
+        self.agent.reset(env_ids)
+
+    def _act(self, obs: torch.Tensor) -> torch.Tensor:
+        d = self.action_dim
+        noise = (
+            rng.normal(self.keys, self.t * 2 * d, d).float().to(obs.device)
+            if self.explore
+            else None
+        )
+        return self.agent.act(obs, noise)

@@ -56,6 +56,17 @@ class BenchCfg:
     """Physics threads for (a) and (b); 0 uses every CPU."""
     json: Path | None = None
     """Also write the results here as JSON (atomically)."""
+    suite: str = "throughput"
+    """throughput (the --parts below) or loop (the closed loop beside model-free SAC on
+    --loop-tasks, `agents.bench_loop`)."""
+    loop_tasks: tuple[str, ...] = ("cartpole_swingup", "pendulum_swingup", "reacher_easy")
+    """Tasks of the loop suite."""
+    loop_budget: int = 50_000
+    """Env steps of each run of the loop suite."""
+    loop_seeds: tuple[int, ...] = (0,)
+    """Seeds of the loop suite (one run of each method per task and seed)."""
+    loop_out: Path | None = None
+    """Directory of the loop suite's runs (None: a temporary directory)."""
     # data generation (`agents.bench_data`)
     parts: tuple[str, ...] = ("env", "data", "wm")
     """What to measure: env (peers above), data (collection, recording, pixels, loaders),

@@ -16,10 +16,15 @@ def run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_no_arguments_explains_and_lists_subcommands():
-    out = run()
+def test_help_explains_the_loop_and_lists_subcommands():
+    out = run("--help")
     assert out.returncode == 0, out.stderr
     assert "closed loop" in out.stdout and "python run.py bench" in out.stdout
+    assert "--budget" in out.stdout and "--resume" in out.stdout  # the loop's options
+    bad = run("--budget", "-5")
+    assert bad.returncode == 2 and "budget" in bad.stderr
+    bad = run("--agent", "dqn")
+    assert bad.returncode == 2 and "unknown agent 'dqn'" in bad.stderr
 
 
 def test_bench_writes_json_with_every_peer(tmp_path):

@@ -5,6 +5,7 @@ A world model is a `torch.nn.Module` with a few verbs (TD-MPC2 style):
     state = wm.encode(obs, frames)                  # model state of one observation
     state = wm.observe(obs, actions, frames)        # ... or filtered through a history
     step = wm.next(state, action, generator)        # Step: state, obs, reward, cont, disagreement
+    step = wm.imagine(state, action, generator)     # a sampled step that gradients flow through
     images = wm.frames(state)                       # decoded frames (models that see)
     loss, metrics = wm.loss(batch)                  # batch from `sim.loader.EpisodeData`
     score, metrics = wm.validate(batch)             # held-out score, lower is better
@@ -80,6 +81,15 @@ class WorldModel(nn.Module, ABC):
         `[B, T, H, W, 3]`) and the `[B, T-1, action_dim]` actions between them.
         Markov models need only the last observation."""
         return self.encode(obs[:, -1], None if frames is None else frames[:, -1])
+
+    def imagine(
+        self, state: torch.Tensor, action: torch.Tensor, generator: torch.Generator
+    ) -> Step:
+        """One sampled step for learning in imagination: differentiable with respect to
+        state and action (gradients flow through the dynamics), as cheap as the model
+        allows; `disagreement` may be zeros. By default `next` with its gradients."""
+        with torch.enable_grad():
+            return self.next(state, action, generator)
 
     def frames(self, state: torch.Tensor) -> torch.Tensor:
         """Decoded camera frames of model states, uint8 `[B, H, W, 3]`."""

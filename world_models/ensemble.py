@@ -183,3 +183,34 @@ class EnsembleDynamics(WorldModel):
         pred = self.predict(state, action, generator)
         obs = pred["next_obs"]
         return Step(obs, obs, pred["reward"], pred["cont"], pred["disagreement"])
+
+    def imagine(
+        self, state: torch.Tensor, action: torch.Tensor, generator: torch.Generator
+    ) -> Step:
+        """Trajectory sampling at the cost of one member: the rows are dealt at random
+        to the K elites in K equal groups (a balanced draw of one elite per row), each
+        group runs through its elite only, then each row samples that elite's Gaussian.
+        Differentiable; no disagreement (it needs every elite on every row)."""
+        b, k = len(state), len(self.elite_ids)
+        x = (torch.cat((state, action), dim=-1) - self.in_mean) / self.in_std
+        perm = torch.randperm(b, generator=generator).to(state.device)
+        per = -(-b // k)  # rows per elite, the last group padded with repeated rows
+        dealt = torch.cat((perm, perm[: per * k - b])).reshape(k, per)
+        h = x[dealt]  # [K, per, in]
+        members = self.elite_ids
+        for layer in self.trunk:
+            if isinstance(layer, EnsembleLinear):
+                h = torch.baddbmm(layer.bias[members], h, layer.weight[members])
+            else:
+                h = layer(h)
+        out = torch.baddbmm(self.head.bias[members], h, self.head.weight[members])
+        mean, raw, term = out.split((self.out_dim, self.out_dim, 1), dim=-1)
+        logvar = self.max_logvar - F.softplus(self.max_logvar - raw)
+        logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
+        noise = torch.randn(mean.shape, generator=generator).to(state.device)
+        sample = mean + torch.exp(0.5 * logvar) * noise
+        inverse = torch.argsort(perm)  # row i sits at position inverse[i] of the deal
+        sample = sample.flatten(0, 1)[:b][inverse] * self.out_std + self.out_mean
+        cont = torch.sigmoid(-term.flatten(0, 1)[:b][inverse].squeeze(-1))
+        obs = state + sample[:, : self.obs_dim]
+        return Step(obs, obs, sample[:, self.obs_dim], cont, state.new_zeros(b))

@@ -340,6 +340,12 @@ class RSSM(WorldModel):
     def next(
         self, state: torch.Tensor, action: torch.Tensor, generator: torch.Generator | None = None
     ) -> Step:
+        return self.imagine(state, action, generator)
+
+    def imagine(
+        self, state: torch.Tensor, action: torch.Tensor, generator: torch.Generator | None = None
+    ) -> Step:
+        """The prior step; gradients pass the categorical samples straight through."""
         h, z = self._split(state)
         h = self._img_step(h, z, action)
         z = self._sample(self._probs(self.prior_net(h)), generator)

@@ -32,9 +32,12 @@ from sim.atomic import write_bytes_atomic
 from sim.dataset import Dataset
 from sim.loader import EpisodeData
 from world_models.base import KINDS, load, read_checkpoint, save_atomic
-from world_models.metrics import open_loop_error
+from world_models.metrics import HORIZONS, open_loop_error
+
+CONTEXT = 8  # observed steps before each open-loop start in the report
 
 MODELS = ("ensemble", "rssm")
+_STATISTICS = ("in_mean", "in_std", "out_mean", "out_std", "obs_mean", "obs_std")
 _TRAINING = ("batch_size", "lr", "weight_decay", "grad_clip", "sequence_length")
 
 
@@ -119,6 +122,9 @@ class TrainWMCfg:
     """Torch device."""
     resume: bool = False
     """Continue from `<out>/last.pt`."""
+    init: Path | None = None
+    """Fine-tune: start from this model's weights (a model of the same kind and
+    settings); normalisation statistics are refitted to the data."""
     progress: bool = True
     """Show a progress bar."""
     ensemble: EnsembleCfg = field(default_factory=EnsembleCfg)
@@ -186,6 +192,13 @@ def train_world_model(cfg: TrainWMCfg) -> dict:
         torch.set_rng_state(ckpt["torch_rng"])
     elif (cfg.out / "model.pt").exists() and not cfg.resume:
         raise ValueError(f"{cfg.out} already holds a model; pass --resume or another --out")
+    elif cfg.init is not None:
+        ckpt = read_checkpoint(cfg.init, cfg.model)
+        if ckpt["config"] != model.config:
+            raise ValueError(f"{cfg.init}: a model with other settings cannot be fine-tuned "
+                             f"as {model.config}")  # fmt: skip
+        stats = {k: v for k, v in model.state_dict().items() if k in _STATISTICS}
+        model.load_state_dict({**ckpt["state_dict"], **stats})
     per_step = members * settings.batch_size * (window or 1)
     steps = cfg.steps_per_epoch or max(1, len(train_idx) // per_step)
     log = SummaryWriter(str(cfg.out / "tb"))
@@ -235,10 +248,20 @@ def train_world_model(cfg: TrainWMCfg) -> dict:
         "model": cfg.model,
         "epochs": state["epoch"],
         "val_score": state["best"],
-        "open_loop": open_loop_error(best, dataset, val_eps),
+        "open_loop": _open_loop(best, dataset, val_eps),
     }
     write_bytes_atomic(cfg.out / "report.json", json.dumps(report, indent=1).encode())
     return report
+
+
+def _open_loop(model, dataset: Dataset, episodes: list[int]) -> dict:
+    """Open-loop errors at the horizons that the held-out episodes are long enough for
+    (after the 8 observed steps); empty dicts if none is."""
+    longest = max(dataset.length(e) for e in episodes)
+    horizons = tuple(h for h in HORIZONS if CONTEXT + h <= longest)
+    if not horizons:
+        return {"model": {}, "copy_last": {}, "reward_model": {}}
+    return open_loop_error(model, dataset, episodes, horizons, context=CONTEXT)
 
 
 def run_train_wm(cfg: TrainWMCfg) -> None:

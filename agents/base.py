@@ -1,0 +1,139 @@
+"""One policy interface for every agent, and checkpoints that say what they hold.
+
+An agent maps a batch of observations to actions, whatever it is inside (a
+learned actor, an SB3 policy, a planner over a world model, a behaviour-cloned
+network, a scripted expert):
+
+    action = agent.act(obs)              # deterministic: [N, obs_dim] -> [N, act_dim] in [-1, 1]
+    action = agent.act(obs, noise)       # exploring: noise ~ N(0, I), [N, act_dim]
+    agent.reset(env_ids)                 # new episodes in these rows (stateful agents)
+    agents.base.save(agent, path); agent = agents.base.load(path)
+
+The caller draws the exploration noise, so that a collection keyed by episode
+seeds (`agents.policies.AgentPolicy`) replays exactly; each agent says what the
+noise means (a Gaussian policy's reparameterisation noise, noise added to a
+planner's or an expert's action). Checkpoints are plain dicts (`format`,
+`kind`, `config`, `dims`, `state_dict`, and whatever the trainer adds) written
+atomically and read with `weights_only=True`; `config` holds everything needed
+to rebuild the agent (a planner's world model included), so a checkpoint alone
+acts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from world_models.base import save_atomic
+
+FORMAT = "wam-sandbox/agent"
+AGENTS: dict[str, type[Agent]] = {}
+# modules that define agents, imported when a checkpoint names a kind not yet registered
+_MODULES = ("agents.dreamer", "agents.sb3_agents", "agents.bc", "agents.mppi",
+            "agents.expert_agent")  # fmt: skip
+
+
+def _register(kind: str) -> None:
+    for name in _MODULES:
+        if kind in AGENTS:
+            return
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:  # a module that exists but lacks a dependency
+                raise
+
+
+class Agent(nn.Module, ABC):
+    """Base class: subclasses set `kind` and build their modules from (dims, config)."""
+
+    kind: str
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if getattr(cls, "kind", None):
+            AGENTS[cls.kind] = cls
+
+    def __init__(self, obs_dim: int, action_dim: int, config: dict[str, Any]):
+        super().__init__()
+        self.obs_dim, self.action_dim, self.config = obs_dim, action_dim, dict(config)
+
+    @abstractmethod
+    def act(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Actions `[N, action_dim]` in [-1, 1] for observations `[N, obs_dim]`; with
+        `noise` (standard normal, `[N, action_dim]`) the exploring action, without it
+        the deterministic one. Never builds a graph."""
+
+    def reset(self, env_ids: torch.Tensor) -> None:  # noqa: B027 - optional
+        """Episodes start in rows `env_ids` (planners drop their warm starts)."""
+
+    def checkpoint(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "kind": self.kind,
+            "config": self.config,
+            "dims": {"obs": self.obs_dim, "action": self.action_dim},
+            "state_dict": self.state_dict(),
+            **extra,
+        }
+
+    def check_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        """`obs` as float32 `[N, obs_dim]`, or a ValueError naming the problem."""
+        obs = torch.as_tensor(obs)
+        if obs.dim() != 2 or obs.shape[1] != self.obs_dim:
+            raise ValueError(f"{self.kind} agent: observations have shape {tuple(obs.shape)}, "
+                             f"expected (N, {self.obs_dim})")  # fmt: skip
+        return obs.float()
+
+
+def save(agent: Agent, path: str | os.PathLike, **extra: Any) -> None:
+    """Write `agent`'s checkpoint atomically (temporary file, fsync, rename)."""
+    save_atomic(agent.checkpoint(**extra), path)
+
+
+def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
+    """A checked agent checkpoint dict (tensors on the CPU)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "agent.pt"
+    if not path.exists():
+        raise ValueError(f"{path}: no such agent checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds for a damaged or foreign file
+        raise ValueError(
+            f"{path}: not a readable checkpoint ({type(err).__name__}: {err})"
+        ) from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a wam-sandbox agent checkpoint")
+    _register(ckpt.get("kind"))
+    if ckpt["kind"] not in AGENTS:
+        raise ValueError(f"{path}: unknown agent kind {ckpt['kind']!r}; known: {sorted(AGENTS)}")
+    if kind is not None and ckpt["kind"] != kind:
+        raise ValueError(f"{path}: holds a {ckpt['kind']!r} agent, expected {kind!r}")
+    return ckpt
+
+
+def load(path: str | os.PathLike, kind: str | None = None) -> Agent:
+    """The agent saved at `path` (a file, or a directory holding agent.pt), in eval mode."""
+    return from_checkpoint(read_checkpoint(path, kind), path)
+
+
+def from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> Agent:
+    """The agent of a checkpoint dict (from `read_checkpoint` or `Agent.checkpoint`)."""
+    if ckpt.get("kind") not in AGENTS:
+        raise ValueError(
+            f"{path}: unknown agent kind {ckpt.get('kind')!r}; known: {sorted(AGENTS)}"
+        )
+    agent = AGENTS[ckpt["kind"]](ckpt["dims"]["obs"], ckpt["dims"]["action"], ckpt["config"])
+    try:
+        agent.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise ValueError(f"{path}: weights do not fit a {ckpt['kind']} agent: {err}") from err
+    return agent.eval()

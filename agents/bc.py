@@ -1,0 +1,258 @@
+"""`python run.py train-bc`: behaviour cloning of a recorded dataset's actions.
+
+The policy is a Gaussian N(mu(s), diag sigma^2): an MLP over observations
+standardised with the training episodes' statistics gives the mean mu(s) in action
+units, and log sigma is a learned vector that does not depend on the state.
+
+The mean is fitted by least squares, (a - mu(s))^2 averaged over transitions and
+action dimensions. sigma is not trained by gradient: given mu, the Gaussian negative
+log-likelihood  (a - mu)^2 / (2 sigma^2) + log sigma  is minimised per dimension at
+sigma^2 = E[(a - mu(s))^2], the residual variance, so after every epoch log sigma is
+set to that over the training transitions (floored at `STD_MIN`). This is the NLL's
+optimum without its drawbacks: the full NLL scales the mean's gradient by
+1 / sigma^2, a step size that grows as sigma shrinks, and a gradient-trained log
+sigma moves by about the learning rate per step, far too slowly to reach the tiny
+residuals of a deterministic expert. The held-out NLL (reported) measures how well
+this sigma is calibrated on unseen episodes.
+
+The deterministic action is clamp(mu, -1, 1), not tanh(mu): scripted experts
+saturate, and recorded actions sit exactly at +-1 often; a clamped linear mean
+reaches the bounds at finite weights, a tanh only in the limit. The exploring action
+is clamp(mu + sigma eps, -1, 1).
+
+Whole episodes are held out. An epoch is one shuffled pass over the training
+transitions, then the held-out action MSE is measured; the best agent so far is
+saved atomically (`agent.pt`), and training stops when that error has not improved
+by 1% for `patience` epochs (the world models' rule), or at `epochs`. TensorBoard
+scalars go to `<out>/tb`, the summary to `report.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from agents.base import Agent, load, save
+from sim.atomic import write_bytes_atomic
+from sim.dataset import Dataset
+from sim.loader import EpisodeData
+
+DEFAULTS: dict[str, Any] = {
+    "hidden": 256,  # units per hidden layer
+    "layers": 2,  # hidden layers
+}
+STD_MIN = 1e-3
+"""Smallest action std sigma the fit gives (a residual of exactly 0 would give log 0)."""
+STD_FLOOR = 1e-2
+"""Smallest observation std used for standardising: a feature that hardly varies in
+the data (cos of a balanced pole) would otherwise turn small deviations into huge
+inputs."""
+
+
+class BcAgent(Agent):
+    """Gaussian MLP policy: standardised obs -> mean; state-independent log std."""
+
+    kind = "bc"
+
+    def __init__(self, obs_dim: int, action_dim: int, config: dict[str, Any] | None = None):
+        config = {**DEFAULTS, **(config or {})}
+        unknown = sorted(set(config) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(f"bc agent: unknown config key(s) {', '.join(unknown)}; "
+                             f"valid keys: {', '.join(sorted(DEFAULTS))}")  # fmt: skip
+        if config["layers"] < 1 or config["hidden"] < 1:
+            raise ValueError("bc agent: hidden and layers must be >= 1")
+        super().__init__(obs_dim, action_dim, config)
+        dims = [obs_dim] + [config["hidden"]] * config["layers"]
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in zip(dims[:-1], dims[1:], strict=True):
+            layers += [nn.Linear(fan_in, fan_out), nn.SiLU()]
+        self.net = nn.Sequential(*layers, nn.Linear(dims[-1], action_dim))
+        # set by `fit_std` (closed form), kept a parameter for learners that fine-tune it
+        self.log_std = nn.Parameter(torch.zeros(action_dim), requires_grad=False)
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_std", torch.ones(obs_dim))
+
+    def set_normalization(self, obs: torch.Tensor) -> None:
+        """Standardise inputs with the statistics of `obs` `[M, obs_dim]`."""
+        obs = obs.to(self.obs_mean.device, torch.float32)
+        self.obs_mean.copy_(obs.mean(0))
+        self.obs_std.copy_(obs.std(0, correction=0).clamp_min(STD_FLOOR))
+
+    def mean(self, obs: torch.Tensor) -> torch.Tensor:
+        """The Gaussian's mean mu(s) `[N, action_dim]` (unclamped, with a graph)."""
+        return self.net((obs - self.obs_mean) / self.obs_std)
+
+    def loss(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """(mean squared error of mu, {"mse", "nll"}): the Gaussian NLL per action
+        dimension with the current sigma, both averaged over rows and dimensions."""
+        mu = self.mean(obs)
+        mse = (actions - mu).pow(2).mean()
+        var = (2 * self.log_std).exp()
+        nll = ((actions - mu.detach()).pow(2) / (2 * var) + self.log_std).mean()
+        return mse, {"mse": mse.item(), "nll": nll.item() + 0.5 * math.log(2 * math.pi)}
+
+    @torch.no_grad()
+    def fit_std(self, obs: torch.Tensor, actions: torch.Tensor, chunk: int = 65536) -> None:
+        """sigma^2 = mean (a - mu(s))^2 per action dimension over `obs`, `actions`: the
+        Gaussian likelihood's maximiser for the current mean."""
+        total = torch.zeros_like(self.log_std)
+        for i in range(0, len(obs), chunk):
+            total += (actions[i : i + chunk] - self.mean(obs[i : i + chunk])).pow(2).sum(0)
+        var = (total / max(1, len(obs))).clamp_min(STD_MIN**2)
+        self.log_std.copy_(0.5 * var.log())
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.check_obs(obs).to(self.obs_mean.device)
+        action = self.mean(x)
+        if noise is not None:
+            noise = torch.as_tensor(noise)
+            if noise.shape != action.shape:
+                raise ValueError(f"bc agent: noise has shape {tuple(noise.shape)}, "
+                                 f"expected {tuple(action.shape)}")  # fmt: skip
+            action = action + self.log_std.exp() * noise.to(action.device, action.dtype)
+        return action.clamp(-1.0, 1.0).to(torch.as_tensor(obs).device)
+
+
+@dataclass
+class TrainBCCfg:
+    """Behaviour cloning: fit a Gaussian policy to a recorded dataset's actions."""
+
+    data: Path
+    """Dataset directory written by `collect`."""
+    out: Path = Path("runs/bc")
+    """Output directory: agent.pt (best held-out error), tb/, report.json."""
+    epochs: int = 200
+    """Most epochs (passes over the training transitions)."""
+    batch_size: int = 256
+    """Transitions per gradient step."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    hidden: int = 256
+    """Units per hidden layer."""
+    layers: int = 2
+    """Hidden layers."""
+    val_fraction: float = 0.1
+    """Share of episodes held out for validation (at least one)."""
+    patience: int = 10
+    """Epochs without a 1% improvement of the held-out action MSE before stopping."""
+    seed: int = 0
+    """Seed of the split, the initialisation and the batches."""
+    device: str = "cpu"
+    """Torch device."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+def _check(cfg: TrainBCCfg) -> None:
+    for name in ("epochs", "batch_size", "hidden", "layers", "patience"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if not 0.0 < cfg.val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in (0, 1), got {cfg.val_fraction}")
+    if cfg.lr <= 0:
+        raise ValueError(f"lr must be > 0, got {cfg.lr}")
+
+
+def train_bc(cfg: TrainBCCfg) -> dict:
+    """Train a `BcAgent` on `cfg.data`; returns the report (also in report.json)."""
+    _check(cfg)
+    dataset = Dataset(cfg.data)  # a ValueError (DatasetError) for a missing or foreign path
+    if len(dataset) < 2:
+        raise ValueError(f"{cfg.data}: need at least 2 episodes (one held out), got {len(dataset)}")
+    if (cfg.out / "agent.pt").exists():
+        raise ValueError(f"{cfg.out} already holds an agent; pass another --out")
+    torch.manual_seed(cfg.seed)
+    data = EpisodeData(dataset, device=cfg.device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    order = torch.randperm(len(dataset), generator=gen)
+    n_val = max(1, round(cfg.val_fraction * len(dataset)))
+    val_eps = sorted(order[:n_val].tolist())
+    is_val = torch.zeros(len(dataset), dtype=torch.bool)
+    is_val[val_eps] = True
+    in_val = is_val[data.episode_of.cpu()].to(cfg.device)
+    obs, actions = data.data["obs"].float(), data.data["actions"].float()
+    train_obs, train_act = obs[~in_val], actions[~in_val]
+    val_obs, val_act = obs[in_val], actions[in_val]
+    agent = BcAgent(obs.shape[1], actions.shape[1], {"hidden": cfg.hidden, "layers": cfg.layers})
+    agent.to(cfg.device)
+    agent.set_normalization(train_obs)
+    opt = torch.optim.Adam(agent.parameters(), lr=cfg.lr)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
+    meta = {"env_args": dataset.env_args, "data": str(cfg.data), "val_episodes": val_eps,
+            "train": settings}  # fmt: skip
+    log = SummaryWriter(str(cfg.out / "tb"))
+    bar = tqdm(total=cfg.epochs, unit="epoch", disable=not cfg.progress)
+    best, since_best, epoch, start = float("inf"), 0, 0, time.perf_counter()
+    best_val: dict[str, float] | None = None
+    n, steps = len(train_obs), math.ceil(len(train_obs) / cfg.batch_size)
+    while epoch < cfg.epochs and since_best < cfg.patience:
+        agent.train()
+        perm = torch.randperm(n, generator=gen).to(cfg.device)
+        sums = {"mse": 0.0, "nll": 0.0}
+        for i in range(steps):
+            rows = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            loss, scalars = agent.loss(train_obs[rows], train_act[rows])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            for key in sums:
+                sums[key] += scalars[key] / steps
+        agent.eval()
+        agent.fit_std(train_obs, train_act)
+        with torch.no_grad():
+            _, val = agent.loss(val_obs, val_act)
+        epoch += 1
+        for key, value in sums.items():
+            log.add_scalar(f"losses/{key}", value, epoch)
+        for key, value in val.items():
+            log.add_scalar(f"val/{key}", value, epoch)
+        log.add_scalar("charts/std", agent.log_std.exp().mean().item(), epoch)
+        log.add_scalar("charts/transitions_per_s", epoch * n / (time.perf_counter() - start), epoch)
+        if val["mse"] < 0.99 * best:
+            best, since_best, best_val = val["mse"], 0, val
+            save(agent, cfg.out / "agent.pt", **meta, val_mse=val["mse"], val_nll=val["nll"])
+        else:
+            since_best += 1
+        bar.update(1)
+        bar.set_postfix(val_mse=f"{val['mse']:.5f}", best=f"{best:.5f}")
+    bar.close()
+    log.close()
+    if best_val is None:
+        raise ValueError(f"{cfg.data}: the held-out action error was never finite; "
+                         "check the dataset for NaNs or lower --lr")  # fmt: skip
+    best_agent = load(cfg.out / "agent.pt", kind="bc")
+    report = {
+        "agent": str(cfg.out / "agent.pt"),
+        "epochs": epoch,
+        "val_mse": best_val["mse"],
+        "val_nll": best_val["nll"],
+        # the MSE of always predicting the held-out mean action: what val_mse beats
+        "val_action_var": val_act.var(0, correction=0).mean().item(),
+        "action_std": best_agent.log_std.exp().tolist(),
+        "train_transitions": n,
+        "val_transitions": len(val_obs),
+        "val_episodes": val_eps,
+        "seconds": time.perf_counter() - start,
+    }
+    write_bytes_atomic(cfg.out / "report.json", json.dumps(report, indent=1).encode())
+    return report
+
+
+def run_train_bc(cfg: TrainBCCfg) -> None:
+    """Train a behaviour-cloning agent on a recorded dataset and print a summary."""
+    report = train_bc(cfg)
+    print(f"{report['agent']}: behaviour cloning, {report['epochs']} epochs on "
+          f"{report['train_transitions']:,} transitions")  # fmt: skip
+    print(f"  held-out action MSE {report['val_mse']:.5f} (action variance "
+          f"{report['val_action_var']:.5f}), policy std {report['action_std']}")  # fmt: skip

@@ -1,0 +1,249 @@
+"""Actor-critic learned in imagination (Dreamer: Hafner et al. 2020, 2023).
+
+From B start observations taken from real data, the actor imagines H steps in a
+world model (`wm.imagine`, sampled, differentiable); the critic bootstraps the
+rest. With rewards r_t, continuation probabilities c_t (or the task's own
+termination), values v_t of the critic's slow copy and discount gamma, the
+lambda-returns are
+
+    R_H = v_H,    R_t = r_t + gamma c_t ((1 - lambda) v_{t+1} + lambda R_{t+1}).
+
+Critic: v(o_t) regresses R_t (squared error), plus a pull toward its slow copy,
+an exponential moving average of its weights (DreamerV3's regulariser).
+Actor: gradients of the normalised returns flow back through the model's
+dynamics into the actions (Dreamer's dynamics backpropagation, the low-variance
+choice for continuous control with a differentiable model), with an entropy
+bonus eta; or, with `actor_grad="reinforce"`, the score-function gradient of
+the advantages (R_t - v_t). Returns are normalised as in DreamerV3: divided by
+max(1, S), S an EMA (decay 0.99) of the 95th minus the 5th percentile of the
+batch's returns, so that one entropy scale fits every reward scale. Every
+imagined step is weighted by the cumulative discount prod gamma c of the steps
+before it.
+
+The actor and the critic see observations (a world model's predicted ones in
+imagination, the real ones in the real sim), symlog-squashed, so one policy
+acts in both without a filter. The policy is a tanh-squashed Gaussian:
+a = tanh(mu + sigma eps), sigma in [min_std, max_std]; its deterministic action
+is tanh(mu).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from agents.base import Agent
+from world_models.base import WorldModel
+
+
+@dataclass
+class DreamerCfg:
+    """Actor-critic in imagination (Dreamer)."""
+
+    hidden: int = 256
+    """Units per hidden layer of the actor and the critic."""
+    layers: int = 2
+    """Hidden layers."""
+    horizon: int = 15
+    """Imagined steps per start [agent steps]."""
+    batch_size: int = 256
+    """Start observations per update."""
+    gamma: float = 0.99
+    """Discount per agent step."""
+    lam: float = 0.95
+    """lambda of the lambda-returns."""
+    actor_lr: float = 3e-4
+    """Adam learning rate of the actor."""
+    critic_lr: float = 3e-4
+    """Adam learning rate of the critic."""
+    entropy: float = 3e-4
+    """Entropy bonus eta (returns are normalised, so it fits any reward scale)."""
+    actor_grad: str = "dynamics"
+    """dynamics (backpropagate through the model) or reinforce."""
+    slow_critic: float = 0.02
+    """Update rate of the critic's slow copy (EMA), which gives the bootstrap values."""
+    slow_reg: float = 1.0
+    """Weight of the critic's pull toward its slow copy."""
+    min_std: float = 0.1
+    """Smallest policy std (pre-squash)."""
+    max_std: float = 1.0
+    """Largest policy std (pre-squash)."""
+    grad_clip: float = 100.0
+    """Largest gradient norm of each network."""
+
+
+def symlog(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.log1p(torch.abs(x))
+
+
+def lambda_returns(
+    rewards: torch.Tensor, conts: torch.Tensor, values: torch.Tensor, gamma: float, lam: float
+) -> torch.Tensor:
+    """R_t = r_t + gamma c_t ((1 - lam) v_{t+1} + lam R_{t+1}), R_H = v_H, for rewards and
+    continuations `[H, B]` and values `[H+1, B]`; returns `[H, B]`."""
+    returns = [values[-1]]
+    for t in reversed(range(len(rewards))):
+        nxt = (1 - lam) * values[t + 1] + lam * returns[-1]
+        returns.append(rewards[t] + gamma * conts[t] * nxt)
+    return torch.stack(returns[::-1][:-1])
+
+
+def _mlp(fan_in: int, hidden: int, layers: int, fan_out: int) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    for i in range(layers):
+        mods += [nn.Linear(fan_in if i == 0 else hidden, hidden), nn.LayerNorm(hidden), nn.SiLU()]
+    mods.append(nn.Linear(hidden if layers else fan_in, fan_out))
+    return nn.Sequential(*mods)
+
+
+class DreamerAgent(Agent):
+    """Actor and critic on observations; the config is a `DreamerCfg` as a dict."""
+
+    kind = "dreamer"
+
+    def __init__(self, obs_dim: int, action_dim: int, config: dict[str, Any] | None = None):
+        config = {**asdict(DreamerCfg()), **(config or {})}
+        super().__init__(obs_dim, action_dim, config)
+        c = DreamerCfg(**config)
+        self.actor = _mlp(obs_dim, c.hidden, c.layers, 2 * action_dim)
+        self.critic = _mlp(obs_dim, c.hidden, c.layers, 1)
+        self.slow = copy.deepcopy(self.critic).requires_grad_(False)
+        self.register_buffer("return_scale", torch.ones(()))  # S of the return normalisation
+        with torch.no_grad():  # start near zero actions and zero values
+            self.actor[-1].weight.mul_(0.01)
+            self.critic[-1].weight.zero_()
+            self.slow.load_state_dict(self.critic.state_dict())
+
+    def _dist(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, sigma) of the pre-squash Gaussian."""
+        c = self.config
+        mu, raw = self.actor(symlog(obs)).chunk(2, -1)
+        std = c["min_std"] + (c["max_std"] - c["min_std"]) * torch.sigmoid(raw + 2.0)
+        return mu, std
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        mu, std = self._dist(self.check_obs(obs))
+        return torch.tanh(mu if noise is None else mu + std * noise.to(mu))
+
+    @torch.no_grad()
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """The critic's value of observations `[B, obs_dim]` -> `[B]`."""
+        return self.critic(symlog(self.check_obs(obs))).squeeze(-1)
+
+
+class ImaginationLearner:
+    """Trains a `DreamerAgent` in a world model from start observations."""
+
+    def __init__(
+        self,
+        agent: DreamerAgent,
+        device: str = "cpu",
+        termination=None,
+    ):
+        """`termination`: None (the model's continuation probability), "never", or a
+        function obs -> bool `[B]` (the task's own termination)."""
+        self.agent, self.device = agent.to(device), torch.device(device)
+        self.cfg = DreamerCfg(**agent.config)
+        self.termination = termination
+        self.actor_opt = torch.optim.Adam(agent.actor.parameters(), lr=self.cfg.actor_lr, eps=1e-5)
+        self.critic_opt = torch.optim.Adam(
+            agent.critic.parameters(), lr=self.cfg.critic_lr, eps=1e-5
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+
+    def _cont(self, step) -> torch.Tensor:
+        if self.termination is None:
+            return step.cont
+        if self.termination == "never":
+            return torch.ones_like(step.reward)
+        return (~self.termination(step.obs).bool()).to(step.reward)
+
+    def imagine(self, wm: WorldModel, starts: torch.Tensor, generator: torch.Generator):
+        """Rollout of H steps from `starts`: observations `[H+1, B, obs]`, rewards,
+        continuations `[H, B]`, and the policy's entropies `[H, B]`, log-probs `[H, B]`."""
+        agent, c = self.agent, self.cfg
+        state = wm.encode(starts)
+        obs = [starts]
+        rewards, conts, entropies, logps = [], [], [], []
+        for _ in range(c.horizon):
+            mu, std = agent._dist(obs[-1] if c.actor_grad == "dynamics" else obs[-1].detach())
+            eps = torch.randn(mu.shape, generator=generator).to(mu)
+            pre = mu + std * eps
+            if c.actor_grad != "dynamics":
+                pre = pre.detach()
+            action = torch.tanh(pre)
+            # log-prob of the squashed sample: Gaussian minus log |d tanh / d pre|
+            log_det = 2.0 * (torch.log(torch.tensor(2.0)) - pre - nn.functional.softplus(-2 * pre))
+            normal = torch.distributions.Normal(mu, std)
+            logps.append((normal.log_prob(pre) - log_det).sum(-1))
+            entropies.append(normal.entropy().sum(-1))
+            step = wm.imagine(state, action, generator)
+            state = step.state
+            obs.append(step.obs)
+            rewards.append(step.reward)
+            conts.append(self._cont(step))
+        return (torch.stack(obs), torch.stack(rewards), torch.stack(conts),
+                torch.stack(entropies), torch.stack(logps))  # fmt: skip
+
+    def update(
+        self, wm: WorldModel, starts: torch.Tensor, generator: torch.Generator
+    ) -> dict[str, float]:
+        """One actor and one critic step on imagined rollouts from `starts` `[B, obs]`."""
+        agent, c = self.agent, self.cfg
+        wm.requires_grad_(False)
+        obs, rewards, conts, entropies, logps = self.imagine(wm, starts.to(self.device), generator)
+        values = agent.slow(symlog(obs)).squeeze(-1)  # [H+1, B] bootstrap values
+        ret = lambda_returns(rewards, conts, values, c.gamma, c.lam)
+        with torch.no_grad():  # weight of step t: the discount of the steps before it
+            weight = torch.cumprod(torch.cat((torch.ones_like(conts[:1]),
+                                              c.gamma * conts[:-1])), 0)  # fmt: skip
+            low, high = torch.quantile(ret.flatten(), torch.tensor([0.05, 0.95]))
+            agent.return_scale.mul_(0.99).add_(0.01 * (high - low))
+            scale = agent.return_scale.clamp_min(1.0)
+        if c.actor_grad == "dynamics":
+            objective = ret / scale
+        else:
+            base = agent.critic(symlog(obs[:-1].detach())).squeeze(-1).detach()
+            objective = logps * ((ret - base) / scale).detach()
+        actor_loss = -(weight * (objective + c.entropy * entropies)).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        nn.utils.clip_grad_norm_(agent.actor.parameters(), c.grad_clip)
+        self.actor_opt.step()
+
+        inputs = symlog(obs[:-1].detach())
+        pred = agent.critic(inputs).squeeze(-1)
+        with torch.no_grad():
+            slow_pred = agent.slow(inputs).squeeze(-1)
+        critic_loss = (weight * ((pred - ret.detach()) ** 2
+                                 + c.slow_reg * (pred - slow_pred) ** 2)).mean()  # fmt: skip
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        nn.utils.clip_grad_norm_(agent.critic.parameters(), c.grad_clip)
+        self.critic_opt.step()
+        with torch.no_grad():
+            for slow, fast in zip(agent.slow.parameters(), agent.critic.parameters(), strict=True):
+                slow.lerp_(fast, c.slow_critic)
+        wm.requires_grad_(True)
+        return {
+            "actor_loss": actor_loss.item(),
+            "critic_loss": critic_loss.item(),
+            "imagined_reward": rewards.detach().mean().item(),
+            "imagined_return": ret[0].detach().mean().item(),
+            "entropy": entropies.detach().mean().item(),
+            "return_scale": float(scale),
+        }

@@ -1,0 +1,186 @@
+"""An agent's return in the real simulator, and in a world model from the same starts.
+
+`python run.py eval --agent CKPT [--task T] [--wm DIR]`:
+
+- **Real**: N episodes of the task, started with one seed (`env.reset(seed)`, so
+  every evaluation of every agent starts from the same N states), the agent
+  acting deterministically; the return of each row's first episode.
+- **Imagined**: the world model served as an `ImaginedEnv` from the very same
+  start observations (`ImaginedEnv.from_env` with the same seed), mean
+  predictions, the same horizon; the agent acts on the imagined observations.
+- **Gap**: imagined minus real mean return: how much the model flatters (or
+  wrongs) the policy. Returns are in the task's units (sum of rewards).
+- **Video** (`video_steps` > 0): the first start, real (left) beside imagined
+  (right), one frame per agent step; a state model's imagined panel is the real
+  renderer showing the imagined observation (`env.set_state_from_obs`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import envs
+from agents.base import Agent, read_checkpoint
+from agents.base import from_checkpoint as agent_from_checkpoint
+from envs.bench import write_json_atomic
+from world_models import pictures
+from world_models.base import WorldModel
+from world_models.base import load as load_world_model
+from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
+
+
+@dataclass
+class EvalCfg:
+    """An agent's return in the real simulator and in imagination from the same starts."""
+
+    agent: Path
+    """Agent checkpoint: agent.pt, or a directory holding one (a loop's output)."""
+    task: str | None = None
+    """Task (default: the task the agent was trained on, with its settings)."""
+    wm: Path | None = None
+    """World model for the imagined return (a directory holding model.pt, or a file)."""
+    backend: str = "mujoco"
+    """Physics backend (with --task)."""
+    action_repeat: int | None = None
+    """Override the action repeat (default: the agent's training setting, else the task's)."""
+    episodes: int = 8
+    """Evaluation episodes (all in parallel)."""
+    seed: int = 1000
+    """Seed of the start states."""
+    video_steps: int = 0
+    """Agent steps of the real-vs-imagined video (0: none; needs --wm)."""
+    out: Path | None = None
+    """Directory of report.json and video.mp4 (default: beside the agent)."""
+    device: str = "cpu"
+    """Torch device of the agent and the model."""
+
+
+def make_eval_env(env_args: dict | None, task: str | None, n: int, **overrides):
+    """The env an agent is evaluated in: the dataset env it was trained on
+    (`env_args`), or `task` with `overrides`."""
+    if task is None and env_args is None:
+        raise ValueError("the agent checkpoint names no task: pass --task")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if task is None or (env_args is not None and task == env_args["env_name"]):
+        overrides.pop("backend", None)  # the recorded backend
+        return envs.make_from_args(env_args, n, **overrides)
+    return envs.make(task, num_envs=n, **overrides)
+
+
+@torch.no_grad()
+def _run(agent: Agent, env, first_obs: torch.Tensor, video_steps: int, draw) -> tuple:
+    """Deterministic episodes from `first_obs`: returns `[N]` float64 of each row's
+    first episode, and `video_steps` frames of row 0 drawn by `draw(env, obs)`."""
+    n = env.num_envs
+    agent.reset(torch.arange(n))
+    obs, total = first_obs, torch.zeros(n, dtype=torch.float64)
+    running = torch.ones(n, dtype=torch.bool)
+    frames = []
+    while running.any():
+        if len(frames) < video_steps:
+            frames.append(draw(env, obs))
+        obs, reward, terminated, truncated, _ = env.step(agent.act(obs))
+        total += torch.where(running, reward.double().cpu(), 0.0)
+        running &= ~(terminated | truncated).cpu()
+    return total, frames
+
+
+def evaluate(
+    agent: Agent,
+    env,
+    wm: WorldModel | None = None,
+    seed: int = 1000,
+    video_steps: int = 0,
+    video_path: Path | None = None,
+) -> dict[str, Any]:
+    """Real (and imagined) returns of `agent` on the starts of `env.reset(seed)`."""
+    steps = env.cfg.episode_length // env.cfg.action_repeat
+    video_steps = min(video_steps, steps) if wm is not None and video_path is not None else 0
+    report: dict[str, Any] = {"episodes": env.num_envs, "seed": seed, "steps": steps}
+    imagined_frames: list[torch.Tensor] = []
+    if wm is not None:
+        imagined = ImaginedEnv.from_env(
+            wm, env, ImaginedEnvCfg(num_envs=env.num_envs, seed=seed, episode_length=steps,
+                                    sample=False, termination="model"))  # fmt: skip
+        viewer = None
+        if video_steps and not wm.sees_pixels:
+            viewer = envs.make(env.name, num_envs=1, **_render_settings(env))
+            viewer.reset()
+
+        def draw(_, obs):
+            if wm.sees_pixels:
+                return imagined.render([0])[0].cpu()
+            if not torch.isfinite(obs[0]).all():
+                return torch.zeros_like(frame_like)
+            viewer.set_state_from_obs(obs[:1].cpu())
+            return viewer.render()[0]
+
+        frame_like = env.render([0])[0] if video_steps else None
+        ret, imagined_frames = _run(agent, imagined, imagined.reset(), video_steps, draw)
+        report["imagined_return"] = _stats(ret)
+        if viewer is not None:
+            viewer.close()
+    obs = env.reset(seed=seed)
+    ret, real_frames = _run(agent, env, obs, video_steps, lambda e, _: e.render([0])[0])
+    report["real_return"] = _stats(ret)
+    if wm is not None:
+        report["gap"] = report["imagined_return"]["mean"] - report["real_return"]["mean"]
+    if video_steps:
+        real = torch.stack(real_frames)[None]
+        imag = torch.stack(imagined_frames)
+        if imag.shape[1:] != real.shape[2:]:  # a model's frame size may differ from the camera's
+            imag = torch.nn.functional.interpolate(
+                imag.permute(0, 3, 1, 2).float(), size=real.shape[2:4], mode="nearest"
+            ).round().to(torch.uint8).permute(0, 2, 3, 1)  # fmt: skip
+        padded = torch.zeros_like(real)  # black after an imagined episode that ended early
+        padded[0, : len(imag)] = imag
+        imag = padded
+        pictures.write_video(video_path, pictures.side_by_side(real, imag), fps=25)
+        report["video"] = str(video_path)
+    return report
+
+
+def _render_settings(env) -> dict[str, Any]:
+    cfg = env.cfg
+    return {"render_width": cfg.render_width, "render_height": cfg.render_height,
+            "action_repeat": cfg.action_repeat}  # fmt: skip
+
+
+def _stats(values: torch.Tensor) -> dict[str, float]:
+    n = len(values)
+    std = float(values.std()) if n > 1 else 0.0
+    return {"mean": float(values.mean()), "std": std, "min": float(values.min()),
+            "max": float(values.max()), "stderr": std / math.sqrt(n)}  # fmt: skip
+
+
+def run_eval(cfg: EvalCfg) -> dict[str, Any]:
+    """Entry point of `python run.py eval`."""
+    ckpt = read_checkpoint(cfg.agent)
+    agent = agent_from_checkpoint(ckpt, cfg.agent).to(cfg.device)
+    env = make_eval_env(ckpt.get("env_args"), cfg.task, cfg.episodes, seed=cfg.seed,
+                        backend=cfg.backend, action_repeat=cfg.action_repeat)  # fmt: skip
+    if (env.observation_dim, env.action_dim) != (agent.obs_dim, agent.action_dim):
+        raise ValueError(f"{env.name} has ({env.observation_dim} obs, {env.action_dim} actions); "
+                         f"the agent acts on ({agent.obs_dim}, {agent.action_dim})")  # fmt: skip
+    wm = None if cfg.wm is None else load_world_model(cfg.wm).to(cfg.device)
+    agent_path = Path(cfg.agent)
+    out = cfg.out or (agent_path if agent_path.is_dir() else agent_path.parent) / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    report = evaluate(agent, env, wm, cfg.seed, cfg.video_steps, out / "video.mp4")
+    report.update(agent=str(cfg.agent), task=env.name, wm=None if cfg.wm is None else str(cfg.wm))
+    env.close()
+    write_json_atomic(out / "report.json", report)
+    real = report["real_return"]
+    print(f"{env.name}: real return {real['mean']:.1f} +- {real['std']:.1f} "
+          f"over {report['episodes']} episodes")  # fmt: skip
+    if wm is not None:
+        imag = report["imagined_return"]
+        print(f"  imagined return {imag['mean']:.1f} +- {imag['std']:.1f} from the same starts, "
+              f"gap (imagined - real) {report['gap']:+.1f}")  # fmt: skip
+    print(f"  report: {out / 'report.json'}")
+    return report

@@ -1,0 +1,158 @@
+"""Dreamer actor-critic: lambda-returns against their definition, gradients through the
+dynamics, learning on a model whose optimum is known, checkpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from agents import base
+from agents.dreamer import DreamerAgent, ImaginationLearner, lambda_returns
+from world_models.base import Step, WorldModel
+from world_models.ensemble import EnsembleDynamics
+
+
+class PointModel(WorldModel):
+    """x' = x + 0.2 a on the line, reward 1 - x'^2: the best action drives x to 0."""
+
+    kind = "test_point_dreamer"
+
+    def __init__(self, obs_dim: int = 1, action_dim: int = 1, config: dict[str, Any] | None = None):
+        super().__init__(obs_dim, action_dim, config or {})
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def encode(self, obs, frames=None):
+        return obs
+
+    def next(self, state, action, generator=None):
+        nxt = state + 0.2 * action
+        reward = 1.0 - nxt[:, 0] ** 2
+        return Step(nxt, nxt, reward, torch.ones_like(reward), torch.zeros_like(reward))
+
+    def loss(self, batch):
+        raise NotImplementedError
+
+
+def _reference_returns(rewards, conts, values, gamma, lam):
+    """The lambda-return as the weighted average of n-step returns (its definition),
+    for one row: G^lam_t = (1 - lam) sum_{n=1}^{H-t-1} lam^{n-1} G^n_t + lam^{H-t-1} G^{H-t}_t."""
+    horizon = len(rewards)
+    out = []
+    for t in range(horizon):
+
+        def n_step(n, t=t):
+            total, discount = 0.0, 1.0
+            for k in range(n):
+                total += discount * rewards[t + k]
+                discount *= gamma * conts[t + k]
+            return total + discount * values[t + n]
+
+        last = horizon - t
+        g = sum((1 - lam) * lam ** (n - 1) * n_step(n) for n in range(1, last))
+        out.append(g + lam ** (last - 1) * n_step(last))
+    return torch.tensor(out)
+
+
+def test_lambda_returns_equal_the_average_of_n_step_returns():
+    gen = torch.Generator().manual_seed(0)
+    h, b = 7, 3
+    rewards = torch.randn(h, b, generator=gen, dtype=torch.float64)
+    conts = (torch.rand(h, b, generator=gen) > 0.2).double()
+    values = torch.randn(h + 1, b, generator=gen, dtype=torch.float64)
+    got = lambda_returns(rewards, conts, values, 0.9, 0.8)
+    for row in range(b):
+        want = _reference_returns(rewards[:, row], conts[:, row], values[:, row], 0.9, 0.8)
+        torch.testing.assert_close(got[:, row], want.double())
+    # lam = 0: one-step TD targets; lam = 1: Monte Carlo returns bootstrapped at the end
+    torch.testing.assert_close(lambda_returns(rewards, conts, values, 0.9, 0.0),
+                               rewards + 0.9 * conts * values[1:])  # fmt: skip
+
+
+def test_actor_gradient_flows_through_the_dynamics():
+    torch.manual_seed(0)
+    wm = EnsembleDynamics(3, 1, {"members": 3, "elites": 2, "hidden": 16, "layers": 1})
+    agent = DreamerAgent(3, 1, {"hidden": 16, "layers": 1, "horizon": 4, "batch_size": 8})
+    learner = ImaginationLearner(agent, termination="never")
+    gen = torch.Generator().manual_seed(1)
+    obs, rewards, *_ = learner.imagine(wm, torch.randn(8, 3), gen)
+    rewards.sum().backward()
+    grads = [p.grad for p in agent.actor.parameters()]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+    before = {k: v.clone() for k, v in wm.state_dict().items()}
+    learner.update(wm, torch.randn(8, 3), gen)
+    for key, value in wm.state_dict().items():  # the model is not trained by the agent
+        torch.testing.assert_close(value, before[key])
+
+
+def test_ensemble_imagine_samples_one_elite_per_row():
+    torch.manual_seed(0)
+    wm = EnsembleDynamics(2, 1, {"members": 4, "elites": 3, "hidden": 8, "layers": 1,
+                                 "min_logvar": -40.0, "max_logvar": -39.0})  # fmt: skip
+    with torch.no_grad():  # noise-free members, so a sample is its member's mean
+        wm.min_logvar.fill_(-40.0)
+        wm.max_logvar.fill_(-39.0)
+    wm.elite_ids.copy_(torch.tensor([3, 0, 2]))
+    state, action = torch.randn(10, 2), torch.randn(10, 1)
+    step = wm.imagine(state, action, torch.Generator().manual_seed(0))
+    x = (torch.cat((state, action), -1) - wm.in_mean) / wm.in_std
+    mean, _, _ = wm(x.expand(4, *x.shape))
+    per_member = state + (mean * wm.out_std + wm.out_mean)[..., :2]  # [E, B, 2]
+    dist = (per_member - step.obs).abs().amax(-1)  # [E, B]
+    member = dist.argmin(0)
+    assert dist.min(0).values.max() < 1e-4, "every row is one member's prediction"
+    assert set(member.tolist()) == {0, 2, 3}, "only elites, and each of them"
+    # 10 rows dealt to 3 elites in groups of ceil(10 / 3) = 4, the last one short
+    assert sorted(torch.bincount(member, minlength=4)[[0, 2, 3]].tolist()) == [2, 4, 4]
+
+
+def test_actor_learns_the_optimum_of_a_known_model():
+    torch.manual_seed(0)
+    wm = PointModel()
+    agent = DreamerAgent(1, 1, {"hidden": 32, "layers": 1, "horizon": 8, "actor_lr": 1e-3,
+                                "critic_lr": 1e-3, "gamma": 0.9})  # fmt: skip
+    learner = ImaginationLearner(agent, termination="never")
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(600):
+        learner.update(wm, 4 * torch.rand(64, 1, generator=gen) - 2, gen)
+    x = torch.linspace(-2, 2, 9)[:, None]
+    action = agent.act(x)[:, 0]
+    # far from 0 the best action is the largest step toward it; near 0 one step lands on it
+    assert (action[x[:, 0] <= -1] > 0.8).all() and (action[x[:, 0] >= 1] < -0.8).all()
+
+    # the policy's return is near the optimum, the clipped dead-beat law a = -x / 0.2
+    def rollout(policy, state):
+        total = torch.zeros(len(state))
+        for _ in range(12):
+            step = wm.next(state, policy(state))
+            state, total = step.state, total + step.reward
+        return total
+
+    learned = rollout(agent.act, x)
+    best = rollout(lambda s: (-s / 0.2).clamp(-1, 1), x)
+    assert (learned > best - 0.1).all(), (learned, best)
+    # the critic has learned that starting nearer the goal is worth more
+    values = agent.value(x)
+    assert values[4] > values[0] + 1 and values[4] > values[-1] + 1
+
+
+def test_checkpoint_round_trip_and_exploration(tmp_path):
+    agent = DreamerAgent(5, 2, {"hidden": 16, "layers": 1})
+    with torch.no_grad():
+        for p in agent.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    base.save(agent, tmp_path / "agent.pt")
+    again = base.load(tmp_path / "agent.pt")
+    obs, noise = torch.randn(6, 5), torch.randn(6, 2)
+    torch.testing.assert_close(again.act(obs), agent.act(obs))
+    torch.testing.assert_close(again.act(obs, noise), agent.act(obs, noise))
+    assert not torch.allclose(agent.act(obs, noise), agent.act(obs))
+    assert agent.act(obs, 100 * noise).abs().max() <= 1.0
+    with pytest.raises(ValueError, match=r"expected \(N, 5\)"):
+        agent.act(torch.randn(6, 4))
+    with pytest.raises(ValueError, match="holds a 'dreamer' agent"):
+        base.load(tmp_path / "agent.pt", kind="sac")
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        base.load(tmp_path / "bad.pt")
