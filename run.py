@@ -54,8 +54,6 @@ def closed_loop(cfg: LoopCfg) -> dict:
             loop.improve()  # actor-critic updates in imagination
             loop.evaluate()  # real vs imagined return from the same starts, video
             loop.commit()  # atomic checkpoint, TensorBoard, summary.json, returns.png
-            if cfg.progress:
-                print(loop.progress_line(), flush=True)
         summary = loop.write_summary()
     finally:
         loop.close()

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from world_models.base import save_atomic
+from world_models.base import build, payload, read_file, save_atomic
 
 FORMAT = "wam-sandbox/agent"
 AGENTS: dict[str, type[Agent]] = {}
@@ -74,14 +74,15 @@ class Agent(nn.Module, ABC):
         """Episodes start in rows `env_ids` (planners drop their warm starts)."""
 
     def checkpoint(self, **extra: Any) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "kind": self.kind,
-            "config": self.config,
-            "dims": {"obs": self.obs_dim, "action": self.action_dim},
-            "state_dict": self.state_dict(),
-            **extra,
-        }
+        return payload(self, FORMAT, **extra)
+
+    def check_noise(self, noise: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """`noise` on `like`'s device and dtype, or a ValueError if its shape differs."""
+        noise = torch.as_tensor(noise)
+        if noise.shape != like.shape:
+            raise ValueError(f"{self.kind} agent: noise has shape {tuple(noise.shape)}, "
+                             f"expected {tuple(like.shape)}")  # fmt: skip
+        return noise.to(like.device, like.dtype)
 
     def check_obs(self, obs: torch.Tensor) -> torch.Tensor:
         """`obs` as float32 `[N, obs_dim]`, or a ValueError naming the problem."""
@@ -104,14 +105,7 @@ def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[st
         path = path / "agent.pt"
     if not path.exists():
         raise ValueError(f"{path}: no such agent checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many kinds for a damaged or foreign file
-        raise ValueError(
-            f"{path}: not a readable checkpoint ({type(err).__name__}: {err})"
-        ) from err
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a wam-sandbox agent checkpoint")
+    ckpt = read_file(path, FORMAT, "agent")
     _register(ckpt.get("kind"))
     if ckpt["kind"] not in AGENTS:
         raise ValueError(f"{path}: unknown agent kind {ckpt['kind']!r}; known: {sorted(AGENTS)}")
@@ -127,13 +121,9 @@ def load(path: str | os.PathLike, kind: str | None = None) -> Agent:
 
 def from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> Agent:
     """The agent of a checkpoint dict (from `read_checkpoint` or `Agent.checkpoint`)."""
+    _register(ckpt.get("kind"))
     if ckpt.get("kind") not in AGENTS:
         raise ValueError(
             f"{path}: unknown agent kind {ckpt.get('kind')!r}; known: {sorted(AGENTS)}"
         )
-    agent = AGENTS[ckpt["kind"]](ckpt["dims"]["obs"], ckpt["dims"]["action"], ckpt["config"])
-    try:
-        agent.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:
-        raise ValueError(f"{path}: weights do not fit a {ckpt['kind']} agent: {err}") from err
-    return agent.eval()
+    return build(AGENTS[ckpt["kind"]], ckpt, path, "agent")

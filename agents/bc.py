@@ -116,11 +116,7 @@ class BcAgent(Agent):
         x = self.check_obs(obs).to(self.obs_mean.device)
         action = self.mean(x)
         if noise is not None:
-            noise = torch.as_tensor(noise)
-            if noise.shape != action.shape:
-                raise ValueError(f"bc agent: noise has shape {tuple(noise.shape)}, "
-                                 f"expected {tuple(action.shape)}")  # fmt: skip
-            action = action + self.log_std.exp() * noise.to(action.device, action.dtype)
+            action = action + self.log_std.exp() * self.check_noise(noise, action)
         return action.clamp(-1.0, 1.0).to(torch.as_tensor(obs).device)
 
 

@@ -128,7 +128,7 @@ class DreamerAgent(Agent):
     @torch.no_grad()
     def act(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         mu, std = self._dist(self.check_obs(obs))
-        return torch.tanh(mu if noise is None else mu + std * noise.to(mu))
+        return torch.tanh(mu if noise is None else mu + std * self.check_noise(noise, mu))
 
     @torch.no_grad()
     def value(self, obs: torch.Tensor) -> torch.Tensor:

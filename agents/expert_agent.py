@@ -57,9 +57,5 @@ class ExpertAgent(Agent):
         obs = self.check_obs(obs)
         action = self.expert(obs)
         if noise is not None:
-            noise = torch.as_tensor(noise)
-            if noise.shape != action.shape:
-                raise ValueError(f"expert agent: noise has shape {tuple(noise.shape)}, "
-                                 f"expected {tuple(action.shape)}")  # fmt: skip
-            action = action + self.noise_std * noise.to(action.device, action.dtype)
+            action = action + self.noise_std * self.check_noise(noise, action)
         return action.clamp(-1.0, 1.0)

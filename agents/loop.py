@@ -48,6 +48,7 @@ from typing import Any
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
 
 import envs
 import world_models
@@ -182,6 +183,10 @@ class Loop:
         self.record: dict[str, Any] = {}
         self._start_files()
         self.log = SummaryWriter(str(self.out / "tb"))
+        done = self.history[-1]["env_steps"] if self.history else 0
+        self.bar = tqdm(total=self.iterations * cfg.episodes_per_iter * self.episode_steps,
+                        initial=done, unit="env step", disable=not cfg.progress,
+                        dynamic_ncols=True)  # fmt: skip
         self.began = time.perf_counter() - (self.history[-1]["wall_s"] if self.history else 0.0)
 
     # ----------------------------------------------------------- files and state
@@ -237,9 +242,13 @@ class Loop:
         return self.iteration >= self.iterations
 
     # ------------------------------------------------------------------ steps
+    def _phase(self, name: str) -> None:
+        self.bar.set_description(f"iter {self.iteration + 1}/{self.iterations}: {name}")
+
     def collect(self) -> None:
         """Episodes of this iteration into the dataset (what a crash left is kept)."""
         cfg, k = self.cfg, self.iteration
+        self._phase("collect")
         t = time.perf_counter()
         settings = CollectCfg(
             task=cfg.task, backend=cfg.backend, num_envs=cfg.episodes_per_iter,
@@ -263,6 +272,7 @@ class Loop:
     def fit_world_model(self) -> None:
         """Fit (iteration 0) or fine-tune the world model on the whole dataset."""
         cfg, k = self.cfg, self.iteration
+        self._phase("world model")
         t = time.perf_counter()
         out = self._wm_dir(k)
         shutil.rmtree(out, ignore_errors=True)
@@ -281,6 +291,7 @@ class Loop:
     def improve(self) -> None:
         """Improve the policy in imagination, from dataset start states."""
         cfg = self.cfg
+        self._phase("imagination")
         t = time.perf_counter()
         if self.sb3:
             self._improve_sb3()
@@ -317,6 +328,7 @@ class Loop:
     def evaluate(self) -> None:
         """Real and imagined returns from the same fixed starts, and the video."""
         cfg, k = self.cfg, self.iteration
+        self._phase("evaluate")
         t = time.perf_counter()
         video = self.out / "eval" / f"iter_{k:03d}" / "video.mp4"
         if cfg.video_steps:
@@ -348,6 +360,11 @@ class Loop:
                   loop={"iteration": self.record["iteration"]})  # fmt: skip
         self._log(self.record)
         self.write_summary()
+        self.bar.update(self.record["env_steps"] - self.bar.n)
+        self.bar.set_postfix(real=f"{self.record['real_return']:.1f}",
+                             imagined=f"{self.record['imagined_return']:.1f}")  # fmt: skip
+        if self.cfg.progress:
+            self.bar.write(self.progress_line())
 
     # ---------------------------------------------------------------- output
     def _log(self, r: dict[str, Any]) -> None:
@@ -410,6 +427,7 @@ class Loop:
         return summary
 
     def close(self) -> None:
+        self.bar.close()
         self.log.close()
         self.eval_env.close()
 

@@ -231,14 +231,11 @@ class MppiAgent(Agent):
         """First step of the planned mean; with `noise` `[N, A]`, plus the planned std
         times it (clamped to [-1, 1])."""
         obs = self.check_obs(obs)
-        if noise is not None and tuple(noise.shape) != (len(obs), self.action_dim):
-            raise ValueError(f"mppi: noise has shape {tuple(noise.shape)}, expected "
-                             f"({len(obs)}, {self.action_dim})")  # fmt: skip
         mean, std = self.plan(obs)
         self._prev_mean = mean  # a new N replaces the buffer whole
         action = mean[:, 0]
         if noise is not None:
-            action = (action + std[:, 0] * noise.to(action)).clamp(-1.0, 1.0)
+            action = (action + std[:, 0] * self.check_noise(noise, action)).clamp(-1.0, 1.0)
         return action
 
     def reset(self, env_ids: torch.Tensor) -> None:

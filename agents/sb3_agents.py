@@ -89,13 +89,6 @@ class Sb3Agent(Agent):
     def _obs(self, obs: torch.Tensor) -> torch.Tensor:
         return self.check_obs(obs).to(next(self.parameters()).device)
 
-    def _noise(self, noise: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        noise = torch.as_tensor(noise)
-        if noise.shape != like.shape:
-            raise ValueError(f"{self.kind} agent: noise has shape {tuple(noise.shape)}, "
-                             f"expected {tuple(like.shape)}")  # fmt: skip
-        return noise.to(like.device, like.dtype)
-
 
 class SacAgent(Sb3Agent):
     """SB3 SAC policy: tanh-squashed Gaussian actor, twin critics and their targets."""
@@ -113,7 +106,7 @@ class SacAgent(Sb3Agent):
         x = self._obs(obs)
         mean, log_std, _ = self.policy.actor.get_action_dist_params(x)
         if noise is not None:  # SquashedDiagGaussian.sample: tanh(mu + sigma eps)
-            mean = mean + log_std.exp() * self._noise(noise, mean)
+            mean = mean + log_std.exp() * self.check_noise(noise, mean)
         return torch.tanh(mean).to(torch.as_tensor(obs).device)
 
 
@@ -135,7 +128,7 @@ class PpoAgent(Sb3Agent):
         dist = self.policy.get_distribution(x).distribution  # Normal(mu, sigma)
         action = dist.mean
         if noise is not None:
-            action = action + dist.stddev * self._noise(noise, action)
+            action = action + dist.stddev * self.check_noise(noise, action)
         # SB3 clips (rather than squashes) PPO actions to the action space before stepping
         return action.clamp(-1.0, 1.0).to(torch.as_tensor(obs).device)
 

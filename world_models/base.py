@@ -120,14 +120,20 @@ class WorldModel(nn.Module, ABC):
         return float(loss), scalars
 
     def checkpoint(self, **extra: Any) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "kind": self.kind,
-            "config": self.config,
-            "dims": {"obs": self.obs_dim, "action": self.action_dim},
-            "state_dict": self.state_dict(),
-            **extra,
-        }
+        return payload(self, FORMAT, **extra)
+
+
+def payload(module: nn.Module, fmt: str, **extra: Any) -> dict[str, Any]:
+    """The checkpoint dict of a model or an agent: what rebuilds it (`kind`, `config`,
+    `dims`), its weights, and whatever the caller adds."""
+    return {
+        "format": fmt,
+        "kind": module.kind,
+        "config": module.config,
+        "dims": {"obs": module.obs_dim, "action": module.action_dim},
+        "state_dict": module.state_dict(),
+        **extra,
+    }
 
 
 def save_atomic(payload: dict[str, Any], path: str | os.PathLike) -> None:
@@ -152,14 +158,7 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
 def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
     """A checked checkpoint dict (tensors on the CPU) of a file or a model directory."""
     path = checkpoint_path(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many kinds for a damaged or foreign file
-        raise ValueError(
-            f"{path}: not a readable checkpoint ({type(err).__name__}: {err})"
-        ) from err
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a wam-sandbox world model checkpoint")
+    ckpt = read_file(path, FORMAT, "world model")
     if ckpt["kind"] not in KINDS:
         raise ValueError(f"{path}: unknown model kind {ckpt['kind']!r}; known: {sorted(KINDS)}")
     if kind is not None and ckpt["kind"] != kind:
@@ -174,9 +173,30 @@ def load(path: str | os.PathLike, kind: str | None = None) -> WorldModel:
 
 def from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> WorldModel:
     """The world model of a checkpoint dict read by `read_checkpoint`, in eval mode."""
-    model = KINDS[ckpt["kind"]](ckpt["dims"]["obs"], ckpt["dims"]["action"], ckpt["config"])
+    if ckpt.get("kind") not in KINDS:
+        raise ValueError(f"{path}: unknown model kind {ckpt.get('kind')!r}; known: {sorted(KINDS)}")
+    return build(KINDS[ckpt["kind"]], ckpt, path, "model")
+
+
+def read_file(path: Path, fmt: str, what: str) -> dict[str, Any]:
+    """A checkpoint file of format `fmt` read with `weights_only=True`, or a ValueError
+    naming the file and the problem (`what` names the expected content)."""
     try:
-        model.load_state_dict(ckpt["state_dict"])
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds for a damaged or foreign file
+        raise ValueError(
+            f"{path}: not a readable checkpoint ({type(err).__name__}: {err})"
+        ) from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+        raise ValueError(f"{path}: not a wam-sandbox {what} checkpoint")
+    return ckpt
+
+
+def build(cls: type[nn.Module], ckpt: dict[str, Any], path, what: str) -> nn.Module:
+    """`cls` rebuilt from a checkpoint's dims and config, with its weights, in eval mode."""
+    module = cls(ckpt["dims"]["obs"], ckpt["dims"]["action"], ckpt["config"])
+    try:
+        module.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
-        raise ValueError(f"{path}: weights do not fit a {ckpt['kind']} model: {err}") from err
-    return model.eval()
+        raise ValueError(f"{path}: weights do not fit a {ckpt['kind']} {what}: {err}") from err
+    return module.eval()
