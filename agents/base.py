@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from world_models.base import build, payload, read_file, save_atomic
+from world_models.base import build, kind_class, payload, read_file, save_atomic
 
 FORMAT = "wam-sandbox/agent"
 AGENTS: dict[str, type[Agent]] = {}
@@ -107,8 +107,7 @@ def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[st
         raise ValueError(f"{path}: no such agent checkpoint")
     ckpt = read_file(path, FORMAT, "agent")
     _register(ckpt.get("kind"))
-    if ckpt["kind"] not in AGENTS:
-        raise ValueError(f"{path}: unknown agent kind {ckpt['kind']!r}; known: {sorted(AGENTS)}")
+    kind_class(AGENTS, ckpt, path, "agent")
     if kind is not None and ckpt["kind"] != kind:
         raise ValueError(f"{path}: holds a {ckpt['kind']!r} agent, expected {kind!r}")
     return ckpt
@@ -122,8 +121,4 @@ def load(path: str | os.PathLike, kind: str | None = None) -> Agent:
 def from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> Agent:
     """The agent of a checkpoint dict (from `read_checkpoint` or `Agent.checkpoint`)."""
     _register(ckpt.get("kind"))
-    if ckpt.get("kind") not in AGENTS:
-        raise ValueError(
-            f"{path}: unknown agent kind {ckpt.get('kind')!r}; known: {sorted(AGENTS)}"
-        )
-    return build(AGENTS[ckpt["kind"]], ckpt, path, "agent")
+    return build(kind_class(AGENTS, ckpt, path, "agent"), ckpt, path, "agent")

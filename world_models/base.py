@@ -159,8 +159,7 @@ def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[st
     """A checked checkpoint dict (tensors on the CPU) of a file or a model directory."""
     path = checkpoint_path(path)
     ckpt = read_file(path, FORMAT, "world model")
-    if ckpt["kind"] not in KINDS:
-        raise ValueError(f"{path}: unknown model kind {ckpt['kind']!r}; known: {sorted(KINDS)}")
+    kind_class(KINDS, ckpt, path, "model")
     if kind is not None and ckpt["kind"] != kind:
         raise ValueError(f"{path}: holds a {ckpt['kind']!r} model, expected {kind!r}")
     return ckpt
@@ -173,9 +172,7 @@ def load(path: str | os.PathLike, kind: str | None = None) -> WorldModel:
 
 def from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> WorldModel:
     """The world model of a checkpoint dict read by `read_checkpoint`, in eval mode."""
-    if ckpt.get("kind") not in KINDS:
-        raise ValueError(f"{path}: unknown model kind {ckpt.get('kind')!r}; known: {sorted(KINDS)}")
-    return build(KINDS[ckpt["kind"]], ckpt, path, "model")
+    return build(kind_class(KINDS, ckpt, path, "model"), ckpt, path, "model")
 
 
 def read_file(path: Path, fmt: str, what: str) -> dict[str, Any]:
@@ -192,7 +189,19 @@ def read_file(path: Path, fmt: str, what: str) -> dict[str, Any]:
     return ckpt
 
 
-def build(cls: type[nn.Module], ckpt: dict[str, Any], path, what: str) -> nn.Module:
+def kind_class(
+    registry: dict[str, type], ckpt: dict[str, Any], path: str | os.PathLike, what: str
+) -> type:
+    """The class that `registry` holds for the checkpoint's kind, or a ValueError."""
+    kind = ckpt.get("kind")
+    if kind not in registry:
+        raise ValueError(f"{path}: unknown {what} kind {kind!r}; known: {sorted(registry)}")
+    return registry[kind]
+
+
+def build(
+    cls: type[nn.Module], ckpt: dict[str, Any], path: str | os.PathLike, what: str
+) -> nn.Module:
     """`cls` rebuilt from a checkpoint's dims and config, with its weights, in eval mode."""
     module = cls(ckpt["dims"]["obs"], ckpt["dims"]["action"], ckpt["config"])
     try:
