@@ -231,11 +231,13 @@ class MppiAgent(Agent):
         """First step of the planned mean; with `noise` `[N, A]`, plus the planned std
         times it (clamped to [-1, 1])."""
         obs = self.check_obs(obs)
+        if noise is not None:  # before planning, which moves the warm start
+            noise = self.check_noise(noise, obs.new_empty(len(obs), self.action_dim))
         mean, std = self.plan(obs)
         self._prev_mean = mean  # a new N replaces the buffer whole
         action = mean[:, 0]
         if noise is not None:
-            action = (action + std[:, 0] * self.check_noise(noise, action)).clamp(-1.0, 1.0)
+            action = (action + std[:, 0] * noise.to(action)).clamp(-1.0, 1.0)
         return action
 
     def reset(self, env_ids: torch.Tensor) -> None:

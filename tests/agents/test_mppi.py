@@ -191,8 +191,11 @@ def test_clear_errors():
         agent.act(torch.zeros(2, 3))
     with pytest.raises(ValueError, match="shape"):
         agent.act(torch.zeros(4))
+    agent.act(torch.ones(2, 1))
+    warm = agent._prev_mean.clone()
     with pytest.raises(ValueError, match="noise"):
         agent.act(torch.zeros(2, 1), torch.zeros(3, 1))
+    assert torch.equal(agent._prev_mean, warm)  # a rejected call leaves the warm start
     with pytest.raises(ValueError, match="unknown settings"):
         point_agent(horizn=3)
     with pytest.raises(ValueError, match="elites"):
