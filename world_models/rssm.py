@@ -10,6 +10,16 @@ probability (unimix) so that no class is ever impossible:
     z_t ~ p(z_t | h_t)                           prior, what imagination samples
     o_t, r_t, c_t <- heads([h_t, z_t])           decoders, reward, continuation
 
+A state model (`obs_residual`, the default without pixels) predicts each
+observation as the last one plus a change: the model state also carries the
+last standardised observation x, and a head maps [h_t, z_t, x_{t-1}] to the
+change into step t, scaled by the spread of one-step changes in the data. The
+decoder above still reconstructs o_t from [h_t, z_t] and shapes the latent;
+the change head is trained beside it on the recorded observations. Decoding
+through the categorical latent alone leaves the open-loop error at horizon 1
+near the reconstruction error (about 1% of the variance on cart-pole), ten
+times that of copying the last observation; the change head is not bounded by it.
+
 Rewards are predicted in symlog space (squared error of symlog(x), decoded
 with symexp), so that rewards of any scale train alike. Vector observations are
 standardised with training-set statistics instead, so that every dimension
@@ -55,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "frame_shape": [64, 64, 3],  # H, W, C of the frames (H and W multiples of 16)
     "depth": 16,  # channels of the first conv layer (doubling per layer)
     "symlog_obs": False,  # predict symlog of the standardised observation (else it as is)
+    "obs_residual": None,  # predict observation changes (default: yes unless it sees pixels)
 }
 
 
@@ -128,6 +139,15 @@ class RSSM(WorldModel):
         c = config
         if c["pixels"] and (c["frame_shape"][0] % 16 or c["frame_shape"][1] % 16):
             raise ValueError(f"frame height and width must be multiples of 16: {c['frame_shape']}")
+        if c["obs_residual"] is None:
+            c["obs_residual"] = not c["pixels"]
+        if c["obs_residual"] and c["pixels"]:
+            raise ValueError(
+                "obs_residual needs the state vector in the model state: a model that sees "
+                "pixels cannot carry it"
+            )
+        self.config = dict(c)
+        self.residual = bool(c["obs_residual"])
         self.deter, self.latent = c["deter"], c["stoch"] * c["classes"]
         hid, layers = c["hidden"], c["layers"]
         feat = self.deter + self.latent
@@ -150,16 +170,27 @@ class RSSM(WorldModel):
             nn.init.zeros_(head[-1].bias)
         self.register_buffer("obs_mean", torch.zeros(obs_dim))
         self.register_buffer("obs_std", torch.ones(obs_dim))
+        if self.residual:  # one-step change of the standardised observation
+            self.delta_head = mlp(feat + obs_dim, hid, layers, obs_dim)
+            self.register_buffer("delta_mean", torch.zeros(obs_dim))
+            self.register_buffer("delta_std", torch.ones(obs_dim))
 
     def prepare(self, batch: dict[str, torch.Tensor]) -> None:
         """Observation statistics of the training transitions."""
         self.obs_mean.copy_(batch["obs"].mean(0))
         self.obs_std.copy_(batch["obs"].std(0).clamp_min(1e-6))
+        if self.residual:
+            delta = (batch["next_obs"] - batch["obs"]) / self.obs_std
+            self.delta_mean.copy_(delta.mean(0))
+            self.delta_std.copy_(delta.std(0).clamp_min(1e-6))
+
+    def _standard(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs - self.obs_mean) / self.obs_std
 
     def _target(self, obs: torch.Tensor) -> torch.Tensor:
         """What the observation head predicts: the standardised observation, in symlog
         space with `symlog_obs`."""
-        x = (obs - self.obs_mean) / self.obs_std
+        x = self._standard(obs)
         return symlog(x) if self.config["symlog_obs"] else x
 
     def _decode_obs(self, feat: torch.Tensor) -> torch.Tensor:
@@ -203,8 +234,19 @@ class RSSM(WorldModel):
     def _post(self, h: torch.Tensor, embed: torch.Tensor) -> torch.Tensor:
         return self._probs(self.post_net(torch.cat((h, embed), -1)))
 
-    def _split(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return state[:, : self.deter], state[:, self.deter :]
+    def _split(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """h, z and (with obs_residual) the standardised observation x, else an empty x."""
+        feat = self.deter + self.latent
+        return state[:, : self.deter], state[:, self.deter : feat], state[:, feat:]
+
+    def _delta(self, feat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Predicted change of the standardised observation into the step of `feat`
+        from the observation x before it, in units of the change's spread."""
+        return self.delta_head(torch.cat((feat, x), -1))
+
+    def _state(self, h: torch.Tensor, z: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        parts = (h, z, self._standard(obs)) if self.residual else (h, z)
+        return torch.cat(parts, -1)
 
     # ---------------------------------------------------------- training
     def _observations(
@@ -261,6 +303,13 @@ class RSSM(WorldModel):
         cont_err = F.binary_cross_entropy_with_logits(
             self.cont_head(later).squeeze(-1), cont, reduction="none"
         )
+        if self.residual:  # the change into each step, from the observation before it
+            x = self._standard(obs)
+            change = (x[:, 1:] - x[:, :-1] - self.delta_mean) / self.delta_std
+            delta_err = ((self._delta(later, x[:, :-1]) - change) ** 2).sum(-1)
+            delta_loss = (delta_err * w).sum() / w.sum()
+            scalars["delta_mse"] = delta_loss.item() / self.obs_dim
+            recon = recon + delta_loss
         reward_loss = (reward_err * w).sum() / w.sum()
         cont_loss = (cont_err * w).sum() / w.sum()
         # KL balancing with free bits
@@ -315,7 +364,7 @@ class RSSM(WorldModel):
     def encode(self, obs: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
         h = obs.new_zeros(len(obs), self.deter)
         z = self._sample(self._post(h, self._embed(obs, frames)), None)
-        return torch.cat((h, z), -1)
+        return self._state(h, z, obs)
 
     @torch.no_grad()
     def observe(
@@ -334,7 +383,7 @@ class RSSM(WorldModel):
         for t in range(1, steps):
             h = self._img_step(h, z, actions[:, t - 1])
             z = self._sample(self._post(h, embed[:, t]), None)
-        return torch.cat((h, z), -1)
+        return self._state(h, z, obs[:, -1])
 
     @torch.no_grad()
     def next(
@@ -346,13 +395,18 @@ class RSSM(WorldModel):
         self, state: torch.Tensor, action: torch.Tensor, generator: torch.Generator | None = None
     ) -> Step:
         """The prior step; gradients pass the categorical samples straight through."""
-        h, z = self._split(state)
+        h, z, x = self._split(state)
         h = self._img_step(h, z, action)
         z = self._sample(self._probs(self.prior_net(h)), generator)
         feat = torch.cat((h, z), -1)
+        if self.residual:
+            x = x + self._delta(feat, x) * self.delta_std + self.delta_mean
+            obs, state = x * self.obs_std + self.obs_mean, torch.cat((feat, x), -1)
+        else:
+            obs, state = self._decode_obs(feat), feat
         return Step(
-            state=feat,
-            obs=self._decode_obs(feat),
+            state=state,
+            obs=obs,
             reward=symexp(self.reward_head(feat).squeeze(-1)),
             cont=torch.sigmoid(self.cont_head(feat).squeeze(-1)),
             disagreement=feat.new_zeros(len(feat)),

@@ -86,6 +86,9 @@ class RssmCfg:
     symlog_obs: bool = False
     """Predict standardised observations in symlog space (else as they are; rewards
     are always predicted in symlog space)."""
+    obs_residual: bool = True
+    """Predict each step's observation as the last one plus a predicted change (state
+    models; a model that sees pixels decodes its observations from the latent)."""
     sequence_length: int = 50
     """Steps per training window."""
     batch_size: int = 16
@@ -156,6 +159,7 @@ def train_world_model(cfg: TrainWMCfg) -> dict:
             raise ValueError(f"{cfg.data}: --rssm.pixels needs a dataset with frames "
                              "(collect --pixels 64)")  # fmt: skip
         model_cfg["frame_shape"] = list(dataset.frame_shape())
+        model_cfg["obs_residual"] = False
     window = getattr(settings, "sequence_length", None)
     data = EpisodeData(dataset, sequence_length=window, pixels=pixels, device=cfg.device)
     gen = torch.Generator().manual_seed(cfg.seed)
