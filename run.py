@@ -65,12 +65,22 @@ def closed_loop(cfg: LoopCfg) -> dict:
 
 def bench(cfg: BenchCfg) -> dict:
     """`--suite throughput`: env, data and world-model throughput; `--suite loop`: the
-    closed loop beside model-free SAC."""
+    closed loop beside model-free SAC; `--suite isaaclab`: our Isaac Lab adapter's
+    overhead."""
     if cfg.suite == "loop":
         return run_loop_bench(cfg.loop_tasks, cfg.loop_budget, cfg.loop_seeds, cfg.loop_out,
                               closed_loop)  # fmt: skip
+    if cfg.suite == "isaaclab":
+        from envs.isaaclab import bench as bench_isaaclab
+
+        res = bench_isaaclab(cfg.isaaclab_task, cfg.num_envs, seed=cfg.seed, rounds=cfg.rounds)
+        rate = res["steps_per_s"]
+        print(f"{res['task']}, N = {res['num_envs']} on {res['device']}: Isaac Lab env "
+              f"{rate['isaaclab']:,.0f} steps/s, through our adapter {rate['adapter']:,.0f} "
+              f"steps/s (overhead {100 * res['adapter_overhead']:.1f}%)")  # fmt: skip
+        return res
     if cfg.suite != "throughput":
-        raise ValueError(f"unknown bench suite {cfg.suite!r}; valid: throughput, loop")
+        raise ValueError(f"unknown bench suite {cfg.suite!r}; valid: throughput, loop, isaaclab")
     return run_all(cfg)
 
 

@@ -57,8 +57,11 @@ class BenchCfg:
     json: Path | None = None
     """Also write the results here as JSON (atomically)."""
     suite: str = "throughput"
-    """throughput (the --parts below) or loop (the closed loop beside model-free SAC on
-    --loop-tasks, `agents.bench_loop`)."""
+    """throughput (the --parts below), loop (the closed loop beside model-free SAC on
+    --loop-tasks, `agents.bench_loop`) or isaaclab (steps/s of --isaaclab-task through
+    our adapter beside Isaac Lab's own env, at --num-envs; Isaac Lab's environment)."""
+    isaaclab_task: str = "Isaac-Cartpole-Direct"
+    """Isaac Lab task of the isaaclab suite (our adapter beside Isaac Lab's own env)."""
     loop_tasks: tuple[str, ...] = ("cartpole_swingup", "pendulum_swingup", "reacher_easy")
     """Tasks of the loop suite."""
     loop_budget: int = 50_000

@@ -62,10 +62,20 @@ def make_cfg(name: str, **overrides: Any) -> EnvCfg:
 def make(
     name: str, num_envs: int = 1, backend: str = "mujoco", seed: int = 0, **cfg: Any
 ) -> BatchedEnv:
-    """Build `num_envs` parallel copies of task `name` on `backend`."""
-    task = spec(name)
+    """Build `num_envs` parallel copies of task `name` on `backend`. With backend
+    "isaaclab", `name` is an Isaac Lab task id (`envs.isaaclab`)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+    if backend == "isaaclab":
+        if name in _TASKS:
+            raise ValueError(
+                f"{name!r} is a wam-sandbox task (backend mujoco); backend 'isaaclab' runs "
+                "Isaac Lab's own tasks, such as Isaac-Cartpole-Direct"
+            )
+        from envs.isaaclab import make as make_isaaclab
+
+        return make_isaaclab(name, num_envs, seed, **cfg)
+    task = spec(name)
     env = task.env_cls(make_cfg(name, num_envs=num_envs, backend=backend, seed=seed, **cfg))
     env.name = name  # used in error messages
     return env
@@ -82,10 +92,11 @@ def make_from_args(
     name = task or args.get("env_name")
     if name is None:
         raise ValueError("env_args names no task (env_name): pass the task explicitly")
-    task_spec = spec(name)
+    backend = args.get("backend", "mujoco")
     kwargs = {k: tuple(v) if isinstance(v, list) else v
               for k, v in args.get("env_kwargs", {}).items()}  # fmt: skip
-    if name != args.get("env_name"):
+    if backend != "isaaclab" and name != args.get("env_name"):
+        task_spec = spec(name)
         valid = {f.name for f in dataclasses.fields(task_spec.cfg_cls)}
         kwargs = {k: v for k, v in kwargs.items() if k in valid and k not in task_spec.defaults}
     if isinstance(kwargs.get("randomization"), dict):
@@ -93,4 +104,4 @@ def make_from_args(
                   for k, v in kwargs["randomization"].items()}  # fmt: skip
         kwargs["randomization"] = RandomizationCfg(**fields)
     kwargs.update(overrides)
-    return make(name, num_envs, args.get("backend", "mujoco"), **kwargs)
+    return make(name, num_envs, backend, **kwargs)

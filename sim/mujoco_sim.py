@@ -32,7 +32,14 @@ from collections.abc import Callable, Sequence
 import mujoco
 import numpy as np
 import torch
-from mujoco import batch as mjbatch
+
+try:
+    from mujoco import batch as mjbatch
+except ImportError as err:  # before 3.17, e.g. in Isaac Lab's environment (newton pins 3.12)
+    raise ImportError(
+        f"the mujoco backend needs mujoco >= 3.17 (mujoco.batch); this environment has "
+        f"{mujoco.__version__}: run MuJoCo tasks from the project's main environment"
+    ) from err
 
 from sim.base import BatchedSim
 

@@ -161,6 +161,11 @@ def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
     task = cfg.task or env_args_model.get("env_name")
     if task is None:
         raise ValueError(f"{path}: the checkpoint names no task; pass --task")
+    if env_args_model.get("backend") == "isaaclab":
+        raise ValueError(
+            f"{path}: eval-wm replays the ground truth in several envs at once, and Isaac Lab "
+            "holds one simulation per process: not available for backend isaaclab yet"
+        )
     envs.spec(task)  # an unknown task: an error listing the valid ones
     data = cfg.data if cfg.data is not None else ckpt.get("data")
     if data is None:
