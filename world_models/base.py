@@ -202,8 +202,12 @@ def kind_class(
 def build(
     cls: type[nn.Module], ckpt: dict[str, Any], path: str | os.PathLike, what: str
 ) -> nn.Module:
-    """`cls` rebuilt from a checkpoint's dims and config, with its weights, in eval mode."""
-    module = cls(ckpt["dims"]["obs"], ckpt["dims"]["action"], ckpt["config"])
+    """`cls` rebuilt from a checkpoint's dims and config, with its weights, in eval mode.
+    A class may fill in settings that older checkpoints lack (`checkpoint_config`)."""
+    config = ckpt["config"]
+    if hasattr(cls, "checkpoint_config"):
+        config = cls.checkpoint_config(config)
+    module = cls(ckpt["dims"]["obs"], ckpt["dims"]["action"], config)
     try:
         module.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:

@@ -175,6 +175,11 @@ class RSSM(WorldModel):
             self.register_buffer("delta_mean", torch.zeros(obs_dim))
             self.register_buffer("delta_std", torch.ones(obs_dim))
 
+    @classmethod
+    def checkpoint_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """Checkpoints saved before `obs_residual` existed decode from the latent."""
+        return {"obs_residual": False, **config}
+
     def prepare(self, batch: dict[str, torch.Tensor]) -> None:
         """Observation statistics of the training transitions."""
         self.obs_mean.copy_(batch["obs"].mean(0))

@@ -123,6 +123,20 @@ def test_residual_observations_add_the_predicted_change_to_the_last_one():
         RSSM(5, 1, {**TINY, "pixels": True, "obs_residual": True})
 
 
+def test_checkpoints_from_before_obs_residual_still_load(tmp_path):
+    """A checkpoint whose config predates the option holds a latent-decoding model."""
+    torch.manual_seed(0)
+    old = RSSM(5, 1, {**TINY, "obs_residual": False})
+    ckpt = old.checkpoint()
+    del ckpt["config"]["obs_residual"]
+    save_atomic(ckpt, tmp_path / "old.pt")
+    model = world_models.load(tmp_path / "old.pt", kind="rssm")
+    assert not model.residual
+    obs, act = torch.randn(3, 5), torch.zeros(3, 1)
+    a, b = old.eval().next(old.encode(obs), act), model.next(model.encode(obs), act)
+    torch.testing.assert_close(a.obs, b.obs, rtol=0, atol=0)
+
+
 def test_a_model_that_sees_trains_decodes_and_serves_frames():
     torch.manual_seed(0)
     model = RSSM(5, 1, {**TINY, "pixels": True, "frame_shape": [16, 16, 3], "depth": 4})
