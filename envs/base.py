@@ -175,12 +175,7 @@ class BatchedEnv(ABC):
     def reset_envs(self, env_ids: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
         """Start the episodes with `seeds` `[n]` (int64) in `env_ids` `[n]`; other envs
         are untouched. Returns the observations of every env, `[N, obs_dim]`."""
-        ids = torch.as_tensor(env_ids).cpu().long().reshape(-1)
-        seeds = rng.as_keys(seeds).reshape(-1)
-        if len(seeds) != len(ids):
-            raise ValueError(f"{self.name}: {len(seeds)} seeds for {len(ids)} env ids")
-        if len(ids) and (ids.min() < 0 or ids.max() >= self.num_envs):
-            raise ValueError(f"{self.name}: env ids must lie in [0, {self.num_envs})")
+        ids, seeds = check_reset_rows(env_ids, seeds, self.num_envs, self.name)
         self._start_episodes(ids, seeds)
         self.sim.forward(ids)
         self._fresh = False
@@ -451,6 +446,19 @@ def check_action(action, num_envs: int, action_dim: int, name: str) -> torch.Ten
             f"(expected finite values in [-1, 1], shape {expected})"
         )
     return action.clamp(-1.0, 1.0)
+
+
+def check_reset_rows(env_ids, seeds, num_envs: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(env ids, seeds) of `reset_envs` as flat int64 CPU tensors, or a ValueError
+    naming `name`: one integer seed per id, ids in [0, num_envs). Shared by every
+    env that speaks the protocol."""
+    ids = torch.as_tensor(env_ids).cpu().long().reshape(-1)
+    seeds = rng.as_keys(seeds).reshape(-1)
+    if len(seeds) != len(ids):
+        raise ValueError(f"{name}: {len(seeds)} seeds for {len(ids)} env ids")
+    if len(ids) and (ids.min() < 0 or ids.max() >= num_envs):
+        raise ValueError(f"{name}: env ids must lie in [0, {num_envs})")
+    return ids, seeds
 
 
 def _check_cfg(cfg: EnvCfg) -> None:

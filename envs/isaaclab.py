@@ -35,7 +35,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.base import check_action
+from envs.base import check_action, check_reset_rows
 from sim.randomization import RandomizationCfg
 
 
@@ -123,12 +123,13 @@ class IsaacLabEnv:
         return {}
 
     def _policy(self, obs: Any) -> torch.Tensor:
-        """The `policy` group as float32 `[N, obs_dim]` on our device."""
+        """A copy of the `policy` group, float32 `[N, obs_dim]` on our device (Isaac Lab
+        refills its buffers in place every step, so nothing handed out may alias them)."""
         if isinstance(obs, dict):
             if "policy" not in obs:
                 raise ValueError(f"{self.name}: observations have no 'policy' group: {list(obs)}")
             obs = obs["policy"]
-        return obs.reshape(self.num_envs, -1).to(self.device, torch.float32)
+        return obs.reshape(self.num_envs, -1).to(self.device, torch.float32, copy=True)
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
         """Start a new episode in every env; `seed` reseeds Isaac Lab's generators."""
@@ -136,18 +137,13 @@ class IsaacLabEnv:
         self._episode_return.zero_()
         self._episode_steps.zero_()
         self._obs = self._policy(obs)
-        return self._obs.clone()
+        return self._obs
 
     def reset_envs(self, env_ids: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
         """Start the episodes with `seeds` `[n]` in `env_ids` `[n]`, each row's start
         drawn from its own seed (one Isaac Lab reset per row); other envs are
         untouched. Returns the observations of every env."""
-        ids = torch.as_tensor(env_ids).cpu().long().reshape(-1)
-        seeds = torch.as_tensor(seeds).cpu().long().reshape(-1)
-        if len(seeds) != len(ids):
-            raise ValueError(f"{self.name}: {len(seeds)} seeds for {len(ids)} env ids")
-        if len(ids) and (ids.min() < 0 or ids.max() >= self.num_envs):
-            raise ValueError(f"{self.name}: env ids must lie in [0, {self.num_envs})")
+        ids, seeds = check_reset_rows(env_ids, seeds, self.num_envs, self.name)
         env, dev = self._env, self._env.device
         devices = [dev] if str(dev).startswith("cuda") else []
         with torch.random.fork_rng(devices=devices):  # the caller's generators are untouched
@@ -161,7 +157,7 @@ class IsaacLabEnv:
         self._episode_return[ids] = 0.0
         self._episode_steps[ids] = 0
         self._obs = self._policy(env._compute_observations())
-        return self._obs.clone()
+        return self._obs
 
     def step(
         self, action: torch.Tensor
@@ -171,7 +167,7 @@ class IsaacLabEnv:
         action = action.to(self.device, torch.float32) * self._act_scale + self._act_offset
         obs, reward, terminated, truncated, extras = self._env.step(action)
         # Isaac Lab refills its buffers in place every step: copy what we hand out
-        obs = self._policy(obs).clone()
+        obs = self._policy(obs)
         terminated = terminated.to(self.device, torch.bool).reshape(-1).clone()
         truncated = truncated.to(self.device, torch.bool).reshape(-1) & ~terminated
         reward = reward.to(self.device, torch.float32).reshape(-1).clone()
@@ -188,10 +184,10 @@ class IsaacLabEnv:
             ended = done.cpu()
             self._episode_return[ended] = 0.0
             self._episode_steps[ended] = 0
-        info["final_obs"] = final_obs.clone()
+        info["final_obs"] = final_obs  # `obs` itself where no episode ended, as BatchedEnv
         info["log"] = extras.get("log", {})
         self._obs = obs
-        return obs.clone(), reward, terminated, truncated, info
+        return obs, reward, terminated, truncated, info
 
     def get_observations(self) -> torch.Tensor:
         return self._obs.clone()

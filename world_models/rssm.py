@@ -128,25 +128,25 @@ class FrameDecoder(nn.Module):
 
 
 class RSSM(WorldModel):
-    """Model state = [h, z flattened] `[B, deter + stoch * classes]`."""
+    """Model state = [h, z flattened] `[B, deter + stoch * classes]`, then the last
+    standardised observation `[B, obs_dim]` with obs_residual."""
 
     kind = "rssm"
 
     def __init__(self, obs_dim: int, action_dim: int, config: dict[str, Any] | None = None):
         config = {**DEFAULTS, **(config or {})}
         config["frame_shape"] = [int(v) for v in config["frame_shape"]]
+        if config["obs_residual"] is None:
+            config["obs_residual"] = not config["pixels"]
         super().__init__(obs_dim, action_dim, config)
         c = config
         if c["pixels"] and (c["frame_shape"][0] % 16 or c["frame_shape"][1] % 16):
             raise ValueError(f"frame height and width must be multiples of 16: {c['frame_shape']}")
-        if c["obs_residual"] is None:
-            c["obs_residual"] = not c["pixels"]
         if c["obs_residual"] and c["pixels"]:
             raise ValueError(
                 "obs_residual needs the state vector in the model state: a model that sees "
                 "pixels cannot carry it"
             )
-        self.config = dict(c)
         self.residual = bool(c["obs_residual"])
         self.deter, self.latent = c["deter"], c["stoch"] * c["classes"]
         hid, layers = c["hidden"], c["layers"]
