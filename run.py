@@ -59,7 +59,8 @@ def closed_loop(cfg: LoopCfg) -> dict:
         loop.close()
     print(f"{cfg.out}: real return {summary['final_real_return']:.1f} after "
           f"{summary['env_steps']:,} env steps ({summary['wall_s']:.0f} s); "
-          f"summary.json, returns.png, tb/, eval/*/video.mp4")  # fmt: skip
+          f"summary.json, returns.png, tb/"
+          f"{', eval/*/video.mp4' if summary['artifacts']['videos'] else ''}")  # fmt: skip
     return summary
 
 

@@ -17,7 +17,10 @@ does and what survives a crash. An iteration k:
    iterations);
 4. **evaluate** the deterministic policy in the real sim from fixed start states
    (`eval_seed`), and in the world model from the same starts; write the
-   side-by-side video (`eval/iter_<k>/video.mp4`);
+   side-by-side video (`eval/iter_<k>/video.mp4`; none where the env renders no
+   frames, as kit-less Isaac Lab tasks). The evaluation env is built for the
+   evaluation and closed after it, as the collector's env is: Isaac Lab holds
+   one simulation per process;
 5. **commit**: `learner.pt` (the learning agent, its optimisers and random
    state, and the history of every finished iteration) is replaced atomically;
    this is the one commit point. Then `agent.pt` (the acting agent alone, which
@@ -91,8 +94,9 @@ class LoopCfg:
     """Output directory (default: runs/loop/<task>-<agent>-<model>-<date>-<time>)."""
     resume: bool = False
     """Continue the run at `--out` from its last finished iteration."""
-    action_repeat: int = 2
-    """Control steps per agent step."""
+    action_repeat: int | None = None
+    """Control steps per agent step (default: 2; 1 on isaaclab, whose tasks repeat
+    inside a control step by their decimation)."""
     episode_length: int | None = None
     """Override the task's episode length [control steps]."""
     episodes_per_iter: int = 5
@@ -136,6 +140,10 @@ class LoopCfg:
     rssm: RssmCfg = field(default_factory=RssmCfg)
     """Settings of `--model rssm`."""
 
+    def __post_init__(self) -> None:
+        if self.action_repeat is None:
+            self.action_repeat = 1 if self.backend == "isaaclab" else 2
+
 
 def _plain(cfg: LoopCfg) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(cfg), default=str))
@@ -160,14 +168,18 @@ class Loop:
         overrides: dict[str, Any] = {"action_repeat": cfg.action_repeat}
         if cfg.episode_length is not None:
             overrides["episode_length"] = cfg.episode_length
-        self.eval_env = envs.make(cfg.task, cfg.eval_episodes, cfg.backend, seed=cfg.eval_seed,
-                                  **overrides)  # fmt: skip
-        env_cfg = self.eval_env.cfg
+        self._env_overrides = overrides
+        # the evaluation env is built for each evaluation and closed after it: Isaac Lab
+        # holds one simulation per process, and the collector builds its own
+        probe = self._make_eval_env()
+        env_cfg = probe.cfg
         self.episode_steps = env_cfg.episode_length  # [control steps]
         self.agent_steps = env_cfg.episode_length // env_cfg.action_repeat
+        self.renders = getattr(probe, "can_render", True)
+        dims = (probe.observation_dim, probe.action_dim)
+        probe.close()
         self.iterations = math.ceil(cfg.budget / (cfg.episodes_per_iter * self.episode_steps))
         torch.manual_seed(cfg.seed)  # the networks' initialisation
-        dims = (self.eval_env.observation_dim, self.eval_env.action_dim)
         self.sb3 = cfg.agent in ("sac", "ppo")
         if self.sb3:
             cfg.sb3.algo, cfg.sb3.seed, cfg.sb3.device = cfg.agent, cfg.seed, cfg.device
@@ -228,6 +240,11 @@ class Loop:
         for key in ("seed", "device"):  # set from the loop's own
             plain["sb3"].pop(key)
         return plain
+
+    def _make_eval_env(self):
+        cfg = self.cfg
+        return envs.make(cfg.task, cfg.eval_episodes, cfg.backend, seed=cfg.eval_seed,
+                         **self._env_overrides)  # fmt: skip
 
     def _wm_dir(self, k: int) -> Path:
         return self.out / "wm" / f"iter_{k:03d}"
@@ -331,10 +348,15 @@ class Loop:
         self._phase("evaluate")
         t = time.perf_counter()
         video = self.out / "eval" / f"iter_{k:03d}" / "video.mp4"
-        if cfg.video_steps:
+        video_steps = cfg.video_steps if self.renders else 0  # (an Isaac Lab state task)
+        if video_steps:
             video.parent.mkdir(parents=True, exist_ok=True)
-        report = evaluate(self.actor, self.eval_env, self.wm, cfg.eval_seed, cfg.video_steps,
-                          video if cfg.video_steps else None)  # fmt: skip
+        env = self._make_eval_env()
+        try:
+            report = evaluate(self.actor, env, self.wm, cfg.eval_seed, video_steps,
+                              video if video_steps else None)  # fmt: skip
+        finally:
+            env.close()
         self.record.update(
             real_return=report["real_return"]["mean"],
             real_return_std=report["real_return"]["std"],
@@ -429,7 +451,6 @@ class Loop:
     def close(self) -> None:
         self.bar.close()
         self.log.close()
-        self.eval_env.close()
 
 
 def plot_returns(path: Path, history: list[dict[str, Any]], title: str) -> None:

@@ -68,6 +68,7 @@ class IsaacLabEnv:
 
     render_mode = "rgb_array"
     capture_final_frames = False
+    can_render = False  # frames come from Isaac Lab's cameras, not from render()
 
     def __init__(self, task: str, cfg: IsaacLabCfg):
         if cfg.randomization != RandomizationCfg():
@@ -118,6 +119,12 @@ class IsaacLabEnv:
         """The Isaac Lab env itself."""
         return self._env
 
+    @property
+    def episode_length_buf(self) -> torch.Tensor:
+        """Isaac Lab's step counter of each env's episode `[N]` (its own tensor: writing
+        into it moves where each episode's time limit falls)."""
+        return self._env.episode_length_buf
+
     def episode_params(self, env: int) -> dict[str, list]:
         """Randomized parameters of an episode: none that we draw."""
         return {}
@@ -130,6 +137,13 @@ class IsaacLabEnv:
                 raise ValueError(f"{self.name}: observations have no 'policy' group: {list(obs)}")
             obs = obs["policy"]
         return obs.reshape(self.num_envs, -1).to(self.device, torch.float32, copy=True)
+
+    def _observe(self) -> torch.Tensor:
+        """The policy observations of the current simulation state, computed afresh
+        (after a reset or a state written outside `step`)."""
+        manager = getattr(self._env, "observation_manager", None)  # manager-based tasks
+        return self._policy(manager.compute() if manager is not None
+                            else self._env._compute_observations())  # fmt: skip
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
         """Start a new episode in every env; `seed` reseeds Isaac Lab's generators."""
@@ -156,7 +170,7 @@ class IsaacLabEnv:
         self.episode_seed[ids] = seeds
         self._episode_return[ids] = 0.0
         self._episode_steps[ids] = 0
-        self._obs = self._policy(env._compute_observations())
+        self._obs = self._observe()
         return self._obs
 
     def step(
@@ -209,17 +223,20 @@ class IsaacLabEnv:
 
     def set_physics_state(
         self, qpos: torch.Tensor, qvel: torch.Tensor, env_ids: torch.Tensor | None = None
-    ) -> None:
+    ) -> torch.Tensor:
         """Write joint positions and velocities (as `get_physics_state` returns them)
-        into the rows `env_ids` (all by default); observations are recomputed."""
+        into the rows `env_ids` (all by default); returns the recomputed observations."""
         ids = torch.arange(self.num_envs) if env_ids is None else torch.as_tensor(env_ids).long()
         dev = self._env.device
         want = (len(ids), self.sim.nq)
+        qpos, qvel = torch.as_tensor(qpos), torch.as_tensor(qvel)
         if tuple(qpos.shape) != want or tuple(qvel.shape) != want:
             raise ValueError(
                 f"{self.name}: qpos {tuple(qpos.shape)} and qvel {tuple(qvel.shape)} must have "
                 f"shape {want}"
             )
+        if not (torch.isfinite(qpos).all() and torch.isfinite(qvel).all()):
+            raise ValueError(f"{self.name}: qpos or qvel contains NaN or inf")
         ids_dev = ids.to(dev, torch.int32)
         start = 0
         for art in self._articulations():
@@ -231,7 +248,8 @@ class IsaacLabEnv:
             start += n
         self._env.sim.forward()
         self._env.scene.update(dt=0.0)
-        self._obs = self._policy(self._env._compute_observations())
+        self._obs = self._observe()
+        return self._obs
 
     def render(self, env_ids: torch.Tensor | None = None) -> torch.Tensor:
         raise ValueError(

@@ -52,7 +52,11 @@ def use_local_assets(task: str, task_cfg: Any) -> bool:
     """Point `task_cfg` at local assets where this module knows them; True if it did."""
     if task not in CARTPOLE_TASKS:
         return False
-    task_cfg.scene.cartpole.spawn.usd_path = str(cartpole_usd())
+    # the direct task names the robot `cartpole`, the manager-based one `robot`
+    robots = [name for name in ("cartpole", "robot") if hasattr(task_cfg.scene, name)]
+    if not robots:
+        raise ValueError(f"{task}: its scene has no cart-pole articulation to point at local files")
+    getattr(task_cfg.scene, robots[0]).spawn.usd_path = str(cartpole_usd())
     for remote in ("ground", "light", "dome_light"):
         if getattr(task_cfg.scene, remote, None) is not None:
             setattr(task_cfg.scene, remote, None)

@@ -31,6 +31,11 @@ row per start, one frame per step; a state model's imagined panel is the real
 renderer showing the imagined observation, `set_state_from_obs`),
 `strip.png` (first start, real above imagined, at the horizons) and
 `error_vs_horizon.png`. Every file is written atomically.
+
+Isaac Lab tasks (`backend="isaaclab"`) are replayed from their recorded joint
+state the same way. They render no frames kit-less, so they get no video and no
+strip (the report's `notes` say so), and their envs are built one at a time:
+Isaac Lab holds one simulation per process.
 """
 
 from __future__ import annotations
@@ -161,12 +166,8 @@ def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
     task = cfg.task or env_args_model.get("env_name")
     if task is None:
         raise ValueError(f"{path}: the checkpoint names no task; pass --task")
-    if env_args_model.get("backend") == "isaaclab":
-        raise ValueError(
-            f"{path}: eval-wm replays the ground truth in several envs at once, and Isaac Lab "
-            "holds one simulation per process: not available for backend isaaclab yet"
-        )
-    envs.spec(task)  # an unknown task: an error listing the valid ones
+    if env_args_model.get("backend") != "isaaclab":
+        envs.spec(task)  # an unknown task: an error listing the valid ones
     data = cfg.data if cfg.data is not None else ckpt.get("data")
     if data is None:
         raise ValueError(f"{path}: the checkpoint names no training data; pass --data")
@@ -180,12 +181,20 @@ def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
         episodes, which = held_out, "held-out"
     else:
         episodes, which = list(ds.episodes), "all"
-    # dimensions: the task's real env and the dataset must fit the model
+    # dimensions: the task's real env and the dataset must fit the model (one env at a
+    # time: Isaac Lab holds one simulation per process)
     probe = envs.make_from_args(ds.env_args, 1, task)
     dims = (probe.observation_dim, probe.action_dim)
     action_repeat, time_limit = probe.cfg.action_repeat, probe.cfg.episode_length
-    render_size = (probe.cfg.render_height, probe.cfg.render_width)
+    renders = getattr(probe, "can_render", True)
+    render_size = (probe.cfg.render_height, probe.cfg.render_width) if renders else None
     probe.close()
+    notes = []
+    if not renders:
+        if sees:
+            raise ValueError(f"{path}: the model sees frames, and task {task!r} renders none")
+        if cfg.video_starts:
+            notes.append(f"{task} renders no frames here: no video and no strip")
     if dims != (model.obs_dim, model.action_dim):
         raise ValueError(
             f"task {task!r} has observations of {dims[0]} and actions of {dims[1]} dims, "
@@ -197,7 +206,7 @@ def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
                          f"takes {model.obs_dim}")  # fmt: skip
     windows = _choose_windows(ds, episodes, c, longest, cfg.starts, cfg.seed)
     n = len(windows)
-    rows = min(cfg.video_starts, n)
+    rows = min(cfg.video_starts, n) if renders else 0
 
     # ---- the recorded windows
     keys = ("obs", "next_obs", "actions", "rewards", "states")
@@ -223,9 +232,11 @@ def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
 
     # ---- the real envs: one replays, one draws a state model's imagined observations
     frame_hw = tuple(model.frame_shape[:2]) if sees else render_size
-    overrides = {"render_height": frame_hw[0], "render_width": frame_hw[1],
-                 "episode_length": max(time_limit, (int(starts_t.max()) + longest + 1)
-                                       * action_repeat)}  # fmt: skip
+    overrides: dict[str, Any] = {  # no autoreset inside any window
+        "episode_length": max(time_limit, (int(starts_t.max()) + longest + 2) * action_repeat)
+    }
+    if renders:
+        overrides.update(render_height=frame_hw[0], render_width=frame_hw[1])
     real = envs.make_from_args(ds.env_args, n, task, **overrides)
     viewer = None
     if rows and not sees:
@@ -253,7 +264,7 @@ def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
     real_obs = torch.empty(n, longest + 1, model.obs_dim, dtype=torch.float64)
     real_obs[:, 0] = first.double()
     real_rew = torch.empty(n, longest, dtype=torch.float64)
-    real_video = torch.empty(rows, longest, *frame_hw, 3, dtype=torch.uint8)
+    real_video = torch.empty(rows, longest, *(frame_hw or (0, 0)), 3, dtype=torch.uint8)
     real_frames: dict[int, torch.Tensor] = {}
     for k in range(1, longest + 1):
         _, reward, _, _, info = real.step(actions_t[:, c + k - 1])
@@ -279,7 +290,7 @@ def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
                           frames_in)  # fmt: skip
     pred_obs = torch.empty(n, longest, model.obs_dim, dtype=torch.float64)
     pred_rew = torch.empty(n, longest, dtype=torch.float64)
-    imag_video = torch.zeros(rows, longest, *frame_hw, 3, dtype=torch.uint8)
+    imag_video = torch.zeros(rows, longest, *(frame_hw or (0, 0)), 3, dtype=torch.uint8)
     imag_frames: dict[int, torch.Tensor] = {}
     for k in range(1, longest + 1):
         step = model.next(state, actions_t[:, c + k - 1].to(dev))
@@ -370,6 +381,8 @@ def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
     if rows:
         report["video"] = {"rows": rows, "frames": longest, "codec": codec, "fps": cfg.fps}
     report["artifacts"] = artifacts
+    if notes:
+        report["notes"] = notes
     report["seconds"] = time.perf_counter() - began
     write_json_atomic(out / "report.json", report)
     return report
@@ -400,3 +413,5 @@ def run_eval_wm(cfg: EvalWMCfg) -> None:
         print(line)
     for name, file in report["artifacts"].items():
         print(f"  {name:<7} {file}")
+    for note in report.get("notes", []):
+        print(f"  note: {note}")

@@ -116,10 +116,15 @@ def test_physics_state_round_trip(env):
     for _ in range(20):
         env.step(torch.rand(N, 1) * 2 - 1)
     assert not torch.allclose(env.get_observations(), obs0)
-    env.set_physics_state(qpos, qvel)
-    torch.testing.assert_close(env.get_observations(), obs0, rtol=0, atol=1e-5)
+    obs = env.set_physics_state(qpos, qvel)
+    torch.testing.assert_close(obs, obs0, rtol=0, atol=1e-5)
+    assert torch.equal(env.get_observations(), obs)
     with pytest.raises(ValueError, match="must have shape"):
         env.set_physics_state(qpos[:, :1], qvel)
+    bad = qvel.clone()
+    bad[1, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        env.set_physics_state(qpos, bad)
 
 
 def test_bad_input_gets_a_clear_error(env):
