@@ -175,7 +175,7 @@ class Loop:
         env_cfg = probe.cfg
         self.episode_steps = env_cfg.episode_length  # [control steps]
         self.agent_steps = env_cfg.episode_length // env_cfg.action_repeat
-        self.renders = getattr(probe, "can_render", True)
+        self.renders = probe.can_render
         dims = (probe.observation_dim, probe.action_dim)
         probe.close()
         self.iterations = math.ceil(cfg.budget / (cfg.episodes_per_iter * self.episode_steps))

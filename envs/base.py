@@ -79,6 +79,7 @@ class BatchedEnv(ABC):
     name: str = "env"  # registry name, set by `envs.make`
     render_mode = "rgb_array"  # `render()` returns frames (read by the SB3 adapter)
     capture_final_frames = False  # put frames of finished episodes' last states in info
+    can_render = True  # `render()` draws the scene (kit-less Isaac Lab tasks cannot)
 
     def __init__(self, cfg: EnvCfg):
         _check_cfg(cfg)

@@ -186,8 +186,8 @@ def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
     probe = envs.make_from_args(ds.env_args, 1, task)
     dims = (probe.observation_dim, probe.action_dim)
     action_repeat, time_limit = probe.cfg.action_repeat, probe.cfg.episode_length
-    renders = getattr(probe, "can_render", True)
-    render_size = (probe.cfg.render_height, probe.cfg.render_width) if renders else None
+    renders = probe.can_render
+    render_size = (probe.cfg.render_height, probe.cfg.render_width) if renders else (0, 0)
     probe.close()
     notes = []
     if not renders:
@@ -233,7 +233,7 @@ def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
     # ---- the real envs: one replays, one draws a state model's imagined observations
     frame_hw = tuple(model.frame_shape[:2]) if sees else render_size
     overrides: dict[str, Any] = {  # no autoreset inside any window
-        "episode_length": max(time_limit, (int(starts_t.max()) + longest + 2) * action_repeat)
+        "episode_length": max(time_limit, (int(starts_t.max()) + longest + 1) * action_repeat)
     }
     if renders:
         overrides.update(render_height=frame_hw[0], render_width=frame_hw[1])
@@ -264,7 +264,7 @@ def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
     real_obs = torch.empty(n, longest + 1, model.obs_dim, dtype=torch.float64)
     real_obs[:, 0] = first.double()
     real_rew = torch.empty(n, longest, dtype=torch.float64)
-    real_video = torch.empty(rows, longest, *(frame_hw or (0, 0)), 3, dtype=torch.uint8)
+    real_video = torch.empty(rows, longest, *frame_hw, 3, dtype=torch.uint8)
     real_frames: dict[int, torch.Tensor] = {}
     for k in range(1, longest + 1):
         _, reward, _, _, info = real.step(actions_t[:, c + k - 1])
@@ -290,7 +290,7 @@ def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
                           frames_in)  # fmt: skip
     pred_obs = torch.empty(n, longest, model.obs_dim, dtype=torch.float64)
     pred_rew = torch.empty(n, longest, dtype=torch.float64)
-    imag_video = torch.zeros(rows, longest, *(frame_hw or (0, 0)), 3, dtype=torch.uint8)
+    imag_video = torch.zeros(rows, longest, *frame_hw, 3, dtype=torch.uint8)
     imag_frames: dict[int, torch.Tensor] = {}
     for k in range(1, longest + 1):
         step = model.next(state, actions_t[:, c + k - 1].to(dev))
