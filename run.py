@@ -25,7 +25,7 @@ from agents.bench_loop import run_loop_bench
 from agents.collect import CollectCfg, run_collect
 from agents.evaluate import EvalCfg, run_eval
 from agents.loop import Loop, LoopCfg
-from envs.bench import BenchCfg
+from envs.bench import BenchCfg, run_backend_bench
 from sim.export import ExportCfg, run_export
 from sim.summary import InspectCfg, run_inspect
 from world_models.evaluate import EvalWMCfg, run_eval_wm
@@ -82,6 +82,8 @@ def bench(cfg: BenchCfg) -> dict:
         return res
     if cfg.suite != "throughput":
         raise ValueError(f"unknown bench suite {cfg.suite!r}; valid: throughput, loop, isaaclab")
+    if cfg.backend != "mujoco":
+        return run_backend_bench(cfg)
     return run_all(cfg)
 
 

@@ -56,6 +56,11 @@ class BenchCfg:
     """Physics threads for (a) and (b); 0 uses every CPU."""
     json: Path | None = None
     """Also write the results here as JSON (atomically)."""
+    backend: str = "mujoco"
+    """warp: measure the throughput suite's env and its bare physics on the MuJoCo Warp
+    backend beside the MuJoCo CPU backend, at each of --world-counts (needs the warp extra)."""
+    world_counts: tuple[int, ...] = (1024, 4096)
+    """Parallel worlds of the backend comparison (--backend warp)."""
     suite: str = "throughput"
     """throughput (the --parts below), loop (the closed loop beside model-free SAC on
     --loop-tasks, `agents.bench_loop`) or isaaclab (steps/s of --isaaclab-task through
@@ -102,9 +107,10 @@ def _timed(step: Callable[[], None], steps: int) -> float:
 class BatchedPeer:
     """(a) `envs.make(task, num_envs=N)`: observation, reward and autoreset included."""
 
-    def __init__(self, cfg: BenchCfg):
-        self.env = envs.make(cfg.task, num_envs=cfg.num_envs, seed=cfg.seed, nthread=cfg.nthread)
-        self.n, self.resets = cfg.num_envs, 0
+    def __init__(self, cfg: BenchCfg, backend: str = "mujoco", num_envs: int | None = None):
+        self.n, self.resets = num_envs or cfg.num_envs, 0
+        self.env = envs.make(cfg.task, num_envs=self.n, seed=cfg.seed, nthread=cfg.nthread,
+                             backend=backend)  # fmt: skip
 
     def run(self, actions: np.ndarray) -> float:
         """Step through `actions` `[T, N, nu]`; returns steps/s."""
@@ -249,6 +255,51 @@ def run_bench(cfg: BenchCfg) -> dict:
         print(f"  {label} = {ratio:7.2f}   (target >= {target:g}: {verdict})")
     print(f"  a/b per step = {result['ratios']['batched_over_raw_per_step']:5.2f}   "
           "(both calling the engine once per control step)")  # fmt: skip
+    return result
+
+
+def run_backend_bench(cfg: BenchCfg) -> dict:
+    """Steps/s of the task's batched env (observation, reward, autoreset) and of its
+    bare physics (`sim.step` with the controls held) on `cfg.backend` beside the MuJoCo
+    CPU backend, at each of `cfg.world_counts`, rounds interleaved; prints the ratios."""
+    envs.spec(cfg.task)
+    if cfg.backend != "warp":
+        raise ValueError(f"bench --backend takes mujoco or warp, got {cfg.backend!r} "
+                         "(Isaac Lab tasks: --suite isaaclab)")  # fmt: skip
+    backends = ("mujoco", cfg.backend)
+    threads = cfg.nthread or os.cpu_count()
+    print(f"bench {cfg.task}: {cfg.backend} beside mujoco, threads={threads}, {cfg.rounds} "
+          f"interleaved rounds of {cfg.steps} steps; median round shown")  # fmt: skip
+    rng = np.random.default_rng(cfg.seed)
+    result: dict = {"config": {k: str(v) if isinstance(v, Path) else v
+                               for k, v in asdict(cfg).items()}, "worlds": {}}  # fmt: skip
+    print(f"  {'N':>6} {'backend':<8} {'env steps/s':>14} {'physics steps/s':>16}")
+    for n in cfg.world_counts:
+        peers = {b: BatchedPeer(cfg, b, n) for b in backends}
+        rounds: dict[str, list[float]] = {f"{k}_{b}": [] for k in ("env", "sim") for b in backends}
+        for r in range(cfg.rounds + 1):  # round 0 warms up (and compiles Warp's kernels)
+            steps = cfg.warmup if r == 0 else cfg.steps
+            actions = rng.uniform(-1, 1, (steps, n, peers["mujoco"].env.action_dim))
+            for b, peer in peers.items():
+                env_rate = peer.run(actions)
+                sim = peer.env.sim
+                sim.ctrl.copy_(torch.from_numpy(actions[-1]))
+                sim_rate = n * steps / _timed(sim.step, steps)
+                peer.env.reset()  # the bare steps leave states the env did not see
+                if r > 0:
+                    rounds[f"env_{b}"].append(env_rate)
+                    rounds[f"sim_{b}"].append(sim_rate)
+        for peer in peers.values():
+            peer.env.close()
+        rates = {k: float(np.median(v)) for k, v in rounds.items()}
+        for b in backends:
+            print(f"  {n:>6} {b:<8} {rates[f'env_{b}']:>14,.0f} {rates[f'sim_{b}']:>16,.0f}")
+        ratio = {k: rates[f"{k}_{cfg.backend}"] / rates[f"{k}_mujoco"] for k in ("env", "sim")}
+        print(f"  {n:>6} {cfg.backend}/mujoco {ratio['env']:>11.2f}x {ratio['sim']:>15.2f}x")
+        result["worlds"][str(n)] = {"steps_per_s": rates, "rounds": rounds, "ratio": ratio}
+    if cfg.json is not None:
+        write_json_atomic(cfg.json, result)
+        print(f"wrote {cfg.json}")
     return result
 
 

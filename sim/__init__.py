@@ -15,7 +15,7 @@ if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
 if TYPE_CHECKING:
     from sim.base import BatchedSim
 
-BACKENDS = ("mujoco", "isaaclab")  # isaaclab: Isaac Lab's own tasks (envs.isaaclab)
+BACKENDS = ("mujoco", "warp", "isaaclab")  # isaaclab: Isaac Lab's own tasks (envs.isaaclab)
 
 
 def make_sim(backend: str, model_xml: str, num_worlds: int, **kwargs) -> BatchedSim:
@@ -24,6 +24,11 @@ def make_sim(backend: str, model_xml: str, num_worlds: int, **kwargs) -> Batched
         from sim.mujoco_sim import MujocoSim, load_model
 
         return MujocoSim(load_model(model_xml), num_worlds, **kwargs)
+    if backend == "warp":
+        from sim.mujoco_sim import load_model
+        from sim.warp_sim import WarpSim
+
+        return WarpSim(load_model(model_xml), num_worlds, **kwargs)
     if backend == "isaaclab":
         raise ValueError(
             "backend 'isaaclab' simulates Isaac Lab's own tasks (envs.make('Isaac-...', "

@@ -109,16 +109,17 @@ class DomainRandomizer:
             for field in _PHYSICS[name]:
                 value = self.sim.model_field(field)
                 nominal = self.nominal[field]
+                s = scale.to(value.dtype)  # float64 on the mujoco backend, float32 on warp
                 if field in ("geom_friction", "actuator_gear"):
                     # the first column only: sliding friction (torsional and rolling
                     # stay), the gear's gain (the rest is its transmission axis)
-                    value[env_ids, :, 0] = nominal[:, 0] * scale
+                    value[env_ids, :, 0] = nominal[:, 0] * s
                 elif field == "opt.gravity":
-                    value[env_ids] = nominal * scale[:, None]
+                    value[env_ids] = nominal * s[:, None]
                 elif nominal.dim() == 1:
-                    value[env_ids] = nominal * scale
+                    value[env_ids] = nominal * s
                 else:
-                    value[env_ids] = nominal * scale[..., None]
+                    value[env_ids] = nominal * s[..., None]
         if self.active:
             self.sim.set_const(env_ids)
         if "action_delay" in self.params:

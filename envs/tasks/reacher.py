@@ -92,11 +92,12 @@ class ReacherEnv(BatchedEnv):
         self.sim.set_state(qpos, torch.zeros(n, 2, dtype=torch.float64), env_ids, forward=False)
 
     def _write_target(self, xy: torch.Tensor, env_ids: torch.Tensor) -> None:
-        self.sim.model_field("geom_pos")[env_ids, self._target(), :2] = xy.to(torch.float64)
+        field = self.sim.model_field("geom_pos")
+        field[env_ids, self._target(), :2] = xy.to(field.dtype)
 
     def target_position(self) -> torch.Tensor:
         """Target (x, y) of every world [m], float64 `[N, 2]`."""
-        return self.sim.model_field("geom_pos")[:, self._target(), :2].clone()
+        return self.sim.model_field("geom_pos")[:, self._target(), :2].to(torch.float64, copy=True)
 
     def set_target(self, xy: torch.Tensor, env_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Move the targets of `env_ids` (all if None) to `xy` `[n, 2]`; returns observations."""

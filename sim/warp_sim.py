@@ -1,0 +1,220 @@
+"""MuJoCo Warp backend: N worlds of one MJCF model as Warp kernels (CPU or CUDA).
+
+Built on `mujoco_warp` (the `warp` extra), whose version pairs with `mujoco`'s. The
+host `MjModel` is moved to the device once (`put_model`) and every world is one row
+of a batched `Data` (`put_data(nworld=N)`); a `step` launches the kernels of all
+worlds at once. On a CUDA device the `substeps` physics steps are captured once as a
+CUDA graph and replayed, which removes the per-kernel launch cost.
+
+State and derived fields stay on the device: the tensors this class hands out are
+zero-copy views of Warp's arrays (`wp.to_torch`), so a write through `qpos`,
+`qvel` or `ctrl` is the state the next `step` starts from, as on the MuJoCo backend.
+Warp's physics runs in float32, so these tensors are float32 (the MuJoCo backend's
+are float64); trajectories follow the float64 engine closely but not bit for bit.
+
+Differences from the MuJoCo CPU backend a user may notice:
+- the engine does not reset a world whose state blows up; `step` reports worlds
+  with a non-finite or huge (> 1e10) position or velocity as diverged, and their
+  state stays undefined until they are reset, as the protocol says;
+- `model_field` makes a field per-world by giving its leading (batch) dimension
+  N rows, which is how mujoco_warp batches model parameters;
+- `render` draws one world at a time through `mujoco.Renderer` from a host copy
+  of that world's state (an OpenGL context is needed, as on the MuJoCo backend).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import mujoco
+import numpy as np
+import torch
+
+try:
+    import mujoco_warp as mjw
+    import warp as wp
+except ImportError as err:
+    raise ImportError(
+        "the warp backend needs mujoco_warp: pip install -e '.[warp]' (it pairs "
+        f"mujoco-warp with mujoco {mujoco.__version__})"
+    ) from err
+
+from sim.mujoco_sim import MjModelSim
+
+MAXVAL = 1e10  # |qpos| or |qvel| beyond this counts as diverged (MuJoCo's mjMAXVAL)
+
+
+class WarpSim(MjModelSim):
+    """N worlds of one MjModel on a Warp device.
+
+    Args:
+        model: the compiled host model.
+        num_worlds: N.
+        substeps: physics steps per `step` call.
+        nthread: unused (Warp schedules its CPU kernels itself); kept for a common signature.
+        derived: Data fields to bind now (`data(name)` binds others on first use);
+            bound fields are recomputed at the new state after every `step`.
+        device: Warp device, "cpu" or "cuda[:k]".
+    """
+
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        num_worlds: int,
+        *,
+        substeps: int = 1,
+        nthread: int = 0,
+        derived: Sequence[str] = (),
+        device: str = "cpu",
+    ):
+        if num_worlds < 1:
+            raise ValueError(f"num_worlds must be >= 1, got {num_worlds}")
+        if substeps < 1:
+            raise ValueError(f"substeps must be >= 1, got {substeps}")
+        del nthread
+        if wp.config.log_level == wp.LOG_INFO:  # Warp's default logs every kernel load
+            wp.config.log_level = wp.LOG_WARNING
+        wp.init()
+        self.device = wp.get_device(device)
+        self.model = model
+        self.num_worlds = num_worlds
+        self.substeps = substeps
+        self.nq, self.nv, self.nu = model.nq, model.nv, model.nu
+        self.timestep = float(model.opt.timestep)
+        host = mujoco.MjData(model)
+        mujoco.mj_forward(model, host)
+        with wp.ScopedDevice(self.device):
+            self._m = mjw.put_model(model)
+            self._d = mjw.put_data(model, host, nworld=num_worlds)
+        self._host_data = host  # shapes of the Data fields, and scratch for reset checks
+        self.time = wp.to_torch(self._d.time)
+        self.qpos = wp.to_torch(self._d.qpos)
+        self.qvel = wp.to_torch(self._d.qvel)
+        self.ctrl = wp.to_torch(self._d.ctrl)
+        self._derived: dict[str, torch.Tensor] = {}
+        self._model_fields: dict[str, torch.Tensor] = {}
+        self._renderers = {}
+        self._graph = None  # CUDA graph of one `step`, captured on first use
+        self._reset_mask = wp.zeros(num_worlds, dtype=bool, device=self.device)
+        for name in derived:
+            self.data(name)
+
+    # ------------------------------------------------------------------ state
+    def data(self, name: str) -> torch.Tensor:
+        """A derived Data field of every world, `[N, ...]` in the MuJoCo backend's
+        shape (e.g. `xmat` `[N, nbody, 9]`), current after `step`."""
+        if name not in self._derived:
+            array = getattr(self._d, name, None)
+            if array is None or not hasattr(self._host_data, name):
+                raise ValueError(f"unknown Data field {name!r}")
+            shape = np.shape(getattr(self._host_data, name))
+            self._derived[name] = wp.to_torch(array).reshape(self.num_worlds, *shape)
+            self._graph = None  # the step now also refreshes derived fields
+            self.forward()
+        return self._derived[name]
+
+    def model_field(self, name: str) -> torch.Tensor:
+        """Make a Model field per-world and return its live `[N, ...]` tensor.
+
+        Writes take effect at the next `step` or `forward`; fields that `set_const`
+        derives from (masses, inertias) need `set_const()`. MjOption fields are
+        named as `opt.gravity`.
+        """
+        if name not in self._model_fields:
+            owner, attr = self._owner(name)
+            spec = {f.name: f.type for f in dataclasses.fields(owner)}[attr]
+            if getattr(spec, "shape", ("",))[0] != "*":  # mujoco_warp's mark of a batch dim
+                raise ValueError(f"model field {name!r} cannot be made per-world on warp")
+            shared = getattr(owner, attr)
+            batched = wp.empty((self.num_worlds, *shared.shape[1:]), dtype=shared.dtype,
+                               device=self.device)  # fmt: skip
+            view = wp.to_torch(batched)
+            view.copy_(wp.to_torch(shared).expand_as(view))
+            setattr(owner, attr, batched)
+            self._graph = None  # kernels captured with the shared array must be re-captured
+            self._model_fields[name] = view.reshape(self.num_worlds, *self._host_shape(name))
+        return self._model_fields[name]
+
+    def _owner(self, name: str):
+        owner, attr = (self._m.opt, name[4:]) if name.startswith("opt.") else (self._m, name)
+        if attr not in {f.name for f in dataclasses.fields(owner)}:
+            raise ValueError(f"unknown model field {name!r}")
+        return owner, attr
+
+    def _host_shape(self, name: str) -> tuple[int, ...]:
+        if name.startswith("opt."):
+            return np.shape(getattr(self.model.opt, name[4:]))
+        return np.shape(getattr(self.model, name))
+
+    def set_const(self, env_ids: torch.Tensor | None = None) -> None:
+        """Recompute derived model constants (of every world) after writing
+        per-world fields."""
+        del env_ids  # recomputing the others leaves them as they were
+        with wp.ScopedDevice(self.device):
+            mjw.set_const(self._m, self._d)
+
+    def forward(self, env_ids: torch.Tensor | None = None) -> None:
+        """Recompute position- and velocity-dependent fields (of every world) at the
+        current state; a no-op while no derived field is bound."""
+        del env_ids
+        if self._derived:
+            with wp.ScopedDevice(self.device):
+                self._kinematics()
+
+    def _kinematics(self) -> None:
+        mjw.fwd_position(self._m, self._d)
+        mjw.fwd_velocity(self._m, self._d)
+
+    def _physics_step(self) -> None:
+        for _ in range(self.substeps):
+            mjw.step(self._m, self._d)
+        if self._derived:  # derived fields at the new state, as the MuJoCo backend has them
+            self._kinematics()
+
+    def step(self) -> torch.Tensor:
+        with wp.ScopedDevice(self.device):
+            if self.device.is_cuda:
+                if self._graph is None:
+                    with wp.ScopedCapture() as capture:
+                        self._physics_step()
+                    self._graph = capture.graph
+                wp.capture_launch(self._graph)
+            else:
+                self._physics_step()
+        state = torch.cat((self.qpos, self.qvel), 1)
+        return ~(state.abs() <= MAXVAL).all(1)  # NaN fails the comparison too
+
+    def reset_worlds(self, env_ids: torch.Tensor | None = None) -> None:
+        mask = wp.to_torch(self._reset_mask)
+        if env_ids is None:
+            mask.fill_(True)
+        else:
+            mask.zero_()
+            mask[torch.as_tensor(env_ids, device=mask.device).long()] = True
+        with wp.ScopedDevice(self.device):
+            mjw.reset_data(self._m, self._d, reset=self._reset_mask)
+
+    def set_state(
+        self,
+        qpos: torch.Tensor,
+        qvel: torch.Tensor,
+        env_ids: torch.Tensor | None = None,
+        *,
+        forward: bool = True,
+    ) -> None:
+        ids = slice(None) if env_ids is None else env_ids.to(self.qpos.device)
+        self.qpos[ids] = qpos.to(self.qpos)
+        self.qvel[ids] = qvel.to(self.qvel)
+        if forward:
+            self.forward(env_ids)
+
+    # -------------------------------------------------------------- rendering
+    def _load_world(self, world: int, model: mujoco.MjModel, data: mujoco.MjData) -> None:
+        for name, values in self._model_fields.items():
+            owner = model.opt if name.startswith("opt.") else model
+            getattr(owner, name.removeprefix("opt."))[...] = values[world].cpu().numpy()
+        data.qpos[:] = self.qpos[world].cpu().numpy()
+        data.qvel[:] = self.qvel[world].cpu().numpy()
+        data.ctrl[:] = self.ctrl[world].cpu().numpy()
+        data.time = float(self.time[world])

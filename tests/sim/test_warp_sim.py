@@ -1,0 +1,150 @@
+"""WarpSim (MuJoCo Warp on Warp's CPU device) against the MuJoCo CPU backend:
+every task's trajectories from the same states under the same actions, zero-copy
+state, resets of subsets, per-world model fields, derived fields, divergence
+detection and rendering.
+
+Marked `warp`: the first run compiles Warp's kernels (a minute or two, cached in
+~/.cache/warp), so CI runs these in their own step after `pip install -e '.[warp]'`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("mujoco_warp")
+
+import envs  # noqa: E402
+from envs.base import ASSETS  # noqa: E402
+from sim import make_sim  # noqa: E402
+from sim.randomization import RandomizationCfg  # noqa: E402
+
+pytestmark = pytest.mark.warp
+CARTPOLE = str(ASSETS / "cartpole.xml")
+STEPS = 200
+# float32 physics against float64: the largest observation difference seen over
+# 200 steps of random actions is below 1e-5 on every task; 1e-4 leaves room.
+TOL = 1e-4
+
+
+def pair(name: str, n: int = 4, **cfg):
+    return (envs.make(name, num_envs=n, seed=3, **cfg),
+            envs.make(name, num_envs=n, seed=3, backend="warp", **cfg))  # fmt: skip
+
+
+@pytest.mark.parametrize("name", envs.list_tasks())
+def test_trajectories_match_the_mujoco_backend(name):
+    ref, env = pair(name, episode_length=150)
+    assert isinstance(env.sim.qpos, torch.Tensor) and env.sim.qpos.dtype == torch.float32
+    torch.testing.assert_close(env.reset(), ref.reset(), rtol=0, atol=1e-6)
+    gen = torch.Generator().manual_seed(0)
+    ends = 0
+    for _ in range(STEPS):
+        action = torch.rand(ref.num_envs, ref.action_dim, generator=gen) * 2 - 1
+        r_obs, r_rew, r_term, r_trunc, r_info = ref.step(action)
+        obs, rew, term, trunc, info = env.step(action)
+        torch.testing.assert_close(obs, r_obs, rtol=0, atol=TOL)
+        torch.testing.assert_close(rew, r_rew, rtol=0, atol=TOL)
+        torch.testing.assert_close(info["final_obs"], r_info["final_obs"], rtol=0, atol=TOL)
+        assert torch.equal(term, r_term) and torch.equal(trunc, r_trunc)
+        ends += int((r_term | r_trunc).sum())
+    assert ends >= ref.num_envs  # the comparison spans an autoreset
+    assert env.num_diverged == 0
+
+
+def test_randomized_physics_match_the_mujoco_backend():
+    dr = RandomizationCfg(mass_scale=(0.5, 2.0), damping_scale=(0.5, 2.0),
+                          actuator_gain_scale=(0.5, 1.5), gravity_scale=(0.8, 1.2))  # fmt: skip
+    ref, env = pair("cartpole_swingup", randomization=dr)
+    for field in ("body_mass", "dof_damping", "actuator_gear", "opt.gravity"):
+        torch.testing.assert_close(
+            env.sim.model_field(field).double(), ref.sim.model_field(field), rtol=1e-6, atol=0
+        )
+    assert env.sim.model_field("body_mass").std(0).max() > 0.1  # the worlds differ
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(100):
+        action = torch.rand(ref.num_envs, 1, generator=gen) * 2 - 1
+        torch.testing.assert_close(env.step(action)[0], ref.step(action)[0], rtol=0, atol=TOL)
+
+
+def test_state_tensors_are_views_of_the_worlds():
+    sim = make_sim("warp", CARTPOLE, 4)
+    sim.qvel[2, 0] = 3.0  # a write through the tensor is the state the step starts from
+    sim.step()
+    assert sim.qpos[2, 0] > 0.02 and torch.all(sim.qpos[[0, 1, 3], 0].abs() < 1e-9)
+    frame_before = sim.data("xpos").clone()
+    sim.step()
+    assert not torch.equal(frame_before[2], sim.data("xpos")[2])  # derived fields follow
+
+
+def test_derived_fields_are_those_of_the_new_state():
+    ref, sim = make_sim("mujoco", CARTPOLE, 3), make_sim("warp", CARTPOLE, 3)
+    for s in (ref, sim):
+        s.data("xmat"), s.data("geom_xpos")
+        s.set_state(torch.tensor([[0.1, 0.5], [0.0, 2.0], [-0.3, 3.0]]), torch.ones(3, 2))
+        s.step()
+    for name in ("xmat", "geom_xpos"):
+        assert sim.data(name).shape == ref.data(name).shape
+        torch.testing.assert_close(sim.data(name).double(), ref.data(name), rtol=0, atol=1e-5)
+
+
+def test_reset_touches_only_the_given_worlds():
+    sim = make_sim("warp", CARTPOLE, 4)
+    sim.set_state(torch.ones(4, 2), torch.ones(4, 2))
+    sim.reset_worlds(torch.tensor([1, 3]))
+    np.testing.assert_array_equal(sim.qpos[[1, 3]].numpy(), np.zeros((2, 2)))
+    np.testing.assert_array_equal(sim.qpos[[0, 2]].numpy(), np.ones((2, 2)))
+    np.testing.assert_array_equal(sim.qvel[[0, 2]].numpy(), np.ones((2, 2)))
+
+
+def test_per_world_model_fields_reach_the_physics():
+    sims = [make_sim(b, CARTPOLE, 3) for b in ("mujoco", "warp")]
+    for sim in sims:
+        cart = sim.object_id("body", "cart")
+        sim.model_field("body_mass")[:, cart] = torch.tensor([0.5, 1.0, 4.0])
+        sim.model_field("actuator_gear")[:, 0, 0] = torch.tensor([10.0, 20.0, 10.0])
+        sim.set_const()
+        sim.ctrl.fill_(1.0)
+        for _ in range(5):
+            sim.step()
+    ref, sim = sims
+    torch.testing.assert_close(sim.qpos.double(), ref.qpos, rtol=0, atol=1e-6)
+    assert sim.qpos[1, 0] > sim.qpos[0, 0] > sim.qpos[2, 0] > 0
+
+
+def test_divergence_is_detected_per_world():
+    sim = make_sim("warp", CARTPOLE, 4)
+    sim.qvel[1, 0] = 1e12
+    sim.qpos[3, 1] = float("nan")
+    assert sim.step().tolist() == [False, True, False, True]
+    sim.reset_worlds(torch.tensor([1, 3]))
+    assert not sim.step().any()
+
+
+def test_unknown_model_field_is_named():
+    sim = make_sim("warp", CARTPOLE, 2)
+    with pytest.raises(ValueError, match="no_such_field"):
+        sim.model_field("no_such_field")
+    with pytest.raises(ValueError, match="no_such_field"):
+        sim.data("no_such_field")
+
+
+@pytest.mark.render
+def test_frames_equal_the_mujoco_backend():
+    ref, env = pair("reacher_easy", n=3)
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(20):
+        action = torch.rand(3, 2, generator=gen) * 2 - 1
+        ref.step(action), env.step(action)
+    a, b = ref.render(), env.render()
+    assert a.shape == b.shape == (3, 64, 64, 3)
+    # float32 state: a few edge pixels may round the other way
+    assert (a.int() - b.int()).abs().gt(8).float().mean() < 0.01
+    assert not torch.equal(a[0], a[1])  # the frames show each world's own state
+
+
+def test_fields_without_a_batch_dimension_stay_shared():
+    sim = make_sim("warp", CARTPOLE, 2)
+    with pytest.raises(ValueError, match="actuator_trntype.*per-world"):
+        sim.model_field("actuator_trntype")  # one actuator: a leading 1 that is no batch
