@@ -66,6 +66,9 @@ class EnvCfg:
     """Height of `render()` frames [px]."""
     render_camera: int | str = 0
     """MJCF camera (index or name) that `render()` uses."""
+    obs: str = "state"
+    """state: the task's observation vector, float32 `[N, obs_dim]`; pixels: `render()`
+    frames, uint8 `[N, render_height, render_width, 3]` (batched on the warp backend)."""
     # domain randomization
     randomization: RandomizationCfg = field(default_factory=RandomizationCfg)
     """Per-episode physics parameters, observation and action noise, action delay."""
@@ -121,9 +124,13 @@ class BatchedEnv(ABC):
         # until something changes them, these initial states are what reset() returns,
         # so make(seed=s).reset() equals reset(seed=s) on any env of the task
         self._fresh = True
-        self.observation_space = gym.spaces.Box(
-            -np.inf, np.inf, shape=(self._obs.shape[1],), dtype=np.float32
-        )
+        if cfg.obs == "pixels":
+            shape = (cfg.render_height, cfg.render_width, 3)
+            self.observation_space = gym.spaces.Box(0, 255, shape=shape, dtype=np.uint8)
+        else:
+            self.observation_space = gym.spaces.Box(
+                -np.inf, np.inf, shape=(self._obs.shape[1],), dtype=np.float32
+            )
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(self.action_dim,), dtype=np.float32)
 
     # ----------------------------------------------------------- task hooks
@@ -200,7 +207,10 @@ class BatchedEnv(ABC):
         self._queue[env_ids] = 0.0
 
     def _observe(self) -> torch.Tensor:
-        """Observations with the episode's observation noise (drawn per episode step)."""
+        """Observations with the episode's observation noise (drawn per episode step),
+        or the frames of every env with `obs="pixels"`."""
+        if self.cfg.obs == "pixels":
+            return self._frames()
         obs = self._get_observations()
         std = self.cfg.randomization.obs_noise_std
         if std:
@@ -257,10 +267,10 @@ class BatchedEnv(ABC):
             truncated |= time_out & ~ended
         obs = self._observe()
         done = terminated | truncated
-        final_obs = obs if snap_obs is None else torch.where(snap_mask[:, None], snap_obs, obs)
+        final_obs = obs if snap_obs is None else torch.where(_rows(snap_mask, obs), snap_obs, obs)
         if diverged.any():
             self.num_diverged += int(diverged.sum())
-            final_obs = torch.where(diverged[:, None], self._obs, final_obs)
+            final_obs = torch.where(_rows(diverged, obs), self._obs, final_obs)
         self._episode_return += reward
         info: dict[str, Any] = {"diverged": diverged}
         if done.any():
@@ -332,6 +342,9 @@ class BatchedEnv(ABC):
             if env_ids is None
             else torch.as_tensor(env_ids).cpu().long().reshape(-1)
         )
+        if self.cfg.obs != "state":
+            raise ValueError(f"{self.name}: set_state_from_obs needs state observations, "
+                             f"this env observes {self.cfg.obs}")  # fmt: skip
         obs = torch.as_tensor(obs).detach().cpu()
         if tuple(obs.shape) != (len(ids), self.observation_dim):
             raise ValueError(
@@ -353,14 +366,16 @@ class BatchedEnv(ABC):
 
     def render(self, env_ids: torch.Tensor | None = None) -> torch.Tensor:
         """RGB frames uint8 `[n, H, W, 3]` of `env_ids` (all if None)."""
-        frames = self.sim.render(
+        return self._frames(env_ids).to(self.device)
+
+    def _frames(self, env_ids: torch.Tensor | None = None) -> torch.Tensor:
+        return self.sim.render(
             env_ids,
             width=self.cfg.render_width,
             height=self.cfg.render_height,
             camera=self.cfg.render_camera,
             scene_hook=self._scene_hook,
-        )
-        return frames.to(self.device)
+        ).cpu()
 
     _scene_hook = None  # tasks may set a (model, data, world) -> None callback
 
@@ -462,6 +477,11 @@ def check_reset_rows(env_ids, seeds, num_envs: int, name: str) -> tuple[torch.Te
     return ids, seeds
 
 
+def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-row bool mask `[N]` shaped to broadcast over `like` `[N, ...]`."""
+    return mask.reshape(-1, *[1] * (like.dim() - 1))
+
+
 def _check_cfg(cfg: EnvCfg) -> None:
     if cfg.backend not in BACKENDS:
         raise ValueError(f"unknown backend {cfg.backend!r}; valid backends: {', '.join(BACKENDS)}")
@@ -476,3 +496,7 @@ def _check_cfg(cfg: EnvCfg) -> None:
         )
     if not isinstance(cfg.seed, int):
         raise ValueError(f"seed must be an integer, got {cfg.seed!r}")
+    if cfg.obs not in ("state", "pixels"):
+        raise ValueError(f"obs must be 'state' or 'pixels', got {cfg.obs!r}")
+    if cfg.obs == "pixels" and cfg.randomization.obs_noise_std:
+        raise ValueError("obs_noise_std perturbs state observations; obs='pixels' takes none")

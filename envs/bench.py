@@ -29,6 +29,7 @@ from sim.atomic import write_bytes_atomic
 
 TARGET_RAW = 0.6  # a / b
 TARGET_SYNC = 25.0  # a / c
+GL_FRAMES = 128  # worlds whose frames time the MuJoCo backend's renderer (--backend warp)
 
 
 @dataclass
@@ -260,8 +261,11 @@ def run_bench(cfg: BenchCfg) -> dict:
 
 def run_backend_bench(cfg: BenchCfg) -> dict:
     """Steps/s of the task's batched env (observation, reward, autoreset) and of its
-    bare physics (`sim.step` with the controls held) on `cfg.backend` beside the MuJoCo
-    CPU backend, at each of `cfg.world_counts`, rounds interleaved; prints the ratios."""
+    bare physics (`sim.step` with the controls held), and frames/s of `env.render()`
+    (64 x 64), on `cfg.backend` beside the MuJoCo CPU backend, at each of
+    `cfg.world_counts`, rounds interleaved; prints the ratios. Warp ray-traces every
+    world's frame in one call; the MuJoCo backend rasterises one world at a time, so
+    it is timed on `GL_FRAMES` worlds (its cost per frame does not depend on N)."""
     envs.spec(cfg.task)
     if cfg.backend != "warp":
         raise ValueError(f"bench --backend takes mujoco or warp, got {cfg.backend!r} "
@@ -273,10 +277,12 @@ def run_backend_bench(cfg: BenchCfg) -> dict:
     rng = np.random.default_rng(cfg.seed)
     result: dict = {"config": {k: str(v) if isinstance(v, Path) else v
                                for k, v in asdict(cfg).items()}, "worlds": {}}  # fmt: skip
-    print(f"  {'N':>6} {'backend':<8} {'env steps/s':>14} {'physics steps/s':>16}")
+    print(f"  {'N':>6} {'backend':<8} {'env steps/s':>14} {'physics steps/s':>16} "
+          f"{'frames/s':>10}")  # fmt: skip
     for n in cfg.world_counts:
         peers = {b: BatchedPeer(cfg, b, n) for b in backends}
-        rounds: dict[str, list[float]] = {f"{k}_{b}": [] for k in ("env", "sim") for b in backends}
+        kinds = ("env", "sim", "frames")
+        rounds: dict[str, list[float]] = {f"{k}_{b}": [] for k in kinds for b in backends}
         for r in range(cfg.rounds + 1):  # round 0 warms up (and compiles Warp's kernels)
             steps = cfg.warmup if r == 0 else cfg.steps
             actions = rng.uniform(-1, 1, (steps, n, peers["mujoco"].env.action_dim))
@@ -286,16 +292,23 @@ def run_backend_bench(cfg: BenchCfg) -> dict:
                 sim.ctrl.copy_(torch.from_numpy(actions[-1]))
                 sim_rate = n * steps / _timed(sim.step, steps)
                 peer.env.reset()  # the bare steps leave states the env did not see
+                ids = None if b == "warp" else torch.arange(min(n, GL_FRAMES))
+                start = time.perf_counter()
+                frames = peer.env.render(ids)
+                frame_rate = len(frames) / (time.perf_counter() - start)
                 if r > 0:
                     rounds[f"env_{b}"].append(env_rate)
                     rounds[f"sim_{b}"].append(sim_rate)
+                    rounds[f"frames_{b}"].append(frame_rate)
         for peer in peers.values():
             peer.env.close()
         rates = {k: float(np.median(v)) for k, v in rounds.items()}
         for b in backends:
-            print(f"  {n:>6} {b:<8} {rates[f'env_{b}']:>14,.0f} {rates[f'sim_{b}']:>16,.0f}")
-        ratio = {k: rates[f"{k}_{cfg.backend}"] / rates[f"{k}_mujoco"] for k in ("env", "sim")}
-        print(f"  {n:>6} {cfg.backend}/mujoco {ratio['env']:>11.2f}x {ratio['sim']:>15.2f}x")
+            print(f"  {n:>6} {b:<8} {rates[f'env_{b}']:>14,.0f} {rates[f'sim_{b}']:>16,.0f} "
+                  f"{rates[f'frames_{b}']:>10,.0f}")  # fmt: skip
+        ratio = {k: rates[f"{k}_{cfg.backend}"] / rates[f"{k}_mujoco"] for k in kinds}
+        print(f"  {n:>6} {cfg.backend}/mujoco {ratio['env']:>11.2f}x {ratio['sim']:>15.2f}x "
+              f"{ratio['frames']:>9.2f}x")  # fmt: skip
         result["worlds"][str(n)] = {"steps_per_s": rates, "rounds": rounds, "ratio": ratio}
     if cfg.json is not None:
         write_json_atomic(cfg.json, result)

@@ -31,12 +31,13 @@ import numpy as np
 import torch
 
 RULES = {
-    "spaces": "observation and action spaces are float32 gymnasium Boxes of shape (obs_dim,) "
-    "and (action_dim,), actions in [-1, 1]",
-    "reset": "reset() returns a float32 [N, obs_dim] finite tensor on env.device inside the "
+    "spaces": "observation and action spaces are gymnasium Boxes: float32 (obs_dim,) or, for "
+    "pixel observations, uint8 (H, W, 3); float32 (action_dim,) actions in [-1, 1]",
+    "reset": "reset() returns an [N, *observation shape] finite tensor of the observation "
+    "space's dtype on env.device inside the "
     "observation space; get_observations() returns the latest observations",
-    "step": "step returns obs float32 [N, obs_dim], reward float32 [N], terminated and "
-    "truncated bool [N] and a dict info with final_obs float32 [N, obs_dim], all finite, on "
+    "step": "step returns obs [N, *observation shape], reward float32 [N], terminated and "
+    "truncated bool [N] and a dict info with final_obs like obs, all finite, on "
     "env.device, and never overwrites a tensor it returned before",
     "autoreset": "same-step autoreset: a done row's obs starts a new episode, "
     "info['final_obs'] is the finished episode's true last observation, and equals obs "
@@ -54,6 +55,8 @@ RULES = {
     "render": "render(env_ids=None) returns uint8 [n, H, W, 3] frames on env.device",
     "sb3": "envs.sb3.Sb3VecEnv reports the env the Stable-Baselines3 way and PPO learns on it",
 }
+
+_TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.uint8): torch.uint8}
 
 EnvFactory = Callable[[int, int, int], Any]
 _PROTOCOL = ("reset", "step", "get_observations", "observation_space", "action_space",
@@ -117,6 +120,8 @@ def _first_diff(x: torch.Tensor, y: torch.Tensor) -> int:
 
 
 def _fmt(x: torch.Tensor) -> str:
+    if x.numel() > 16:  # a frame
+        return f"<{tuple(x.shape)} {x.dtype}, mean {x.double().mean().item():.6g}>"
     return str(x.tolist() if x.dim() else x.item())
 
 
@@ -125,7 +130,8 @@ class _Tracked:
 
     def __init__(self, c: _Checker, env, horizon: int, repeat: int):
         self.c, self.env, self.horizon, self.repeat = c, env, horizon, repeat
-        n, self.dim = env.num_envs, env.observation_dim
+        n, self.shape = env.num_envs, tuple(env.observation_space.shape)
+        self.dtype = _TORCH_DTYPES[np.dtype(env.observation_space.dtype)]
         self.length = torch.zeros(n, dtype=torch.long)
         self.ret = torch.zeros(n, dtype=torch.float64)
         self.scale = torch.zeros(n, dtype=torch.float64)  # sum |reward|, for the tolerance
@@ -142,10 +148,10 @@ class _Tracked:
 
     def _obs(self, rule: str, what: str, obs) -> None:
         c = self.c
-        c.tensor(rule, what, obs, (c.n, self.dim), torch.float32)
+        c.tensor(rule, what, obs, (c.n, *self.shape), self.dtype)
         low = torch.as_tensor(self.space.low, device=obs.device)
         high = torch.as_tensor(self.space.high, device=obs.device)
-        outside = ((obs < low) | (obs > high)).any(-1)
+        outside = ((obs < low) | (obs > high)).flatten(1).any(-1)
         if outside.any():
             c.fail(rule, f"{what} lies outside the observation space in rows "
                          f"{outside.nonzero().flatten()[:8].tolist()}")  # fmt: skip
@@ -177,7 +183,7 @@ class _Tracked:
         if not isinstance(out.info, dict) or "final_obs" not in out.info:
             c.fail("step", f"{where}: info must be a dict holding 'final_obs'")
         c.tensor("step", f"{where}: info['final_obs']", out.info["final_obs"],
-                 (n, self.dim), torch.float32)  # fmt: skip
+                 (n, *self.shape), self.dtype)  # fmt: skip
         if "diverged" in out.info:
             c.tensor("step", f"{where}: info['diverged']", out.info["diverged"], (n,), torch.bool)
         if (out.terminated | out.truncated).any():
@@ -194,10 +200,10 @@ class _Tracked:
         done = out.terminated | out.truncated
         final = out.info["final_obs"]
         if not torch.equal(final[~done], out.obs[~done]):
-            row = int((~done & (final != out.obs).any(-1)).nonzero()[0, 0])
+            row = int((~done & (final != out.obs).flatten(1).any(-1)).nonzero()[0, 0])
             c.fail("autoreset", f"{where}: row {row} is not done but info['final_obs'] differs "
                                 "from obs; where a row goes on they must be equal")  # fmt: skip
-        same = done & (final == out.obs).all(-1)
+        same = done & (final == out.obs).flatten(1).all(-1)
         if same.any():
             c.fail("autoreset", f"{where}: rows {same.nonzero().flatten().tolist()} ended but "
                                 "info['final_obs'] equals obs, the new episode's first "
@@ -314,7 +320,11 @@ def _check_spaces(c: _Checker, env, n: int) -> None:
         space = getattr(env, f"{which}_space")
         if not isinstance(space, gym.spaces.Box):
             c.fail("spaces", f"{which}_space is {type(space).__name__}, expected gymnasium Box")
-        if space.shape != (dim,) or space.dtype != np.float32:
+        pixels = which == "observation" and len(space.shape) == 3
+        if pixels and (space.shape[2] != 3 or space.dtype != np.uint8):
+            c.fail("spaces", f"observation_space of frames has shape {space.shape} and dtype "
+                             f"{space.dtype}, expected (H, W, 3) uint8")  # fmt: skip
+        if not pixels and (space.shape != (dim,) or space.dtype != np.float32):
             c.fail("spaces", f"{which}_space has shape {space.shape} and dtype {space.dtype}, "
                              f"expected ({dim},) float32 ({which}_dim = {dim})")  # fmt: skip
     space = env.action_space
@@ -339,7 +349,7 @@ def _against_longer(c: _Checker, out: _Out, ref: _Out, where: str, at_horizon: b
                             f"horizon, differs from the observation of {other} at the same "
                             "step: it must be the true last observation")  # fmt: skip
     cut = out.truncated & ~out.terminated & ~ref.truncated
-    same = cut & (out.obs == ref.obs).all(-1)
+    same = cut & (out.obs == ref.obs).flatten(1).all(-1)
     if same.any():
         c.fail("autoreset", f"{where}: rows {same.nonzero().flatten().tolist()} were truncated "
                             f"but their obs equals that of {other}, which goes on: a done row "
@@ -466,8 +476,9 @@ def _sb3_step(c: _Checker, got, ref: _Out, t: int, repeat: int) -> None:
     obs, rewards, dones, infos = got
     where = f"Sb3VecEnv step {t + 1}"
     done = (ref.terminated | ref.truncated).cpu().numpy()
-    if not (isinstance(obs, np.ndarray) and obs.dtype == np.float32):
-        c.fail("sb3", f"{where}: observations are not a float32 numpy array")
+    want = ref.obs.cpu().numpy().dtype
+    if not (isinstance(obs, np.ndarray) and obs.dtype == want):
+        c.fail("sb3", f"{where}: observations are not a {want} numpy array")
     if not np.array_equal(obs, ref.obs.cpu().numpy()):
         c.fail("sb3", f"{where}: observations differ from the env's")
     if not np.array_equal(rewards, ref.reward.cpu().numpy()):

@@ -70,16 +70,10 @@ def load_model(xml: str | os.PathLike) -> mujoco.MjModel:
 
 
 class MjModelSim(BatchedSim):
-    """What backends built from one host `MjModel` share: object names, control
-    limits, and `render`, which loads one world at a time into a render copy of the
-    model and draws it with `mujoco.Renderer`. Subclasses set `model`, `num_worlds`
-    and `_renderers = {}` and implement `_load_world`."""
+    """What backends built from one host MjModel (`model`) share: object names and
+    actuator control limits."""
 
     model: mujoco.MjModel
-    num_worlds: int
-    _renderers: dict[tuple[int, int], mujoco.Renderer]
-    _render_model: mujoco.MjModel | None = None
-    _render_data: mujoco.MjData | None = None
 
     @property
     def ctrl_range(self) -> torch.Tensor:
@@ -97,75 +91,6 @@ class MjModelSim(BatchedSim):
         if index < 0:
             raise ValueError(f"the model has no {kind} named {name!r}")
         return index
-
-    def _load_world(self, world: int, model: mujoco.MjModel, data: mujoco.MjData) -> None:
-        """Write world `world`'s state (and its own model fields) into the render copy."""
-        raise NotImplementedError
-
-    def render(
-        self,
-        env_ids: Sequence[int] | torch.Tensor | None = None,
-        *,
-        width: int = 64,
-        height: int = 64,
-        camera: int | str = 0,
-        scene_hook: Callable[[mujoco.MjModel, mujoco.MjData, int], None] | None = None,
-    ) -> torch.Tensor:
-        """RGB frames, uint8 `[n, height, width, 3]`, one MjData at a time.
-
-        `scene_hook(model, data, world)` may edit the render copy of the model
-        (colors, decorative geoms) before each frame.
-        """
-        ids = range(self.num_worlds) if env_ids is None else [int(i) for i in env_ids]
-        renderer = self._renderer(width, height)
-        model, data = self._render_model, self._render_data
-        frames = np.empty((len(ids), height, width, 3), dtype=np.uint8)
-        for k, world in enumerate(ids):
-            self._load_world(world, model, data)
-            mujoco.mj_forward(model, data)
-            if scene_hook is not None:
-                scene_hook(model, data, world)
-            renderer.update_scene(data, camera=camera)
-            renderer.render(out=frames[k])
-        return torch.from_numpy(frames)
-
-    def _renderer(self, width: int, height: int) -> mujoco.Renderer:
-        if self._render_model is None:
-            self._render_model = copy.copy(self.model)
-            self._render_data = mujoco.MjData(self._render_model)
-        key = (width, height)
-        if key not in self._renderers:
-            # The shadow map is rendered every frame; the model's (2048 texels a side)
-            # is sized for large images and dominates the cost of small frames on a CPU
-            # rasterizer. 4 texels per pixel a side looks the same there (mean
-            # difference 0.05/255 at 64x64) and renders 64x64 frames 2-3x faster.
-            quality = self._render_model.vis.quality
-            quality.shadowsize = min(int(self.model.vis.quality.shadowsize), 4 * max(key))
-            try:
-                self._renderers[key] = mujoco.Renderer(self._render_model, height, width)
-            except Exception as err:  # GL context creation fails in many distinct ways
-                raise RuntimeError(
-                    f"offscreen rendering is unavailable (MUJOCO_GL="
-                    f"{os.environ.get('MUJOCO_GL', 'unset')}): {err}. Install EGL "
-                    "(apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri) or OSMesa "
-                    "(libosmesa6 with MUJOCO_GL=osmesa)."
-                ) from err
-        if not _RENDERING:
-            atexit.unregister(_close_renderers)
-            atexit.register(_close_renderers)
-        _RENDERING.add(self)
-        return self._renderers[key]
-
-    def close(self) -> None:
-        for renderer in self._renderers.values():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                renderer.close()
-        self._renderers.clear()
-
-    def __del__(self):
-        with contextlib.suppress(Exception):  # best effort during garbage collection
-            self.close()
 
 
 class MujocoSim(MjModelSim):
@@ -212,6 +137,8 @@ class MujocoSim(MjModelSim):
         self._qpos_qvel = self._batch.state[:, start : start + self.nq + self.nv]
         self._model_fields: dict[str, torch.Tensor] = {}
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._render_model: mujoco.MjModel | None = None
+        self._render_data: mujoco.MjData | None = None
         self.nthread = self._batch.nthread
 
     # ------------------------------------------------------------------ state
@@ -286,16 +213,79 @@ class MujocoSim(MjModelSim):
         if forward:
             self.forward(env_ids)
 
-    def _load_world(self, world: int, model: mujoco.MjModel, data: mujoco.MjData) -> None:
-        if self._model_fields:
-            self._batch.get_model(world, model)
-        self._batch.get_data(world, data)
+    # -------------------------------------------------------------- rendering
+    def render(
+        self,
+        env_ids: Sequence[int] | torch.Tensor | None = None,
+        *,
+        width: int = 64,
+        height: int = 64,
+        camera: int | str = 0,
+        scene_hook: Callable[[mujoco.MjModel, mujoco.MjData, int], None] | None = None,
+    ) -> torch.Tensor:
+        """RGB frames, uint8 `[n, height, width, 3]`, one MjData at a time.
+
+        `scene_hook(model, data, world)` may edit the render copy of the model
+        (colors, decorative geoms) before each frame.
+        """
+        ids = range(self.num_worlds) if env_ids is None else [int(i) for i in env_ids]
+        renderer = self._renderer(width, height)
+        model, data = self._render_model, self._render_data
+        frames = np.empty((len(ids), height, width, 3), dtype=np.uint8)
+        for k, world in enumerate(ids):
+            if self._model_fields:
+                self._batch.get_model(world, model)
+            self._batch.get_data(world, data)
+            mujoco.mj_forward(model, data)
+            if scene_hook is not None:
+                scene_hook(model, data, world)
+            renderer.update_scene(data, camera=camera)
+            renderer.render(out=frames[k])
+        return torch.from_numpy(frames)
+
+    def _renderer(self, width: int, height: int) -> mujoco.Renderer:
+        if self._render_model is None:
+            self._render_model = copy.copy(self.model)
+            self._render_data = mujoco.MjData(self._render_model)
+        key = (width, height)
+        if key not in self._renderers:
+            # The shadow map is rendered every frame; the model's (2048 texels a side)
+            # is sized for large images and dominates the cost of small frames on a CPU
+            # rasterizer. 4 texels per pixel a side looks the same there (mean
+            # difference 0.05/255 at 64x64) and renders 64x64 frames 2-3x faster.
+            quality = self._render_model.vis.quality
+            quality.shadowsize = min(int(self.model.vis.quality.shadowsize), 4 * max(key))
+            try:
+                self._renderers[key] = mujoco.Renderer(self._render_model, height, width)
+            except Exception as err:  # GL context creation fails in many distinct ways
+                raise RuntimeError(
+                    f"offscreen rendering is unavailable (MUJOCO_GL="
+                    f"{os.environ.get('MUJOCO_GL', 'unset')}): {err}. Install EGL "
+                    "(apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri) or OSMesa "
+                    "(libosmesa6 with MUJOCO_GL=osmesa)."
+                ) from err
+        if not _RENDERING:
+            atexit.unregister(_close_renderers)
+            atexit.register(_close_renderers)
+        _RENDERING.add(self)
+        return self._renderers[key]
+
+    def close(self) -> None:
+        for renderer in self._renderers.values():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                renderer.close()
+        self._renderers.clear()
+
+    def __del__(self):
+        with contextlib.suppress(Exception):  # best effort during garbage collection
+            self.close()
 
 
 # GL contexts must be released before interpreter shutdown tears EGL down. mujoco's
 # GL module registers its own exit hook when the first context is made; ours is
 # registered after it (see `_renderer`), so it runs first.
-_RENDERING: weakref.WeakSet[MjModelSim] = weakref.WeakSet()
+_RENDERING: weakref.WeakSet[MujocoSim] = weakref.WeakSet()
 
 
 def _close_renderers() -> None:

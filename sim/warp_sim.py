@@ -18,14 +18,15 @@ Differences from the MuJoCo CPU backend a user may notice:
   state stays undefined until they are reset, as the protocol says;
 - `model_field` makes a field per-world by giving its leading (batch) dimension
   N rows, which is how mujoco_warp batches model parameters;
-- `render` draws one world at a time through `mujoco.Renderer` from a host copy
-  of that world's state (an OpenGL context is needed, as on the MuJoCo backend).
+- `render` ray-traces the frames of every world in one batch with mujoco_warp's
+  renderer, on the device, with no OpenGL context; its shading differs in detail
+  from `mujoco.Renderer`'s, so frames of the two backends are alike, not equal.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import mujoco
 import numpy as np
@@ -94,9 +95,15 @@ class WarpSim(MjModelSim):
         self.ctrl = wp.to_torch(self._d.ctrl)
         self._derived: dict[str, torch.Tensor] = {}
         self._model_fields: dict[str, torch.Tensor] = {}
-        self._renderers = {}
+        self._contexts: dict[tuple[int, int, int], tuple] = {}  # render context, frames
         self._graph = None  # CUDA graph of one `step`, captured on first use
         self._reset_mask = wp.zeros(num_worlds, dtype=bool, device=self.device)
+        body = np.asarray(model.geom_bodyid)
+        root_mocap = np.asarray(model.body_mocapid)[np.asarray(model.body_rootid)]
+        welded = (np.asarray(model.body_weldid)[body] == 0) & (root_mocap[body] == -1)
+        torch_device = self.qpos.device
+        self._static = torch.from_numpy(np.flatnonzero(welded)).to(torch_device)
+        self._static_body = torch.from_numpy(body[welded]).to(torch_device)
         for name in derived:
             self.data(name)
 
@@ -161,10 +168,29 @@ class WarpSim(MjModelSim):
         if self._derived:
             with wp.ScopedDevice(self.device):
                 self._kinematics()
+            self._static_geoms()
 
     def _kinematics(self) -> None:
         mjw.fwd_position(self._m, self._d)
         mjw.fwd_velocity(self._m, self._d)
+
+    def _static_geoms(self) -> None:
+        """Frames of geoms welded to the world from per-world `geom_pos` / `geom_quat`.
+
+        mujoco_warp computes these frames once, in `put_data`, from the shared model,
+        and its kinematics skips them; MuJoCo recomputes them in every kinematics pass.
+        """
+        if not self._static.numel() or not {"geom_pos", "geom_quat"} & self._model_fields.keys():
+            return
+        g, b = self._static, self._static_body
+        xpos = wp.to_torch(self._d.xpos)[:, b]
+        xmat = wp.to_torch(self._d.xmat).reshape(self.num_worlds, -1, 3, 3)[:, b]
+        if "geom_pos" in self._model_fields:
+            local = self._model_fields["geom_pos"][:, g]
+            wp.to_torch(self._d.geom_xpos)[:, g] = xpos + (xmat @ local.unsqueeze(-1)).squeeze(-1)
+        if "geom_quat" in self._model_fields:
+            rot = _quat_to_mat(self._model_fields["geom_quat"][:, g])
+            wp.to_torch(self._d.geom_xmat).reshape(self.num_worlds, -1, 3, 3)[:, g] = xmat @ rot
 
     def _physics_step(self) -> None:
         for _ in range(self.substeps):
@@ -182,6 +208,8 @@ class WarpSim(MjModelSim):
                 wp.capture_launch(self._graph)
             else:
                 self._physics_step()
+        if self._derived:
+            self._static_geoms()
         state = torch.cat((self.qpos, self.qvel), 1)
         return ~(state.abs() <= MAXVAL).all(1)  # NaN fails the comparison too
 
@@ -210,11 +238,66 @@ class WarpSim(MjModelSim):
             self.forward(env_ids)
 
     # -------------------------------------------------------------- rendering
-    def _load_world(self, world: int, model: mujoco.MjModel, data: mujoco.MjData) -> None:
-        for name, values in self._model_fields.items():
-            owner = model.opt if name.startswith("opt.") else model
-            getattr(owner, name.removeprefix("opt."))[...] = values[world].cpu().numpy()
-        data.qpos[:] = self.qpos[world].cpu().numpy()
-        data.qvel[:] = self.qvel[world].cpu().numpy()
-        data.ctrl[:] = self.ctrl[world].cpu().numpy()
-        data.time = float(self.time[world])
+    def render(
+        self,
+        env_ids: Sequence[int] | torch.Tensor | None = None,
+        *,
+        width: int = 64,
+        height: int = 64,
+        camera: int | str = 0,
+        scene_hook: Callable | None = None,
+    ) -> torch.Tensor:
+        """RGB frames, uint8 `[n, height, width, 3]`, ray-traced for every world in one
+        batch by mujoco_warp's renderer (on the sim's device), then `env_ids` picked.
+
+        Frames show each world's own state and per-world model fields (a target's
+        position or size); lights cast shadows and the model's skybox fills the
+        background, as in `mujoco.Renderer`'s frames, though shading differs in
+        detail (the rails of the cart-pole are too thin to be hit at 64 x 64).
+        """
+        if scene_hook is not None:
+            raise ValueError(
+                "scene_hook edits a host MjModel before rasterising, which the warp "
+                "backend's batched ray tracer does not use"
+            )
+        cam = self.object_id("camera", camera) if isinstance(camera, str) else int(camera)
+        if not 0 <= cam < self.model.ncam:
+            raise ValueError(f"camera {camera!r} not in the model's {self.model.ncam} cameras")
+        key = (width, height, cam)
+        if key not in self._contexts:
+            skybox = bool(np.any(self.model.tex_type == mujoco.mjtTexture.mjTEXTURE_SKYBOX))
+            with wp.ScopedDevice(self.device):
+                context = mjw.create_render_context(
+                    self.model, nworld=self.num_worlds, cam_res=(width, height),
+                    render_rgb=True, render_depth=False, cam_active=[cam],
+                    use_shadows=True, render_skybox=skybox,
+                )  # fmt: skip
+                rgb = wp.zeros((self.num_worlds, height, width), dtype=wp.vec3)
+            self._contexts[key] = (context, rgb)
+        context, rgb = self._contexts[key]
+        with wp.ScopedDevice(self.device):
+            mjw.kinematics(self._m, self._d)  # body, geom and camera frames of the state
+            mjw.camlight(self._m, self._d)
+        self._static_geoms()
+        with wp.ScopedDevice(self.device):
+            mjw.refit_bvh(self._m, self._d, context)
+            mjw.render(self._m, self._d, context)
+            mjw.get_rgb(context, 0, rgb)
+        frames = (wp.to_torch(rgb).clamp(0, 1) * 255).round().to(torch.uint8)
+        if env_ids is None:
+            return frames
+        return frames[torch.as_tensor(env_ids, device=frames.device).long()]
+
+    def close(self) -> None:
+        self._contexts.clear()
+
+
+def _quat_to_mat(q: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices `[..., 3, 3]` of unit quaternions (w, x, y, z) `[..., 4]`."""
+    w, x, y, z = q.unbind(-1)
+    rows = (
+        (1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)),
+        (2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)),
+        (2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)),
+    )
+    return torch.stack([torch.stack(r, -1) for r in rows], -2)

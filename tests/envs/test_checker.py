@@ -30,6 +30,20 @@ def test_real_task_passes(task):
     check_batched_env(factory(task))
 
 
+@pytest.mark.render
+def test_pixel_observations_pass():
+    check_batched_env(factory("cartpole_swingup", obs="pixels", render_width=32, render_height=32))
+
+
+def test_pixel_observations_refuse_what_needs_a_state():
+    env = envs.make("pendulum_swingup", num_envs=2, obs="pixels", render_width=32, render_height=32)
+    assert env.observation_space.shape == (32, 32, 3) and env.reset().dtype == torch.uint8
+    with pytest.raises(ValueError, match="state observations"):
+        env.set_state_from_obs(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="obs must be"):
+        envs.make("pendulum_swingup", obs="depth")
+
+
 # ---------------------------------------------------------------- imagined envs
 # One small model of each kind, trained on the same few episodes: another kind joins
 # with one line here (its TrainWMCfg settings).
