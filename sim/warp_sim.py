@@ -88,7 +88,7 @@ class WarpSim(MjModelSim):
         with wp.ScopedDevice(self.device):
             self._m = mjw.put_model(model)
             self._d = mjw.put_data(model, host, nworld=num_worlds)
-        self._host_data = host  # shapes of the Data fields, and scratch for reset checks
+        self._host_data = host  # the shapes of the Data fields in MuJoCo's layout
         self.time = wp.to_torch(self._d.time)
         self.qpos = wp.to_torch(self._d.qpos)
         self.qvel = wp.to_torch(self._d.qvel)
