@@ -92,6 +92,23 @@ class MjModelSim(BatchedSim):
             raise ValueError(f"the model has no {kind} named {name!r}")
         return index
 
+    def set_state(
+        self,
+        qpos: torch.Tensor,
+        qvel: torch.Tensor,
+        env_ids: torch.Tensor | None = None,
+        *,
+        forward: bool = True,
+    ) -> None:
+        """Write `qpos` `[n, nq]` and `qvel` `[n, nv]` into the given worlds; `forward`
+        refreshes their derived fields (tasks that write the state of a whole reset
+        and refresh once afterwards pass False)."""
+        ids = slice(None) if env_ids is None else env_ids.to(self.qpos.device)
+        self.qpos[ids] = qpos.to(self.qpos)
+        self.qvel[ids] = qvel.to(self.qvel)
+        if forward:
+            self.forward(env_ids)
+
 
 class MujocoSim(MjModelSim):
     """N worlds of one MjModel, stepped together on `nthread` threads.
@@ -198,20 +215,6 @@ class MujocoSim(MjModelSim):
 
     def reset_worlds(self, env_ids: torch.Tensor | None = None) -> None:
         self._batch.reset(_ids(env_ids), stage=_STAGE_NONE)
-
-    def set_state(
-        self,
-        qpos: torch.Tensor,
-        qvel: torch.Tensor,
-        env_ids: torch.Tensor | None = None,
-        *,
-        forward: bool = True,
-    ) -> None:
-        ids = slice(None) if env_ids is None else env_ids.cpu()
-        self.qpos[ids] = qpos.to(self.qpos)
-        self.qvel[ids] = qvel.to(self.qvel)
-        if forward:
-            self.forward(env_ids)
 
     # -------------------------------------------------------------- rendering
     def render(

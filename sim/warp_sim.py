@@ -223,20 +223,6 @@ class WarpSim(MjModelSim):
         with wp.ScopedDevice(self.device):
             mjw.reset_data(self._m, self._d, reset=self._reset_mask)
 
-    def set_state(
-        self,
-        qpos: torch.Tensor,
-        qvel: torch.Tensor,
-        env_ids: torch.Tensor | None = None,
-        *,
-        forward: bool = True,
-    ) -> None:
-        ids = slice(None) if env_ids is None else env_ids.to(self.qpos.device)
-        self.qpos[ids] = qpos.to(self.qpos)
-        self.qvel[ids] = qvel.to(self.qvel)
-        if forward:
-            self.forward(env_ids)
-
     # -------------------------------------------------------------- rendering
     def render(
         self,
