@@ -75,6 +75,17 @@ class MjModelSim(BatchedSim):
 
     model: mujoco.MjModel
 
+    def __init__(self, model: mujoco.MjModel, num_worlds: int, substeps: int):
+        if num_worlds < 1:
+            raise ValueError(f"num_worlds must be >= 1, got {num_worlds}")
+        if substeps < 1:
+            raise ValueError(f"substeps must be >= 1, got {substeps}")
+        self.model = model
+        self.num_worlds = num_worlds
+        self.substeps = substeps
+        self.nq, self.nv, self.nu = model.nq, model.nv, model.nu
+        self.timestep = float(model.opt.timestep)
+
     @property
     def ctrl_range(self) -> torch.Tensor:
         rng = np.array(self.model.actuator_ctrlrange, dtype=np.float64)
@@ -132,15 +143,7 @@ class MujocoSim(MjModelSim):
         nthread: int = 0,
         derived: Sequence[str] = (),
     ):
-        if num_worlds < 1:
-            raise ValueError(f"num_worlds must be >= 1, got {num_worlds}")
-        if substeps < 1:
-            raise ValueError(f"substeps must be >= 1, got {substeps}")
-        self.model = model
-        self.num_worlds = num_worlds
-        self.substeps = substeps
-        self.nq, self.nv, self.nu = model.nq, model.nv, model.nu
-        self.timestep = float(model.opt.timestep)
+        super().__init__(model, num_worlds, substeps)
         self._batch = mjbatch.Batch(model, num_worlds, nthread=nthread)
         self._diverged = np.zeros(num_worlds, dtype=bool)  # found outside `step`
         self._batch.reset(stage=_STAGE_VEL)

@@ -69,20 +69,12 @@ class WarpSim(MjModelSim):
         derived: Sequence[str] = (),
         device: str = "cpu",
     ):
-        if num_worlds < 1:
-            raise ValueError(f"num_worlds must be >= 1, got {num_worlds}")
-        if substeps < 1:
-            raise ValueError(f"substeps must be >= 1, got {substeps}")
+        super().__init__(model, num_worlds, substeps)
         del nthread
         if wp.config.log_level == wp.LOG_INFO:  # Warp's default logs every kernel load
             wp.config.log_level = wp.LOG_WARNING
         wp.init()
         self.device = wp.get_device(device)
-        self.model = model
-        self.num_worlds = num_worlds
-        self.substeps = substeps
-        self.nq, self.nv, self.nu = model.nq, model.nv, model.nu
-        self.timestep = float(model.opt.timestep)
         host = mujoco.MjData(model)
         mujoco.mj_forward(model, host)
         with wp.ScopedDevice(self.device):
@@ -129,8 +121,10 @@ class WarpSim(MjModelSim):
         named as `opt.gravity`.
         """
         if name not in self._model_fields:
-            owner, attr = self._owner(name)
-            spec = {f.name: f.type for f in dataclasses.fields(owner)}[attr]
+            owner, host, attr = self._owner(name)
+            spec = {f.name: f.type for f in dataclasses.fields(owner)}.get(attr)
+            if spec is None:
+                raise ValueError(f"unknown model field {name!r}")
             if getattr(spec, "shape", ("",))[0] != "*":  # mujoco_warp's mark of a batch dim
                 raise ValueError(f"model field {name!r} cannot be made per-world on warp")
             shared = getattr(owner, attr)
@@ -140,19 +134,16 @@ class WarpSim(MjModelSim):
             view.copy_(wp.to_torch(shared).expand_as(view))
             setattr(owner, attr, batched)
             self._graph = None  # kernels captured with the shared array must be re-captured
-            self._model_fields[name] = view.reshape(self.num_worlds, *self._host_shape(name))
+            shape = np.shape(getattr(host, attr))  # the MuJoCo backend's layout
+            self._model_fields[name] = view.reshape(self.num_worlds, *shape)
         return self._model_fields[name]
 
     def _owner(self, name: str):
-        owner, attr = (self._m.opt, name[4:]) if name.startswith("opt.") else (self._m, name)
-        if attr not in {f.name for f in dataclasses.fields(owner)}:
-            raise ValueError(f"unknown model field {name!r}")
-        return owner, attr
-
-    def _host_shape(self, name: str) -> tuple[int, ...]:
+        """(device object, host object, attribute) of a model field name; MjOption
+        fields are named `opt.<field>`."""
         if name.startswith("opt."):
-            return np.shape(getattr(self.model.opt, name[4:]))
-        return np.shape(getattr(self.model, name))
+            return self._m.opt, self.model.opt, name[4:]
+        return self._m, self.model, name
 
     def set_const(self, env_ids: torch.Tensor | None = None) -> None:
         """Recompute derived model constants (of every world) after writing
