@@ -27,6 +27,7 @@ earlier envs produced.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import HumanOutputFormat, Logger
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.sac.policies import SACPolicy
 from torch import nn
@@ -271,6 +273,9 @@ class Sb3Learner:
                              n_epochs=p.n_epochs, gae_lambda=p.gae_lambda,
                              clip_range=p.clip_range, ent_coef=p.ent_coef, vf_coef=p.vf_coef,
                              max_grad_norm=p.max_grad_norm, **common)  # fmt: skip
+        if cfg.tensorboard_log is None:  # SB3 would make an empty temp dir per learn()
+            outputs = [HumanOutputFormat(sys.stdout)] if cfg.verbose else []
+            self.model.set_logger(Logger(folder=None, output_formats=outputs))
         # in place: the algorithm's aliases (actor, critic) and optimizers stay valid
         self.model.policy.load_state_dict(agent.policy.state_dict())
 

@@ -3,6 +3,8 @@ learner trains them on real and imagined batched envs."""
 
 from __future__ import annotations
 
+import tempfile
+
 import pytest
 import torch
 from torch.distributions.utils import _standard_normal
@@ -120,6 +122,17 @@ def test_learner_on_a_real_env(algo, tmp_path):
         learner.set_env(envs.make("cartpole_balance", num_envs=4, nthread=1))
     with pytest.raises(ValueError, match="agent is a"):
         Sb3Learner(agent, env, Sb3Cfg(algo="ppo" if algo == "sac" else "sac"))
+
+
+def test_learner_without_tensorboard_writes_no_files(tmp_path, monkeypatch):
+    """SB3's default logger makes a directory under the temp dir on every learn()."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    env = envs.make("pendulum_swingup", num_envs=2, episode_length=20, nthread=1)
+    learner = Sb3Learner(None, env, Sb3Cfg(algo="ppo", ppo=SMALL.ppo))
+    learner.learn(SMALL.ppo.n_steps * 2)
+    assert learner.num_timesteps >= SMALL.ppo.n_steps * 2
+    assert not list(tmp_path.glob("SB3-*"))
 
 
 def _imagined(env, seed: int) -> ImaginedEnv:
