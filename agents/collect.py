@@ -161,6 +161,7 @@ def collect(cfg: CollectCfg, policy_fn: Callable[[Any], Policy] | None = None) -
     seed_of = torch.zeros(env.num_envs, dtype=torch.int64)  # (the env's autoreset reseeds)
     params_of: list[dict] = [{} for _ in range(env.num_envs)]  # randomization per episode
     returns: list[float] = []
+    successes: list[bool] = []
     bar = tqdm(total=len(todo), unit="ep", disable=not cfg.progress, dynamic_ncols=True)
     transitions, start = 0, time.perf_counter()
     last_flush = start
@@ -211,12 +212,17 @@ def collect(cfg: CollectCfg, policy_fn: Callable[[Any], Policy] | None = None) -
                                 i, info["final_obs"][i], bool(terminated[i]), bool(truncated[i])
                             )
                             returns.append(float(data["rewards"].sum()))
+                            goal = {}  # tasks with a goal: whether the episode reached it
+                            if "success" in info:
+                                goal["success"] = bool(info["success"][i])
+                                successes.append(goal["success"])
                             writer.add(
                                 Episode(
                                     index=int(episode_of[i]), seed=int(seed_of[i]),
                                     pixels=data.pop("pixels", None),
                                     attrs={
                                         "episode_return": returns[-1],
+                                        **goal,
                                         **policy.episode_attrs(i),
                                         **params_of[i],
                                     },
@@ -245,6 +251,8 @@ def collect(cfg: CollectCfg, policy_fn: Callable[[Any], Policy] | None = None) -
         "mean_return": sum(returns) / len(returns) if returns else float("nan"),
         "seconds": elapsed,
     }
+    if successes:
+        summary["success_rate"] = sum(successes) / len(successes)
     return summary
 
 
@@ -256,4 +264,5 @@ def run_collect(cfg: CollectCfg) -> None:
         f"({summary['transitions']:,} transitions, {summary['transitions_per_s']:,.0f}/s), "
         f"dataset holds {summary['episodes_total']}; mean return of the new episodes "
         f"{summary['mean_return']:.1f}"
+        + (f", success rate {summary['success_rate']:.2f}" if "success_rate" in summary else "")
     )

@@ -52,8 +52,10 @@ import mujoco
 import numpy as np
 import torch
 
-__all__ = ["EXPERTS", "CartpoleExpert", "Expert", "PendulumExpert", "ReacherExpert",
-           "make_expert"]  # fmt: skip
+from envs.tasks.push import push_expert_target
+
+__all__ = ["EXPERTS", "CartpoleExpert", "Expert", "PendulumExpert", "PushExpert",
+           "ReacherExpert", "make_expert"]  # fmt: skip
 
 
 class Expert:
@@ -265,9 +267,13 @@ class ReacherExpert(Expert):
         )
 
     def _act(self, obs: torch.Tensor) -> torch.Tensor:
-        q0, q1 = obs[:, 0], obs[:, 1]
-        to_target, qvel = obs[:, 2:4], obs[:, 4:6]
-        wrist, finger = self.wrist.to(obs.device), self.finger.to(obs.device)
+        return self._toward(obs[:, 0:2], obs[:, 4:6], obs[:, 2:4])
+
+    def _toward(self, q: torch.Tensor, qvel: torch.Tensor, to_target: torch.Tensor):
+        """Actions moving the fingertip by `to_target` `[N, 2]` from joint angles and
+        velocities `[N, 2]`."""
+        q0, q1 = q[:, 0], q[:, 1]
+        wrist, finger = self.wrist.to(q.device), self.finger.to(q.device)
 
         def rotate(angle: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             c, s = torch.cos(angle), torch.sin(angle)
@@ -279,13 +285,32 @@ class ReacherExpert(Expert):
         forearm = rotate(q0 + q1, finger)
         jac = torch.stack((perp(rotate(q0, wrist) + forearm), perp(forearm)), dim=-1)  # [N,2,2]
         jjt = jac @ jac.transpose(1, 2)
-        eye = torch.eye(2, dtype=obs.dtype, device=obs.device)
+        eye = torch.eye(2, dtype=q.dtype, device=q.device)
         step = jac.transpose(1, 2) @ torch.linalg.solve(
             jjt + self.damping_length**2 * eye, to_target[:, :, None]
         )
-        damping = self.joint_damping.to(obs.device)
+        damping = self.joint_damping.to(q.device)
         torque = damping * (self.kp * step[:, :, 0] - self.kd * qvel)
-        return torque / self.torque_per_action.to(obs.device)
+        return torque / self.torque_per_action.to(q.device)
+
+
+# ---------------------------------------------------------------------- push
+class PushExpert(ReacherExpert):
+    """The reacher's controller, sent behind the ball and then through it toward the
+    goal (`envs.tasks.push.push_expert_target`)."""
+
+    margin = 0.01
+    """Gap between fingertip and ball while going around or lining up [m]."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        model = env.sim.model
+        radii = model.geom_size[[env.object_id("geom", g) for g in ("object", "finger")], 0]
+        self.clearance = float(radii.sum()) + self.margin
+
+    def _act(self, obs: torch.Tensor) -> torch.Tensor:
+        target = push_expert_target(obs, self.clearance)
+        return self._toward(obs[:, 0:2], obs[:, 2:4], target - obs[:, 4:6])
 
 
 # ------------------------------------------------------------------- registry
@@ -297,6 +322,8 @@ EXPERTS: dict[str, type[Expert]] = {
     "pendulum_swingup": PendulumExpert,
     "reacher_easy": ReacherExpert,
     "reacher_hard": ReacherExpert,
+    "push": PushExpert,
+    "push_sparse": PushExpert,
 }
 
 

@@ -16,7 +16,9 @@ Contract of `step` (the Isaac Lab / Stable-Baselines3 convention, except that
 the final observation is kept):
 - `obs[i]` is the first observation of a new episode where `done[i]`;
 - `info["final_obs"][i]` is the last observation of the finished episode there;
-- `truncated` means the time limit (or a diverged world), never a task failure.
+- `truncated` means the time limit (or a diverged world), never a task failure;
+- tasks with a goal (`_get_success`) put `info["success"]` in every step: whether the
+  episode that ran in each env this step reached its goal at any control step so far.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ class BatchedEnv(ABC):
         self._draw_count = 0
         self.episode_length_buf = torch.zeros(n, dtype=torch.long)
         self._episode_return = torch.zeros(n, dtype=torch.float64)
+        self._episode_success = torch.zeros(n, dtype=torch.bool)
         self.num_diverged = 0  # worlds reset because their physics diverged
         lo, hi = self.sim.ctrl_range.unbind(-1)
         # [-1, 1] -> [lo, hi]; exact identity when the range is already [-1, 1]
@@ -120,6 +123,7 @@ class BatchedEnv(ABC):
         # actions waiting to be applied, newest first: row i applies entry delay[i]
         max_delay = dr.action_delay[1]
         self._queue = torch.zeros(n, max_delay + 1, self.action_dim, dtype=torch.float64)
+        self._has_goal = self._get_success() is not None
         self._obs = self._reset_all()
         # until something changes them, these initial states are what reset() returns,
         # so make(seed=s).reset() equals reset(seed=s) on any env of the task
@@ -147,11 +151,16 @@ class BatchedEnv(ABC):
         time_out = self.episode_length_buf >= self.cfg.episode_length
         return torch.zeros_like(time_out), time_out
 
+    def _get_success(self) -> torch.Tensor | None:
+        """Whether each env is at its goal now, bool `[N]`; None: the task has no goal."""
+        return None
+
     def _reset_idx(self, env_ids: torch.Tensor) -> None:
         """Start new episodes in `env_ids`; tasks extend this to sample initial states."""
         self.sim.reset_worlds(env_ids)
         self.episode_length_buf[env_ids] = 0
         self._episode_return[env_ids] = 0.0
+        self._episode_success[env_ids] = False
 
     def _apply_action(self, actions: torch.Tensor) -> None:
         """Write actions in [-1, 1] to the actuators, scaled to their control range."""
@@ -260,7 +269,7 @@ class BatchedEnv(ABC):
                 elif (new := ended & ~snap_mask).any():
                     snap_obs[new] = self._observe()[new]
                     snap_mask |= new
-            rew, term, time_out, div = self._control_step()
+            rew, term, time_out, div = self._control_step(~ended)
             reward += rew.masked_fill(ended, 0.0)  # an ended episode earns nothing more
             diverged |= div & ~ended
             terminated |= term & ~ended
@@ -273,6 +282,8 @@ class BatchedEnv(ABC):
             final_obs = torch.where(_rows(diverged, obs), self._obs, final_obs)
         self._episode_return += reward
         info: dict[str, Any] = {"diverged": diverged}
+        if self._has_goal:
+            info["success"] = self._episode_success.clone()
         if done.any():
             ids = done.nonzero().squeeze(-1)
             info["episode_return"] = self._episode_return.clone()
@@ -287,11 +298,16 @@ class BatchedEnv(ABC):
         info["final_obs"] = final_obs
         return self._out(obs, reward.float(), terminated, truncated, info)
 
-    def _control_step(self) -> tuple[torch.Tensor, ...]:
-        """One control step: (reward float64, terminated, time_out, diverged), all `[N]`."""
+    def _control_step(self, running: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """One control step: (reward float64, terminated, time_out, diverged), all `[N]`.
+        Goal success counts for the `running` rows (all if None)."""
         diverged = self.sim.step()
         self.episode_length_buf += 1
         reward = self._get_rewards().to(torch.float64)
+        success = self._get_success()
+        if success is not None:
+            success = success & ~diverged
+            self._episode_success |= success if running is None else success & running
         terminated, time_out = self._get_dones()
         if diverged.any():  # never pass a diverged world's state on: end its episode
             reward = reward.masked_fill(diverged, 0.0)

@@ -112,7 +112,9 @@ class GymVectorEnv(VectorEnv):
             infos.update(
                 final_obs=final_obs,
                 _final_obs=done,
-                final_info={k: v for k, v in infos.items() if k.startswith("episode")},
+                final_info={
+                    k: v for k, v in infos.items() if k.startswith("episode") or k == "success"
+                },
                 _final_info=done,
             )
         return (

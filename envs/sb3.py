@@ -4,7 +4,8 @@ SB3's contract: numpy observations, `dones = terminated | truncated`, the
 observation returned for a done row is the first of the next episode and the
 true last one is in `infos[i]["terminal_observation"]`; `TimeLimit.truncated`
 tells bootstrapping algorithms that the episode was cut, not ended. Finished
-episodes also carry Monitor's `infos[i]["episode"] = {"r", "l", "t"}`, so SB3
+episodes also carry Monitor's `infos[i]["episode"] = {"r", "l", "t"}` (and, for
+tasks with a goal, `infos[i]["is_success"]`), so SB3
 logs `rollout/ep_rew_mean` without a Monitor wrapper around each env.
 """
 
@@ -57,6 +58,8 @@ class Sb3VecEnv(VecEnv):
                     "TimeLimit.truncated": not term[i],
                     "episode": {"r": float(ret[i]), "l": int(length[i]), "t": elapsed},
                 }
+                if "success" in info:  # SB3 logs the mean as rollout/success_rate
+                    infos[i]["is_success"] = bool(info["success"][i])
         return obs.cpu().numpy(), reward.cpu().numpy(), done, infos
 
     def close(self) -> None:

@@ -3,6 +3,7 @@
 from envs.registry import register
 from envs.tasks.cartpole import CartpoleCfg, CartpoleEnv
 from envs.tasks.pendulum import PendulumCfg, PendulumEnv
+from envs.tasks.push import PushCfg, PushEnv
 from envs.tasks.reacher import ReacherCfg, ReacherEnv
 
 
@@ -17,3 +18,5 @@ def register_all() -> None:
     register("pendulum_swingup", PendulumEnv, PendulumCfg, "wam/PendulumSwingup-v0")
     register("reacher_easy", ReacherEnv, ReacherCfg, "wam/ReacherEasy-v0", target_size=0.05)
     register("reacher_hard", ReacherEnv, ReacherCfg, "wam/ReacherHard-v0", target_size=0.015)
+    register("push", PushEnv, PushCfg, "wam/Push-v0", sparse=False)
+    register("push_sparse", PushEnv, PushCfg, "wam/PushSparse-v0", sparse=True)

@@ -26,13 +26,11 @@ class ReacherCfg(EnvCfg):
     """Range of the target's uniform distance from the shoulder [m]."""
 
 
-class ReacherEnv(BatchedEnv):
-    cfg: ReacherCfg
-    model_file = "reacher.xml"
-    _link_xy: torch.Tensor | None = None  # set on first use, from the model
+class PlanarArm:
+    """The reacher's two-link arm (bodies arm, hand, finger; joints shoulder, wrist),
+    shared by the tasks built on it: its link offsets and fingertip position."""
 
-    def _target(self) -> int:
-        return self.object_id("geom", "target")
+    _link_xy: torch.Tensor | None = None  # set on first use, from the model
 
     def _links(self) -> torch.Tensor:
         """Planar offsets `[3, 2]`: shoulder from the origin, wrist from the shoulder,
@@ -43,14 +41,14 @@ class ReacherEnv(BatchedEnv):
             tip = self.object_id("geom", "finger")
             identity = [1.0, 0.0, 0.0, 0.0]
             if any(model.body_quat[b].tolist() != identity for b in (arm, hand, finger)):
-                raise ValueError("reacher.xml: arm bodies must not be rotated")
+                raise ValueError(f"{self.model_file}: arm bodies must not be rotated")
             offsets = np.stack((model.body_pos[arm], model.body_pos[hand],
                                 model.body_pos[finger] + model.geom_pos[tip]))  # fmt: skip
             self._link_xy = torch.tensor(offsets[:, :2], dtype=torch.float64)
         return self._link_xy
 
-    def _to_target(self) -> torch.Tensor:
-        """Target minus fingertip position in the plane, `[N, 2]`.
+    def _fingertip(self) -> torch.Tensor:
+        """Fingertip position in the plane, `[N, 2]`.
 
         Forward kinematics of the two hinges about z: tip = s + R(q0) (w + R(q1) f),
         computed directly instead of by a kinematics pass after every step.
@@ -60,8 +58,20 @@ class ReacherEnv(BatchedEnv):
         c0, s0, c01, s01 = torch.cos(q0), torch.sin(q0), torch.cos(q0 + q1), torch.sin(q0 + q1)
         tip_x = shoulder[0] + c0 * wrist[0] - s0 * wrist[1] + c01 * finger[0] - s01 * finger[1]
         tip_y = shoulder[1] + s0 * wrist[0] + c0 * wrist[1] + s01 * finger[0] + c01 * finger[1]
+        return torch.cat((tip_x, tip_y), dim=-1)
+
+
+class ReacherEnv(PlanarArm, BatchedEnv):
+    cfg: ReacherCfg
+    model_file = "reacher.xml"
+
+    def _target(self) -> int:
+        return self.object_id("geom", "target")
+
+    def _to_target(self) -> torch.Tensor:
+        """Target minus fingertip position in the plane, `[N, 2]`."""
         target = self.sim.model_field("geom_pos")[:, self._target(), :2]  # a world-body geom
-        return target - torch.cat((tip_x, tip_y), dim=-1)
+        return target - self._fingertip()
 
     def _get_observations(self) -> torch.Tensor:
         qpos, qvel = self.sim.qpos, self.sim.qvel

@@ -70,6 +70,7 @@ def test_episodes_of_different_lengths_are_recorded_whole(tmp_path):
         ("pendulum_swingup", "noise"),
         ("cartpole_swingup", "expert+noise"),
         ("reacher_easy", "expert+noise"),
+        ("push", "expert+noise"),
     ],
 )
 def test_data_does_not_depend_on_the_batch(tmp_path, task, policy):
@@ -84,6 +85,22 @@ def test_data_does_not_depend_on_the_batch(tmp_path, task, policy):
         assert a.attrs(e) == b.attrs(e)
     _, c = _collect(tmp_path, "c", num_envs=5, **{**kw, "seed": 1})
     assert not np.array_equal(c.episode(0)["obs"], a.episode(0)["obs"])
+
+
+def test_goal_tasks_record_success(tmp_path):
+    """Each episode of a task with a goal records whether it reached it, which its
+    recorded observations say too (the ball within 2 cm of the goal at some step)."""
+    summary, ds = _collect(tmp_path, "push", task="push", num_envs=4, episodes=6,
+                           policy="expert+noise")  # fmt: skip
+    flags = [ds.attrs(e)["success"] for e in ds.episodes]
+    assert summary["success_rate"] == pytest.approx(sum(flags) / 6) and sum(flags) >= 5
+    for e in ds.episodes:
+        seen = ds.episode(e)["next_obs"]
+        reached = (np.linalg.norm(seen[:, 6:8] - seen[:, 10:12], axis=-1) <= 0.02).any()
+        assert reached == ds.attrs(e)["success"]
+    summary, ds = _collect(tmp_path, "swing", task="pendulum_swingup", num_envs=2, episodes=2,
+                           episode_length=20)  # fmt: skip
+    assert "success_rate" not in summary and "success" not in ds.attrs(0)
 
 
 def test_resume_adds_only_missing_episodes(tmp_path):

@@ -4,6 +4,7 @@ adapter is tested with the learner (tests/agents/test_sb3_agents.py, slow)."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 import envs
 from envs.sb3 import Sb3VecEnv
@@ -41,3 +42,23 @@ def test_episode_return_matches_summed_rewards():
     assert dones.all()
     np.testing.assert_allclose([i["episode"]["r"] for i in infos], total, rtol=1e-5)
 
+
+def test_goal_tasks_report_success_to_sb3():
+    """Finished episodes of a task with a goal carry SB3's `is_success`: the expert's
+    are successes, a still arm's are not."""
+    from agents.experts import make_expert
+
+    env = envs.make("push", num_envs=4, seed=0, episode_length=250, nthread=1)
+    vec, expert = Sb3VecEnv(env), make_expert(env)
+    obs = vec.reset()
+    for _ in range(250):
+        obs, _, dones, infos = vec.step(expert(torch.from_numpy(obs)).numpy())
+    assert dones.all() and [i["is_success"] for i in infos] == [True] * 4
+    for _ in range(250):
+        _, _, dones, infos = vec.step(np.zeros((4, 2), dtype=np.float32))
+    assert dones.all() and [i["is_success"] for i in infos] == [False] * 4
+    plain = Sb3VecEnv(envs.make("pendulum_swingup", num_envs=2, episode_length=5))
+    plain.reset()
+    for _ in range(5):
+        _, _, dones, infos = plain.step(np.zeros((2, 1), dtype=np.float32))
+    assert dones.all() and all("is_success" not in i for i in infos)

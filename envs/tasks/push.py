@@ -1,0 +1,134 @@
+"""Push: the reacher's planar two-link arm pushes a ball to a goal disc.
+
+The ball (radius 2.5 cm, 50 g) slides on two damped slide joints; only the
+fingertip and the ball collide. Each episode draws the arm's pose, the ball's
+start and the goal: both at 10-17 cm from the shoulder, the goal 0.5-1.2 rad
+around the shoulder from the ball (on either side), so that the push runs
+across the workspace and never through the shoulder.
+
+Observation (12): joint angles (2), joint velocities (2), fingertip (x, y),
+ball (x, y), ball velocity (x, y), goal (x, y) [m]. Success: the ball's centre
+within `goal_radius` of the goal's (`info["success"]`: at any control step of the
+episode so far). Reward per control step, in [0, 1]: dense, 0.8 for the ball
+near the goal (1 inside it, falling to 0.1 at `goal_margin` beyond) plus 0.2 for
+the fingertip near the ball; sparse, 1 while the ball is in the goal. Episodes
+are 250 control steps of 0.02 s (two physics steps of 0.01 s); no terminal
+states. The goal lives in the model (a world geom), moved per world.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from envs.base import BatchedEnv, EnvCfg
+from envs.rewards import tolerance
+from envs.tasks.reacher import PlanarArm
+
+
+@dataclass(kw_only=True)
+class PushCfg(EnvCfg):
+    substeps: int = 2
+    episode_length: int = 250
+    sparse: bool = False
+    """Reward 1 while the ball is in the goal, else 0 (dense shaping otherwise)."""
+    goal_radius: float = 0.02
+    """Largest distance of the ball's centre from the goal's that counts as reached [m]."""
+    goal_margin: float = 0.1
+    """Distance beyond the goal at which the dense goal term has fallen to 0.1 [m]."""
+    start_distance: tuple[float, float] = (0.11, 0.20)
+    """Range of the ball's and the goal's uniform distance from the shoulder [m]."""
+    goal_angle: tuple[float, float] = (0.5, 1.2)
+    """Range of the goal's angle around the shoulder from the ball's [rad]."""
+
+
+class PushEnv(PlanarArm, BatchedEnv):
+    cfg: PushCfg
+    model_file = "push.xml"
+
+    def _goal(self) -> int:
+        return self.object_id("geom", "goal")
+
+    def goal_position(self) -> torch.Tensor:
+        """Goal (x, y) of every world [m], float64 `[N, 2]`."""
+        return self.sim.model_field("geom_pos")[:, self._goal(), :2].to(torch.float64, copy=True)
+
+    def _touch(self) -> float:
+        """Fingertip-to-ball distance at contact [m] (the two radii)."""
+        size = self.sim.model.geom_size
+        ball, finger = self.object_id("geom", "object"), self.object_id("geom", "finger")
+        return float(size[ball, 0] + size[finger, 0])
+
+    def _get_observations(self) -> torch.Tensor:
+        qpos, qvel = self.sim.qpos, self.sim.qvel
+        goal = self.sim.model_field("geom_pos")[:, self._goal(), :2].to(qpos.dtype)
+        parts = (qpos[:, :2], qvel[:, :2], self._fingertip(), qpos[:, 2:4], qvel[:, 2:4], goal)
+        return torch.cat(parts, dim=-1).float()
+
+    def _state_from_obs(self, obs: torch.Tensor, env_ids: torch.Tensor):
+        # the fingertip follows from the angles, the goal stays the episode's own
+        qpos = torch.cat((obs[:, 0:2], obs[:, 6:8]), dim=-1)
+        qvel = torch.cat((obs[:, 2:4], obs[:, 8:10]), dim=-1)
+        return qpos, qvel
+
+    def _ball_to_goal(self) -> torch.Tensor:
+        goal = self.sim.model_field("geom_pos")[:, self._goal(), :2]
+        return torch.linalg.vector_norm(goal - self.sim.qpos[:, 2:4], dim=-1)
+
+    def _get_success(self) -> torch.Tensor:
+        return self._ball_to_goal() <= self.cfg.goal_radius
+
+    def _get_rewards(self) -> torch.Tensor:
+        to_goal = self._ball_to_goal()
+        if self.cfg.sparse:
+            return (to_goal <= self.cfg.goal_radius).to(to_goal.dtype)
+        near_goal = tolerance(to_goal, (0.0, self.cfg.goal_radius), margin=self.cfg.goal_margin)
+        to_ball = torch.linalg.vector_norm(self.sim.qpos[:, 2:4] - self._fingertip(), dim=-1)
+        near_ball = tolerance(to_ball, (0.0, self._touch() + 0.005), margin=0.1)
+        return 0.8 * near_goal + 0.2 * near_ball
+
+    def _reset_idx(self, env_ids: torch.Tensor) -> None:
+        super()._reset_idx(env_ids)
+        n, cfg = len(env_ids), self.cfg
+        wrist = self.object_id("joint", "wrist")
+        low, high = (float(v) for v in self.sim.model.jnt_range[wrist])
+        arm = torch.stack((self.uniform(-math.pi, math.pi, n), self.uniform(low, high, n)), -1)
+        ball_angle = self.uniform(0.0, 2 * math.pi, n)
+        ball_r = self.uniform(*cfg.start_distance, n)
+        side = torch.where(self.uniform(0.0, 1.0, n) < 0.5, -1.0, 1.0)
+        goal_angle = ball_angle + side * self.uniform(*cfg.goal_angle, n)
+        goal_r = self.uniform(*cfg.start_distance, n)
+        ball = torch.stack((ball_r * torch.cos(ball_angle), ball_r * torch.sin(ball_angle)), -1)
+        goal = torch.stack((goal_r * torch.cos(goal_angle), goal_r * torch.sin(goal_angle)), -1)
+        field = self.sim.model_field("geom_pos")
+        field[env_ids, self._goal(), :2] = goal.to(field.dtype)
+        qpos = torch.cat((arm, ball), dim=-1)
+        self.sim.set_state(qpos, torch.zeros(n, 4, dtype=torch.float64), env_ids, forward=False)
+
+
+def push_expert_target(obs: torch.Tensor, clearance: float) -> torch.Tensor:
+    """Where the push expert sends the fingertip, `[N, 2]`, from observations `[N, 12]`.
+
+    With u the unit vector from the ball to the goal and n its normal, a fingertip
+    behind the ball (along u below -clearance / 2, within clearance / 2 of the line)
+    pushes toward the point `clearance` short of the goal, which brings the ball's
+    centre onto it; one in front of the ball first goes around it on its own side
+    (clearance to the side, half of it behind), then to the point `clearance`
+    behind the ball.
+    """
+    tip, ball, goal = obs[:, 4:6], obs[:, 6:8], obs[:, 10:12]
+    to_goal = goal - ball
+    u = to_goal / torch.linalg.vector_norm(to_goal, dim=-1, keepdim=True).clamp_min(1e-6)
+    n = torch.stack((-u[:, 1], u[:, 0]), dim=-1)
+    rel = tip - ball
+    along, across = (rel * u).sum(-1, keepdim=True), (rel * n).sum(-1, keepdim=True)
+    behind = ball - clearance * u
+    aligned = (along < -0.5 * clearance) & (across.abs() < 0.5 * clearance)
+    push = goal - clearance * u
+    side = torch.where(across >= 0, 1.0, -1.0).to(obs.dtype)
+    around = ball + side * clearance * n - 0.5 * clearance * u
+    in_front = along > -0.5 * clearance
+    approach = torch.where(in_front, around, behind)
+    return torch.where(aligned, push, approach)
