@@ -4,7 +4,8 @@
 
 - **Real**: N episodes of the task, started with one seed (`env.reset(seed)`, so
   every evaluation of every agent starts from the same N states), the agent
-  acting deterministically; the return of each row's first episode.
+  acting deterministically; the return of each row's first episode and, for a
+  task with a goal, the share of those episodes that reached it.
 - **Imagined**: the world model served as an `ImaginedEnv` from the very same
   start observations (`ImaginedEnv.from_env` with the same seed), mean
   predictions, the same horizon; the agent acts on the imagined observations.
@@ -75,19 +76,24 @@ def make_eval_env(env_args: dict | None, task: str | None, n: int, **overrides):
 @torch.no_grad()
 def _run(agent: Agent, env, first_obs: torch.Tensor, video_steps: int, draw) -> tuple:
     """Deterministic episodes from `first_obs`: returns `[N]` float64 of each row's
-    first episode, and `video_steps` frames of row 0 drawn by `draw(env, obs)`."""
+    first episode, whether it reached the task's goal (bool `[N]`, None for a task
+    without one), and `video_steps` frames of row 0 drawn by `draw(env, obs)`."""
     n = env.num_envs
     agent.reset(torch.arange(n))
     obs, total = first_obs, torch.zeros(n, dtype=torch.float64)
     running = torch.ones(n, dtype=torch.bool)
+    success = None
     frames = []
     while running.any():
         if len(frames) < video_steps:
             frames.append(draw(env, obs))
-        obs, reward, terminated, truncated, _ = env.step(agent.act(obs))
+        obs, reward, terminated, truncated, info = env.step(agent.act(obs))
         total += torch.where(running, reward.double().cpu(), 0.0)
+        if "success" in info:  # the episode's outcome so far, kept when it ends
+            success = torch.zeros(n, dtype=torch.bool) if success is None else success
+            success = torch.where(running, info["success"].cpu(), success)
         running &= ~(terminated | truncated).cpu()
-    return total, frames
+    return total, success, frames
 
 
 def evaluate(
@@ -121,13 +127,15 @@ def evaluate(
             return viewer.render()[0]
 
         frame_like = env.render([0])[0] if video_steps else None
-        ret, imagined_frames = _run(agent, imagined, imagined.reset(), video_steps, draw)
+        ret, _, imagined_frames = _run(agent, imagined, imagined.reset(), video_steps, draw)
         report["imagined_return"] = _stats(ret)
         if viewer is not None:
             viewer.close()
     obs = env.reset(seed=seed)
-    ret, real_frames = _run(agent, env, obs, video_steps, lambda e, _: e.render([0])[0])
+    ret, success, real_frames = _run(agent, env, obs, video_steps, lambda e, _: e.render([0])[0])
     report["real_return"] = _stats(ret)
+    if success is not None:
+        report["real_success_rate"] = float(success.float().mean())
     if wm is not None:
         report["gap"] = report["imagined_return"]["mean"] - report["real_return"]["mean"]
     if video_steps:
@@ -178,6 +186,8 @@ def run_eval(cfg: EvalCfg) -> dict[str, Any]:
     real = report["real_return"]
     print(f"{env.name}: real return {real['mean']:.1f} +- {real['std']:.1f} "
           f"over {report['episodes']} episodes")  # fmt: skip
+    if "real_success_rate" in report:
+        print(f"  real success rate {report['real_success_rate']:.2f}")
     if wm is not None:
         imag = report["imagined_return"]
         print(f"  imagined return {imag['mean']:.1f} +- {imag['std']:.1f} from the same starts, "
