@@ -52,8 +52,10 @@ def run_wm_bench(
     models = [world_models.load(path) for path in paths]
     real = envs.make(task, num_envs=num_envs, seed=seed)
     imagined = {}
-    for model in models:  # from_env refuses a model whose dimensions are not the task's
+    for path, model in zip(paths, models, strict=True):  # from_env checks the dimensions
         name = model.kind + (" (pixels)" if model.sees_pixels else "")
+        if name in imagined:  # two models of one kind: tell them apart by their paths
+            name = f"{name} {path}"
         cfg = ImaginedEnvCfg(num_envs=num_envs, seed=seed, termination="never", sample=False)
         imagined[name] = ImaginedEnv.from_env(model, real, cfg)
     gen = torch.Generator().manual_seed(seed)
