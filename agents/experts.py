@@ -42,6 +42,12 @@ from the task's MJCF model (`env.sim.model`), not from hand-copied numbers:
   driven by a joint-space PD law u = kp dq - kd q' with torques scaled by the
   actuator gear. Joint damping dominates the arm's tiny inertia, so the PD mostly
   sets a joint velocity proportional to the remaining error.
+
+- Push (`PushExpert`). The reacher's controller with a moving fingertip target:
+  with u the unit vector from the ball to the goal, a fingertip lined up behind
+  the ball heads for the point one clearance (ball and fingertip radii plus a
+  centimetre) short of the goal, pushing the ball's centre onto it; otherwise it
+  goes around the ball on its own side and lines up behind it first.
 """
 
 from __future__ import annotations
@@ -51,8 +57,6 @@ import math
 import mujoco
 import numpy as np
 import torch
-
-from envs.tasks.push import push_expert_target
 
 __all__ = ["EXPERTS", "CartpoleExpert", "Expert", "PendulumExpert", "PushExpert",
            "ReacherExpert", "make_expert"]  # fmt: skip
@@ -297,7 +301,7 @@ class ReacherExpert(Expert):
 # ---------------------------------------------------------------------- push
 class PushExpert(ReacherExpert):
     """The reacher's controller, sent behind the ball and then through it toward the
-    goal (`envs.tasks.push.push_expert_target`)."""
+    goal (`_push_target`)."""
 
     margin = 0.01
     """Gap between fingertip and ball while going around or lining up [m]."""
@@ -309,8 +313,34 @@ class PushExpert(ReacherExpert):
         self.clearance = float(radii.sum()) + self.margin
 
     def _act(self, obs: torch.Tensor) -> torch.Tensor:
-        target = push_expert_target(obs, self.clearance)
+        target = _push_target(obs, self.clearance)
         return self._toward(obs[:, 0:2], obs[:, 2:4], target - obs[:, 4:6])
+
+
+def _push_target(obs: torch.Tensor, clearance: float) -> torch.Tensor:
+    """Where the push expert sends the fingertip, `[N, 2]`, from observations `[N, 12]`.
+
+    With u the unit vector from the ball to the goal and n its normal, a fingertip
+    behind the ball (along u below -clearance / 2, within clearance / 2 of the line)
+    pushes toward the point `clearance` short of the goal, which brings the ball's
+    centre onto it; one in front of the ball first goes around it on its own side
+    (clearance to the side, half of it behind), then to the point `clearance`
+    behind the ball.
+    """
+    tip, ball, goal = obs[:, 4:6], obs[:, 6:8], obs[:, 10:12]
+    to_goal = goal - ball
+    u = to_goal / torch.linalg.vector_norm(to_goal, dim=-1, keepdim=True).clamp_min(1e-6)
+    n = torch.stack((-u[:, 1], u[:, 0]), dim=-1)
+    rel = tip - ball
+    along, across = (rel * u).sum(-1, keepdim=True), (rel * n).sum(-1, keepdim=True)
+    behind = ball - clearance * u
+    aligned = (along < -0.5 * clearance) & (across.abs() < 0.5 * clearance)
+    push = goal - clearance * u
+    side = torch.where(across >= 0, 1.0, -1.0).to(obs.dtype)
+    around = ball + side * clearance * n - 0.5 * clearance * u
+    in_front = along > -0.5 * clearance
+    approach = torch.where(in_front, around, behind)
+    return torch.where(aligned, push, approach)
 
 
 # ------------------------------------------------------------------- registry

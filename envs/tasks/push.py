@@ -106,29 +106,3 @@ class PushEnv(PlanarArm, BatchedEnv):
         field[env_ids, self._goal(), :2] = goal.to(field.dtype)
         qpos = torch.cat((arm, ball), dim=-1)
         self.sim.set_state(qpos, torch.zeros(n, 4, dtype=torch.float64), env_ids, forward=False)
-
-
-def push_expert_target(obs: torch.Tensor, clearance: float) -> torch.Tensor:
-    """Where the push expert sends the fingertip, `[N, 2]`, from observations `[N, 12]`.
-
-    With u the unit vector from the ball to the goal and n its normal, a fingertip
-    behind the ball (along u below -clearance / 2, within clearance / 2 of the line)
-    pushes toward the point `clearance` short of the goal, which brings the ball's
-    centre onto it; one in front of the ball first goes around it on its own side
-    (clearance to the side, half of it behind), then to the point `clearance`
-    behind the ball.
-    """
-    tip, ball, goal = obs[:, 4:6], obs[:, 6:8], obs[:, 10:12]
-    to_goal = goal - ball
-    u = to_goal / torch.linalg.vector_norm(to_goal, dim=-1, keepdim=True).clamp_min(1e-6)
-    n = torch.stack((-u[:, 1], u[:, 0]), dim=-1)
-    rel = tip - ball
-    along, across = (rel * u).sum(-1, keepdim=True), (rel * n).sum(-1, keepdim=True)
-    behind = ball - clearance * u
-    aligned = (along < -0.5 * clearance) & (across.abs() < 0.5 * clearance)
-    push = goal - clearance * u
-    side = torch.where(across >= 0, 1.0, -1.0).to(obs.dtype)
-    around = ball + side * clearance * n - 0.5 * clearance * u
-    in_front = along > -0.5 * clearance
-    approach = torch.where(in_front, around, behind)
-    return torch.where(aligned, push, approach)
