@@ -178,6 +178,14 @@ class RSSM(WorldModel):
                 last = self.frame_decoder.net[-1]
                 nn.init.zeros_(last.weight[:, 3:])
                 nn.init.zeros_(last.bias[3:])
+                h, w = c["frame_shape"][:2]  # pixel centres in grid_sample's [-1, 1] units
+                ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h)
+                xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w)
+                grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # [H, W, (x, y)]
+                self.register_buffer("pixel_grid", grid, persistent=False)
+                self.register_buffer(
+                    "flow_scale", torch.tensor([2.0 / w, 2.0 / h]), persistent=False
+                )
         else:
             self.encoder = mlp(obs_dim, hid, layers)
             embed = hid
@@ -290,13 +298,8 @@ class RSSM(WorldModel):
         """The next frame from decoder output `[B, 6, H, W]` (colours, flow, mask) and
         the frame before it `[B, 3, H, W]`: the last frame sampled at each pixel
         displaced by the flow (bilinear), blended by the mask with the colours."""
-        h, w = prev.shape[-2:]
         flow = torch.tanh(out[:, 3:5]) * self.config["max_flow"]  # [px]
-        ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=out.device)
-        xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=out.device)
-        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # [H, W, (x, y)]
-        scale = torch.tensor([2.0 / w, 2.0 / h], device=out.device)
-        grid = grid + flow.permute(0, 2, 3, 1) * scale
+        grid = self.pixel_grid + flow.permute(0, 2, 3, 1) * self.flow_scale
         warped = F.grid_sample(prev, grid, padding_mode="border", align_corners=False)
         mask = torch.sigmoid(out[:, 5:6])
         return mask * warped + (1 - mask) * out[:, :3]

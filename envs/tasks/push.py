@@ -2,7 +2,7 @@
 
 The ball (radius 2.5 cm, 50 g) slides on two damped slide joints; only the
 fingertip and the ball collide. Each episode draws the arm's pose, the ball's
-start and the goal: both at 10-17 cm from the shoulder, the goal 0.5-1.2 rad
+start and the goal: both at 11-20 cm from the shoulder, the goal 0.5-1.2 rad
 around the shoulder from the ball (on either side), so that the push runs
 across the workspace and never through the shoulder.
 
@@ -51,9 +51,13 @@ class PushEnv(PlanarArm, BatchedEnv):
     def _goal(self) -> int:
         return self.object_id("geom", "goal")
 
+    def _goal_xy(self) -> torch.Tensor:
+        """Goal (x, y) of every world, a view of the world geom's position `[N, 2]`."""
+        return self.sim.model_field("geom_pos")[:, self._goal(), :2]
+
     def goal_position(self) -> torch.Tensor:
         """Goal (x, y) of every world [m], float64 `[N, 2]`."""
-        return self.sim.model_field("geom_pos")[:, self._goal(), :2].to(torch.float64, copy=True)
+        return self._goal_xy().to(torch.float64, copy=True)
 
     def _touch(self) -> float:
         """Fingertip-to-ball distance at contact [m] (the two radii)."""
@@ -63,7 +67,7 @@ class PushEnv(PlanarArm, BatchedEnv):
 
     def _get_observations(self) -> torch.Tensor:
         qpos, qvel = self.sim.qpos, self.sim.qvel
-        goal = self.sim.model_field("geom_pos")[:, self._goal(), :2].to(qpos.dtype)
+        goal = self._goal_xy().to(qpos.dtype)
         parts = (qpos[:, :2], qvel[:, :2], self._fingertip(), qpos[:, 2:4], qvel[:, 2:4], goal)
         return torch.cat(parts, dim=-1).float()
 
@@ -74,16 +78,15 @@ class PushEnv(PlanarArm, BatchedEnv):
         return qpos, qvel
 
     def _ball_to_goal(self) -> torch.Tensor:
-        goal = self.sim.model_field("geom_pos")[:, self._goal(), :2]
-        return torch.linalg.vector_norm(goal - self.sim.qpos[:, 2:4], dim=-1)
+        return torch.linalg.vector_norm(self._goal_xy() - self.sim.qpos[:, 2:4], dim=-1)
 
     def _get_success(self) -> torch.Tensor:
         return self._ball_to_goal() <= self.cfg.goal_radius
 
     def _get_rewards(self) -> torch.Tensor:
-        to_goal = self._ball_to_goal()
         if self.cfg.sparse:
-            return (to_goal <= self.cfg.goal_radius).to(to_goal.dtype)
+            return self._get_success().to(torch.float64)
+        to_goal = self._ball_to_goal()
         near_goal = tolerance(to_goal, (0.0, self.cfg.goal_radius), margin=self.cfg.goal_margin)
         to_ball = torch.linalg.vector_norm(self.sim.qpos[:, 2:4] - self._fingertip(), dim=-1)
         near_ball = tolerance(to_ball, (0.0, self._touch() + 0.005), margin=0.1)
@@ -92,9 +95,7 @@ class PushEnv(PlanarArm, BatchedEnv):
     def _reset_idx(self, env_ids: torch.Tensor) -> None:
         super()._reset_idx(env_ids)
         n, cfg = len(env_ids), self.cfg
-        wrist = self.object_id("joint", "wrist")
-        low, high = (float(v) for v in self.sim.model.jnt_range[wrist])
-        arm = torch.stack((self.uniform(-math.pi, math.pi, n), self.uniform(low, high, n)), -1)
+        arm = self._arm_pose(n)
         ball_angle = self.uniform(0.0, 2 * math.pi, n)
         ball_r = self.uniform(*cfg.start_distance, n)
         side = torch.where(self.uniform(0.0, 1.0, n) < 0.5, -1.0, 1.0)

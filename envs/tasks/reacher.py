@@ -47,6 +47,13 @@ class PlanarArm:
             self._link_xy = torch.tensor(offsets[:, :2], dtype=torch.float64)
         return self._link_xy
 
+    def _arm_pose(self, n: int) -> torch.Tensor:
+        """Joint angles `[n, 2]` of new episodes (inside `_reset_idx`): the shoulder
+        uniform on the circle, the wrist uniform within its limits."""
+        wrist = self.object_id("joint", "wrist")
+        low, high = (float(v) for v in self.sim.model.jnt_range[wrist])
+        return torch.stack((self.uniform(-math.pi, math.pi, n), self.uniform(low, high, n)), -1)
+
     def _fingertip(self) -> torch.Tensor:
         """Fingertip position in the plane, `[N, 2]`.
 
@@ -91,9 +98,7 @@ class ReacherEnv(PlanarArm, BatchedEnv):
         super()._reset_idx(env_ids)
         n = len(env_ids)
         self.sim.model_field("geom_size")[env_ids, self._target(), 0] = self.cfg.target_size
-        wrist = self.object_id("joint", "wrist")
-        low, high = (float(v) for v in self.sim.model.jnt_range[wrist])
-        qpos = torch.stack((self.uniform(-math.pi, math.pi, n), self.uniform(low, high, n)), dim=-1)
+        qpos = self._arm_pose(n)
         angle = self.uniform(0.0, 2 * math.pi, n)
         distance = self.uniform(*self.cfg.target_distance, n)
         self._write_target(
