@@ -7,6 +7,7 @@ network, a scripted expert):
     action = agent.act(obs)              # deterministic: [N, obs_dim] -> [N, act_dim] in [-1, 1]
     action = agent.act(obs, noise)       # exploring: noise ~ N(0, I), [N, act_dim]
     agent.reset(env_ids)                 # new episodes in these rows (stateful agents)
+    agent.executed(action)               # the action taken was another (replayed data)
     agents.base.save(agent, path); agent = agents.base.load(path)
 
 The caller draws the exploration noise, so that a collection keyed by episode
@@ -30,13 +31,16 @@ from typing import Any
 import torch
 from torch import nn
 
+import world_models  # noqa: F401  (registers the world model kinds)
+from world_models.base import FORMAT as WM_FORMAT
+from world_models.base import KINDS as WM_KINDS
 from world_models.base import build, kind_class, payload, read_file, save_atomic
 
 FORMAT = "wam-sandbox/agent"
 AGENTS: dict[str, type[Agent]] = {}
 # modules that define agents, imported when a checkpoint names a kind not yet registered
 _MODULES = ("agents.dreamer", "agents.sb3_agents", "agents.bc", "agents.mppi",
-            "agents.expert_agent")  # fmt: skip
+            "agents.expert_agent", "agents.wam_policy")  # fmt: skip
 
 
 def _register(kind: str) -> None:
@@ -73,6 +77,10 @@ class Agent(nn.Module, ABC):
     def reset(self, env_ids: torch.Tensor) -> None:  # noqa: B027 - optional
         """Episodes start in rows `env_ids` (planners drop their warm starts)."""
 
+    def executed(self, action: torch.Tensor) -> None:  # noqa: B027 - optional
+        """The env took `action` `[N, action_dim]`, not the one `act` returned (replaying
+        recorded episodes): agents with a history of their actions record it."""
+
     def checkpoint(self, **extra: Any) -> dict[str, Any]:
         return payload(self, FORMAT, **extra)
 
@@ -101,11 +109,19 @@ def save(agent: Agent, path: str | os.PathLike, **extra: Any) -> None:
 def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
     """A checked agent checkpoint dict (tensors on the CPU)."""
     path = Path(path)
-    if path.is_dir():
-        path = path / "agent.pt"
+    if path.is_dir():  # an agent's directory, or a joint WAM's (train-wm output)
+        wm_dir = not (path / "agent.pt").exists() and (path / "model.pt").exists()
+        path = path / ("model.pt" if wm_dir else "agent.pt")
     if not path.exists():
         raise ValueError(f"{path}: no such agent checkpoint")
-    ckpt = read_file(path, FORMAT, "agent")
+    ckpt = read_file(path, (FORMAT, WM_FORMAT), "agent")
+    if ckpt["format"] == WM_FORMAT:  # a world model that acts: wrapped as an agent
+        if not getattr(WM_KINDS.get(ckpt.get("kind")), "acts", False):
+            raise ValueError(f"{path}: a {ckpt.get('kind')!r} world model does not act; "
+                             "give an agent checkpoint or a World Action Model's "
+                             "(train-wm --model joint or cascaded)")  # fmt: skip
+        _register("wam")
+        ckpt = AGENTS["wam"].from_world_model(ckpt).checkpoint()
     _register(ckpt.get("kind"))
     kind_class(AGENTS, ckpt, path, "agent")
     if kind is not None and ckpt["kind"] != kind:

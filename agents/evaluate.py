@@ -59,6 +59,10 @@ class EvalCfg:
     """Directory of report.json and video.mp4 (default: beside the agent)."""
     device: str = "cpu"
     """Torch device of the agent and the model."""
+    demos: Path | None = None
+    """Recorded episodes (held-out demonstrations of the task) on which the agent's
+    actions are scored against the recorded ones and the task's scripted expert's
+    (action plausibility); the agent acts along each with the recorded history."""
 
 
 def make_eval_env(env_args: dict | None, task: str | None, n: int, **overrides):
@@ -74,10 +78,18 @@ def make_eval_env(env_args: dict | None, task: str | None, n: int, **overrides):
 
 
 @torch.no_grad()
-def _run(agent: Agent, env, first_obs: torch.Tensor, video_steps: int, draw) -> tuple:
-    """Deterministic episodes from `first_obs`: returns `[N]` float64 of each row's
-    first episode, whether it reached the task's goal (bool `[N]`, None for a task
-    without one), and `video_steps` frames of row 0 drawn by `draw(env, obs)`."""
+def run_episodes(
+    agent: Agent,
+    env,
+    first_obs: torch.Tensor,
+    video_steps: int = 0,
+    draw=None,
+    noise: torch.Generator | None = None,
+) -> tuple:
+    """Episodes from `first_obs`, deterministic (or exploring with standard normal
+    noise drawn from `noise`): returns `[N]` float64 of each row's first episode,
+    whether it reached the task's goal (bool `[N]`, None for a task without one),
+    and `video_steps` frames of row 0 drawn by `draw(env, obs)`."""
     n = env.num_envs
     agent.reset(torch.arange(n))
     obs, total = first_obs, torch.zeros(n, dtype=torch.float64)
@@ -87,7 +99,11 @@ def _run(agent: Agent, env, first_obs: torch.Tensor, video_steps: int, draw) -> 
     while running.any():
         if len(frames) < video_steps:
             frames.append(draw(env, obs))
-        obs, reward, terminated, truncated, info = env.step(agent.act(obs))
+        if noise is None:
+            action = agent.act(obs)
+        else:
+            action = agent.act(obs, torch.randn(n, agent.action_dim, generator=noise))
+        obs, reward, terminated, truncated, info = env.step(action)
         total += torch.where(running, reward.double().cpu(), 0.0)
         if "success" in info:  # the episode's outcome so far, kept when it ends
             success = torch.zeros(n, dtype=torch.bool) if success is None else success
@@ -127,12 +143,13 @@ def evaluate(
             return viewer.render()[0]
 
         frame_like = env.render([0])[0] if video_steps else None
-        ret, _, imagined_frames = _run(agent, imagined, imagined.reset(), video_steps, draw)
+        ret, _, imagined_frames = run_episodes(agent, imagined, imagined.reset(), video_steps, draw)
         report["imagined_return"] = _stats(ret)
         if viewer is not None:
             viewer.close()
     obs = env.reset(seed=seed)
-    ret, success, real_frames = _run(agent, env, obs, video_steps, lambda e, _: e.render([0])[0])
+    ret, success, real_frames = run_episodes(agent, env, obs, video_steps,
+                                             lambda e, _: e.render([0])[0])  # fmt: skip
     report["real_return"] = _stats(ret)
     if success is not None:
         report["real_success_rate"] = float(success.float().mean())
@@ -151,6 +168,49 @@ def evaluate(
         pictures.write_video(video_path, pictures.side_by_side(real, imag), fps=25)
         report["video"] = str(video_path)
     return report
+
+
+@torch.no_grad()
+def action_errors(agent: Agent, demos: Path, env) -> dict[str, Any]:
+    """Mean squared action errors of `agent` along the recorded episodes of `demos`:
+    at every step it acts on the recorded observation, then is told the recorded
+    action (`executed`), so a stateful agent's history is the recording's. Errors
+    against the recorded action and against `env`'s scripted expert on the same
+    observation (the noise-free target), beside the recorded actions' own error
+    against the expert and the expert actions' variance (the error of their mean)."""
+    from agents.experts import make_expert
+    from sim.dataset import Dataset
+
+    data = Dataset(demos)
+    task = data.env_args.get("env_name")
+    if task != env.name:
+        raise ValueError(f"{demos}: episodes of {task!r}, the agent is evaluated on {env.name!r}")
+    eps = [data.episode(e, ("obs", "actions")) for e in data.episodes]
+    if not eps:
+        raise ValueError(f"{demos}: no episodes")
+    lengths = torch.tensor([len(e["actions"]) for e in eps])
+    n, longest = len(eps), int(lengths.max())
+    obs = torch.zeros(n, longest, agent.obs_dim)
+    rec = torch.zeros(n, longest, agent.action_dim)
+    for i, e in enumerate(eps):
+        obs[i, : lengths[i]], rec[i, : lengths[i]] = (torch.from_numpy(e["obs"]),
+                                                      torch.from_numpy(e["actions"]))  # fmt: skip
+    valid = torch.arange(longest)[None] < lengths[:, None]
+    expert = make_expert(env)
+    acted = torch.zeros_like(rec)
+    agent.reset(torch.arange(n))
+    for t in range(longest):
+        acted[:, t] = agent.act(obs[:, t]).cpu()
+        agent.executed(rec[:, t])
+    target = expert(obs.reshape(-1, agent.obs_dim)).reshape(rec.shape)
+
+    def mse(a, b):
+        return float((a - b)[valid].pow(2).mean())
+
+    return {"demos": str(demos), "episodes": n, "transitions": int(valid.sum()),
+            "mse_recorded": mse(acted, rec), "mse_expert": mse(acted, target),
+            "recorded_mse_expert": mse(rec, target),
+            "expert_action_var": float(target[valid].var(0).mean())}  # fmt: skip
 
 
 def _render_settings(env) -> dict[str, Any]:
@@ -181,6 +241,8 @@ def run_eval(cfg: EvalCfg) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     report = evaluate(agent, env, wm, cfg.seed, cfg.video_steps, out / "video.mp4")
     report.update(agent=str(cfg.agent), task=env.name, wm=None if cfg.wm is None else str(cfg.wm))
+    if cfg.demos is not None:
+        report["actions"] = action_errors(agent, cfg.demos, env)
     env.close()
     write_json_atomic(out / "report.json", report)
     real = report["real_return"]
@@ -192,5 +254,10 @@ def run_eval(cfg: EvalCfg) -> dict[str, Any]:
         imag = report["imagined_return"]
         print(f"  imagined return {imag['mean']:.1f} +- {imag['std']:.1f} from the same starts, "
               f"gap (imagined - real) {report['gap']:+.1f}")  # fmt: skip
+    if "actions" in report:
+        act = report["actions"]
+        print(f"  action error on {act['transitions']:,} recorded steps: {act['mse_expert']:.4f} "
+              f"against the expert (its action variance {act['expert_action_var']:.4f}), "
+              f"{act['mse_recorded']:.4f} against the recorded actions")  # fmt: skip
     print(f"  report: {out / 'report.json'}")
     return report

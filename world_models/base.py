@@ -7,6 +7,8 @@ A world model is a `torch.nn.Module` with a few verbs (TD-MPC2 style):
     step = wm.next(state, action, generator)        # Step: state, obs, reward, cont, disagreement
     step = wm.imagine(state, action, generator)     # a sampled step that gradients flow through
     images = wm.frames(state)                       # decoded frames (models that see)
+    actions = wm.action_chunk(state)                # World Action Models (`acts`): the
+    state = wm.advance(state, action, obs)          # policy, and its history after a real step
     loss, metrics = wm.loss(batch)                  # batch from `sim.loader.EpisodeData`
     score, metrics = wm.validate(batch)             # held-out score, lower is better
 
@@ -49,6 +51,8 @@ class WorldModel(nn.Module, ABC):
     """Base class: subclasses set `kind`, build their modules from (dims, config)."""
 
     kind: str
+    acts: bool = False
+    """A World Action Model: also `action_chunk(state)` and `advance(state, action, obs)`."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -175,16 +179,18 @@ def from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint"
     return build(kind_class(KINDS, ckpt, path, "model"), ckpt, path, "model")
 
 
-def read_file(path: Path, fmt: str, what: str) -> dict[str, Any]:
-    """A checkpoint file of format `fmt` read with `weights_only=True`, or a ValueError
-    naming the file and the problem (`what` names the expected content)."""
+def read_file(path: Path, fmt: str | tuple[str, ...], what: str) -> dict[str, Any]:
+    """A checkpoint file of format `fmt` (or one of several) read with
+    `weights_only=True`, or a ValueError naming the file and the problem (`what`
+    names the expected content)."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds for a damaged or foreign file
         raise ValueError(
             f"{path}: not a readable checkpoint ({type(err).__name__}: {err})"
         ) from err
-    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+    formats = (fmt,) if isinstance(fmt, str) else fmt
+    if not isinstance(ckpt, dict) or ckpt.get("format") not in formats:
         raise ValueError(f"{path}: not a wam-sandbox {what} checkpoint")
     return ckpt
 

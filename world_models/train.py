@@ -11,6 +11,11 @@ epochs (MBPO's rule), or at `epochs`.
 - rssm: batches of windows of `sequence_length` steps (with frames for a model
   that sees); validation is the open-loop prediction error over held-out
   windows (8 steps observed, the rest imagined) plus their reward error.
+- joint: batches of windows of `context + chunk - 1` steps, with as many windows
+  of `--play` episodes (dynamics only) if given; validation is the training loss
+  (dynamics and actions) on held-out demonstration windows.
+- cascaded: the same with windows of `chunk` steps (play windows train its inverse
+  and forward dynamics, not its future predictor).
 
 Checkpoints are atomic: `model.pt` (the best model) and `last.pt` (everything
 `--resume` needs). TensorBoard scalars go to `<out>/tb`; `report.json` holds the
@@ -36,7 +41,7 @@ from world_models.metrics import HORIZONS, open_loop_error
 
 CONTEXT = 8  # observed steps before each open-loop start in the report
 
-MODELS = ("ensemble", "rssm")
+MODELS = ("ensemble", "rssm", "joint", "cascaded")
 _STATISTICS = ("in_mean", "in_std", "out_mean", "out_std", "obs_mean", "obs_std")
 _TRAINING = ("batch_size", "lr", "weight_decay", "grad_clip", "sequence_length")
 
@@ -107,13 +112,63 @@ class RssmCfg:
 
 
 @dataclass
+class JointCfg:
+    """Joint World Action Model: a causal transformer over observation and action
+    tokens with a policy head (action chunks) and a dynamics head."""
+
+    context: int = 8
+    """Steps in the window the transformer sees."""
+    chunk: int = 4
+    """Actions predicted at every observation token (the policy acts with the first)."""
+    width: int = 128
+    """Token width."""
+    heads: int = 4
+    """Attention heads."""
+    layers: int = 3
+    """Transformer blocks."""
+    action_weight: float = 1.0
+    """Weight of the action loss beside the observation, reward and continuation losses."""
+    batch_size: int = 64
+    """Windows (of context + chunk - 1 steps) per gradient step."""
+    lr: float = 3e-4
+    """AdamW learning rate."""
+    weight_decay: float = 1e-4
+    """Decoupled weight decay."""
+    grad_clip: float = 1.0
+    """Largest gradient norm (0: no clipping)."""
+
+
+@dataclass
+class CascadedCfg:
+    """Cascaded World Action Model: a future predictor trained on demonstrations, an
+    inverse dynamics model that extracts the actions between predicted observations,
+    and a forward dynamics model."""
+
+    chunk: int = 4
+    """Future steps the predictor plans (the agent acts with the first)."""
+    hidden: int = 256
+    """Units per hidden layer."""
+    layers: int = 3
+    """Hidden layers of each MLP."""
+    batch_size: int = 256
+    """Windows (of `chunk` steps) per gradient step."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    weight_decay: float = 1e-4
+    """Decoupled weight decay."""
+    grad_clip: float = 10.0
+    """Largest gradient norm (0: no clipping)."""
+
+
+@dataclass
 class TrainWMCfg:
     """Train a world model (ensemble dynamics or an RSSM) on a recorded dataset."""
 
     data: Path
     """Dataset directory written by `collect`."""
     model: str = "ensemble"
-    """Model kind: ensemble (probabilistic ensemble dynamics) or rssm."""
+    """Model kind: ensemble (probabilistic ensemble dynamics), rssm, or joint (a joint
+    World Action Model: dynamics and a policy in one transformer)."""
     out: Path = Path("runs/wm")
     """Output directory: model.pt, last.pt, tb/, report.json."""
     epochs: int = 200
@@ -130,6 +185,11 @@ class TrainWMCfg:
     """Torch device."""
     resume: bool = False
     """Continue from `<out>/last.pt`."""
+    play: Path | None = None
+    """Play data for a joint or cascaded WAM: episodes (of the same task) that train
+    the dynamics (and a cascaded WAM's inverse dynamics) but not the policy, beside
+    `data`'s demonstrations; each gradient step draws as many play windows as
+    demonstration windows."""
     init: Path | None = None
     """Fine-tune: start from this model's weights (a model of the same kind and
     settings); normalisation statistics are refitted to the data."""
@@ -139,11 +199,16 @@ class TrainWMCfg:
     """Settings of `--model ensemble`."""
     rssm: RssmCfg = field(default_factory=RssmCfg)
     """Settings of `--model rssm`."""
+    joint: JointCfg = field(default_factory=JointCfg)
+    """Settings of `--model joint`."""
+    cascaded: CascadedCfg = field(default_factory=CascadedCfg)
+    """Settings of `--model cascaded`."""
 
 
 def _model_settings(cfg: TrainWMCfg):
     """(model config dict, training settings) of the chosen model."""
-    settings = cfg.ensemble if cfg.model == "ensemble" else cfg.rssm
+    settings = {"ensemble": cfg.ensemble, "rssm": cfg.rssm, "joint": cfg.joint,
+                "cascaded": cfg.cascaded}[cfg.model]  # fmt: skip
     model_cfg = {f.name: getattr(settings, f.name) for f in fields(settings)}
     for key in _TRAINING:
         model_cfg.pop(key, None)
@@ -168,6 +233,10 @@ def train_world_model(cfg: TrainWMCfg) -> dict:
     elif cfg.model == "rssm":
         model_cfg["frame_motion"] = False
     window = getattr(settings, "sequence_length", None)
+    if cfg.model == "joint":  # the context, and the chunk's targets after its last step
+        window = settings.context + settings.chunk - 1
+    elif cfg.model == "cascaded":  # the planned future
+        window = settings.chunk
     data = EpisodeData(dataset, sequence_length=window, pixels=pixels, device=cfg.device)
     gen = torch.Generator().manual_seed(cfg.seed)
     order = torch.randperm(len(dataset), generator=gen)
@@ -179,7 +248,11 @@ def train_world_model(cfg: TrainWMCfg) -> dict:
     train_idx, val_idx = (~in_val).nonzero().squeeze(-1), in_val.nonzero().squeeze(-1)
     obs_dim, act_dim = data.data["obs"].shape[1], data.data["actions"].shape[1]
     model = KINDS[cfg.model](obs_dim, act_dim, model_cfg).to(cfg.device)
-    model.prepare({k: v[train_idx.to(cfg.device)] for k, v in data.data.items()})
+    fit = {k: v[train_idx.to(cfg.device)] for k, v in data.data.items()}
+    play = _play_data(cfg, dataset, window, obs_dim, act_dim)
+    if play is not None:  # statistics of everything the dynamics learn from
+        fit = {k: torch.cat((v, play.data[k])) for k, v in fit.items()}
+    model.prepare(fit)
     if window is None:
         val_batch = data.__getitems__(val_idx[torch.randperm(len(val_idx), generator=gen)[:50_000]])
     else:  # non-overlapping windows over the held-out episodes, at most 64
@@ -221,6 +294,8 @@ def train_world_model(cfg: TrainWMCfg) -> dict:
         for _ in range(steps):
             pick = torch.randint(len(train_idx), (members * settings.batch_size,), generator=gen)
             batch = data.__getitems__(train_idx[pick])
+            if play is not None:
+                batch = _with_play(batch, play.sample(settings.batch_size, gen))
             if members > 1:  # each member its own rows: [E, B, ...]
                 batch = {k: v.reshape(members, -1, *v.shape[1:]) for k, v in batch.items()}
             loss, scalars = model.loss(batch)
@@ -263,6 +338,38 @@ def train_world_model(cfg: TrainWMCfg) -> dict:
     }
     write_bytes_atomic(cfg.out / "report.json", json.dumps(report, indent=1).encode())
     return report
+
+
+def _play_data(
+    cfg: TrainWMCfg, dataset: Dataset, window: int | None, obs_dim: int, act_dim: int
+) -> EpisodeData | None:
+    """The windows of `--play`'s episodes, checked against the demonstrations."""
+    if cfg.play is None:
+        return None
+    if cfg.model not in ("joint", "cascaded"):
+        raise ValueError(f"--play trains a WAM's dynamics without its policy; the "
+                         f"{cfg.model} model has no policy to leave out: collect its "
+                         "episodes into one dataset")  # fmt: skip
+    play = EpisodeData(cfg.play, sequence_length=window, device=cfg.device)
+    task, play_task = dataset.env_args.get("env_name"), play.dataset.env_args.get("env_name")
+    if play_task != task:
+        raise ValueError(f"{cfg.play}: play data of task {play_task!r}, the demonstrations "
+                         f"are of {task!r}")  # fmt: skip
+    dims = (play.data["obs"].shape[1], play.data["actions"].shape[1])
+    if dims != (obs_dim, act_dim):
+        raise ValueError(f"{cfg.play}: (obs, action) dims {dims}, the demonstrations' "
+                         f"{(obs_dim, act_dim)}")  # fmt: skip
+    return play
+
+
+def _with_play(demos: dict[str, torch.Tensor], play: dict[str, torch.Tensor]) -> dict:
+    """One batch of demonstration and play windows; `demo` marks the windows whose
+    actions are targets."""
+    batch = {k: torch.cat((v, play[k])) for k, v in demos.items()}
+    n, m = len(demos["obs"]), len(play["obs"])
+    batch["demo"] = torch.cat((torch.ones(n, dtype=torch.bool), torch.zeros(m, dtype=torch.bool)))
+    batch["demo"] = batch["demo"].to(demos["obs"].device)
+    return batch
 
 
 def _open_loop(model, dataset: Dataset, episodes: list[int]) -> dict:

@@ -1,0 +1,156 @@
+"""Cascaded World Action Model: predict where the demonstrator goes next, then
+extract the actions that get there with an inverse dynamics model.
+
+Three MLPs over the observation x standardised with the data's statistics, each
+change in units of s, the per-dimension spread of one-step changes of x:
+
+    future   f(x_t)            -> d_t .. d_{t+H-1}   the demonstrator's next H changes
+    inverse  g(x_t, d_t)       -> a_t                the action between two observations
+    forward  h(x_t, a_t)       -> d_t, r_t, cont_t   the dynamics under any action
+
+with x_{t+k+1} = x_{t+k} + s * d_{t+k}. The future predictor is conditioned on the
+policy that produced the demonstrations (it is trained on them alone); the inverse
+and forward models learn from every transition, play data included, which is what
+the split buys: actions are learned from any data, only the plan from experts.
+Acting chains them: predict the H future observations, then extract the action
+between each consecutive pair, `[a_t .. a_{t+H-1}]`, the chunk whose first action
+the agent takes (receding horizon). As a world model (`next`) it is the forward
+model alone, deterministic (the mean): `next` ignores its generator.
+
+All terms are squared errors (rewards in symlog space) except continuation
+(Bernoulli log-likelihood):  loss = future + inverse + forward + reward + cont.
+The model state is the standardised observation (Markov: the observation holds
+the velocities).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from world_models.base import Step, WorldModel
+from world_models.rssm import mlp, symexp, symlog
+
+DEFAULTS: dict[str, Any] = {
+    "chunk": 4,  # future steps H the future predictor plans
+    "hidden": 256,  # units per hidden layer
+    "layers": 3,  # hidden layers of each MLP
+    "pixels": False,  # state vectors only
+}
+STD_FLOOR = 1e-2  # smallest observation std used to standardise
+DELTA_FLOOR = 1e-4  # smallest spread of standardised one-step changes
+
+
+class CascadedWAM(WorldModel):
+    """Future predictor, inverse dynamics and forward dynamics over state vectors."""
+
+    kind = "cascaded"
+    acts = True
+
+    def __init__(self, obs_dim: int, action_dim: int, config: dict[str, Any]):
+        config = {**DEFAULTS, **config}
+        unknown = sorted(set(config) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(f"cascaded WAM: unknown config key(s) {', '.join(unknown)}; "
+                             f"valid keys: {', '.join(sorted(DEFAULTS))}")  # fmt: skip
+        if config["pixels"]:
+            raise ValueError("cascaded WAM: state vectors only; frames are not supported yet")
+        if config["chunk"] < 1 or config["hidden"] < 1 or config["layers"] < 1:
+            raise ValueError("cascaded WAM: chunk, hidden and layers must be >= 1")
+        super().__init__(obs_dim, action_dim, config)
+        hid, lay, h = config["hidden"], config["layers"], config["chunk"]
+        self.future = mlp(obs_dim, hid, lay, h * obs_dim)
+        self.inverse = mlp(2 * obs_dim, hid, lay, action_dim)
+        self.forward_model = mlp(obs_dim + action_dim, hid, lay, obs_dim + 2)
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_std", torch.ones(obs_dim))
+        self.register_buffer("delta_std", torch.ones(obs_dim))
+
+    @torch.no_grad()
+    def prepare(self, batch: dict[str, torch.Tensor]) -> None:
+        obs, nxt = batch["obs"].float(), batch["next_obs"].float()
+        self.obs_mean.copy_(obs.mean(0))
+        self.obs_std.copy_(obs.std(0, correction=0).clamp_min(STD_FLOOR))
+        delta = (nxt - obs) / self.obs_std
+        self.delta_std.copy_(delta.std(0, correction=0).clamp_min(DELTA_FLOOR))
+
+    def _norm(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs.float() - self.obs_mean) / self.obs_std
+
+    # ---- the world model verbs ----
+    def encode(self, obs: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        return self._norm(obs)
+
+    def advance(self, state: torch.Tensor, action: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """The state after `action` and the observation `obs` that followed (Markov)."""
+        return self._norm(obs)
+
+    def next(
+        self, state: torch.Tensor, action: torch.Tensor, generator: torch.Generator | None = None
+    ) -> Step:
+        out = self.forward_model(torch.cat((state, action.float()), -1))
+        x = state + out[:, : self.obs_dim] * self.delta_std
+        reward = symexp(out[:, self.obs_dim])
+        cont = torch.sigmoid(out[:, self.obs_dim + 1])
+        obs = x * self.obs_std + self.obs_mean
+        return Step(x, obs, reward, cont, torch.zeros_like(reward))
+
+    def plan(self, state: torch.Tensor) -> torch.Tensor:
+        """The predicted future observations `[B, H, obs_dim]` (standardised)."""
+        d = self.future(state).reshape(len(state), self.config["chunk"], self.obs_dim)
+        return state[:, None] + torch.cumsum(d * self.delta_std, 1)
+
+    def extract(self, x: torch.Tensor, x_next: torch.Tensor) -> torch.Tensor:
+        """Actions between standardised observations `[..., obs_dim]` (unclamped)."""
+        return self.inverse(torch.cat((x, (x_next - x) / self.delta_std), -1))
+
+    def action_chunk(self, state: torch.Tensor) -> torch.Tensor:
+        """Actions `[B, chunk, action_dim]`: predicted future, then extracted actions."""
+        future = self.plan(state)
+        before = torch.cat((state[:, None], future[:, :-1]), 1)
+        return self.extract(before, future)
+
+    # ---- training ----
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Windows `[B, chunk, ...]`: the future predictor's targets are a window's
+        steps from its first; inverse and forward models learn every valid step."""
+        h = self.config["chunk"]
+        if batch["obs"].shape[1] < h:
+            raise ValueError(f"cascaded WAM: windows of {batch['obs'].shape[1]} steps, "
+                             f"need chunk = {h}")  # fmt: skip
+        mask = batch["mask"][:, :h].float()
+        x, x_next = self._norm(batch["obs"][:, :h]), self._norm(batch["next_obs"][:, :h])
+        acts = batch["actions"][:, :h].float()
+        change = (x_next - x) / self.delta_std
+        count = mask.sum().clamp_min(1.0)
+
+        plan_valid = mask * batch["demo"].float()[:, None] if "demo" in batch else mask
+        pred = self.future(x[:, 0]).reshape(len(x), h, self.obs_dim)
+        future_err = (pred - change).pow(2).mean(-1)
+        future_loss = (future_err * plan_valid).sum() / plan_valid.sum().clamp_min(1.0)
+
+        inv_err = (self.inverse(torch.cat((x, change), -1)) - acts).pow(2).mean(-1)
+        inv_loss = (inv_err * mask).sum() / count
+
+        out = self.forward_model(torch.cat((x, acts), -1))
+        fwd_err = (out[..., : self.obs_dim] - change).pow(2).mean(-1)
+        fwd_loss = (fwd_err * mask).sum() / count
+        rew_err = (out[..., self.obs_dim] - symlog(batch["rewards"][:, :h].float())).pow(2)
+        rew_loss = (rew_err * mask).sum() / count
+        cont_err = F.binary_cross_entropy_with_logits(
+            out[..., self.obs_dim + 1], 1.0 - batch["terminated"][:, :h].float(), reduction="none"
+        )
+        cont_loss = (cont_err * mask).sum() / count
+
+        # the policy's first action, as acting computes it: extracted from the plan
+        first = self.extract(x[:, 0], x[:, 0] + pred[:, 0] * self.delta_std)
+        first_valid = plan_valid[:, 0]
+        first_err = ((first - acts[:, 0]).pow(2).mean(-1) * first_valid).sum()
+        first_err = first_err / first_valid.sum().clamp_min(1.0)
+        loss = future_loss + inv_loss + fwd_loss + rew_loss + cont_loss
+        return loss, {"future": future_loss.item(), "inverse": inv_loss.item(),
+                      "obs": fwd_loss.item(), "reward": rew_loss.item(),
+                      "cont": cont_loss.item(),
+                      "action_first": first_err.item()}  # fmt: skip
