@@ -9,7 +9,8 @@ python run.py collect    record episodes of a policy into an HDF5 dataset
 python run.py inspect    summarise a dataset
 python run.py export     write a dataset in the LeRobot v3.0 layout
 python run.py train-wm   fit a world model to a dataset
-python run.py eval-wm    a world model's fidelity in the real simulator: errors, video, plots
+python run.py eval-wm    a world model's fidelity in the real simulator: errors, video, plots;
+                         with --policies, how well it ranks policies (imagined vs real return)
 python run.py bench      env and data-generation throughput beside their peers
 """
 
@@ -25,6 +26,7 @@ from agents.bench_loop import run_loop_bench
 from agents.collect import CollectCfg, run_collect
 from agents.evaluate import EvalCfg, run_eval
 from agents.loop import Loop, LoopCfg
+from agents.rank import run_rank_policies
 from envs.bench import BenchCfg, run_backend_bench
 from sim.export import ExportCfg, run_export
 from sim.summary import InspectCfg, run_inspect
@@ -36,7 +38,10 @@ SUBCOMMANDS = {
     "inspect": (InspectCfg, run_inspect),
     "export": (ExportCfg, run_export),
     "train-wm": (TrainWMCfg, run_train_wm),
-    "eval-wm": (EvalWMCfg, run_eval_wm),
+    "eval-wm": (
+        EvalWMCfg,
+        lambda cfg: run_rank_policies(cfg) if cfg.policies else run_eval_wm(cfg),
+    ),
     "eval": (EvalCfg, run_eval),
     "train-bc": (TrainBCCfg, run_train_bc),
     "bench": (BenchCfg, lambda cfg: bench(cfg)),
@@ -62,6 +67,12 @@ def closed_loop(cfg: LoopCfg) -> dict:
           f"summary.json, returns.png, tb/"
           f"{', eval/*/video.mp4' if summary['artifacts']['videos'] else ''}")  # fmt: skip
     return summary
+
+
+def eval_wm(cfg: EvalWMCfg) -> dict:
+    """A world model's prediction errors in the real simulator, or with `--policies`
+    how well its imagined returns rank policies."""
+    return run_rank_policies(cfg) if cfg.policies else run_eval_wm(cfg)
 
 
 def bench(cfg: BenchCfg) -> dict:

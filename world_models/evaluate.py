@@ -89,6 +89,13 @@ class EvalWMCfg:
     """Torch device of the model."""
     progress: bool = True
     """Show a progress bar."""
+    policies: tuple[str, ...] = ()
+    """Rank these policies instead: agent checkpoints, or expert:STD (the scripted
+    expert with noise of that std); each runs `--episodes` episodes in the real
+    simulator and in the model from the same starts (`policies.json`, `policies.png`:
+    Pearson and Spearman correlation of imagined and real return)."""
+    episodes: int = 16
+    """Episodes per policy (with --policies)."""
 
 
 def _check_cfg(cfg: EvalWMCfg) -> tuple[int, ...]:

@@ -204,6 +204,40 @@ def plot_errors(
     return 5 * panels * 100, 400
 
 
+def plot_scatter(
+    path: str | os.PathLike,
+    real: Sequence[float],
+    imagined: Sequence[float],
+    labels: Sequence[str],
+    title: str = "",
+) -> None:
+    """PNG of imagined against real return, one labelled point per policy, with the
+    line imagined = real (100 dpi, 6 x 5 inches)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 5), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.scatter(real, imagined, zorder=3)
+    for x, y, label in zip(real, imagined, labels, strict=True):
+        ax.annotate(Path(label).name if os.sep in label else label, (x, y), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    finite = [v for v in (*real, *imagined) if np.isfinite(v)]
+    if finite:
+        lo, hi = min(finite), max(finite)
+        ax.plot([lo, hi], [lo, hi], "--", color="grey", label="imagined = real")
+        ax.legend()
+    ax.set_xlabel("real return")
+    ax.set_ylabel("imagined return")
+    ax.grid(True, alpha=0.3)
+    if title:
+        ax.set_title(title)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
 def _positive(values: Sequence[float]) -> list[float]:
     """Values for a log axis: zeros (a perfect prediction) drawn at the smallest float."""
     return [v if v > 0 or math.isnan(v) else np.finfo(np.float64).tiny for v in values]

@@ -1,0 +1,147 @@
+"""`python run.py eval-wm --wm DIR --policies P ...`: a world model as a policy evaluator.
+
+Every policy runs the same N episodes twice from the same start states: in the
+real simulator (`env.reset(seed)`) and in the world model served as an
+`ImaginedEnv` from those starts' observations (mean predictions, the task's
+horizon), exactly as `run.py eval` measures one agent. A model that ranks
+policies as the simulator does can choose among them without the simulator: the
+report gives the Pearson correlation of the mean returns, their Spearman rank
+correlation (Pearson of the ranks, ties sharing their mean rank), and a scatter
+plot of imagined against real return.
+
+A policy is an agent checkpoint (any kind, World Action Models' model directories
+included), or `expert:STD`, the task's scripted expert with white Gaussian noise
+of that std on every action (`expert:0` is the expert itself): a ladder of
+quality from one controller. Every policy acts with its exploration noise where
+it has one (`expert:STD`) and deterministically otherwise; the noise is drawn
+from one seeded generator per run, so the real and the imagined run of a policy
+see the same noise sequence.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.base import Agent
+from agents.base import load as load_agent
+from agents.evaluate import make_eval_env, run_episodes
+from agents.expert_agent import ExpertAgent
+from envs.bench import write_json_atomic
+from world_models import pictures
+from world_models.base import from_checkpoint as wm_from_checkpoint
+from world_models.base import read_checkpoint
+from world_models.evaluate import EvalWMCfg
+from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
+
+
+def make_policy_agent(spec: str, env) -> tuple[Agent, float | None]:
+    """(agent, noise std or None) of a `--policies` entry."""
+    if spec.startswith("expert:"):
+        try:
+            std = float(spec.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(
+                f"policy {spec!r}: expert:STD takes a number, e.g. expert:0.5"
+            ) from None
+        if std < 0:
+            raise ValueError(f"policy {spec!r}: the noise std must be >= 0")
+        return ExpertAgent.for_env(env, noise_std=std), std
+    if not Path(spec).exists():
+        raise ValueError(f"policy {spec!r}: no such agent checkpoint (or expert:STD)")
+    agent = load_agent(spec)
+    if (agent.obs_dim, agent.action_dim) != (env.observation_dim, env.action_dim):
+        raise ValueError(f"policy {spec}: acts on ({agent.obs_dim} obs, {agent.action_dim} "
+                         f"actions), {env.name} has ({env.observation_dim}, "
+                         f"{env.action_dim})")  # fmt: skip
+    return agent, None
+
+
+def ranks(values: torch.Tensor) -> torch.Tensor:
+    """1-based ranks, tied values sharing their mean rank."""
+    order = values.argsort()
+    r = torch.empty_like(values, dtype=torch.float64)
+    r[order] = torch.arange(1, len(values) + 1, dtype=torch.float64)
+    for v in values.unique():
+        tied = values == v
+        r[tied] = r[tied].mean()
+    return r
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    """Pearson correlation; None where one side is constant (undefined)."""
+    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
+    denom = (a.pow(2).sum() * b.pow(2).sum()).sqrt()
+    return float((a * b).sum() / denom) if denom > 0 else None
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    """Spearman rank correlation; None where one side is constant."""
+    return pearson(ranks(a.double()), ranks(b.double()))
+
+
+def rank_policies(cfg: EvalWMCfg) -> dict[str, Any]:
+    """Real and imagined returns of every policy, their correlations and the plot."""
+    if len(cfg.policies) < 2:
+        raise ValueError("--policies needs at least 2 policies to correlate")
+    ckpt = read_checkpoint(cfg.wm)
+    model = wm_from_checkpoint(ckpt, cfg.wm).to(cfg.device)
+    if model.sees_pixels:
+        raise ValueError("--policies: policies act on state vectors; this model sees frames")
+    n = cfg.episodes
+    env = make_eval_env(ckpt.get("env_args"), cfg.task, n, seed=cfg.seed)
+    steps = env.cfg.episode_length // env.cfg.action_repeat
+    imagined_cfg = ImaginedEnvCfg(num_envs=n, seed=cfg.seed, episode_length=steps,
+                                  sample=False, termination="model")  # fmt: skip
+    imagined = ImaginedEnv.from_env(model, env, imagined_cfg)
+    rows = []
+    for i, spec in enumerate(cfg.policies):
+        agent, std = make_policy_agent(spec, env)
+        agent.to(cfg.device)
+        real, success, _ = run_episodes(agent, env, env.reset(seed=cfg.seed),
+                                        noise=_noise(std, cfg.seed + i))  # fmt: skip
+        imag, _, _ = run_episodes(agent, imagined, imagined.reset(),
+                                  noise=_noise(std, cfg.seed + i))  # fmt: skip
+        row = {"policy": spec, "real_return": float(real.mean()),
+               "imagined_return": float(imag.mean())}  # fmt: skip
+        if success is not None:
+            row["real_success_rate"] = float(success.float().mean())
+        rows.append(row)
+        if cfg.progress:
+            print(f"  {spec}: real {row['real_return']:.1f}, imagined {row['imagined_return']:.1f}")
+    env.close()
+    real = torch.tensor([r["real_return"] for r in rows])
+    imag = torch.tensor([r["imagined_return"] for r in rows])
+    out = cfg.out or _default_out(cfg.wm)
+    out.mkdir(parents=True, exist_ok=True)
+    plot = out / "policies.png"
+    pictures.plot_scatter(plot, real.tolist(), imag.tolist(), [r["policy"] for r in rows],
+                          title=f"{env.name}: {n} episodes per policy")  # fmt: skip
+    report = {"wm": str(cfg.wm), "task": env.name, "episodes": n, "seed": cfg.seed,
+              "steps": steps, "policies": rows, "pearson": pearson(real, imag),
+              "spearman": spearman(real, imag), "plot": str(plot)}  # fmt: skip
+    write_json_atomic(out / "policies.json", report)
+    return report
+
+
+def _noise(std: float | None, seed: int) -> torch.Generator | None:
+    """The exploration noise of a policy that has some, the same for both runs."""
+    return None if std is None else torch.Generator().manual_seed(seed)
+
+
+def _default_out(wm: Path) -> Path:
+    wm = Path(wm)
+    return (wm if wm.is_dir() else wm.parent) / "eval"
+
+
+def run_rank_policies(cfg: EvalWMCfg) -> dict[str, Any]:
+    report = rank_policies(cfg)
+    pear, spear = (f"{v:.3f}" if v is not None else "undefined (a constant side)"
+                   for v in (report["pearson"], report["spearman"]))  # fmt: skip
+    print(f"eval-wm: {len(report['policies'])} policies on {report['task']}, "
+          f"{report['episodes']} episodes each: Pearson {pear}, Spearman {spear} "
+          "(imagined vs real return)")  # fmt: skip
+    print(f"  {report['plot']}, {Path(report['plot']).with_name('policies.json')}")
+    return report
