@@ -30,8 +30,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from world_models.base import Step, WorldModel
+from world_models.base import Step
 from world_models.rssm import mlp, symexp, symlog
+from world_models.wam import StateWAM
 
 DEFAULTS: dict[str, Any] = {
     "chunk": 4,  # future steps H the future predictor plans
@@ -39,45 +40,23 @@ DEFAULTS: dict[str, Any] = {
     "layers": 3,  # hidden layers of each MLP
     "pixels": False,  # state vectors only
 }
-STD_FLOOR = 1e-2  # smallest observation std used to standardise
-DELTA_FLOOR = 1e-4  # smallest spread of standardised one-step changes
 
 
-class CascadedWAM(WorldModel):
+class CascadedWAM(StateWAM):
     """Future predictor, inverse dynamics and forward dynamics over state vectors."""
 
     kind = "cascaded"
-    acts = True
+    defaults = DEFAULTS
 
     def __init__(self, obs_dim: int, action_dim: int, config: dict[str, Any]):
-        config = {**DEFAULTS, **config}
-        unknown = sorted(set(config) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"cascaded WAM: unknown config key(s) {', '.join(unknown)}; "
-                             f"valid keys: {', '.join(sorted(DEFAULTS))}")  # fmt: skip
-        if config["pixels"]:
-            raise ValueError("cascaded WAM: state vectors only; frames are not supported yet")
+        super().__init__(obs_dim, action_dim, config)
+        config = self.config
         if config["chunk"] < 1 or config["hidden"] < 1 or config["layers"] < 1:
             raise ValueError("cascaded WAM: chunk, hidden and layers must be >= 1")
-        super().__init__(obs_dim, action_dim, config)
         hid, lay, h = config["hidden"], config["layers"], config["chunk"]
         self.future = mlp(obs_dim, hid, lay, h * obs_dim)
         self.inverse = mlp(2 * obs_dim, hid, lay, action_dim)
         self.forward_model = mlp(obs_dim + action_dim, hid, lay, obs_dim + 2)
-        self.register_buffer("obs_mean", torch.zeros(obs_dim))
-        self.register_buffer("obs_std", torch.ones(obs_dim))
-        self.register_buffer("delta_std", torch.ones(obs_dim))
-
-    @torch.no_grad()
-    def prepare(self, batch: dict[str, torch.Tensor]) -> None:
-        obs, nxt = batch["obs"].float(), batch["next_obs"].float()
-        self.obs_mean.copy_(obs.mean(0))
-        self.obs_std.copy_(obs.std(0, correction=0).clamp_min(STD_FLOOR))
-        delta = (nxt - obs) / self.obs_std
-        self.delta_std.copy_(delta.std(0, correction=0).clamp_min(DELTA_FLOOR))
-
-    def _norm(self, obs: torch.Tensor) -> torch.Tensor:
-        return (obs.float() - self.obs_mean) / self.obs_std
 
     # ---- the world model verbs ----
     def encode(self, obs: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:

@@ -44,8 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from world_models.base import Step, WorldModel
+from world_models.base import Step
 from world_models.rssm import symexp, symlog
+from world_models.wam import StateWAM
 
 DEFAULTS: dict[str, Any] = {
     "context": 8,  # steps K in the window the transformer sees
@@ -56,30 +57,22 @@ DEFAULTS: dict[str, Any] = {
     "action_weight": 1.0,  # weight of the action loss
     "pixels": False,  # state tokens only (pixel patches are not supported yet)
 }
-STD_FLOOR = 1e-2  # smallest observation std used to standardise
-DELTA_FLOOR = 1e-4  # smallest spread of standardised one-step changes
 
 
-class JointWAM(WorldModel):
+class JointWAM(StateWAM):
     """Causal transformer over (observation, action) tokens with a policy head and a
     dynamics head."""
 
     kind = "joint"
-    acts = True
+    defaults = DEFAULTS
 
     def __init__(self, obs_dim: int, action_dim: int, config: dict[str, Any]):
-        config = {**DEFAULTS, **config}
-        unknown = sorted(set(config) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"joint WAM: unknown config key(s) {', '.join(unknown)}; "
-                             f"valid keys: {', '.join(sorted(DEFAULTS))}")  # fmt: skip
-        if config["pixels"]:
-            raise ValueError("joint WAM: pixel patches are not supported yet; use state data")
+        super().__init__(obs_dim, action_dim, config)
+        config = self.config
         if config["context"] < 1 or config["chunk"] < 1:
             raise ValueError("joint WAM: context and chunk must be >= 1")
         if config["width"] % config["heads"]:
             raise ValueError("joint WAM: width must be a multiple of heads")
-        super().__init__(obs_dim, action_dim, config)
         k, w = config["context"], config["width"]
         self.obs_in = nn.Linear(obs_dim, w)
         self.act_in = nn.Linear(action_dim, w)
@@ -99,25 +92,11 @@ class JointWAM(WorldModel):
         self.cont_head = nn.Linear(w, 1)
         self.register_buffer("causal", nn.Transformer.generate_square_subsequent_mask(2 * k),
                              persistent=False)  # fmt: skip
-        self.register_buffer("obs_mean", torch.zeros(obs_dim))
-        self.register_buffer("obs_std", torch.ones(obs_dim))
-        self.register_buffer("delta_std", torch.ones(obs_dim))
 
     # ---- statistics and the window layout ----
-    @torch.no_grad()
-    def prepare(self, batch: dict[str, torch.Tensor]) -> None:
-        obs, nxt = batch["obs"].float(), batch["next_obs"].float()
-        self.obs_mean.copy_(obs.mean(0))
-        self.obs_std.copy_(obs.std(0, correction=0).clamp_min(STD_FLOOR))
-        delta = (nxt - obs) / self.obs_std
-        self.delta_std.copy_(delta.std(0, correction=0).clamp_min(DELTA_FLOOR))
-
     @property
     def context(self) -> int:
         return self.config["context"]
-
-    def _norm(self, obs: torch.Tensor) -> torch.Tensor:
-        return (obs.float() - self.obs_mean) / self.obs_std
 
     def _split(self, state: torch.Tensor):
         """(x `[B, K, obs]`, actions `[B, K, act]`, n `[B]` long) of model states."""
