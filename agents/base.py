@@ -109,7 +109,7 @@ def save(agent: Agent, path: str | os.PathLike, **extra: Any) -> None:
 def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
     """A checked agent checkpoint dict (tensors on the CPU)."""
     path = Path(path)
-    if path.is_dir():  # an agent's directory, or a joint WAM's (train-wm output)
+    if path.is_dir():  # an agent's directory, or a World Action Model's (train-wm output)
         wm_dir = not (path / "agent.pt").exists() and (path / "model.pt").exists()
         path = path / ("model.pt" if wm_dir else "agent.pt")
     if not path.exists():
@@ -121,7 +121,8 @@ def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[st
                              "give an agent checkpoint or a World Action Model's "
                              "(train-wm --model joint or cascaded)")  # fmt: skip
         _register("wam")
-        ckpt = AGENTS["wam"].from_world_model(ckpt).checkpoint()
+        agent = AGENTS["wam"].from_world_model(ckpt)
+        ckpt = agent.checkpoint(env_args=ckpt.get("env_args"))  # its data's env acts
     _register(ckpt.get("kind"))
     kind_class(AGENTS, ckpt, path, "agent")
     if kind is not None and ckpt["kind"] != kind:

@@ -5,9 +5,10 @@ The agent keeps, for every env row, the model state of its history (a joint WAM'
 window of recent observations and the actions it took, a cascaded WAM's last
 observation): a row's first observation after `reset` starts a new one
 (`encode`), every later one is added after the action the agent returned for the
-step before (`advance`). It acts with the first action
-of the chunk predicted at the newest observation (receding horizon), clamped to
-[-1, 1]; exploring, it adds `noise_std` times the caller's standard normal noise.
+step before (`advance`), or the one it is told the env took (`executed`). It acts
+with the first action of the chunk predicted at the newest observation (receding
+horizon), clamped to [-1, 1]; exploring, it adds `noise_std` times the caller's
+standard normal noise.
 
 The agent's config holds the model's checkpoint, so an agent checkpoint alone acts;
 `agents.base.load` also wraps a WAM's own checkpoint (`train-wm --model joint` or
@@ -34,7 +35,7 @@ class WamPolicy(Agent):
 
     def __init__(self, obs_dim: int, action_dim: int, config: dict[str, Any]):
         if "world_model" not in config:
-            raise ValueError("wam agent: config needs the joint WAM's checkpoint "
+            raise ValueError("wam agent: config needs a World Action Model's checkpoint "
                              "(`world_model`)")  # fmt: skip
         wm_ckpt = {k: v for k, v in config["world_model"].items() if k in _WM_KEYS}
         config = {"noise_std": 0.1, **config, "world_model": wm_ckpt}
@@ -52,7 +53,7 @@ class WamPolicy(Agent):
                              f"{model.obs_dim}/{model.action_dim}, the agent "
                              f"{obs_dim}/{action_dim}")  # fmt: skip
         self.model = model
-        self.state: torch.Tensor | None = None  # each row's window
+        self.state: torch.Tensor | None = None  # each row's model state (its history)
         self.fresh: torch.Tensor | None = None  # rows whose next observation starts one
         self.last: torch.Tensor | None = None  # the action each row took last
 

@@ -162,13 +162,15 @@ class CascadedCfg:
 
 @dataclass
 class TrainWMCfg:
-    """Train a world model (ensemble dynamics or an RSSM) on a recorded dataset."""
+    """Train a world model (ensemble dynamics, an RSSM, or a joint or cascaded World
+    Action Model) on a recorded dataset."""
 
     data: Path
     """Dataset directory written by `collect`."""
     model: str = "ensemble"
-    """Model kind: ensemble (probabilistic ensemble dynamics), rssm, or joint (a joint
-    World Action Model: dynamics and a policy in one transformer)."""
+    """Model kind: ensemble (probabilistic ensemble dynamics), rssm, joint (a World
+    Action Model: dynamics and a policy in one transformer) or cascaded (a World
+    Action Model: a future predictor and inverse dynamics)."""
     out: Path = Path("runs/wm")
     """Output directory: model.pt, last.pt, tb/, report.json."""
     epochs: int = 200

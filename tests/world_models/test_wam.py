@@ -95,6 +95,7 @@ def test_acts_in_the_real_sim_from_its_checkpoint(trained, tmp_path):
     _, wm = trained
     agent = base.load(wm)  # a WAM's model directory acts as an agent
     assert isinstance(agent, WamPolicy)
+    assert base.read_checkpoint(wm)["env_args"]["env_name"] == "push"  # eval's default env
     env = envs.make("push", num_envs=8, seed=5)
     obs = env.reset(seed=5)
     # an agent checkpoint round trip acts identically
