@@ -42,7 +42,9 @@ from world_models.metrics import HORIZONS, open_loop_error
 CONTEXT = 8  # observed steps before each open-loop start in the report
 
 MODELS = ("ensemble", "rssm", "joint", "cascaded")
-_STATISTICS = ("in_mean", "in_std", "out_mean", "out_std", "obs_mean", "obs_std")
+# data statistics, refitted when a model is fine-tuned on new data (`--init`)
+_STATISTICS = ("in_mean", "in_std", "out_mean", "out_std", "obs_mean", "obs_std",
+               "delta_mean", "delta_std")  # fmt: skip
 _TRAINING = ("batch_size", "lr", "weight_decay", "grad_clip", "sequence_length")
 
 

@@ -73,6 +73,24 @@ def test_play_data_must_fit_the_demonstrations(push_data, tmp_path):
         train_world_model(cfg)
 
 
+def test_fine_tuning_on_new_data_refits_every_statistic(trained, tmp_path):
+    root, wm = trained
+    kind = wm.name
+    cfg = TrainWMCfg(data=root / "play", model=kind, out=tmp_path / "wm", epochs=1,
+                     steps_per_epoch=1, init=wm / "model.pt", progress=False)  # fmt: skip
+    cfg.joint, cfg.cascaded = JointCfg(**TINY["joint"]), CascadedCfg(**TINY["cascaded"])
+    train_world_model(cfg)
+    tuned = torch.load(tmp_path / "wm" / "model.pt", weights_only=True)
+    data = EpisodeData(root / "play")
+    keep = ~torch.isin(data.episode_of, torch.tensor(tuned["val_episodes"]))
+    fresh = world_models.base.KINDS[kind](12, 2, tuned["config"])
+    fresh.prepare({k: v[keep] for k, v in data.data.items()})
+    old = torch.load(wm / "model.pt", weights_only=True)["state_dict"]
+    for key in ("obs_mean", "obs_std", "delta_std"):
+        torch.testing.assert_close(tuned["state_dict"][key], getattr(fresh, key))
+        assert not torch.equal(tuned["state_dict"][key], old[key])
+
+
 def test_serves_as_an_imagined_env_and_sb3_steps_it(trained):
     root, wm = trained
     model = world_models.load(wm)
