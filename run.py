@@ -38,10 +38,7 @@ SUBCOMMANDS = {
     "inspect": (InspectCfg, run_inspect),
     "export": (ExportCfg, run_export),
     "train-wm": (TrainWMCfg, run_train_wm),
-    "eval-wm": (
-        EvalWMCfg,
-        lambda cfg: run_rank_policies(cfg) if cfg.policies else run_eval_wm(cfg),
-    ),
+    "eval-wm": (EvalWMCfg, lambda cfg: eval_wm(cfg)),
     "eval": (EvalCfg, run_eval),
     "train-bc": (TrainBCCfg, run_train_bc),
     "bench": (BenchCfg, lambda cfg: bench(cfg)),

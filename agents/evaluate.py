@@ -119,8 +119,15 @@ def evaluate(
     seed: int = 1000,
     video_steps: int = 0,
     video_path: Path | None = None,
+    noise_seed: int | None = None,
 ) -> dict[str, Any]:
-    """Real (and imagined) returns of `agent` on the starts of `env.reset(seed)`."""
+    """Real (and imagined) returns of `agent` on the starts of `env.reset(seed)`;
+    deterministic, or with `noise_seed` exploring with standard normal noise from a
+    generator of that seed (the same sequence in both runs)."""
+
+    def noise() -> torch.Generator | None:
+        return None if noise_seed is None else torch.Generator().manual_seed(noise_seed)
+
     steps = env.cfg.episode_length // env.cfg.action_repeat
     video_steps = min(video_steps, steps) if wm is not None and video_path is not None else 0
     report: dict[str, Any] = {"episodes": env.num_envs, "seed": seed, "steps": steps}
@@ -143,13 +150,14 @@ def evaluate(
             return viewer.render()[0]
 
         frame_like = env.render([0])[0] if video_steps else None
-        ret, _, imagined_frames = run_episodes(agent, imagined, imagined.reset(), video_steps, draw)
+        ret, _, imagined_frames = run_episodes(agent, imagined, imagined.reset(), video_steps,
+                                               draw, noise())  # fmt: skip
         report["imagined_return"] = _stats(ret)
         if viewer is not None:
             viewer.close()
     obs = env.reset(seed=seed)
     ret, success, real_frames = run_episodes(agent, env, obs, video_steps,
-                                             lambda e, _: e.render([0])[0])  # fmt: skip
+                                             lambda e, _: e.render([0])[0], noise())  # fmt: skip
     report["real_return"] = _stats(ret)
     if success is not None:
         report["real_success_rate"] = float(success.float().mean())
@@ -180,22 +188,19 @@ def action_errors(agent: Agent, demos: Path, env) -> dict[str, Any]:
     against the expert and the expert actions' variance (the error of their mean)."""
     from agents.experts import make_expert
     from sim.dataset import Dataset
+    from sim.loader import EpisodeData
 
-    data = Dataset(demos)
-    task = data.env_args.get("env_name")
+    dataset = Dataset(demos)
+    task = dataset.env_args.get("env_name")
     if task != env.name:
         raise ValueError(f"{demos}: episodes of {task!r}, the agent is evaluated on {env.name!r}")
-    eps = [data.episode(e, ("obs", "actions")) for e in data.episodes]
-    if not eps:
+    if not dataset.episodes:
         raise ValueError(f"{demos}: no episodes")
-    lengths = torch.tensor([len(e["actions"]) for e in eps])
-    n, longest = len(eps), int(lengths.max())
-    obs = torch.zeros(n, longest, agent.obs_dim)
-    rec = torch.zeros(n, longest, agent.action_dim)
-    for i, e in enumerate(eps):
-        obs[i, : lengths[i]], rec[i, : lengths[i]] = (torch.from_numpy(e["obs"]),
-                                                      torch.from_numpy(e["actions"]))  # fmt: skip
-    valid = torch.arange(longest)[None] < lengths[:, None]
+    # every episode as one window from its first step, masked past its end
+    data = EpisodeData(dataset, sequence_length=int(max(map(dataset.length, dataset.episodes))))
+    episodes = data.__getitems__((data.step == 0).nonzero().squeeze(-1))
+    obs, rec, valid = episodes["obs"].float(), episodes["actions"].float(), episodes["mask"]
+    n, longest = valid.shape
     expert = make_expert(env)
     acted = torch.zeros_like(rec)
     agent.reset(torch.arange(n))

@@ -37,10 +37,9 @@ import torch
 import world_models  # noqa: F401  (registers the world model kinds)
 from agents import base
 from agents.base import Agent
-from world_models.base import KINDS, WorldModel
+from world_models.base import KINDS, MODEL_KEYS, WorldModel
 from world_models.base import from_checkpoint as wm_from_checkpoint
 
-_WM_KEYS = ("format", "kind", "config", "dims", "state_dict", "env_args")
 _DIVERGED = -1e9  # the return a non-finite rollout counts as
 
 
@@ -111,7 +110,7 @@ class MppiAgent(Agent):
             raise ValueError(f"mppi: unknown settings {unknown}; valid: {sorted(valid)}")
         cfg = MppiCfg(**settings)
         cfg.check()
-        wm_ckpt = {k: v for k, v in config["world_model"].items() if k in _WM_KEYS}
+        wm_ckpt = {k: v for k, v in config["world_model"].items() if k in MODEL_KEYS}
         if wm_ckpt.get("kind") not in KINDS:
             raise ValueError(f"mppi: unknown world model kind {wm_ckpt.get('kind')!r}; "
                              f"known: {sorted(KINDS)}")  # fmt: skip

@@ -3,7 +3,7 @@
 Every policy runs the same N episodes twice from the same start states: in the
 real simulator (`env.reset(seed)`) and in the world model served as an
 `ImaginedEnv` from those starts' observations (mean predictions, the task's
-horizon), exactly as `run.py eval` measures one agent. A model that ranks
+horizon), by `agents.evaluate.evaluate`, as `run.py eval` measures one agent. A model that ranks
 policies as the simulator does can choose among them without the simulator: the
 report gives the Pearson correlation of the mean returns, their Spearman rank
 correlation (Pearson of the ranks, ties sharing their mean rank), and a scatter
@@ -27,14 +27,13 @@ import torch
 
 from agents.base import Agent
 from agents.base import load as load_agent
-from agents.evaluate import make_eval_env, run_episodes
+from agents.evaluate import evaluate, make_eval_env
 from agents.expert_agent import ExpertAgent
 from envs.bench import write_json_atomic
 from world_models import pictures
+from world_models.base import checkpoint_path, read_checkpoint
 from world_models.base import from_checkpoint as wm_from_checkpoint
-from world_models.base import read_checkpoint
 from world_models.evaluate import EvalWMCfg
-from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
 
 
 def make_policy_agent(spec: str, env) -> tuple[Agent, float | None]:
@@ -92,48 +91,31 @@ def rank_policies(cfg: EvalWMCfg) -> dict[str, Any]:
         raise ValueError("--policies: policies act on state vectors; this model sees frames")
     n = cfg.episodes
     env = make_eval_env(ckpt.get("env_args"), cfg.task, n, seed=cfg.seed)
-    steps = env.cfg.episode_length // env.cfg.action_repeat
-    imagined_cfg = ImaginedEnvCfg(num_envs=n, seed=cfg.seed, episode_length=steps,
-                                  sample=False, termination="model")  # fmt: skip
-    imagined = ImaginedEnv.from_env(model, env, imagined_cfg)
     rows = []
     for i, spec in enumerate(cfg.policies):
         agent, std = make_policy_agent(spec, env)
-        agent.to(cfg.device)
-        real, success, _ = run_episodes(agent, env, env.reset(seed=cfg.seed),
-                                        noise=_noise(std, cfg.seed + i))  # fmt: skip
-        imag, _, _ = run_episodes(agent, imagined, imagined.reset(),
-                                  noise=_noise(std, cfg.seed + i))  # fmt: skip
-        row = {"policy": spec, "real_return": float(real.mean()),
-               "imagined_return": float(imag.mean())}  # fmt: skip
-        if success is not None:
-            row["real_success_rate"] = float(success.float().mean())
+        result = evaluate(agent.to(cfg.device), env, model, cfg.seed,
+                          noise_seed=None if std is None else cfg.seed + i)  # fmt: skip
+        row = {"policy": spec, "real_return": result["real_return"]["mean"],
+               "imagined_return": result["imagined_return"]["mean"]}  # fmt: skip
+        if "real_success_rate" in result:
+            row["real_success_rate"] = result["real_success_rate"]
         rows.append(row)
         if cfg.progress:
             print(f"  {spec}: real {row['real_return']:.1f}, imagined {row['imagined_return']:.1f}")
     env.close()
     real = torch.tensor([r["real_return"] for r in rows])
     imag = torch.tensor([r["imagined_return"] for r in rows])
-    out = cfg.out or _default_out(cfg.wm)
+    out = cfg.out or checkpoint_path(cfg.wm).parent / "eval"  # as eval-wm's default
     out.mkdir(parents=True, exist_ok=True)
     plot = out / "policies.png"
     pictures.plot_scatter(plot, real.tolist(), imag.tolist(), [r["policy"] for r in rows],
                           title=f"{env.name}: {n} episodes per policy")  # fmt: skip
     report = {"wm": str(cfg.wm), "task": env.name, "episodes": n, "seed": cfg.seed,
-              "steps": steps, "policies": rows, "pearson": pearson(real, imag),
+              "steps": result["steps"], "policies": rows, "pearson": pearson(real, imag),
               "spearman": spearman(real, imag), "plot": str(plot)}  # fmt: skip
     write_json_atomic(out / "policies.json", report)
     return report
-
-
-def _noise(std: float | None, seed: int) -> torch.Generator | None:
-    """The exploration noise of a policy that has some, the same for both runs."""
-    return None if std is None else torch.Generator().manual_seed(seed)
-
-
-def _default_out(wm: Path) -> Path:
-    wm = Path(wm)
-    return (wm if wm.is_dir() else wm.parent) / "eval"
 
 
 def run_rank_policies(cfg: EvalWMCfg) -> dict[str, Any]:

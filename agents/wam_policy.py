@@ -23,9 +23,8 @@ import torch
 
 import world_models  # noqa: F401  (registers the world model kinds)
 from agents.base import Agent
+from world_models.base import MODEL_KEYS
 from world_models.base import from_checkpoint as wm_from_checkpoint
-
-_WM_KEYS = ("format", "kind", "config", "dims", "state_dict", "env_args")
 
 
 class WamPolicy(Agent):
@@ -37,7 +36,7 @@ class WamPolicy(Agent):
         if "world_model" not in config:
             raise ValueError("wam agent: config needs a World Action Model's checkpoint "
                              "(`world_model`)")  # fmt: skip
-        wm_ckpt = {k: v for k, v in config["world_model"].items() if k in _WM_KEYS}
+        wm_ckpt = {k: v for k, v in config["world_model"].items() if k in MODEL_KEYS}
         config = {"noise_std": 0.1, **config, "world_model": wm_ckpt}
         unknown = sorted(set(config) - {"noise_std", "world_model"})
         if unknown:
@@ -87,10 +86,10 @@ class WamPolicy(Agent):
             self.state = self.model.encode(x)
             self.fresh = torch.zeros(n, dtype=torch.bool, device=dev)
         else:
-            cont = self.model.advance(self.state, self.last, x)
-            start = self.model.encode(x)
-            self.state = torch.where(self.fresh[:, None], start, cont)
-            self.fresh[:] = False
+            self.state = self.model.advance(self.state, self.last, x)
+            if self.fresh.any():  # new episodes start from their observation alone
+                self.state[self.fresh] = self.model.encode(x[self.fresh])
+                self.fresh[:] = False
         action = self.model.action_chunk(self.state)[:, 0]
         if noise is not None:
             action = action + self.config["noise_std"] * self.check_noise(noise, action)

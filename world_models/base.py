@@ -34,6 +34,9 @@ from torch import nn
 from sim.atomic import write_atomic
 
 FORMAT = "wam-sandbox/world-model"
+MODEL_KEYS = ("format", "kind", "config", "dims", "state_dict", "env_args")
+"""What of a world model's checkpoint rebuilds it (an agent's config that holds a
+model keeps these, not the trainer's optimiser state or progress)."""
 KINDS: dict[str, type[WorldModel]] = {}
 
 

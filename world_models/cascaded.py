@@ -58,6 +58,10 @@ class CascadedWAM(StateWAM):
         self.inverse = mlp(2 * obs_dim, hid, lay, action_dim)
         self.forward_model = mlp(obs_dim + action_dim, hid, lay, obs_dim + 2)
 
+    @classmethod
+    def window(cls, config: dict[str, Any]) -> int:
+        return config["chunk"]  # the planned future
+
     # ---- the world model verbs ----
     def encode(self, obs: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
         return self._norm(obs)
@@ -95,7 +99,7 @@ class CascadedWAM(StateWAM):
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Windows `[B, chunk, ...]`: the future predictor's targets are a window's
         steps from its first; inverse and forward models learn every valid step."""
-        h = self.config["chunk"]
+        h = self.window(self.config)
         if batch["obs"].shape[1] < h:
             raise ValueError(f"cascaded WAM: windows of {batch['obs'].shape[1]} steps, "
                              f"need chunk = {h}")  # fmt: skip

@@ -93,7 +93,12 @@ class JointWAM(StateWAM):
         self.register_buffer("causal", nn.Transformer.generate_square_subsequent_mask(2 * k),
                              persistent=False)  # fmt: skip
 
-    # ---- statistics and the window layout ----
+    # ---- the window layout ----
+    @classmethod
+    def window(cls, config: dict[str, Any]) -> int:
+        # the context, and the last step's chunk targets after it
+        return config["context"] + config["chunk"] - 1
+
     @property
     def context(self) -> int:
         return self.config["context"]
@@ -186,9 +191,9 @@ class JointWAM(StateWAM):
         """Windows `[B, K + H - 1, ...]` (the trainer's `sequence_length`): the first K
         steps are tokens, the rest only extend the action chunks' targets."""
         k, h = self.context, self.config["chunk"]
-        if batch["obs"].shape[1] < k + h - 1:
+        if batch["obs"].shape[1] < self.window(self.config):
             raise ValueError(f"joint WAM: windows of {batch['obs'].shape[1]} steps, "
-                             f"need context + chunk - 1 = {k + h - 1}")  # fmt: skip
+                             f"need context + chunk - 1 = {self.window(self.config)}")  # fmt: skip
         mask = batch["mask"].float()
         x = self._norm(batch["obs"][:, :k])
         acts = batch["actions"].float()

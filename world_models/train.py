@@ -237,10 +237,8 @@ def train_world_model(cfg: TrainWMCfg) -> dict:
     elif cfg.model == "rssm":
         model_cfg["frame_motion"] = False
     window = getattr(settings, "sequence_length", None)
-    if cfg.model == "joint":  # the context, and the chunk's targets after its last step
-        window = settings.context + settings.chunk - 1
-    elif cfg.model == "cascaded":  # the planned future
-        window = settings.chunk
+    if KINDS[cfg.model].acts:  # a WAM's windows follow from its settings
+        window = KINDS[cfg.model].window({**KINDS[cfg.model].defaults, **model_cfg})
     data = EpisodeData(dataset, sequence_length=window, pixels=pixels, device=cfg.device)
     gen = torch.Generator().manual_seed(cfg.seed)
     order = torch.randperm(len(dataset), generator=gen)

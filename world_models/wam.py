@@ -48,5 +48,10 @@ class StateWAM(WorldModel):
         delta = (nxt - obs) / self.obs_std
         self.delta_std.copy_(delta.std(0, correction=0).clamp_min(DELTA_FLOOR))
 
+    @classmethod
+    def window(cls, config: dict[str, Any]) -> int:
+        """Steps per training window (`EpisodeData`'s sequence_length) of a config."""
+        raise NotImplementedError
+
     def _norm(self, obs: torch.Tensor) -> torch.Tensor:
         return (obs.float() - self.obs_mean) / self.obs_std

@@ -11,11 +11,13 @@ import torch
 from scipy import stats
 
 import envs
+import world_models
 from agents.collect import CollectCfg, collect
 from agents.evaluate import run_episodes
 from agents.expert_agent import ExpertAgent
 from agents.rank import pearson, rank_policies, ranks, spearman
 from world_models.evaluate import EvalWMCfg
+from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
 from world_models.train import EnsembleCfg, TrainWMCfg, train_world_model
 
 
@@ -52,6 +54,14 @@ def test_eval_wm_policies_reports_real_and_imagined_returns(tmp_path):
     real, _, _ = run_episodes(agent, env, env.reset(seed=4),
                               noise=torch.Generator().manual_seed(4 + 1))  # fmt: skip
     assert report["policies"][1]["real_return"] == pytest.approx(real.mean().item(), rel=1e-6)
+    # and so is the imagined one: from the very same start states, row by row, for
+    # every policy (not only the first), with the same noise
+    imagined = ImaginedEnv.from_env(
+        world_models.load(tmp_path / "wm"), env,
+        ImaginedEnvCfg(num_envs=3, seed=4, episode_length=60, sample=False))  # fmt: skip
+    imag, _, _ = run_episodes(agent, imagined, imagined.reset(),
+                              noise=torch.Generator().manual_seed(4 + 1))  # fmt: skip
+    assert report["policies"][1]["imagined_return"] == pytest.approx(imag.mean().item(), rel=1e-6)
     with pytest.raises(ValueError, match="at least 2 policies"):
         rank_policies(EvalWMCfg(wm=tmp_path / "wm", policies=("expert:0",)))
     with pytest.raises(ValueError, match="expert:STD takes a number"):

@@ -190,7 +190,7 @@ def test_wams_learn_dynamics_and_actions_from_push_demonstrations(kind, tmp_path
         assert err["model"][h] < 0.5 * err["copy_last"][h], (h, err)
     model = world_models.load(tmp_path / "wm")
     # the first planned action on held-out episodes, from their own history
-    data = EpisodeData(tmp_path / "data", sequence_length=_window(model))
+    data = EpisodeData(tmp_path / "data", sequence_length=model.window(model.config))
     ckpt = torch.load(tmp_path / "wm" / "model.pt", weights_only=True)
     rows = torch.isin(data.episode_of, torch.tensor(ckpt["val_episodes"])).nonzero()[::5, 0]
     batch = data.__getitems__(rows)
@@ -211,8 +211,3 @@ def test_wams_learn_dynamics_and_actions_from_push_demonstrations(kind, tmp_path
     for _ in range(rand.cfg.episode_length // rand.cfg.action_repeat):
         total += rand.step(torch.rand(32, 2, generator=gen) * 2 - 1)[1]
     assert ret.mean() > total.mean() + 8, (ret.mean(), total.mean())
-
-
-def _window(model) -> int:
-    chunk = model.config["chunk"]
-    return model.context + chunk - 1 if model.kind == "joint" else chunk
