@@ -92,37 +92,44 @@ class BatchedEnv(ABC):
         self.num_envs = cfg.num_envs
         self.device = torch.device(cfg.device)
         self._ids: dict[tuple[str, str], int] = {}
+        # the warp backend simulates on the env's device (CUDA graphs on a GPU); the
+        # MuJoCo backend on the CPU, its tensors moved to `device` on the way out
+        on_device = {"device": cfg.device} if cfg.backend == "warp" else {}
         self.sim = make_sim(
             cfg.backend,
             str(ASSETS / self.model_file),
             cfg.num_envs,
             substeps=cfg.substeps,
             nthread=cfg.nthread,
+            **on_device,
         )
+        # the env's own buffers live beside the physics state (no copies per step)
+        self.sim_device = dev = self.sim.qpos.device
         self._rng = torch.Generator().manual_seed(cfg.seed)
         n = cfg.num_envs
-        self.episode_seed = torch.zeros(n, dtype=torch.int64)  # seed of each env's episode
+        self.episode_seed = torch.zeros(n, dtype=torch.int64, device=dev)  # each episode's
         self._draw_keys: torch.Tensor | None = None  # per-row keys while starting episodes
         self._draw_count = 0
-        self.episode_length_buf = torch.zeros(n, dtype=torch.long)
-        self._episode_return = torch.zeros(n, dtype=torch.float64)
-        self._episode_success = torch.zeros(n, dtype=torch.bool)
+        self.episode_length_buf = torch.zeros(n, dtype=torch.long, device=dev)
+        self._episode_return = torch.zeros(n, dtype=torch.float64, device=dev)
+        self._episode_success = torch.zeros(n, dtype=torch.bool, device=dev)
         self.num_diverged = 0  # worlds reset because their physics diverged
-        lo, hi = self.sim.ctrl_range.unbind(-1)
+        lo, hi = self.sim.ctrl_range.to(dev).unbind(-1)
         # [-1, 1] -> [lo, hi]; exact identity when the range is already [-1, 1]
         self._ctrl_scale = torch.where(torch.isfinite(hi - lo), (hi - lo) / 2, 1.0)
         self._ctrl_offset = torch.where(torch.isfinite(hi + lo), (hi + lo) / 2, 0.0)
         self.action_dim = self.sim.nu
-        self.actions = torch.zeros(n, self.action_dim, dtype=torch.float64)
+        self.actions = torch.zeros(n, self.action_dim, dtype=torch.float64, device=dev)
         dr = cfg.randomization
         self.randomizer = (
             DomainRandomizer(dr, self.sim) if dr.physics or dr.action_delay != (0, 0) else None
         )
-        self._obs_keys = torch.zeros(n, dtype=torch.int64)  # per-episode noise streams
-        self._act_keys = torch.zeros(n, dtype=torch.int64)
+        self._obs_keys = torch.zeros(n, dtype=torch.int64, device=dev)  # noise streams
+        self._act_keys = torch.zeros(n, dtype=torch.int64, device=dev)
         # actions waiting to be applied, newest first: row i applies entry delay[i]
         max_delay = dr.action_delay[1]
-        self._queue = torch.zeros(n, max_delay + 1, self.action_dim, dtype=torch.float64)
+        self._queue = torch.zeros(n, max_delay + 1, self.action_dim, dtype=torch.float64,
+                                  device=dev)  # fmt: skip
         self._has_goal = self._get_success() is not None
         self._obs = self._reset_all()
         # until something changes them, these initial states are what reset() returns,
@@ -203,6 +210,7 @@ class BatchedEnv(ABC):
         """`_reset_idx` with each row's draws taken from its episode seed."""
         if seeds is None:
             seeds = torch.randint(-(2**63), 2**63 - 1, (len(env_ids),), generator=self._rng)
+        env_ids, seeds = env_ids.to(self.sim_device), seeds.to(self.sim_device)
         self.episode_seed[env_ids] = seeds
         self._draw_keys, self._draw_count = rng.substream(seeds, _RESET_STREAM), 0
         try:
@@ -210,7 +218,7 @@ class BatchedEnv(ABC):
         finally:
             self._draw_keys = None
         if self.randomizer is not None:
-            self.randomizer.sample(env_ids, seeds)
+            self.randomizer.sample(env_ids.cpu(), seeds.cpu())
         self._obs_keys[env_ids] = rng.substream(seeds, _OBS_NOISE_STREAM)
         self._act_keys[env_ids] = rng.substream(seeds, _ACTION_NOISE_STREAM)
         self._queue[env_ids] = 0.0
@@ -240,15 +248,15 @@ class BatchedEnv(ABC):
             return action
         self._queue = torch.roll(self._queue, 1, dims=1)
         self._queue[:, 0] = action
-        delay = self.randomizer.params["action_delay"]
-        return self._queue[torch.arange(self.num_envs), delay]
+        delay = self.randomizer.params["action_delay"].to(self.sim_device)
+        return self._queue[torch.arange(self.num_envs, device=self.sim_device), delay]
 
     def episode_params(self, env: int) -> dict[str, list]:
         """Randomized parameters of env `env`'s current episode (empty without randomization)."""
         return {} if self.randomizer is None else self.randomizer.episode_params(env)
 
     def _reset_all(self) -> torch.Tensor:
-        self._start_episodes(torch.arange(self.num_envs))
+        self._start_episodes(torch.arange(self.num_envs, device=self.sim_device))
         self.sim.forward()
         return self._observe()
 
@@ -391,7 +399,7 @@ class BatchedEnv(ABC):
             height=self.cfg.render_height,
             camera=self.cfg.render_camera,
             scene_hook=self._scene_hook,
-        ).cpu()
+        )
 
     _scene_hook = None  # tasks may set a (model, data, world) -> None callback
 
@@ -400,7 +408,7 @@ class BatchedEnv(ABC):
 
     # ------------------------------------------------------------- helpers
     def _check_action(self, action: torch.Tensor) -> torch.Tensor:
-        return check_action(action, self.num_envs, self.action_dim, self.name)
+        return check_action(action, self.num_envs, self.action_dim, self.name, self.sim_device)
 
     def _out(self, obs, reward, terminated, truncated, info):
         if self.device.type == "cpu":
@@ -447,8 +455,10 @@ _OBS_NOISE_STREAM = 0x4F4253  # observation noise
 _ACTION_NOISE_STREAM = 0x414354  # action noise
 
 
-def check_action(action, num_envs: int, action_dim: int, name: str) -> torch.Tensor:
-    """The batch of actions as float64 on the CPU, clipped to [-1, 1]; a clear error
+def check_action(
+    action, num_envs: int, action_dim: int, name: str, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """The batch of actions as float64 on `device`, clipped to [-1, 1]; a clear error
     naming `name` for anything that is not a finite float tensor `[num_envs, action_dim]`
     (numpy arrays are accepted). Shared by every env that speaks the protocol."""
     expected = (num_envs, action_dim)
@@ -469,7 +479,7 @@ def check_action(action, num_envs: int, action_dim: int, name: str) -> torch.Ten
             f"{name}: action dtype is {action.dtype}, expected a floating point "
             f"tensor (float32) of shape {expected}"
         )
-    action = action.detach().to("cpu", torch.float64)
+    action = action.detach().to(device, torch.float64)
     finite = torch.isfinite(action).all(-1)
     if not finite.all():
         rows = (~finite).nonzero().squeeze(-1)[:8].tolist()
@@ -485,7 +495,7 @@ def check_reset_rows(env_ids, seeds, num_envs: int, name: str) -> tuple[torch.Te
     naming `name`: one integer seed per id, ids in [0, num_envs). Shared by every
     env that speaks the protocol."""
     ids = torch.as_tensor(env_ids).cpu().long().reshape(-1)
-    seeds = rng.as_keys(seeds).reshape(-1)
+    seeds = rng.as_keys(seeds).cpu().reshape(-1)
     if len(seeds) != len(ids):
         raise ValueError(f"{name}: {len(seeds)} seeds for {len(ids)} env ids")
     if len(ids) and (ids.min() < 0 or ids.max() >= num_envs):

@@ -62,6 +62,9 @@ class BenchCfg:
     backend beside the MuJoCo CPU backend, at each of --world-counts (needs the warp extra)."""
     world_counts: tuple[int, ...] = (1024, 4096)
     """Parallel worlds of the backend comparison (--backend warp)."""
+    device: str = "cpu"
+    """Device of the --backend warp worlds: cpu or cuda[:k] (state, CUDA graphs, frames
+    and the timed actions all stay there); the MuJoCo peer runs on the CPU."""
     suite: str = "throughput"
     """throughput (the --parts below), loop (the closed loop beside model-free SAC on
     --loop-tasks, `agents.bench_loop`) or isaaclab (steps/s of --isaaclab-task through
@@ -98,11 +101,19 @@ class BenchCfg:
     ensemble and RSSM on the spot)."""
 
 
-def _timed(step: Callable[[], None], steps: int) -> float:
+def _timed(step: Callable[[], None], steps: int, device: torch.device | None = None) -> float:
+    """Seconds for `steps` calls of `step`; work queued on a CUDA `device` is waited for."""
+    _sync(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
+    _sync(device)
     return time.perf_counter() - start
+
+
+def _sync(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class BatchedPeer:
@@ -110,17 +121,25 @@ class BatchedPeer:
 
     def __init__(self, cfg: BenchCfg, backend: str = "mujoco", num_envs: int | None = None):
         self.n, self.resets = num_envs or cfg.num_envs, 0
+        device = cfg.device if backend == "warp" else "cpu"
         self.env = envs.make(cfg.task, num_envs=self.n, seed=cfg.seed, nthread=cfg.nthread,
-                             backend=backend)  # fmt: skip
+                             backend=backend, device=device)  # fmt: skip
+        self.device = self.env.sim_device
 
     def run(self, actions: np.ndarray) -> float:
-        """Step through `actions` `[T, N, nu]`; returns steps/s."""
-        batch = [torch.from_numpy(a) for a in actions.astype(np.float32)]
+        """Step through `actions` `[T, N, nu]` (moved to the env's device first);
+        returns steps/s."""
+        batch = [torch.from_numpy(a).to(self.device) for a in actions.astype(np.float32)]
+        resets = torch.zeros((), dtype=torch.long, device=self.device)
+        _sync(self.device)
         start = time.perf_counter()
         for action in batch:
             _, _, terminated, truncated, _ = self.env.step(action)
-            self.resets += int((terminated | truncated).sum())
-        return self.n * len(batch) / (time.perf_counter() - start)
+            resets += (terminated | truncated).sum()
+        _sync(self.device)
+        seconds = time.perf_counter() - start
+        self.resets += int(resets)
+        return self.n * len(batch) / seconds
 
 
 class RawPeer:
@@ -272,7 +291,8 @@ def run_backend_bench(cfg: BenchCfg) -> dict:
                          "(Isaac Lab tasks: --suite isaaclab)")  # fmt: skip
     backends = ("mujoco", cfg.backend)
     threads = cfg.nthread or os.cpu_count()
-    print(f"bench {cfg.task}: {cfg.backend} beside mujoco, threads={threads}, {cfg.rounds} "
+    print(f"bench {cfg.task}: {cfg.backend} on {cfg.device} beside mujoco on the CPU, "
+          f"threads={threads}, {cfg.rounds} "
           f"interleaved rounds of {cfg.steps} steps; median round shown")  # fmt: skip
     rng = np.random.default_rng(cfg.seed)
     result: dict = {"config": {k: str(v) if isinstance(v, Path) else v
@@ -290,11 +310,13 @@ def run_backend_bench(cfg: BenchCfg) -> dict:
                 env_rate = peer.run(actions)
                 sim = peer.env.sim
                 sim.ctrl.copy_(torch.from_numpy(actions[-1]))
-                sim_rate = n * steps / _timed(sim.step, steps)
+                sim_rate = n * steps / _timed(sim.step, steps, peer.device)
                 peer.env.reset()  # the bare steps leave states the env did not see
                 ids = None if b == "warp" else torch.arange(min(n, GL_FRAMES))
+                _sync(peer.device)
                 start = time.perf_counter()
                 frames = peer.env.render(ids)
+                _sync(peer.device)
                 frame_rate = len(frames) / (time.perf_counter() - start)
                 if r > 0:
                     rounds[f"env_{b}"].append(env_rate)

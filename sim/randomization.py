@@ -85,7 +85,7 @@ class DomainRandomizer:
         self.nominal: dict[str, torch.Tensor] = {}
         for name in self.active:
             for field in _PHYSICS[name]:
-                self.nominal[field] = sim.model_field(field)[0].clone()
+                self.nominal[field] = sim.model_field(field)[0].clone()  # on the sim's device
         n = sim.num_worlds
         self.params: dict[str, torch.Tensor] = {
             name: torch.ones(n, *self._count(name), dtype=torch.float64) for name in self.active
@@ -109,7 +109,7 @@ class DomainRandomizer:
             for field in _PHYSICS[name]:
                 value = self.sim.model_field(field)
                 nominal = self.nominal[field]
-                s = scale.to(value.dtype)  # float64 on the mujoco backend, float32 on warp
+                s = scale.to(value)  # float64 on the mujoco backend, float32 on warp
                 if field in ("geom_friction", "actuator_gear"):
                     # the first column only: sliding friction (torsional and rolling
                     # stay), the gear's gain (the rest is its transmission axis)

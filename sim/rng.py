@@ -43,20 +43,22 @@ def mix64(x: torch.Tensor) -> torch.Tensor:
 
 
 def as_keys(seeds: torch.Tensor | int | list[int]) -> torch.Tensor:
-    """Seeds (any integers) as int64 keys on the CPU."""
+    """Seeds (any integers) as int64 keys, on the device of a tensor (else the CPU)."""
     keys = torch.as_tensor(seeds)
     if keys.dtype.is_floating_point or keys.dtype == torch.bool:
         raise ValueError(f"seeds must be integers, got dtype {keys.dtype}")
-    return keys.to("cpu", torch.int64)
+    return keys.to(torch.int64)
 
 
 def bits(keys: torch.Tensor, start: int | torch.Tensor, count: int) -> torch.Tensor:
     """Outputs start..start+count-1 of each key's SplitMix64 stream, int64 `[n, count]`.
 
-    `start` is one counter for all keys or an int64 `[n]` counter per key.
+    `start` is one counter for all keys or an int64 `[n]` counter per key. The
+    outputs lie on the keys' device.
     """
     keys = as_keys(keys)
-    counters = torch.as_tensor(start, dtype=torch.int64).reshape(-1, 1) + torch.arange(count)
+    start = torch.as_tensor(start, dtype=torch.int64, device=keys.device).reshape(-1, 1)
+    counters = start + torch.arange(count, device=keys.device)
     return mix64(keys[:, None] + (counters + 1) * _signed(_GAMMA))
 
 
@@ -74,7 +76,8 @@ def normal(keys: torch.Tensor, start: int | torch.Tensor, count: int) -> torch.T
 
 def substream(keys: torch.Tensor, stream: int) -> torch.Tensor:
     """Keys of an independent stream (`stream` names a use: reset, policy, noise...)."""
-    return mix64(as_keys(keys) ^ mix64(torch.tensor(_signed(stream))))
+    keys = as_keys(keys)
+    return mix64(keys ^ mix64(torch.tensor(_signed(stream), device=keys.device)))
 
 
 def episode_seeds(seed: int, episodes: torch.Tensor | list[int]) -> torch.Tensor:

@@ -43,6 +43,12 @@ except ImportError as err:
 
 from sim.mujoco_sim import MjModelSim
 
+# the fields `mjw.set_const` derives from masses, inertias and sizes
+_CONST_FIELDS = (
+    *("body_subtreemass", "dof_invweight0", "body_invweight0", "tendon_invweight0"),
+    *("actuator_acc0", "tendon_length0", "geom_aabb", "geom_rbound"),
+    *("cam_pos0", "cam_poscom0", "cam_mat0", "light_pos0", "light_poscom0", "light_dir0"),
+)
 MAXVAL = 1e10  # |qpos| or |qvel| beyond this counts as diverged (MuJoCo's mjMAXVAL)
 
 
@@ -89,6 +95,7 @@ class WarpSim(MjModelSim):
         self._model_fields: dict[str, torch.Tensor] = {}
         self._contexts: dict[tuple[int, int, int], tuple] = {}  # render context, frames
         self._graph = None  # CUDA graph of one `step`, captured on first use
+        self._invweight_ratio: torch.Tensor | None = None  # see `_body_invweight_ratio`
         self._reset_mask = wp.zeros(num_worlds, dtype=bool, device=self.device)
         body = np.asarray(model.geom_bodyid)
         root_mocap = np.asarray(model.body_mocapid)[np.asarray(model.body_rootid)]
@@ -147,10 +154,33 @@ class WarpSim(MjModelSim):
 
     def set_const(self, env_ids: torch.Tensor | None = None) -> None:
         """Recompute derived model constants (of every world) after writing
-        per-world fields."""
+        per-world fields. The constants become per-world first: shared, they would
+        hold one world's values for all (the constraint solver's `dof_invweight0`
+        would then follow one world's masses)."""
         del env_ids  # recomputing the others leaves them as they were
+        for name in _CONST_FIELDS:
+            if getattr(self._m, name).size:
+                self.model_field(name)
         with wp.ScopedDevice(self.device):
             mjw.set_const(self._m, self._d)
+            if self._invweight_ratio is None:
+                self._invweight_ratio = self._body_invweight_ratio()
+        self.model_field("body_invweight0").mul_(self._invweight_ratio)
+
+    def _body_invweight_ratio(self) -> torch.Tensor:
+        """MuJoCo's `body_invweight0` over what `mjw.set_const` derives, at the nominal
+        model, `[nbody, 2]`. The two differ for bodies that cannot move along (or turn
+        about) every axis, such as a ball on two slide joints: MuJoCo 3.17 gives it
+        (1/m, 0), mujoco_warp 3.17 (2/(3m), 2/(3m)). The factor depends on which axes a
+        body can move along, not on masses, so scaling every world's recomputed value
+        by it keeps contacts exactly as soft as the MuJoCo backend makes them."""
+        host = mujoco.MjData(self.model)
+        nominal = mjw.put_model(self.model)
+        mjw.set_const(nominal, mjw.put_data(self.model, host, nworld=1))
+        derived = wp.to_torch(nominal.body_invweight0).reshape(-1, 2).double().cpu()
+        mujoco_value = torch.as_tensor(self.model.body_invweight0, dtype=torch.float64)
+        ratio = torch.where(derived > 0, mujoco_value.reshape(-1, 2) / derived, 1.0)
+        return ratio.to(self.qpos)
 
     def forward(self, env_ids: torch.Tensor | None = None) -> None:
         """Recompute position- and velocity-dependent fields (of every world) at the

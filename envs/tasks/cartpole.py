@@ -75,7 +75,7 @@ class CartpoleEnv(BatchedEnv):
     def _reset_idx(self, env_ids: torch.Tensor) -> None:
         super()._reset_idx(env_ids)
         cfg, n = self.cfg, len(env_ids)
-        qpos = torch.empty(n, 2, dtype=torch.float64)
+        qpos = torch.empty(n, 2, dtype=torch.float64, device=self.sim_device)
         if cfg.swing_up:
             qpos[:, 0] = cfg.swingup_noise * self.normal(n)
             qpos[:, 1] = math.pi + cfg.swingup_noise * self.normal(n)

@@ -104,6 +104,6 @@ class PushEnv(PlanarArm, BatchedEnv):
         ball = torch.stack((ball_r * torch.cos(ball_angle), ball_r * torch.sin(ball_angle)), -1)
         goal = torch.stack((goal_r * torch.cos(goal_angle), goal_r * torch.sin(goal_angle)), -1)
         field = self.sim.model_field("geom_pos")
-        field[env_ids, self._goal(), :2] = goal.to(field.dtype)
+        field[env_ids, self._goal(), :2] = goal.to(field)
         qpos = torch.cat((arm, ball), dim=-1)
         self.sim.set_state(qpos, torch.zeros(n, 4, dtype=torch.float64), env_ids, forward=False)

@@ -44,7 +44,8 @@ class PlanarArm:
                 raise ValueError(f"{self.model_file}: arm bodies must not be rotated")
             offsets = np.stack((model.body_pos[arm], model.body_pos[hand],
                                 model.body_pos[finger] + model.geom_pos[tip]))  # fmt: skip
-            self._link_xy = torch.tensor(offsets[:, :2], dtype=torch.float64)
+            self._link_xy = torch.tensor(offsets[:, :2], dtype=torch.float64,
+                                         device=self.sim_device)  # fmt: skip
         return self._link_xy
 
     def _arm_pose(self, n: int) -> torch.Tensor:
@@ -108,7 +109,7 @@ class ReacherEnv(PlanarArm, BatchedEnv):
 
     def _write_target(self, xy: torch.Tensor, env_ids: torch.Tensor) -> None:
         field = self.sim.model_field("geom_pos")
-        field[env_ids, self._target(), :2] = xy.to(field.dtype)
+        field[env_ids, self._target(), :2] = xy.to(field)
 
     def target_position(self) -> torch.Tensor:
         """Target (x, y) of every world [m], float64 `[N, 2]`."""

@@ -68,6 +68,18 @@ def test_randomized_physics_match_the_mujoco_backend():
         torch.testing.assert_close(env.step(action)[0], ref.step(action)[0], rtol=0, atol=TOL)
 
 
+@pytest.mark.parametrize("name", ["push", "reacher_hard"])
+def test_randomized_masses_match_the_mujoco_backend_through_contacts(name):
+    """Per-world masses change the derived constants of every world (`set_const`),
+    the constraint solver's weights among them: the arm's wrist limit and the ball's
+    contacts then act as on the MuJoCo backend."""
+    ref, env = pair(name, randomization=RandomizationCfg(mass_scale=(0.5, 2.0)))
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(STEPS):
+        action = torch.rand(ref.num_envs, ref.action_dim, generator=gen) * 2 - 1
+        torch.testing.assert_close(env.step(action)[0], ref.step(action)[0], rtol=0, atol=TOL)
+
+
 def test_state_tensors_are_views_of_the_worlds():
     sim = make_sim("warp", CARTPOLE, 4)
     sim.qvel[2, 0] = 3.0  # a write through the tensor is the state the step starts from
@@ -213,3 +225,49 @@ def test_pixel_observations_pass_the_protocol_checker(name):
             render_height=32,
         )  # fmt: skip
     )
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+@pytest.mark.parametrize("name", envs.list_tasks())
+def test_cuda_worlds_match_the_mujoco_backend(name):
+    """On a GPU the worlds, the env's buffers and its outputs stay on the device
+    (CUDA graphs step the physics) and follow the MuJoCo CPU backend, randomization
+    and action delay included."""
+    dr = RandomizationCfg(mass_scale=(0.5, 2.0), damping_scale=(0.5, 2.0), action_delay=(0, 2))
+    ref = envs.make(name, num_envs=4, seed=3, episode_length=150, randomization=dr)
+    env = envs.make(name, num_envs=4, seed=3, episode_length=150, randomization=dr,
+                    backend="warp", device="cuda")  # fmt: skip
+    assert env.sim.qpos.is_cuda and env.episode_length_buf.is_cuda
+    torch.testing.assert_close(env.reset().cpu(), ref.reset(), rtol=0, atol=1e-6)
+    gen = torch.Generator().manual_seed(0)
+    ends = 0
+    for _ in range(STEPS):
+        action = torch.rand(ref.num_envs, ref.action_dim, generator=gen) * 2 - 1
+        r_obs, r_rew, r_term, r_trunc, r_info = ref.step(action)
+        obs, rew, term, trunc, info = env.step(action.cuda())
+        assert obs.is_cuda and rew.is_cuda and info["final_obs"].is_cuda
+        torch.testing.assert_close(obs.cpu(), r_obs, rtol=0, atol=TOL)
+        torch.testing.assert_close(rew.cpu(), r_rew, rtol=0, atol=TOL)
+        torch.testing.assert_close(info["final_obs"].cpu(), r_info["final_obs"], rtol=0, atol=TOL)
+        assert torch.equal(term.cpu(), r_term) and torch.equal(trunc.cpu(), r_trunc)
+        ends += int((r_term | r_trunc).sum())
+    assert ends >= ref.num_envs
+    torch.testing.assert_close(env.episode_seed.cpu(), ref.episode_seed)
+
+
+@cuda
+def test_cuda_frames_follow_the_state_of_each_world():
+    sim = make_sim("warp", CARTPOLE, 3, device="cuda")
+    sim.set_state(torch.tensor([[-1.0, 0.0], [0.0, 0.0], [1.0, 0.0]]), torch.zeros(3, 2))
+    frames = sim.render(width=96, height=64, camera="fixed")
+    assert frames.is_cuda and frames.shape == (3, 64, 96, 3)
+    left, middle, right = cart_columns(frames.cpu())
+    assert left < middle - 5 and middle < right - 5
+    env = envs.make("cartpole_swingup", num_envs=8, seed=1, backend="warp", device="cuda",
+                    obs="pixels")  # fmt: skip
+    obs = env.reset()
+    assert obs.is_cuda and obs.shape == (8, 64, 64, 3) and obs.dtype == torch.uint8
+    assert env.step(torch.zeros(8, 1, device="cuda"))[0].is_cuda
