@@ -5,6 +5,8 @@ python run.py            the closed loop: collect -> fit the world model -> impr
 python run.py --help     the closed loop's options
 python run.py eval       an agent's return in the real simulator and in imagination
 python run.py train-bc   behaviour cloning from a dataset
+python run.py finetune   BC -> RL: PPO on a cloned policy inside a world model, checked in
+                         the real simulator beside PPO in the real simulator
 python run.py collect    record episodes of a policy into an HDF5 dataset
 python run.py inspect    summarise a dataset
 python run.py export     write a dataset in the LeRobot v3.0 layout
@@ -25,6 +27,7 @@ from agents.bench_data import run_all
 from agents.bench_loop import run_loop_bench
 from agents.collect import CollectCfg, run_collect
 from agents.evaluate import EvalCfg, run_eval
+from agents.finetune import FinetuneCfg, run_finetune
 from agents.loop import Loop, LoopCfg
 from agents.rank import run_rank_policies
 from envs.bench import BenchCfg, run_backend_bench
@@ -41,6 +44,7 @@ SUBCOMMANDS = {
     "eval-wm": (EvalWMCfg, lambda cfg: eval_wm(cfg)),
     "eval": (EvalCfg, run_eval),
     "train-bc": (TrainBCCfg, run_train_bc),
+    "finetune": (FinetuneCfg, run_finetune),
     "bench": (BenchCfg, lambda cfg: bench(cfg)),
 }
 

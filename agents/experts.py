@@ -58,6 +58,9 @@ import mujoco
 import numpy as np
 import torch
 
+from envs.tasks.push import OBS as PUSH_OBS
+from envs.tasks.push import arm_angles as push_arm_angles
+
 __all__ = ["EXPERTS", "CartpoleExpert", "Expert", "PendulumExpert", "PushExpert",
            "ReacherExpert", "make_expert"]  # fmt: skip
 
@@ -314,11 +317,12 @@ class PushExpert(ReacherExpert):
 
     def _act(self, obs: torch.Tensor) -> torch.Tensor:
         target = _push_target(obs, self.clearance)
-        return self._toward(obs[:, 0:2], obs[:, 2:4], target - obs[:, 4:6])
+        tip = obs[:, PUSH_OBS["tip"]]
+        return self._toward(push_arm_angles(obs), obs[:, PUSH_OBS["arm_vel"]], target - tip)
 
 
 def _push_target(obs: torch.Tensor, clearance: float) -> torch.Tensor:
-    """Where the push expert sends the fingertip, `[N, 2]`, from observations `[N, 12]`.
+    """Where the push expert sends the fingertip, `[N, 2]`, from observations `[N, 18]`.
 
     With u the unit vector from the ball to the goal and n its normal, a fingertip
     behind the ball (along u below -clearance / 2, within clearance / 2 of the line)
@@ -327,7 +331,7 @@ def _push_target(obs: torch.Tensor, clearance: float) -> torch.Tensor:
     (clearance to the side, half of it behind), then to the point `clearance`
     behind the ball.
     """
-    tip, ball, goal = obs[:, 4:6], obs[:, 6:8], obs[:, 10:12]
+    tip, ball, goal = (obs[:, PUSH_OBS[k]] for k in ("tip", "ball", "goal"))
     to_goal = goal - ball
     u = to_goal / torch.linalg.vector_norm(to_goal, dim=-1, keepdim=True).clamp_min(1e-6)
     n = torch.stack((-u[:, 1], u[:, 0]), dim=-1)

@@ -6,8 +6,12 @@ start and the goal: both at 11-20 cm from the shoulder, the goal 0.5-1.2 rad
 around the shoulder from the ball (on either side), so that the push runs
 across the workspace and never through the shoulder.
 
-Observation (12): joint angles (2), joint velocities (2), fingertip (x, y),
-ball (x, y), ball velocity (x, y), goal (x, y) [m]. Success: the ball's centre
+Observation (18, `OBS` names the slices): cos and sin of the shoulder and wrist
+angles (4), joint velocities (2), fingertip (x, y), ball (x, y), ball velocity
+(x, y), goal (x, y), ball minus fingertip (x, y), goal minus ball (x, y) [m]. The
+shoulder turns without limit, so its angle enters through cos and sin (a raw angle
+would keep growing); the two relative vectors are what a push depends on, given
+directly as the reacher's fingertip-to-target vector is. Success: the ball's centre
 within `goal_radius` of the goal's (`info["success"]`: at any control step of the
 episode so far). Reward per control step, in [0, 1]: dense, 0.8 for the ball
 near the goal (1 inside it, falling to 0.1 at `goal_margin` beyond) plus 0.2 for
@@ -26,6 +30,24 @@ import torch
 from envs.base import BatchedEnv, EnvCfg
 from envs.rewards import tolerance
 from envs.tasks.reacher import PlanarArm
+
+OBS = {
+    "arm_cos_sin": slice(0, 4),  # cos q0, sin q0, cos q1, sin q1
+    "arm_vel": slice(4, 6),
+    "tip": slice(6, 8),
+    "ball": slice(8, 10),
+    "ball_vel": slice(10, 12),
+    "goal": slice(12, 14),
+    "ball_from_tip": slice(14, 16),
+    "goal_from_ball": slice(16, 18),
+}
+"""Slices of push's observation vector."""
+
+
+def arm_angles(obs: torch.Tensor) -> torch.Tensor:
+    """Shoulder and wrist angles `[N, 2]` of push observations, in (-pi, pi]."""
+    cs = obs[:, OBS["arm_cos_sin"]]
+    return torch.stack((torch.atan2(cs[:, 1], cs[:, 0]), torch.atan2(cs[:, 3], cs[:, 2])), -1)
 
 
 @dataclass(kw_only=True)
@@ -68,13 +90,17 @@ class PushEnv(PlanarArm, BatchedEnv):
     def _get_observations(self) -> torch.Tensor:
         qpos, qvel = self.sim.qpos, self.sim.qvel
         goal = self._goal_xy().to(qpos.dtype)
-        parts = (qpos[:, :2], qvel[:, :2], self._fingertip(), qpos[:, 2:4], qvel[:, 2:4], goal)
+        q0, q1 = qpos[:, 0:1], qpos[:, 1:2]
+        tip, ball = self._fingertip(), qpos[:, 2:4]
+        parts = (torch.cos(q0), torch.sin(q0), torch.cos(q1), torch.sin(q1), qvel[:, :2],
+                 tip, ball, qvel[:, 2:4], goal, ball - tip, goal - ball)  # fmt: skip
         return torch.cat(parts, dim=-1).float()
 
     def _state_from_obs(self, obs: torch.Tensor, env_ids: torch.Tensor):
-        # the fingertip follows from the angles, the goal stays the episode's own
-        qpos = torch.cat((obs[:, 0:2], obs[:, 6:8]), dim=-1)
-        qvel = torch.cat((obs[:, 2:4], obs[:, 8:10]), dim=-1)
+        # angles from their cos and sin (the shoulder's modulo a turn, which is the
+        # same pose); the fingertip follows from them, the goal stays the episode's own
+        qpos = torch.cat((arm_angles(obs), obs[:, OBS["ball"]]), dim=-1)
+        qvel = torch.cat((obs[:, OBS["arm_vel"]], obs[:, OBS["ball_vel"]]), dim=-1)
         return qpos, qvel
 
     def _ball_to_goal(self) -> torch.Tensor:

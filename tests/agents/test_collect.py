@@ -96,7 +96,7 @@ def test_goal_tasks_record_success(tmp_path):
     assert summary["success_rate"] == pytest.approx(sum(flags) / 6) and sum(flags) >= 5
     for e in ds.episodes:
         seen = ds.episode(e)["next_obs"]
-        reached = (np.linalg.norm(seen[:, 6:8] - seen[:, 10:12], axis=-1) <= 0.02).any()
+        reached = (np.linalg.norm(seen[:, 16:18], axis=-1) <= 0.02).any()  # goal - ball
         assert reached == ds.attrs(e)["success"]
     summary, ds = _collect(tmp_path, "swing", task="pendulum_swingup", num_envs=2, episodes=2,
                            episode_length=20)  # fmt: skip

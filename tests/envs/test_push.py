@@ -13,6 +13,7 @@ import torch
 
 import envs
 from agents.experts import make_expert
+from envs.tasks.push import OBS, arm_angles
 
 
 def test_expert_pushes_the_ball_into_the_goal():
@@ -75,17 +76,24 @@ def test_observation_layout_and_fingertip_kinematics():
     for i in range(8):
         data.qpos[:] = qpos[i].numpy()
         mujoco.mj_forward(model, data)
-        np.testing.assert_allclose(obs[i, 4:6].numpy(), data.geom_xpos[finger, :2], atol=1e-6)
-    torch.testing.assert_close(obs[:, 0:2], qpos[:, 0:2].float())
-    torch.testing.assert_close(obs[:, 6:8], qpos[:, 2:4].float())
-    torch.testing.assert_close(obs[:, [2, 3, 8, 9]], qvel.float())
-    torch.testing.assert_close(obs[:, 10:12], env.goal_position().float())
+        np.testing.assert_allclose(obs[i, 6:8].numpy(), data.geom_xpos[finger, :2], atol=1e-6)
+    q = qpos[:, 0:2].float()
+    torch.testing.assert_close(obs[:, 0:4], torch.stack(
+        (q[:, 0].cos(), q[:, 0].sin(), q[:, 1].cos(), q[:, 1].sin()), -1))  # fmt: skip
+    torch.testing.assert_close(obs[:, 8:10], qpos[:, 2:4].float())
+    torch.testing.assert_close(obs[:, [4, 5, 10, 11]], qvel.float())
+    torch.testing.assert_close(obs[:, 12:14], env.goal_position().float())
+    torch.testing.assert_close(obs[:, 14:16], obs[:, 8:10] - obs[:, 6:8])  # ball - fingertip
+    torch.testing.assert_close(obs[:, 16:18], obs[:, 12:14] - obs[:, 8:10])  # goal - ball
+    assert set(OBS) == {"arm_cos_sin", "arm_vel", "tip", "ball", "ball_vel", "goal",
+                        "ball_from_tip", "goal_from_ball"}  # fmt: skip
+    torch.testing.assert_close(arm_angles(obs), q, atol=1e-6, rtol=0)
 
 
 def test_starts_follow_the_configured_distribution():
     env = envs.make("push", num_envs=512, seed=4, nthread=1)
     obs = env.reset().double()
-    ball, goal = obs[:, 6:8], obs[:, 10:12]
+    ball, goal = obs[:, 8:10], obs[:, 12:14]
     low, high = env.cfg.start_distance
     for xy in (ball, goal):
         r = torch.linalg.vector_norm(xy, dim=-1)

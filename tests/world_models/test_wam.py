@@ -83,7 +83,7 @@ def test_fine_tuning_on_new_data_refits_every_statistic(trained, tmp_path):
     tuned = torch.load(tmp_path / "wm" / "model.pt", weights_only=True)
     data = EpisodeData(root / "play")
     keep = ~torch.isin(data.episode_of, torch.tensor(tuned["val_episodes"]))
-    fresh = world_models.base.KINDS[kind](12, 2, tuned["config"])
+    fresh = world_models.base.KINDS[kind](18, 2, tuned["config"])
     fresh.prepare({k: v[keep] for k, v in data.data.items()})
     old = torch.load(wm / "model.pt", weights_only=True)["state_dict"]
     for key in ("obs_mean", "obs_std", "delta_std"):
@@ -97,7 +97,7 @@ def test_serves_as_an_imagined_env_and_sb3_steps_it(trained):
     cfg = ImaginedEnvCfg(num_envs=5, episode_length=6, termination="never")
     env = ImaginedEnv.from_dataset(model, root / "data", cfg)
     obs = env.reset(seed=0)
-    assert obs.shape == (5, 12)
+    assert obs.shape == (5, 18)
     for _ in range(6):
         obs, reward, terminated, truncated, info = env.step(torch.rand(5, 2) * 2 - 1)
         assert torch.isfinite(obs).all() and reward.shape == (5,)
@@ -106,7 +106,7 @@ def test_serves_as_an_imagined_env_and_sb3_steps_it(trained):
     vec = Sb3VecEnv(env)
     vec.reset()
     vec.step_async(torch.zeros(5, 2).numpy())
-    assert vec.step_wait()[0].shape == (5, 12)
+    assert vec.step_wait()[0].shape == (5, 18)
 
 
 def test_acts_in_the_real_sim_from_its_checkpoint(trained, tmp_path):

@@ -1,0 +1,236 @@
+"""`python run.py finetune`: BC -> RL. A behaviour-cloned policy is fine-tuned with
+PPO inside a world model, then scored in the real simulator, beside the same
+policy fine-tuned with PPO in the real simulator for a given number of real steps.
+
+The BC policy becomes an SB3 `ActorCriticPolicy` with exactly its behaviour
+(`bc_to_ppo`): the actor net takes the BC net's hidden layers (SiLU), the input
+standardisation folded into the first layer (W' = W / std, b' = b - W' mean), the
+BC output layer as `action_net` and the BC's fitted log sigma as PPO's state-independent
+log std; its deterministic action clamp(mu, -1, 1) is the BC policy's. The value net
+is new. PPO's first updates with a random critic would move the actor on noise, so
+the critic is warmed up first (`critic_warmup` steps with the actor frozen), as
+done when RL starts from a pretrained policy.
+
+In imagination the reward is the world model's learned reward head
+(`ImaginedEnv`); episodes start from real reset states (no real steps) and run
+`horizon` model steps. The real-sim run fine-tunes the same converted policy with
+the same PPO settings for `real_steps` environment steps; both are then evaluated
+on the same real episodes (deterministic actions): success rate and return.
+Outputs: `report.json`, both fine-tuned agents (`agent_imagined.pt`,
+`agent_real.pt`, loadable by `eval`), TensorBoard scalars under `tb/`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.base import load, read_checkpoint, save
+from agents.bc import BcAgent
+from agents.evaluate import evaluate, make_eval_env
+from agents.sb3_agents import PpoAgent, PpoCfg, Sb3Cfg, Sb3Learner
+from sim.atomic import write_bytes_atomic
+from world_models import base as wm_base
+from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
+
+
+@dataclass
+class FinetuneCfg:
+    """Fine-tune a BC policy with PPO inside a world model; check it in the real sim."""
+
+    agent: Path
+    """The behaviour-cloned agent (train-bc's directory or agent.pt)."""
+    wm: Path
+    """The world model to fine-tune in (train-wm's directory or model.pt), trained on
+    the task the agent was cloned on."""
+    out: Path = Path("runs/finetune")
+    """Output directory (report.json, agent_imagined.pt, agent_real.pt, tb/)."""
+    imagined_steps: int = 200_000
+    """PPO transitions in imagination (after the critic's warm-up)."""
+    real_steps: int = 16_000
+    """PPO transitions of the real-sim fine-tuning run beside it (after the same
+    warm-up, which there costs real steps too); 0 skips that run."""
+    critic_warmup: int = 16_384
+    """Transitions of PPO with the actor frozen, to fit the new value net first."""
+    num_envs: int = 64
+    """Parallel imagined rollouts."""
+    real_envs: int = 16
+    """Parallel real envs of the real-sim fine-tuning run."""
+    horizon: int = 100
+    """Steps of an imagined episode (model errors grow with it)."""
+    start_states: int = 1024
+    """Real reset states imagined episodes start from (drawn at random per episode)."""
+    sample: bool = False
+    """Sample the model's next state (else its mean prediction)."""
+    log_std: float | None = None
+    """Log std of PPO's exploration (None: the BC policy's fitted sigma)."""
+    value_hidden: tuple[int, ...] = (256, 256)
+    """Hidden units of the new value net (SiLU)."""
+    learning_rate: float = 1e-4
+    """Adam learning rate of actor and critic."""
+    n_steps: int = 64
+    """Steps per env per PPO rollout."""
+    batch_size: int = 512
+    """Transitions per PPO minibatch."""
+    n_epochs: int = 5
+    """Passes over each rollout."""
+    clip_range: float = 0.1
+    """PPO's probability-ratio clipping (small: stay near the cloned policy)."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    episodes: int = 64
+    """Real episodes of each evaluation (before, after in imagination, after in the real sim)."""
+    eval_seed: int = 1000
+    """Seed of the evaluation episodes' starts (the same for every policy)."""
+    seed: int = 0
+    """Seed of PPO and of the imagined starts."""
+
+
+def bc_to_ppo(bc: BcAgent, value_hidden: tuple[int, ...] = (256, 256),
+              log_std: float | None = None) -> PpoAgent:  # fmt: skip
+    """A PPO agent (SB3 `ActorCriticPolicy`) acting exactly as `bc`; new value net."""
+    linears = [m for m in bc.net if isinstance(m, torch.nn.Linear)]
+    hidden = [lin.out_features for lin in linears[:-1]]
+    init = float(bc.log_std.mean()) if log_std is None else log_std
+    agent = PpoAgent(bc.obs_dim, bc.action_dim, {
+        "net_arch": {"pi": hidden, "vf": list(value_hidden)}, "activation": "silu",
+        "log_std_init": init, "ortho_init": False,
+    })  # fmt: skip
+    policy = agent.policy
+    targets = [m for m in policy.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        for i, (src, dst) in enumerate(zip(linears[:-1], targets, strict=True)):
+            weight, bias = src.weight, src.bias
+            if i == 0:  # (x - mean) / std folded into the first layer
+                weight = weight / bc.obs_std
+                bias = bias - weight @ bc.obs_mean
+            dst.weight.copy_(weight)
+            dst.bias.copy_(bias)
+        policy.action_net.weight.copy_(linears[-1].weight)
+        policy.action_net.bias.copy_(linears[-1].bias)
+        policy.log_std.copy_(bc.log_std if log_std is None else torch.full_like(bc.log_std, init))
+    return agent
+
+
+def _actor(policy) -> list[torch.nn.Parameter]:
+    return [*policy.mlp_extractor.policy_net.parameters(), *policy.action_net.parameters(),
+            policy.log_std]  # fmt: skip
+
+
+def _learner(agent: PpoAgent, env, cfg: FinetuneCfg, name: str) -> Sb3Learner:
+    ppo = PpoCfg(n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
+                 gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range)  # fmt: skip
+    sb3 = Sb3Cfg(algo="ppo", learning_rate=cfg.learning_rate, gamma=cfg.gamma, seed=cfg.seed,
+                 tensorboard_log=cfg.out / "tb", tb_log_name=name, ppo=ppo)  # fmt: skip
+    return Sb3Learner(agent, env, sb3)
+
+
+def fine_tune(agent: PpoAgent, env, steps: int, cfg: FinetuneCfg, name: str) -> PpoAgent:
+    """PPO on `env`: `cfg.critic_warmup` transitions with the actor frozen, then
+    `steps` with everything training. Returns the agent with the trained weights."""
+    learner = _learner(agent, env, cfg, name)
+    actor = _actor(learner.model.policy)
+    if cfg.critic_warmup > 0:
+        for p in actor:
+            p.requires_grad_(False)
+        learner.learn(cfg.critic_warmup)
+        for p in actor:
+            p.requires_grad_(True)
+    return learner.learn(steps) if steps > 0 else learner.agent
+
+
+def _score(agent, env_args, cfg: FinetuneCfg) -> dict[str, Any]:
+    env = make_eval_env(env_args, None, cfg.episodes)
+    report = evaluate(agent, env, seed=cfg.eval_seed)
+    env.close()
+    out = {"return": report["real_return"]["mean"]}
+    if "real_success_rate" in report:
+        out["success_rate"] = report["real_success_rate"]
+    return out
+
+
+def _check(cfg: FinetuneCfg, bc, wm) -> None:
+    if bc.kind != "bc":
+        raise ValueError(f"{cfg.agent}: finetune starts from a behaviour-cloned agent "
+                         f"(train-bc), got a {bc.kind!r} agent")  # fmt: skip
+    if (wm.obs_dim, wm.action_dim) != (bc.obs_dim, bc.action_dim):
+        raise ValueError(f"{cfg.wm}: observation/action dims ({wm.obs_dim}, {wm.action_dim}) "
+                         f"differ from the agent's ({bc.obs_dim}, {bc.action_dim})")  # fmt: skip
+    if wm.sees_pixels:
+        raise ValueError(f"{cfg.wm}: finetune needs a world model of state observations")
+    for name in ("imagined_steps", "real_steps", "critic_warmup"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    for name in ("num_envs", "real_envs", "horizon", "start_states", "episodes"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+
+
+def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
+    """BC -> PPO in imagination (and in the real sim); writes and returns the report."""
+    ckpt = read_checkpoint(cfg.agent)
+    env_args = ckpt.get("env_args")
+    if env_args is None:
+        raise ValueError(f"{cfg.agent}: the agent names no task (train it with train-bc)")
+    bc = load(cfg.agent)
+    wm_ckpt = wm_base.read_checkpoint(cfg.wm)
+    wm = wm_base.from_checkpoint(wm_ckpt, cfg.wm)
+    _check(cfg, bc, wm)
+    wm_task = (wm_ckpt.get("env_args") or {}).get("env_name")
+    if wm_task is not None and wm_task != env_args["env_name"]:
+        raise ValueError(f"{cfg.wm}: a model of {wm_task!r}, the agent was cloned on "
+                         f"{env_args['env_name']!r}")  # fmt: skip
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    report: dict[str, Any] = {"config": {k: str(v) if isinstance(v, Path) else v
+                                         for k, v in asdict(cfg).items()},
+                              "task": env_args["env_name"]}  # fmt: skip
+    report["bc"] = _score(bc, env_args, cfg)
+    print(f"finetune {env_args['env_name']}: BC {_line(report['bc'])}", flush=True)
+
+    reset_env = make_eval_env(env_args, None, cfg.start_states)
+    imagined = ImaginedEnv.from_env(
+        wm, reset_env, ImaginedEnvCfg(num_envs=cfg.num_envs, seed=cfg.seed,
+                                      episode_length=cfg.horizon, sample=cfg.sample,
+                                      termination="never"), name="imagined")  # fmt: skip
+    reset_env.close()
+    agent = fine_tune(bc_to_ppo(bc, cfg.value_hidden, cfg.log_std), imagined,
+                      cfg.imagined_steps, cfg, "imagined")  # fmt: skip
+    save(agent, cfg.out / "agent_imagined.pt", env_args=env_args)
+    report["imagined"] = {**_score(agent, env_args, cfg), "steps": cfg.imagined_steps,
+                          "real_steps": 0}  # fmt: skip
+    print(f"  after PPO in imagination ({cfg.imagined_steps} model steps): "
+          f"{_line(report['imagined'])}", flush=True)  # fmt: skip
+
+    if cfg.real_steps > 0:
+        real_env = make_eval_env(env_args, None, cfg.real_envs, seed=cfg.seed)
+        agent = fine_tune(bc_to_ppo(bc, cfg.value_hidden, cfg.log_std), real_env,
+                          cfg.real_steps, cfg, "real")  # fmt: skip
+        real_env.close()
+        save(agent, cfg.out / "agent_real.pt", env_args=env_args)
+        report["real"] = {**_score(agent, env_args, cfg),
+                          "real_steps": cfg.real_steps + cfg.critic_warmup}  # fmt: skip
+        print(f"  after PPO in the real sim ({report['real']['real_steps']} real steps): "
+              f"{_line(report['real'])}", flush=True)  # fmt: skip
+    if "success_rate" in report["bc"]:
+        report["success_gain_points"] = 100 * (
+            report["imagined"]["success_rate"] - report["bc"]["success_rate"]
+        )
+    report["seconds"] = time.perf_counter() - started
+    payload = json.dumps(report, indent=2)
+    write_bytes_atomic(cfg.out / "report.json", payload.encode())
+    print(f"wrote {cfg.out / 'report.json'}")
+    return json.loads(payload)  # what the file holds
+
+
+def _line(score: dict[str, Any]) -> str:
+    success = score.get("success_rate")
+    text = f"return {score['return']:.1f}"
+    return text if success is None else f"success {100 * success:.0f}%, {text}"

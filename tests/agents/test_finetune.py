@@ -1,0 +1,125 @@
+"""BC -> RL: the cloned policy becomes an SB3 PPO policy that acts exactly as it
+does, the critic's warm-up leaves the actor as it was, and `run.py finetune` runs
+from a cloned agent and a world model to scores in the real simulator."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import envs
+from agents.base import load
+from agents.bc import BcAgent, TrainBCCfg, train_bc
+from agents.collect import CollectCfg, collect
+from agents.evaluate import evaluate
+from agents.finetune import FinetuneCfg, _actor, bc_to_ppo, fine_tune, run_finetune
+from world_models.train import EnsembleCfg, TrainWMCfg, train_world_model
+
+
+def _bc(obs_dim: int = 6, action_dim: int = 2) -> BcAgent:
+    torch.manual_seed(0)
+    bc = BcAgent(obs_dim, action_dim, {"hidden": 32, "layers": 2})
+    bc.set_normalization(torch.randn(500, obs_dim) * torch.arange(1.0, obs_dim + 1) + 3.0)
+    bc.log_std.data = torch.tensor([-0.7, -1.2])
+    return bc
+
+
+def test_the_ppo_policy_acts_as_the_cloned_one():
+    bc = _bc()
+    ppo = bc_to_ppo(bc)
+    obs = torch.randn(300, 6) * 4 + 3
+    noise = torch.randn(300, 2)
+    torch.testing.assert_close(ppo.act(obs), bc.act(obs), rtol=0, atol=1e-5)
+    torch.testing.assert_close(ppo.act(obs, noise), bc.act(obs, noise), rtol=0, atol=1e-5)
+    # the same Gaussian: PPO's log-likelihood of an action is the BC policy's
+    dist = ppo.policy.get_distribution(obs)
+    actions = torch.rand(300, 2) * 2 - 1
+    sigma = bc.log_std.exp()
+    expected = (-((actions - bc.mean(obs)) ** 2) / (2 * sigma**2) - bc.log_std
+                - 0.5 * math.log(2 * math.pi)).sum(-1)  # fmt: skip
+    torch.testing.assert_close(dist.log_prob(actions), expected.detach(), rtol=1e-4, atol=1e-4)
+    # an exploration std of one's own replaces the fitted one
+    wide = bc_to_ppo(bc, log_std=0.0)
+    torch.testing.assert_close(wide.policy.log_std.detach(), torch.zeros(2))
+    torch.testing.assert_close(wide.act(obs), bc.act(obs), rtol=0, atol=1e-5)
+
+
+def test_critic_warmup_leaves_the_actor_as_it_was(tmp_path):
+    env = envs.make("cartpole_balance", num_envs=4, episode_length=50)
+    bc = BcAgent(env.observation_dim, env.action_dim, {"hidden": 16, "layers": 2})
+    agent = bc_to_ppo(bc, value_hidden=(16,))
+    before = {k: v.clone() for k, v in agent.policy.state_dict().items()}
+    cfg = FinetuneCfg(agent=tmp_path, wm=tmp_path, out=tmp_path, critic_warmup=64, n_steps=16,
+                      batch_size=32, n_epochs=2)  # fmt: skip
+    tuned = fine_tune(agent, env, 0, cfg, "warmup")
+    after = tuned.policy.state_dict()
+    actor = {
+        n for n, p in tuned.policy.named_parameters() if any(p is q for q in _actor(tuned.policy))
+    }
+    assert actor and all(torch.equal(after[n], before[n]) for n in actor)
+    value = [n for n in after if "value_net" in n]
+    assert any(not torch.equal(after[n], before[n]) for n in value)
+    # afterwards everything trains
+    tuned = fine_tune(tuned, env, 64, cfg, "warmup")
+    assert any(not torch.equal(tuned.policy.state_dict()[n], before[n]) for n in actor)
+
+
+@pytest.fixture(scope="module")
+def push_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("finetune")
+    collect(CollectCfg(task="push", num_envs=4, episodes=4, episode_length=40,
+                       policy="expert+noise", out=root / "data", progress=False))  # fmt: skip
+    train_bc(TrainBCCfg(data=root / "data", out=root / "bc", hidden=32, epochs=3,
+                        progress=False))  # fmt: skip
+    small = EnsembleCfg(hidden=32, layers=2, members=2, elites=1)
+    train_world_model(TrainWMCfg(data=root / "data", out=root / "wm", epochs=1, ensemble=small,
+                                 progress=False))  # fmt: skip
+    cfg = FinetuneCfg(agent=root / "bc", wm=root / "wm", out=root / "out", imagined_steps=256,
+                      real_steps=128, critic_warmup=64, num_envs=8, real_envs=4, horizon=20,
+                      start_states=16, n_steps=16, batch_size=32, n_epochs=2, episodes=4,
+                      value_hidden=(16,))  # fmt: skip
+    return cfg, run_finetune(cfg)
+
+
+def test_finetune_scores_bc_and_both_fine_tuned_policies(push_run):
+    cfg, report = push_run
+    assert json.loads((cfg.out / "report.json").read_text()) == report
+    bc = load(cfg.agent)
+    # the BC score is the agent's own on the evaluation starts
+    env = envs.make("push", num_envs=cfg.episodes, episode_length=40)
+    own = evaluate(bc, env, seed=cfg.eval_seed)
+    assert report["bc"]["return"] == pytest.approx(own["real_return"]["mean"], rel=1e-6)
+    assert report["bc"]["success_rate"] == own["real_success_rate"]
+    for name in ("imagined", "real"):
+        tuned = load(cfg.out / f"agent_{name}.pt")
+        assert tuned.kind == "ppo"
+        obs = env.reset(seed=3)
+        assert not torch.allclose(tuned.act(obs), bc.act(obs))  # PPO moved it
+        assert 0 <= report[name]["success_rate"] <= 1
+        score = evaluate(tuned, env, seed=cfg.eval_seed)
+        assert report[name]["return"] == pytest.approx(score["real_return"]["mean"], rel=1e-6)
+    assert report["imagined"]["real_steps"] == 0
+    assert report["real"]["real_steps"] == cfg.real_steps + cfg.critic_warmup
+    gain = 100 * (report["imagined"]["success_rate"] - report["bc"]["success_rate"])
+    assert report["success_gain_points"] == pytest.approx(gain)
+    assert (cfg.out / "tb").is_dir()
+
+
+def test_bad_inputs_are_named(push_run, tmp_path):
+    cfg, _ = push_run
+    with pytest.raises(ValueError, match="behaviour-cloned"):
+        run_finetune(FinetuneCfg(agent=cfg.out / "agent_real.pt", wm=cfg.wm, out=tmp_path))
+    with pytest.raises(ValueError, match="imagined_steps must be >= 0"):
+        run_finetune(FinetuneCfg(agent=cfg.agent, wm=cfg.wm, out=tmp_path, imagined_steps=-1))
+    other = tmp_path / "cartpole"
+    collect(CollectCfg(task="cartpole_swingup", num_envs=2, episodes=2, episode_length=20,
+                       out=other, progress=False))  # fmt: skip
+    small = EnsembleCfg(hidden=16, layers=1, members=1, elites=1)
+    train_world_model(TrainWMCfg(data=other, out=tmp_path / "wm", epochs=1, ensemble=small,
+                                 progress=False))  # fmt: skip
+    with pytest.raises(ValueError, match="dims"):
+        run_finetune(FinetuneCfg(agent=cfg.agent, wm=tmp_path / "wm", out=tmp_path))
+    assert not (tmp_path / "report.json").exists()
