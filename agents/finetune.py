@@ -1,6 +1,6 @@
 """`python run.py finetune`: BC -> RL. A behaviour-cloned policy is fine-tuned with
-PPO inside a world model, then scored in the real simulator, beside the same
-policy fine-tuned with PPO in the real simulator for a given number of real steps.
+PPO or GRPO inside a world model, then scored in the real simulator, beside the same
+policy fine-tuned the same way in the real simulator for a given number of real steps.
 
 The BC policy becomes an SB3 `ActorCriticPolicy` with exactly its behaviour
 (`bc_to_ppo`): the actor net takes the BC net's hidden layers (SiLU), the input
@@ -10,6 +10,16 @@ log std; its deterministic action clamp(mu, -1, 1) is the BC policy's. The value
 is new. PPO's first updates with a random critic would move the actor on noise, so
 the critic is warmed up first (`critic_warmup` steps with the actor frozen), as
 done when RL starts from a pretrained policy.
+
+`--algo grpo` is a group-relative objective without a critic (GRPO-style): each
+iteration starts `groups` start states `group_size` times each, rolls the cloned
+policy out with its Gaussian exploration for `horizon` steps, and scores every
+rollout by its return relative to its group's (minus the group mean, over the
+group std). Every step of a rollout takes that advantage; the policy's mean net is
+updated with PPO's clipped ratio objective for `grpo_epochs` passes, optionally
+with a KL penalty towards the cloned policy (`kl_coef`, GRPO's reference term).
+The policy stays a `bc` agent. In the real simulator a group's rollouts start
+from the same episode seed (`reset_envs`), so they start from the same state.
 
 In imagination the reward is the world model's learned reward head
 (`ImaginedEnv`); episodes start from real reset states (no real steps) and run
@@ -22,13 +32,16 @@ Outputs: `report.json`, both fine-tuned agents (`agent_imagined.pt`,
 
 from __future__ import annotations
 
+import copy
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.tensorboard import SummaryWriter
 
 from agents.base import load, read_checkpoint, save
 from agents.bc import BcAgent
@@ -41,7 +54,7 @@ from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
 
 @dataclass
 class FinetuneCfg:
-    """Fine-tune a BC policy with PPO inside a world model; check it in the real sim."""
+    """Fine-tune a BC policy with PPO or GRPO inside a world model; check it in the real sim."""
 
     agent: Path
     """The behaviour-cloned agent (train-bc's directory or agent.pt)."""
@@ -50,10 +63,13 @@ class FinetuneCfg:
     the task the agent was cloned on."""
     out: Path = Path("runs/finetune")
     """Output directory (report.json, agent_imagined.pt, agent_real.pt, tb/)."""
+    algo: str = "ppo"
+    """ppo (SB3 PPO with a critic) or grpo (group-relative, no critic)."""
     imagined_steps: int = 200_000
-    """PPO transitions in imagination (after the critic's warm-up)."""
+    """Transitions in imagination (PPO: after the critic's warm-up; GRPO: whole
+    iterations of groups x group_size x horizon)."""
     real_steps: int = 16_000
-    """PPO transitions of the real-sim fine-tuning run beside it (after the same
+    """Transitions of the real-sim fine-tuning run beside it (PPO: after the same
     warm-up, which there costs real steps too); 0 skips that run."""
     critic_warmup: int = 16_384
     """Transitions of PPO with the actor frozen, to fit the new value net first."""
@@ -89,6 +105,16 @@ class FinetuneCfg:
     """Real episodes of each evaluation (before, after in imagination, after in the real sim)."""
     eval_seed: int = 1000
     """Seed of the evaluation episodes' starts (the same for every policy)."""
+    groups: int = 32
+    """GRPO: start states per iteration."""
+    group_size: int = 8
+    """GRPO: rollouts from each start state."""
+    grpo_epochs: int = 4
+    """GRPO: passes over each iteration's rollouts."""
+    grpo_batch: int = 4096
+    """GRPO: transitions per gradient step."""
+    kl_coef: float = 0.0
+    """GRPO: weight of the KL divergence from the cloned policy."""
     seed: int = 0
     """Seed of PPO and of the imagined starts."""
 
@@ -146,6 +172,114 @@ def fine_tune(agent: PpoAgent, env, steps: int, cfg: FinetuneCfg, name: str) -> 
     return learner.learn(steps) if steps > 0 else learner.agent
 
 
+# ------------------------------------------------------------------------ GRPO
+Rollouts = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""Observations `[B, H, obs_dim]`, actions before clipping `[B, H, act_dim]`, rewards
+`[B, H]` of B rollouts of H steps; rows g * group_size ... share a start state."""
+
+
+def group_advantages(returns: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Each return minus its group's mean over its group's std, `[B]`; groups are
+    consecutive runs of `group_size` rows. A group of equal returns gets zeros."""
+    if group_size < 2 or returns.numel() % group_size:
+        raise ValueError(f"group_size must be >= 2 and divide {returns.numel()} returns, "
+                         f"got {group_size}")  # fmt: skip
+    grouped = returns.reshape(-1, group_size)
+    centred = grouped - grouped.mean(1, keepdim=True)
+    return (centred / (grouped.std(1, keepdim=True) + 1e-6)).reshape(-1)
+
+
+@torch.no_grad()
+def model_rollouts(wm, starts: torch.Tensor, policy: BcAgent, std: torch.Tensor,
+                   horizon: int, gen: torch.Generator) -> Rollouts:  # fmt: skip
+    """Rollouts of `policy` with Gaussian noise of `std` in `wm` from `starts` (mean
+    predictions; the learned reward)."""
+    obs, state = starts, wm.encode(starts)
+    steps = []
+    for _ in range(horizon):
+        mean = policy.mean(obs)
+        action = mean + std * torch.randn(mean.shape, generator=gen)
+        step = wm.next(state, action.clamp(-1.0, 1.0))
+        steps.append((obs, action, step.reward.float()))
+        obs, state = step.obs.float(), step.state
+    return tuple(torch.stack(x, 1) for x in zip(*steps, strict=True))  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def env_rollouts(env, seeds: torch.Tensor, policy: BcAgent, std: torch.Tensor,
+                 horizon: int, gen: torch.Generator) -> Rollouts:  # fmt: skip
+    """Rollouts of `policy` with Gaussian noise in the real `env` (one row per seed,
+    `env.num_envs` of them), each episode started from its seed."""
+    if horizon > env.cfg.episode_length // env.cfg.action_repeat:
+        raise ValueError(f"horizon {horizon} is longer than the env's episodes")
+    obs = env.reset_envs(torch.arange(env.num_envs), seeds).float()
+    steps = []
+    for _ in range(horizon):
+        mean = policy.mean(obs)
+        action = mean + std * torch.randn(mean.shape, generator=gen)
+        next_obs, reward, _, _, _ = env.step(action.clamp(-1.0, 1.0))
+        steps.append((obs, action, reward.float()))
+        obs = next_obs.float()
+    return tuple(torch.stack(x, 1) for x in zip(*steps, strict=True))  # type: ignore[return-value]
+
+
+def grpo(bc: BcAgent, rollouts: Callable[[BcAgent, torch.Tensor, torch.Generator], Rollouts],
+         iterations: int, cfg: FinetuneCfg, name: str = "grpo") -> BcAgent:  # fmt: skip
+    """GRPO-style fine-tuning of a copy of `bc` (see the module docstring): each of
+    `iterations` takes `rollouts(policy, std, gen)`, scores them relative to their
+    group and takes clipped-ratio steps on the policy's mean net."""
+    policy, reference = copy.deepcopy(bc), bc
+    log_std = (
+        bc.log_std.detach() if cfg.log_std is None else torch.full_like(bc.log_std, cfg.log_std)
+    )
+    policy.log_std.data.copy_(log_std)  # the saved policy explores as it was trained
+    std = log_std.exp()
+    for p in policy.parameters():
+        p.requires_grad_(False)
+    params = list(policy.net.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=cfg.learning_rate)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    writer = SummaryWriter(str(cfg.out / "tb" / name))
+    try:
+        for it in range(iterations):
+            obs, actions, rewards = rollouts(policy, std, gen)
+            horizon = rewards.shape[1]
+            discount = cfg.gamma ** torch.arange(horizon, dtype=rewards.dtype)
+            returns = (rewards * discount).sum(1)
+            adv = group_advantages(returns, cfg.group_size)
+            obs, actions = obs.reshape(-1, obs.shape[-1]), actions.reshape(-1, actions.shape[-1])
+            adv = adv[:, None].expand(-1, horizon).reshape(-1)
+            with torch.no_grad():
+                old, ref = policy.mean(obs), reference.mean(obs)
+            for _ in range(cfg.grpo_epochs):
+                order = torch.randperm(len(obs), generator=gen)
+                for rows in order.split(cfg.grpo_batch):
+                    mean = policy.mean(obs[rows])
+                    a = actions[rows]
+                    # log pi(a|s) - log pi_old(a|s): the Gaussians share sigma
+                    log_ratio = ((a - old[rows]) ** 2 - (a - mean) ** 2) / (2 * std**2)
+                    ratio = log_ratio.sum(-1).exp()
+                    clipped = ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)
+                    gain = torch.min(ratio * adv[rows], clipped * adv[rows])
+                    kl = ((mean - ref[rows]) ** 2 / (2 * std**2)).sum(-1)
+                    loss = -(gain - cfg.kl_coef * kl).mean()
+                    opt.zero_grad()
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(params, 1.0)
+                    opt.step()
+            writer.add_scalar("grpo/return", returns.mean().item(), it)
+            best = returns.reshape(-1, cfg.group_size).max(1).values.mean()
+            writer.add_scalar("grpo/best_of_group", best.item(), it)
+            writer.add_scalar("grpo/kl_to_bc", kl.mean().item(), it)
+    finally:
+        writer.close()
+    for p in params:
+        p.requires_grad_(False)
+    return policy.eval()
+
+
 def _score(agent, env_args, cfg: FinetuneCfg) -> dict[str, Any]:
     env = make_eval_env(env_args, None, cfg.episodes)
     report = evaluate(agent, env, seed=cfg.eval_seed)
@@ -168,13 +302,20 @@ def _check(cfg: FinetuneCfg, bc, wm) -> None:
     for name in ("imagined_steps", "real_steps", "critic_warmup"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
-    for name in ("num_envs", "real_envs", "horizon", "start_states", "episodes"):
+    for name in ("num_envs", "real_envs", "horizon", "start_states", "episodes", "groups",
+                 "grpo_epochs", "grpo_batch"):  # fmt: skip
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.algo not in ("ppo", "grpo"):
+        raise ValueError(f"unknown algo {cfg.algo!r}; valid: ppo, grpo")
+    if cfg.algo == "grpo" and cfg.group_size < 2:
+        raise ValueError(f"group_size must be >= 2 (advantages are relative to the group), "
+                         f"got {cfg.group_size}")  # fmt: skip
 
 
 def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
-    """BC -> PPO in imagination (and in the real sim); writes and returns the report."""
+    """BC -> PPO or GRPO in imagination (and in the real sim); writes and returns the
+    report."""
     ckpt = read_checkpoint(cfg.agent)
     env_args = ckpt.get("env_args")
     if env_args is None:
@@ -196,28 +337,52 @@ def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
     print(f"finetune {env_args['env_name']}: BC {_line(report['bc'])}", flush=True)
 
     reset_env = make_eval_env(env_args, None, cfg.start_states)
-    imagined = ImaginedEnv.from_env(
-        wm, reset_env, ImaginedEnvCfg(num_envs=cfg.num_envs, seed=cfg.seed,
-                                      episode_length=cfg.horizon, sample=cfg.sample,
-                                      termination="never"), name="imagined")  # fmt: skip
+    if cfg.algo == "ppo":
+        imagined = ImaginedEnv.from_env(
+            wm, reset_env, ImaginedEnvCfg(num_envs=cfg.num_envs, seed=cfg.seed,
+                                          episode_length=cfg.horizon, sample=cfg.sample,
+                                          termination="never"), name="imagined")  # fmt: skip
+        agent = fine_tune(bc_to_ppo(bc, cfg.value_hidden, cfg.log_std), imagined,
+                          cfg.imagined_steps, cfg, "imagined")  # fmt: skip
+        steps = cfg.imagined_steps
+    else:
+        pool = reset_env.reset(seed=cfg.seed).clone()
+
+        def imagine(policy, std, gen):
+            pick = torch.randint(len(pool), (cfg.groups,), generator=gen)
+            starts = pool[pick].repeat_interleave(cfg.group_size, 0)
+            return model_rollouts(wm, starts, policy, std, cfg.horizon, gen)
+
+        iterations = _iterations(cfg.imagined_steps, cfg)
+        agent = grpo(bc, imagine, iterations, cfg, "imagined")
+        steps = iterations * cfg.groups * cfg.group_size * cfg.horizon
     reset_env.close()
-    agent = fine_tune(bc_to_ppo(bc, cfg.value_hidden, cfg.log_std), imagined,
-                      cfg.imagined_steps, cfg, "imagined")  # fmt: skip
     save(agent, cfg.out / "agent_imagined.pt", env_args=env_args)
-    report["imagined"] = {**_score(agent, env_args, cfg), "steps": cfg.imagined_steps,
-                          "real_steps": 0}  # fmt: skip
-    print(f"  after PPO in imagination ({cfg.imagined_steps} model steps): "
+    report["imagined"] = {**_score(agent, env_args, cfg), "steps": steps, "real_steps": 0}
+    print(f"  after {cfg.algo} in imagination ({steps} model steps): "
           f"{_line(report['imagined'])}", flush=True)  # fmt: skip
 
     if cfg.real_steps > 0:
-        real_env = make_eval_env(env_args, None, cfg.real_envs, seed=cfg.seed)
-        agent = fine_tune(bc_to_ppo(bc, cfg.value_hidden, cfg.log_std), real_env,
-                          cfg.real_steps, cfg, "real")  # fmt: skip
+        if cfg.algo == "ppo":
+            real_env = make_eval_env(env_args, None, cfg.real_envs, seed=cfg.seed)
+            agent = fine_tune(bc_to_ppo(bc, cfg.value_hidden, cfg.log_std), real_env,
+                              cfg.real_steps, cfg, "real")  # fmt: skip
+            real_steps = cfg.real_steps + cfg.critic_warmup
+        else:
+            real_env = make_eval_env(env_args, None, cfg.groups * cfg.group_size, seed=cfg.seed)
+
+            def act_for_real(policy, std, gen):
+                seeds = torch.randint(-(2**63), 2**63 - 1, (cfg.groups,), generator=gen)
+                seeds = seeds.repeat_interleave(cfg.group_size)
+                return env_rollouts(real_env, seeds, policy, std, cfg.horizon, gen)
+
+            iterations = _iterations(cfg.real_steps, cfg)
+            agent = grpo(bc, act_for_real, iterations, cfg, "real")
+            real_steps = iterations * cfg.groups * cfg.group_size * cfg.horizon
         real_env.close()
         save(agent, cfg.out / "agent_real.pt", env_args=env_args)
-        report["real"] = {**_score(agent, env_args, cfg),
-                          "real_steps": cfg.real_steps + cfg.critic_warmup}  # fmt: skip
-        print(f"  after PPO in the real sim ({report['real']['real_steps']} real steps): "
+        report["real"] = {**_score(agent, env_args, cfg), "real_steps": real_steps}
+        print(f"  after {cfg.algo} in the real sim ({real_steps} real steps): "
               f"{_line(report['real'])}", flush=True)  # fmt: skip
     if "success_rate" in report["bc"]:
         report["success_gain_points"] = 100 * (
@@ -228,6 +393,12 @@ def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
     write_bytes_atomic(cfg.out / "report.json", payload.encode())
     print(f"wrote {cfg.out / 'report.json'}")
     return json.loads(payload)  # what the file holds
+
+
+def _iterations(steps: int, cfg: FinetuneCfg) -> int:
+    """GRPO iterations in a budget of `steps` transitions (at least one if any)."""
+    per = cfg.groups * cfg.group_size * cfg.horizon
+    return 0 if steps == 0 else max(1, steps // per)
 
 
 def _line(score: dict[str, Any]) -> str:

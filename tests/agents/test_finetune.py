@@ -15,7 +15,15 @@ from agents.base import load
 from agents.bc import BcAgent, TrainBCCfg, train_bc
 from agents.collect import CollectCfg, collect
 from agents.evaluate import evaluate
-from agents.finetune import FinetuneCfg, _actor, bc_to_ppo, fine_tune, run_finetune
+from agents.finetune import (
+    FinetuneCfg,
+    _actor,
+    bc_to_ppo,
+    fine_tune,
+    group_advantages,
+    grpo,
+    run_finetune,
+)
 from world_models.train import EnsembleCfg, TrainWMCfg, train_world_model
 
 
@@ -123,3 +131,58 @@ def test_bad_inputs_are_named(push_run, tmp_path):
     with pytest.raises(ValueError, match="dims"):
         run_finetune(FinetuneCfg(agent=cfg.agent, wm=tmp_path / "wm", out=tmp_path))
     assert not (tmp_path / "report.json").exists()
+
+
+def test_group_advantages_are_relative_to_their_group():
+    adv = group_advantages(torch.tensor([1.0, 3.0, 10.0, 10.0, 0.0, 4.0]), 2)
+    h = 1 / math.sqrt(2.0)  # groups (1, 3) and (0, 4): +-1 and +-2 over stds sqrt 2, sqrt 8
+    expected = torch.tensor([-h, h, 0.0, 0.0, -h, h])  # equal returns: no advantage
+    torch.testing.assert_close(adv, expected, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="group_size"):
+        group_advantages(torch.ones(6), 4)
+
+
+def test_grpo_moves_the_policy_towards_higher_group_returns(tmp_path):
+    """A bandit-like check: the reward is -(a - 0.5)^2 per step; starting from a
+    cloned policy that acts near -0.3, GRPO must move its actions towards 0.5."""
+    torch.manual_seed(1)
+    bc = BcAgent(3, 1, {"hidden": 16, "layers": 1})
+    bc.log_std.data.fill_(math.log(0.3))
+    with torch.no_grad():
+        bc.net[-1].weight.zero_()
+        bc.net[-1].bias.fill_(-0.3)
+
+    def rollouts(policy, std, gen):
+        obs = torch.randn(16, 5, 3, generator=gen)
+        with torch.no_grad():
+            mean = policy.mean(obs.reshape(-1, 3)).reshape(16, 5, 1)
+        actions = mean + std * torch.randn(mean.shape, generator=gen)
+        return obs, actions, -((actions.clamp(-1, 1) - 0.5) ** 2).sum(-1)
+
+    cfg = FinetuneCfg(agent=tmp_path, wm=tmp_path, out=tmp_path, group_size=4,
+                      learning_rate=3e-3, grpo_epochs=4, grpo_batch=32)  # fmt: skip
+    tuned = grpo(bc, rollouts, 30, cfg)
+    probe = torch.randn(64, 3)
+    assert bc.act(probe).mean() == pytest.approx(-0.3, abs=1e-6)  # the original is untouched
+    assert tuned.act(probe).mean() > 0.3
+    torch.testing.assert_close(tuned.log_std, bc.log_std)
+    assert (tmp_path / "tb" / "grpo").is_dir()
+
+
+def test_finetune_with_grpo_in_imagination_and_in_the_real_sim(push_run, tmp_path):
+    cfg, _ = push_run
+    run = FinetuneCfg(agent=cfg.agent, wm=cfg.wm, out=tmp_path / "grpo", algo="grpo",
+                      imagined_steps=80, real_steps=40, groups=2, group_size=2, horizon=10,
+                      start_states=8, episodes=4, grpo_batch=16)  # fmt: skip
+    report = run_finetune(run)
+    assert report["imagined"]["steps"] == 80 and report["real"]["real_steps"] == 40
+    bc = load(cfg.agent)
+    obs = envs.make("push", num_envs=4, episode_length=40).reset(seed=3)
+    for name in ("imagined", "real"):
+        tuned = load(run.out / f"agent_{name}.pt")
+        assert tuned.kind == "bc" and not torch.allclose(tuned.act(obs), bc.act(obs))
+    with pytest.raises(ValueError, match="group_size must be >= 2"):
+        run_finetune(FinetuneCfg(agent=cfg.agent, wm=cfg.wm, out=tmp_path, algo="grpo",
+                                 group_size=1))  # fmt: skip
+    with pytest.raises(ValueError, match="unknown algo"):
+        run_finetune(FinetuneCfg(agent=cfg.agent, wm=cfg.wm, out=tmp_path, algo="sac"))
