@@ -353,9 +353,7 @@ def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
             starts = pool[pick].repeat_interleave(cfg.group_size, 0)
             return model_rollouts(wm, starts, policy, std, cfg.horizon, gen)
 
-        iterations = _iterations(cfg.imagined_steps, cfg)
-        agent = grpo(bc, imagine, iterations, cfg, "imagined")
-        steps = iterations * cfg.groups * cfg.group_size * cfg.horizon
+        agent, steps = _grpo_within(cfg.imagined_steps, bc, imagine, cfg, "imagined")
     reset_env.close()
     save(agent, cfg.out / "agent_imagined.pt", env_args=env_args)
     report["imagined"] = {**_score(agent, env_args, cfg), "steps": steps, "real_steps": 0}
@@ -376,9 +374,7 @@ def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
                 seeds = seeds.repeat_interleave(cfg.group_size)
                 return env_rollouts(real_env, seeds, policy, std, cfg.horizon, gen)
 
-            iterations = _iterations(cfg.real_steps, cfg)
-            agent = grpo(bc, act_for_real, iterations, cfg, "real")
-            real_steps = iterations * cfg.groups * cfg.group_size * cfg.horizon
+            agent, real_steps = _grpo_within(cfg.real_steps, bc, act_for_real, cfg, "real")
         real_env.close()
         save(agent, cfg.out / "agent_real.pt", env_args=env_args)
         report["real"] = {**_score(agent, env_args, cfg), "real_steps": real_steps}
@@ -395,10 +391,12 @@ def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
     return json.loads(payload)  # what the file holds
 
 
-def _iterations(steps: int, cfg: FinetuneCfg) -> int:
-    """GRPO iterations in a budget of `steps` transitions (at least one if any)."""
+def _grpo_within(budget: int, bc: BcAgent, rollouts, cfg: FinetuneCfg, name: str):
+    """(`grpo` for the whole iterations that fit in `budget` transitions, at least
+    one unless the budget is 0, and the transitions they take)."""
     per = cfg.groups * cfg.group_size * cfg.horizon
-    return 0 if steps == 0 else max(1, steps // per)
+    iterations = 0 if budget == 0 else max(1, budget // per)
+    return grpo(bc, rollouts, iterations, cfg, name), iterations * per
 
 
 def _line(score: dict[str, Any]) -> str:
