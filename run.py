@@ -5,8 +5,8 @@ python run.py            the closed loop: collect -> fit the world model -> impr
 python run.py --help     the closed loop's options
 python run.py eval       an agent's return in the real simulator and in imagination
 python run.py train-bc   behaviour cloning from a dataset
-python run.py finetune   BC -> RL: PPO on a cloned policy inside a world model, checked in
-                         the real simulator beside PPO in the real simulator
+python run.py finetune   BC -> RL: PPO or GRPO on a cloned policy inside a world model,
+                         checked in the real simulator beside the same in the real simulator
 python run.py collect    record episodes of a policy into an HDF5 dataset
 python run.py inspect    summarise a dataset
 python run.py export     write a dataset in the LeRobot v3.0 layout

@@ -74,21 +74,22 @@ class FinetuneCfg:
     critic_warmup: int = 16_384
     """Transitions of PPO with the actor frozen, to fit the new value net first."""
     num_envs: int = 64
-    """Parallel imagined rollouts."""
+    """PPO: parallel imagined rollouts."""
     real_envs: int = 16
-    """Parallel real envs of the real-sim fine-tuning run."""
+    """PPO: parallel real envs of the real-sim fine-tuning run."""
     horizon: int = 100
     """Steps of an imagined episode (model errors grow with it)."""
     start_states: int = 1024
     """Real reset states imagined episodes start from (drawn at random per episode)."""
     sample: bool = False
-    """Sample the model's next state (else its mean prediction)."""
+    """PPO: sample the model's next state (else its mean prediction; GRPO always
+    takes the mean)."""
     log_std: float | None = None
-    """Log std of PPO's exploration (None: the BC policy's fitted sigma)."""
+    """Log std of the exploration (None: the BC policy's fitted sigma)."""
     value_hidden: tuple[int, ...] = (256, 256)
     """Hidden units of the new value net (SiLU)."""
     learning_rate: float = 1e-4
-    """Adam learning rate of actor and critic."""
+    """Adam learning rate (PPO: of actor and critic; GRPO: of the policy)."""
     n_steps: int = 64
     """Steps per env per PPO rollout."""
     batch_size: int = 512
@@ -96,7 +97,7 @@ class FinetuneCfg:
     n_epochs: int = 5
     """Passes over each rollout."""
     clip_range: float = 0.1
-    """PPO's probability-ratio clipping (small: stay near the cloned policy)."""
+    """Probability-ratio clipping of PPO and GRPO (small: stay near the cloned policy)."""
     gamma: float = 0.99
     """Discount factor."""
     gae_lambda: float = 0.95
@@ -190,22 +191,37 @@ def group_advantages(returns: torch.Tensor, group_size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def model_rollouts(wm, starts: torch.Tensor, policy: BcAgent, std: torch.Tensor,
-                   horizon: int, gen: torch.Generator) -> Rollouts:  # fmt: skip
-    """Rollouts of `policy` with Gaussian noise of `std` in `wm` from `starts` (mean
-    predictions; the learned reward)."""
-    obs, state = starts, wm.encode(starts)
+def _rollouts(obs: torch.Tensor, step: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+              policy: BcAgent, std: torch.Tensor, horizon: int,
+              gen: torch.Generator) -> Rollouts:  # fmt: skip
+    """`horizon` steps of `policy` with Gaussian noise of `std` from `obs`; `step`
+    takes the clipped actions and gives (next observations, rewards)."""
     steps = []
     for _ in range(horizon):
         mean = policy.mean(obs)
         action = mean + std * torch.randn(mean.shape, generator=gen)
-        step = wm.next(state, action.clamp(-1.0, 1.0))
-        steps.append((obs, action, step.reward.float()))
-        obs, state = step.obs.float(), step.state
+        next_obs, reward = step(action.clamp(-1.0, 1.0))
+        steps.append((obs, action, reward.float()))
+        obs = next_obs.float()
     return tuple(torch.stack(x, 1) for x in zip(*steps, strict=True))  # type: ignore[return-value]
 
 
 @torch.no_grad()
+def model_rollouts(wm, starts: torch.Tensor, policy: BcAgent, std: torch.Tensor,
+                   horizon: int, gen: torch.Generator) -> Rollouts:  # fmt: skip
+    """Rollouts of `policy` with Gaussian noise of `std` in `wm` from `starts` (mean
+    predictions; the learned reward)."""
+    state = wm.encode(starts)
+
+    def step(action):
+        nonlocal state
+        out = wm.next(state, action)
+        state = out.state
+        return out.obs, out.reward
+
+    return _rollouts(starts, step, policy, std, horizon, gen)
+
+
 def env_rollouts(env, seeds: torch.Tensor, policy: BcAgent, std: torch.Tensor,
                  horizon: int, gen: torch.Generator) -> Rollouts:  # fmt: skip
     """Rollouts of `policy` with Gaussian noise in the real `env` (one row per seed,
@@ -213,14 +229,7 @@ def env_rollouts(env, seeds: torch.Tensor, policy: BcAgent, std: torch.Tensor,
     if horizon > env.cfg.episode_length // env.cfg.action_repeat:
         raise ValueError(f"horizon {horizon} is longer than the env's episodes")
     obs = env.reset_envs(torch.arange(env.num_envs), seeds).float()
-    steps = []
-    for _ in range(horizon):
-        mean = policy.mean(obs)
-        action = mean + std * torch.randn(mean.shape, generator=gen)
-        next_obs, reward, _, _, _ = env.step(action.clamp(-1.0, 1.0))
-        steps.append((obs, action, reward.float()))
-        obs = next_obs.float()
-    return tuple(torch.stack(x, 1) for x in zip(*steps, strict=True))  # type: ignore[return-value]
+    return _rollouts(obs, lambda a: env.step(a)[:2], policy, std, horizon, gen)
 
 
 def grpo(bc: BcAgent, rollouts: Callable[[BcAgent, torch.Tensor, torch.Generator], Rollouts],
