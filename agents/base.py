@@ -68,6 +68,12 @@ class Agent(nn.Module, ABC):
         super().__init__()
         self.obs_dim, self.action_dim, self.config = obs_dim, action_dim, dict(config)
 
+    @property
+    def frame_shape(self) -> tuple[int, int, int] | None:
+        """(H, W, 3) of the camera frames an agent that acts on pixels takes as its
+        observations (an env made with `obs="pixels"`), else None: state vectors."""
+        return None
+
     @abstractmethod
     def act(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """Actions `[N, action_dim]` in [-1, 1] for observations `[N, obs_dim]`; with

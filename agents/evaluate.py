@@ -197,17 +197,28 @@ def action_errors(agent: Agent, demos: Path, env) -> dict[str, Any]:
     if not dataset.episodes:
         raise ValueError(f"{demos}: no episodes")
     # every episode as one window from its first step, masked past its end
-    data = EpisodeData(dataset, sequence_length=int(max(map(dataset.length, dataset.episodes))))
+    frames = agent.frame_shape is not None  # an agent that acts on the recorded frames
+    held = tuple(dataset.frame_shape()) if dataset.has_pixels() else "no frames"
+    if frames and held != agent.frame_shape:
+        raise ValueError(f"{demos}: the agent acts on frames of shape {agent.frame_shape}; "
+                         f"the episodes hold {held}")  # fmt: skip
+    data = EpisodeData(dataset, sequence_length=int(max(map(dataset.length, dataset.episodes))),
+                       pixels=frames)  # fmt: skip
     episodes = data.__getitems__((data.step == 0).nonzero().squeeze(-1))
     obs, rec, valid = episodes["obs"].float(), episodes["actions"].float(), episodes["mask"]
+    seen = episodes["pixels"] if frames else obs
     n, longest = valid.shape
-    expert = make_expert(env)
+    # the expert reads state vectors: an env that observes frames lends it the demos' own
+    twin = envs.make_from_args(dataset.env_args, 1) if frames else None
+    expert = make_expert(twin or env)
     acted = torch.zeros_like(rec)
     agent.reset(torch.arange(n))
     for t in range(longest):
-        acted[:, t] = agent.act(obs[:, t]).cpu()
+        acted[:, t] = agent.act(seen[:, t]).cpu()
         agent.executed(rec[:, t])
     target = expert(obs.reshape(-1, agent.obs_dim)).reshape(rec.shape)
+    if twin is not None:
+        twin.close()
 
     def mse(a, b):
         return float((a - b)[valid].pow(2).mean())
@@ -235,11 +246,21 @@ def run_eval(cfg: EvalCfg) -> dict[str, Any]:
     """Entry point of `python run.py eval`."""
     ckpt = read_checkpoint(cfg.agent)
     agent = agent_from_checkpoint(ckpt, cfg.agent).to(cfg.device)
+    camera = {}
+    if agent.frame_shape is not None:  # an agent that acts on frames observes the camera
+        h, w, _ = agent.frame_shape
+        camera = {"obs": "pixels", "render_height": h, "render_width": w}
+        if cfg.wm is not None:
+            raise ValueError(f"{cfg.agent}: the agent acts on camera frames; imagined "
+                             "episodes (--wm) serve state vectors")  # fmt: skip
     env = make_eval_env(ckpt.get("env_args"), cfg.task, cfg.episodes, seed=cfg.seed,
-                        backend=cfg.backend, action_repeat=cfg.action_repeat)  # fmt: skip
-    if (env.observation_dim, env.action_dim) != (agent.obs_dim, agent.action_dim):
-        raise ValueError(f"{env.name} has ({env.observation_dim} obs, {env.action_dim} actions); "
-                         f"the agent acts on ({agent.obs_dim}, {agent.action_dim})")  # fmt: skip
+                        backend=cfg.backend, action_repeat=cfg.action_repeat,
+                        **camera)  # fmt: skip
+    obs_dim = env.observation_dim if not camera else tuple(env.observation_space.shape)
+    want = agent.obs_dim if not camera else agent.frame_shape
+    if (obs_dim, env.action_dim) != (want, agent.action_dim):
+        raise ValueError(f"{env.name} has ({obs_dim} obs, {env.action_dim} actions); "
+                         f"the agent acts on ({want}, {agent.action_dim})")  # fmt: skip
     wm = None if cfg.wm is None else load_world_model(cfg.wm).to(cfg.device)
     agent_path = Path(cfg.agent)
     out = cfg.out or (agent_path if agent_path.is_dir() else agent_path.parent) / "eval"

@@ -10,6 +10,10 @@ with the first action of the chunk predicted at the newest observation (receding
 horizon), clamped to [-1, 1]; exploring, it adds `noise_std` times the caller's
 standard normal noise.
 
+A joint WAM that sees acts on camera frames: its observations are the uint8
+`[N, H, W, 3]` frames of an env made with `obs="pixels"` at the model's frame size
+(`frame_shape`; `run.py eval` makes that env).
+
 The agent's config holds the model's checkpoint, so an agent checkpoint alone acts;
 `agents.base.load` also wraps a WAM's own checkpoint (`train-wm --model joint` or
 `cascaded` output) in this agent, so `run.py eval --agent runs/wm` acts with it.
@@ -56,6 +60,27 @@ class WamPolicy(Agent):
         self.fresh: torch.Tensor | None = None  # rows whose next observation starts one
         self.last: torch.Tensor | None = None  # the action each row took last
 
+    @property
+    def frame_shape(self) -> tuple[int, int, int] | None:
+        return self.model.frame_shape
+
+    def _observations(self, obs: torch.Tensor) -> torch.Tensor:
+        """Checked observations on the model's device: state vectors, or frames for a
+        model that sees."""
+        shape = self.frame_shape
+        if shape is None:
+            return self.check_obs(obs).to(self.model.obs_mean.device)
+        obs = torch.as_tensor(obs)
+        if obs.dim() != 4 or tuple(obs.shape[1:]) != shape:
+            want = ", ".join(map(str, shape))
+            raise ValueError(f"wam agent: the model sees frames: observations have shape "
+                             f"{tuple(obs.shape)}, expected (N, {want}) (an env made with "
+                             "obs='pixels' at the model's frame size)")  # fmt: skip
+        return obs.to(self.model.obs_mean.device)
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(None, x) if self.frame_shape else self.model.encode(x)
+
     @classmethod
     def from_world_model(cls, ckpt: dict[str, Any], **config: Any) -> WamPolicy:
         """The agent of a World Action Model's checkpoint dict."""
@@ -78,17 +103,18 @@ class WamPolicy(Agent):
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.check_obs(obs)
-        dev = self.model.obs_mean.device
-        x = x.to(dev)
+        x = self._observations(obs)
         n = len(x)
         if self.state is None or len(self.state) != n:
-            self.state = self.model.encode(x)
-            self.fresh = torch.zeros(n, dtype=torch.bool, device=dev)
+            self.state = self._encode(x)
+            self.fresh = torch.zeros(n, dtype=torch.bool, device=x.device)
         else:
-            self.state = self.model.advance(self.state, self.last, x)
+            if self.frame_shape:
+                self.state = self.model.advance(self.state, self.last, None, x)
+            else:
+                self.state = self.model.advance(self.state, self.last, x)
             if self.fresh.any():  # new episodes start from their observation alone
-                self.state[self.fresh] = self.model.encode(x[self.fresh])
+                self.state[self.fresh] = self._encode(x[self.fresh])
                 self.fresh[:] = False
         action = self.model.action_chunk(self.state)[:, 0]
         if noise is not None:

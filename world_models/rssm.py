@@ -178,14 +178,9 @@ class RSSM(WorldModel):
                 last = self.frame_decoder.net[-1]
                 nn.init.zeros_(last.weight[:, 3:])
                 nn.init.zeros_(last.bias[3:])
-                h, w = c["frame_shape"][:2]  # pixel centres in grid_sample's [-1, 1] units
-                ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h)
-                xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w)
-                grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # [H, W, (x, y)]
+                grid, scale = pixel_grid(*c["frame_shape"][:2])
                 self.register_buffer("pixel_grid", grid, persistent=False)
-                self.register_buffer(
-                    "flow_scale", torch.tensor([2.0 / w, 2.0 / h]), persistent=False
-                )
+                self.register_buffer("flow_scale", scale, persistent=False)
         else:
             self.encoder = mlp(obs_dim, hid, layers)
             embed = hid
@@ -295,14 +290,7 @@ class RSSM(WorldModel):
         return c, h, w
 
     def _compose(self, out: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
-        """The next frame from decoder output `[B, 6, H, W]` (colours, flow, mask) and
-        the frame before it `[B, 3, H, W]`: the last frame sampled at each pixel
-        displaced by the flow (bilinear), blended by the mask with the colours."""
-        flow = torch.tanh(out[:, 3:5]) * self.config["max_flow"]  # [px]
-        grid = self.pixel_grid + flow.permute(0, 2, 3, 1) * self.flow_scale
-        warped = F.grid_sample(prev, grid, padding_mode="border", align_corners=False)
-        mask = torch.sigmoid(out[:, 5:6])
-        return mask * warped + (1 - mask) * out[:, :3]
+        return compose(out, prev, self.pixel_grid, self.flow_scale, self.config["max_flow"])
 
     # ---------------------------------------------------------- training
     def _observations(
@@ -497,6 +485,29 @@ class RSSM(WorldModel):
         else:
             x = self.frame_decoder(state[:, :feat])[:, :3]
         return ((x + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def pixel_grid(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel centres of an h x w frame in `grid_sample`'s [-1, 1] units, `[H, W, (x, y)]`,
+    and the size of one pixel in those units `[(x, y)]` (twice its reciprocal)."""
+    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h)
+    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)
+    return grid, torch.tensor([2.0 / w, 2.0 / h])
+
+
+def compose(
+    out: torch.Tensor, prev: torch.Tensor, grid: torch.Tensor, scale: torch.Tensor, max_flow: float
+) -> torch.Tensor:
+    """The next frame from decoded maps `[B, 6, H, W]` (colours, flow, mask) and the
+    frame before it `[B, 3, H, W]`: the last frame sampled at each pixel displaced by
+    the flow (tanh, at most `max_flow` px; bilinear), blended by the mask with the
+    colours."""
+    flow = torch.tanh(out[:, 3:5]) * max_flow  # [px]
+    warped = F.grid_sample(prev, grid + flow.permute(0, 2, 3, 1) * scale,
+                           padding_mode="border", align_corners=False)  # fmt: skip
+    mask = torch.sigmoid(out[:, 5:6])
+    return mask * warped + (1 - mask) * out[:, :3]
 
 
 def _unit(frames: torch.Tensor) -> torch.Tensor:

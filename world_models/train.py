@@ -20,16 +20,30 @@ epochs (MBPO's rule), or at `epochs`.
 Checkpoints are atomic: `model.pt` (the best model) and `last.pt` (everything
 `--resume` needs). TensorBoard scalars go to `<out>/tb`; `report.json` holds the
 open-loop error of the best model on the held-out episodes.
+
+Distributed: started by `torchrun --nproc-per-node N run.py train-wm ...`, every
+process trains the model wrapped in `DistributedDataParallel` (gloo on the CPU,
+nccl on GPUs, one per process). Each process draws the same global batch from the
+same seeded generator and takes its 1/N slice of it (of every ensemble member's
+rows), so N processes train on the batches one process would, with gradients
+averaged by DDP; the batch size must be a multiple of N. Every process scores the
+same held-out windows (the replicas are identical, so they stop together); only
+rank 0 writes checkpoints, TensorBoard and the report, and logs the losses
+averaged over the processes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -130,6 +144,11 @@ class JointCfg:
     """Transformer blocks."""
     action_weight: float = 1.0
     """Weight of the action loss beside the observation, reward and continuation losses."""
+    pixels: bool = False
+    """Observe camera frames (the dataset must hold them) as patch tokens instead of
+    state vectors; the state vector is decoded."""
+    patch: int = 16
+    """Patch side [px] of a model that sees (frame sides must be multiples)."""
     batch_size: int = 64
     """Windows (of context + chunk - 1 steps) per gradient step."""
     lr: float = 3e-4
@@ -219,9 +238,52 @@ def _model_settings(cfg: TrainWMCfg):
     return model_cfg, settings
 
 
+class _Loss(nn.Module):
+    """The model's loss as a module's forward, which DDP wraps."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor]):
+        return self.model.loss(batch)
+
+
+def _process_group(device: str) -> tuple[int, int, str]:
+    """(rank, world size, device) of this process: a torchrun launch (WORLD_SIZE > 1)
+    joins the process group (gloo on the CPU, nccl on CUDA, one GPU per local rank)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device
+    if device.startswith("cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def _shard(idx: torch.Tensor, members: int, rank: int, world: int) -> torch.Tensor:
+    """This process's slice of a global batch's indices: of each member's rows (the
+    global batch holds `members` consecutive blocks), the rank-th 1/world part."""
+    if world == 1:
+        return idx
+    return idx.reshape(members, world, -1)[:, rank].reshape(-1)
+
+
 def train_world_model(cfg: TrainWMCfg) -> dict:
     if cfg.model not in MODELS:
         raise ValueError(f"unknown model {cfg.model!r}; valid models: {', '.join(MODELS)}")
+    rank, world, device = _process_group(cfg.device)
+    try:
+        return _train(cfg, rank, world, device)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainWMCfg, rank: int, world: int, device: str) -> dict:
+    cfg = replace(cfg, device=device)
     torch.manual_seed(cfg.seed)
     dataset = Dataset(cfg.data)
     if len(dataset) < 2:
@@ -230,10 +292,11 @@ def train_world_model(cfg: TrainWMCfg) -> dict:
     pixels = bool(model_cfg.get("pixels"))
     if pixels:
         if not dataset.has_pixels():
-            raise ValueError(f"{cfg.data}: --rssm.pixels needs a dataset with frames "
+            raise ValueError(f"{cfg.data}: --{cfg.model}.pixels needs a dataset with frames "
                              "(collect --pixels 64)")  # fmt: skip
         model_cfg["frame_shape"] = list(dataset.frame_shape())
-        model_cfg["obs_residual"] = False
+        if cfg.model == "rssm":
+            model_cfg["obs_residual"] = False
     elif cfg.model == "rssm":
         model_cfg["frame_motion"] = False
     window = getattr(settings, "sequence_length", None)
@@ -251,9 +314,11 @@ def train_world_model(cfg: TrainWMCfg) -> dict:
     obs_dim, act_dim = data.data["obs"].shape[1], data.data["actions"].shape[1]
     model = KINDS[cfg.model](obs_dim, act_dim, model_cfg).to(cfg.device)
     fit = {k: v[train_idx.to(cfg.device)] for k, v in data.data.items()}
-    play = _play_data(cfg, dataset, window, obs_dim, act_dim)
+    play = _play_data(cfg, dataset, window, obs_dim, act_dim, pixels)
     if play is not None:  # statistics of everything the dynamics learn from
         fit = {k: torch.cat((v, play.data[k])) for k, v in fit.items()}
+    if pixels and model.acts:  # pixel-change statistics from up to 256 training windows
+        fit.update(_frame_sample(data, train_idx, gen))
     model.prepare(fit)
     if window is None:
         val_batch = data.__getitems__(val_idx[torch.randperm(len(val_idx), generator=gen)[:50_000]])
@@ -261,6 +326,9 @@ def train_world_model(cfg: TrainWMCfg) -> dict:
         starts = val_idx[data.step[val_idx].cpu() % window == 0]
         val_batch = data.__getitems__(starts[torch.randperm(len(starts), generator=gen)[:64]])
     members = getattr(settings, "members", 1)
+    if settings.batch_size % world:
+        raise ValueError(f"batch size {settings.batch_size} does not split over {world} "
+                         "processes: use a multiple")  # fmt: skip
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     train_settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
     meta = {"env_args": dataset.env_args, "data": str(cfg.data), "val_episodes": val_eps,
@@ -287,20 +355,26 @@ def train_world_model(cfg: TrainWMCfg) -> dict:
         model.load_state_dict({**ckpt["state_dict"], **stats})
     per_step = members * settings.batch_size * (window or 1)
     steps = cfg.steps_per_epoch or max(1, len(train_idx) // per_step)
-    log = SummaryWriter(str(cfg.out / "tb"))
-    bar = tqdm(total=cfg.epochs, initial=state["epoch"], unit="epoch", disable=not cfg.progress)
+    lead = rank == 0  # writes the files
+    step_loss: nn.Module = _Loss(model)
+    if world > 1:  # replicas start from rank 0's weights; gradients are averaged
+        step_loss = DistributedDataParallel(step_loss)
+    log = SummaryWriter(str(cfg.out / "tb")) if lead else None
+    bar = tqdm(total=cfg.epochs, initial=state["epoch"], unit="epoch",
+               disable=not (cfg.progress and lead))  # fmt: skip
     start, first_epoch = time.perf_counter(), state["epoch"]
     while state["epoch"] < cfg.epochs and state["since_best"] < cfg.patience:
         model.train()
         sums: dict[str, float] = {}
         for _ in range(steps):
             pick = torch.randint(len(train_idx), (members * settings.batch_size,), generator=gen)
-            batch = data.__getitems__(train_idx[pick])
+            batch = data.__getitems__(train_idx[_shard(pick, members, rank, world)])
             if play is not None:
-                batch = _with_play(batch, play.sample(settings.batch_size, gen))
+                rows = torch.randint(len(play), (settings.batch_size,), generator=gen)
+                batch = _with_play(batch, play.__getitems__(_shard(rows, 1, rank, world)))
             if members > 1:  # each member its own rows: [E, B, ...]
                 batch = {k: v.reshape(members, -1, *v.shape[1:]) for k, v in batch.items()}
-            loss, scalars = model.loss(batch)
+            loss, scalars = step_loss(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if settings.grad_clip:
@@ -312,24 +386,36 @@ def train_world_model(cfg: TrainWMCfg) -> dict:
         score, val_scalars = model.validate(val_batch)
         state["epoch"] += 1
         epoch = state["epoch"]
-        for key, value in sums.items():
-            log.add_scalar(f"losses/{key}", value / steps, epoch)
-        log.add_scalar("val/score", score, epoch)
-        for key, value in val_scalars.items():
-            log.add_scalar(f"val/{key}", value, epoch)
-        seen = (epoch - first_epoch) * steps * per_step
-        log.add_scalar("charts/transitions_per_s", seen / (time.perf_counter() - start), epoch)
-        if score < 0.99 * state["best"]:
+        if world > 1:  # the losses of the whole global batches
+            names = sorted(sums)
+            total = torch.tensor([sums[k] for k in names], dtype=torch.float64, device=device)
+            dist.all_reduce(total)
+            sums = dict(zip(names, (total / world).tolist(), strict=True))
+        improved = score < 0.99 * state["best"]
+        if improved:
             state["best"], state["since_best"] = score, 0
-            save_atomic(model.checkpoint(**meta, val_score=score), cfg.out / "model.pt")
         else:
             state["since_best"] += 1
-        save_atomic(model.checkpoint(**meta, optimizer=opt.state_dict(), progress=state,
-                                     generator=gen.get_state(),
-                                     torch_rng=torch.get_rng_state()), last)  # fmt: skip
+        if lead:
+            for key, value in sums.items():
+                log.add_scalar(f"losses/{key}", value / steps, epoch)
+            log.add_scalar("val/score", score, epoch)
+            for key, value in val_scalars.items():
+                log.add_scalar(f"val/{key}", value, epoch)
+            seen = (epoch - first_epoch) * steps * per_step
+            log.add_scalar("charts/transitions_per_s", seen / (time.perf_counter() - start),
+                           epoch)  # fmt: skip
+            if improved:
+                save_atomic(model.checkpoint(**meta, val_score=score), cfg.out / "model.pt")
+            save_atomic(model.checkpoint(**meta, optimizer=opt.state_dict(), progress=state,
+                                         generator=gen.get_state(),
+                                         torch_rng=torch.get_rng_state()), last)  # fmt: skip
         bar.update(1)
         bar.set_postfix(val=f"{score:.4f}", best=f"{state['best']:.4f}")
     bar.close()
+    if not lead:
+        dist.barrier()  # rank 0 writes the report
+        return {"model": cfg.model, "epochs": state["epoch"], "val_score": state["best"]}
     log.close()
     best = load(cfg.out / "model.pt").to(cfg.device)
     report = {
@@ -339,11 +425,26 @@ def train_world_model(cfg: TrainWMCfg) -> dict:
         "open_loop": _open_loop(best, dataset, val_eps),
     }
     write_bytes_atomic(cfg.out / "report.json", json.dumps(report, indent=1).encode())
+    if world > 1:
+        dist.barrier()
     return report
 
 
+def _frame_sample(data: EpisodeData, rows: torch.Tensor, gen: torch.Generator) -> dict:
+    """`pixels` / `next_pixels` of the valid transitions of up to 256 random windows."""
+    pick = rows[torch.randperm(len(rows), generator=gen)[:256]]
+    windows = data.__getitems__(pick)
+    valid = windows["mask"].bool()
+    return {"pixels": windows["pixels"][valid], "next_pixels": windows["next_pixels"][valid]}
+
+
 def _play_data(
-    cfg: TrainWMCfg, dataset: Dataset, window: int | None, obs_dim: int, act_dim: int
+    cfg: TrainWMCfg,
+    dataset: Dataset,
+    window: int | None,
+    obs_dim: int,
+    act_dim: int,
+    pixels: bool = False,
 ) -> EpisodeData | None:
     """The windows of `--play`'s episodes, checked against the demonstrations."""
     if cfg.play is None:
@@ -352,7 +453,10 @@ def _play_data(
         raise ValueError(f"--play trains a WAM's dynamics without its policy; the "
                          f"{cfg.model} model has no policy to leave out: collect its "
                          "episodes into one dataset")  # fmt: skip
-    play = EpisodeData(cfg.play, sequence_length=window, device=cfg.device)
+    play = EpisodeData(cfg.play, sequence_length=window, pixels=pixels, device=cfg.device)
+    if pixels and play.dataset.frame_shape() != dataset.frame_shape():
+        raise ValueError(f"{cfg.play}: frames of shape {play.dataset.frame_shape()}, the "
+                         f"demonstrations' {dataset.frame_shape()}")  # fmt: skip
     task, play_task = dataset.env_args.get("env_name"), play.dataset.env_args.get("env_name")
     if play_task != task:
         raise ValueError(f"{cfg.play}: play data of task {play_task!r}, the demonstrations "
@@ -386,6 +490,8 @@ def _open_loop(model, dataset: Dataset, episodes: list[int]) -> dict:
 
 def run_train_wm(cfg: TrainWMCfg) -> None:
     report = train_world_model(cfg)
+    if "open_loop" not in report:  # a distributed run's other ranks
+        return
     err = report["open_loop"]
     print(f"{cfg.out}: {cfg.model} trained {report['epochs']} epochs, validation score "
           f"{report['val_score']:.4f}")  # fmt: skip

@@ -25,6 +25,7 @@ class StateWAM(WorldModel):
 
     acts = True
     defaults: dict[str, Any] = {}
+    pixel_support = False  # whether the class can observe camera frames (`pixels`)
 
     def __init__(self, obs_dim: int, action_dim: int, config: dict[str, Any]):
         config = {**self.defaults, **config}
@@ -32,7 +33,7 @@ class StateWAM(WorldModel):
         if unknown:
             raise ValueError(f"{self.kind} WAM: unknown config key(s) {', '.join(unknown)}; "
                              f"valid keys: {', '.join(sorted(self.defaults))}")  # fmt: skip
-        if config.get("pixels"):
+        if config.get("pixels") and not self.pixel_support:
             raise ValueError(f"{self.kind} WAM: state vectors only; frames (pixel patches) "
                              "are not supported yet")  # fmt: skip
         super().__init__(obs_dim, action_dim, config)

@@ -12,7 +12,7 @@ import envs
 import world_models
 from agents import base
 from agents.collect import CollectCfg, collect
-from agents.evaluate import run_episodes
+from agents.evaluate import EvalCfg, run_episodes, run_eval
 from agents.wam_policy import WamPolicy
 from envs.sb3 import Sb3VecEnv
 from sim.loader import EpisodeData
@@ -140,6 +140,58 @@ def test_a_model_that_does_not_act_is_not_an_agent(tmp_path):
     world_models.base.save_atomic(model.checkpoint(), tmp_path / "model.pt")
     with pytest.raises(ValueError, match="'ensemble' world model does not act"):
         base.load(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def seeing(tmp_path_factory):
+    """(data root, model directory) of a tiny joint WAM that sees, briefly trained on
+    short push episodes recorded with 64x64 frames."""
+    root = tmp_path_factory.mktemp("push_pixels")
+    for name, n, policy in (("data", 3, "expert+noise"), ("play", 2, "noise")):
+        collect(CollectCfg(task="push", num_envs=n, episodes=n, episode_length=30, policy=policy,
+                           noise_std=0.2, seed=3, pixels=64, out=root / name,
+                           progress=False))  # fmt: skip
+    _train(root, "joint", epochs=1, steps=3, out="wm", pixels=True, width=32, layers=1,
+           batch_size=4)  # fmt: skip
+    return root, root / "wm"
+
+
+def test_a_seeing_wam_imagines_frames_from_recorded_ones(seeing):
+    root, wm = seeing
+    model = world_models.load(wm)
+    assert model.sees_pixels and model.frame_shape == (64, 64, 3)
+    data = EpisodeData(root / "data", sequence_length=1, pixels=True)
+    # the pixel-change scale it learns in: the spread of recorded one-step changes
+    change = (data.__getitems__(torch.arange(len(data)))["next_pixels"].float()
+              - data.__getitems__(torch.arange(len(data)))["pixels"].float()) / 255  # fmt: skip
+    assert 0.5 < float(model.frame_delta_std) / float(change.std()) < 2.0
+    env = ImaginedEnv.from_dataset(model, root / "data", ImaginedEnvCfg(num_envs=3, seed=1))
+    obs = env.reset()
+    assert obs.shape == (3, 18)
+    same = (env.render()[:, None] == env.start_frames[None]).flatten(2).all(-1)
+    assert same.any(1).all()  # every row starts from a recorded frame, exactly
+    obs, reward, *_ = env.step(torch.rand(3, 2) * 2 - 1)
+    frames = env.render()
+    assert frames.shape == (3, 64, 64, 3) and frames.dtype == torch.uint8
+    assert torch.isfinite(obs).all() and obs.shape == (3, 18) and reward.shape == (3,)
+
+
+def test_a_seeing_wam_acts_on_camera_frames(seeing, tmp_path):
+    root, wm = seeing
+    report = run_eval(EvalCfg(agent=wm, episodes=3, seed=5, out=tmp_path, demos=root / "data"))
+    # the same episodes, run here on an env that renders its observations
+    agent = base.load(wm)
+    assert agent.frame_shape == (64, 64, 3)
+    env = envs.make("push", num_envs=3, obs="pixels", render_width=64, render_height=64,
+                    episode_length=30)  # fmt: skip
+    total, success, _ = run_episodes(agent, env, env.reset(seed=5))
+    assert report["real_return"]["mean"] == pytest.approx(float(total.mean()), rel=1e-6)
+    assert report["real_success_rate"] == float(success.float().mean())
+    assert report["actions"]["transitions"] == 3 * 30  # scored on the recorded frames
+    with pytest.raises(ValueError, match="sees frames: observations have shape \\(3, 18\\)"):
+        agent.act(torch.zeros(3, 18))
+    with pytest.raises(ValueError, match="acts on camera frames; imagined episodes"):
+        run_eval(EvalCfg(agent=wm, episodes=2, out=tmp_path, wm=wm))
 
 
 def test_the_cascade_plans_then_extracts_the_actions_between_planned_observations():
