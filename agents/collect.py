@@ -77,6 +77,19 @@ class CollectCfg:
     """Physics threads (0: every CPU)."""
     progress: bool = True
     """Show a progress bar."""
+    episode_ids: tuple[int, ...] | None = None
+    """Record only these of the run's episodes (their indices below `episodes`; a
+    Ray worker's share); None: all."""
+    ray: bool = False
+    """Collect with Ray workers (extra `dist`): each records its share of the episodes
+    with its own batched env into `out/workers/<k>/`; `out/index.json` lists them all."""
+    workers: int = 2
+    """Ray workers (tasks) with --ray."""
+    address: str | None = None
+    """Ray cluster to join with --ray (`ray start --head` prints it; "auto": the local
+    one); None starts a Ray instance on this machine."""
+    worker_cpus: float = 1.0
+    """CPUs Ray reserves for each worker."""
 
 
 def env_args(cfg: CollectCfg, env) -> dict:
@@ -117,6 +130,8 @@ def collect(cfg: CollectCfg, policy_fn: Callable[[Any], Policy] | None = None) -
     one dataset this way)."""
     if cfg.episodes < 1 or cfg.num_envs < 1:
         raise ValueError("episodes and num_envs must be positive")
+    if cfg.episode_ids is not None and any(not 0 <= e < cfg.episodes for e in cfg.episode_ids):
+        raise ValueError(f"episode_ids must lie in [0, {cfg.episodes}), got {cfg.episode_ids}")
     if policy_fn is None and cfg.policy not in POLICIES:
         if not Path(cfg.policy).exists():
             raise ValueError(f"unknown policy {cfg.policy!r}; valid policies: "
@@ -150,7 +165,8 @@ def collect(cfg: CollectCfg, policy_fn: Callable[[Any], Policy] | None = None) -
     else:
         policy = policy_fn(env)
     writer = DatasetWriter(cfg.out, env_args(cfg, env), resume=cfg.resume, background=True)
-    todo = [e for e in range(cfg.episodes) if e not in writer.committed]
+    wanted = range(cfg.episodes) if cfg.episode_ids is None else cfg.episode_ids
+    todo = [e for e in wanted if e not in writer.committed]
     recorder = EpisodeRecorder(
         env.num_envs, steps, env.observation_dim, env.action_dim, env.sim.nq, env.sim.nv,
         (cfg.pixels, cfg.pixels, 3) if cfg.pixels else None,
@@ -258,7 +274,12 @@ def collect(cfg: CollectCfg, policy_fn: Callable[[Any], Policy] | None = None) -
 
 def run_collect(cfg: CollectCfg) -> None:
     """Entry point of `python run.py collect`: collect, then print the summary."""
-    summary = collect(cfg)
+    if cfg.ray:
+        from agents.ray_collect import collect_ray
+
+        summary = collect_ray(cfg)
+    else:
+        summary = collect(cfg)
     print(
         f"{cfg.out}: recorded {summary['episodes_recorded']} episodes "
         f"({summary['transitions']:,} transitions, {summary['transitions_per_s']:,.0f}/s), "

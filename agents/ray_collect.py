@@ -1,0 +1,169 @@
+"""`python run.py collect --ray`: Ray workers record one dataset together.
+
+Episode e of a run is a function of (settings, seed, e) alone (`agents.collect`),
+so the run's episodes can be split among workers in any way without changing what
+is recorded. Worker k (of K) records episodes k, k + K, k + 2K, ... with its own
+batched env, as `collect --resume` into its own dataset directory
+`out/workers/<k>/`: its shards are committed atomically as they finish.
+
+A worker is a Ray task with retries: if its process dies (a node lost, a process
+killed), Ray runs it again, and the new attempt resumes the worker's directory, so
+it records exactly the episodes that were not committed; nothing finished is lost
+or recorded twice. When every worker is done, `out/index.json` lists all their
+shards (paths relative to `out`), and the loaders read `out` as one dataset, the
+same as an in-process run of the same settings would have written. A run that
+was stopped is continued with `--resume --ray` (any number of workers: each
+episode index is recorded once, wherever it is already committed).
+
+The driver shows progress from the workers' indexes; `--address` joins a running
+Ray cluster (`ray start --head` on one machine, `ray start --address HEAD:6379`
+on the others), where every node needs this package installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from agents.collect import CollectCfg, collect
+from sim.atomic import write_bytes_atomic
+from sim.dataset import FORMAT, INDEX, VERSION, DatasetError, read_index
+
+WORKERS = "workers"
+RETRIES = 3  # attempts after the first when a worker's process dies
+
+
+def worker_dir(out: Path, k: int) -> Path:
+    return Path(out) / WORKERS / f"{k:03d}"
+
+
+def shares(episodes: int, workers: int) -> list[list[int]]:
+    """Episode indices of each worker: k, k + K, k + 2K, ..."""
+    return [list(range(k, episodes, workers)) for k in range(workers)]
+
+
+def _committed(path: Path) -> dict[str, Any] | None:
+    try:
+        return read_index(path)
+    except DatasetError:
+        return None
+
+
+def _existing(out: Path) -> set[int]:
+    """Episodes already committed in any worker directory of `out` (a continued run)."""
+    done: set[int] = set()
+    for sub in sorted((out / WORKERS).glob("[0-9][0-9][0-9]")):
+        index = _committed(sub)
+        if index is not None:
+            done.update(e for s in index["shards"] for e in s["episodes"])
+    return done
+
+
+def _record(cfg: CollectCfg, k: int, share: list[int]) -> dict[str, float]:
+    """One worker's part: its episodes into its own directory (resumed if present)."""
+    out = worker_dir(cfg.out, k)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(out.with_suffix(".pid"), str(os.getpid()).encode())  # who records it
+    part = dataclasses.replace(cfg, out=out, ray=False, episode_ids=tuple(share),
+                               resume=(out / INDEX).exists(), progress=False)  # fmt: skip
+    return collect(part)
+
+
+def merge_index(out: Path) -> dict[str, Any]:
+    """Write `out/index.json` listing every worker directory's committed shards."""
+    shards, env_args, seen = [], None, set()
+    for sub in sorted((out / WORKERS).glob("[0-9][0-9][0-9]")):
+        index = _committed(sub)
+        if index is None:
+            continue
+        if env_args is None:
+            env_args = index["env_args"]
+        elif index["env_args"] != env_args:
+            raise DatasetError(f"{sub}: recorded with other settings than the other workers")
+        for shard in index["shards"]:
+            twice = seen.intersection(shard["episodes"])
+            if twice:
+                raise DatasetError(f"{sub}: episodes {sorted(twice)} are recorded twice")
+            seen.update(shard["episodes"])
+            rel = (sub / shard["file"]).relative_to(out).as_posix()
+            shards.append({**shard, "file": rel})
+    if env_args is None:
+        raise DatasetError(f"{out}: no worker committed anything")
+    index = {"format": FORMAT, "version": VERSION, "env_args": env_args,
+             "total": int(sum(s["samples"] for s in shards)),
+             "num_episodes": int(sum(len(s["episodes"]) for s in shards)),
+             "shards": shards, "workers": WORKERS}  # fmt: skip
+    write_bytes_atomic(out / INDEX, json.dumps(index, indent=1).encode())
+    return index
+
+
+def _weighted(summaries: list[dict[str, float]], key: str) -> float:
+    """`key` of the workers' summaries averaged over their recorded episodes."""
+    rows = [(s[key], s["episodes_recorded"]) for s in summaries if s["episodes_recorded"]]
+    return sum(v * n for v, n in rows) / sum(n for _, n in rows)
+
+
+def collect_ray(cfg: CollectCfg) -> dict[str, float]:
+    """Record `cfg.episodes` episodes with `cfg.workers` Ray tasks; returns a summary
+    like `collect`'s."""
+    try:
+        import ray
+    except ImportError as err:
+        raise ImportError("collect --ray needs Ray: pip install -e '.[dist]'") from err
+    if cfg.workers < 1:
+        raise ValueError(f"workers must be >= 1, got {cfg.workers}")
+    if cfg.episode_ids is not None:
+        raise ValueError("--ray splits all the run's episodes among its workers: "
+                         "episode_ids is for a single worker")  # fmt: skip
+    out = Path(cfg.out)
+    if (out / INDEX).exists() and not cfg.resume:
+        raise DatasetError(f"{out} already holds a dataset; resume it (--resume) or choose "
+                           "another output path (nothing was changed)")  # fmt: skip
+    if out.exists() and any(out.iterdir()) and not (out / WORKERS).exists():
+        raise DatasetError(f"{out} exists and holds no Ray workers' data: refusing to write "
+                           "into it")  # fmt: skip
+    if not ray.is_initialized():
+        ray.init(address=cfg.address, include_dashboard=False, log_to_driver=False)
+    done = _existing(out)
+    todo = [e for e in range(cfg.episodes) if e not in done]
+    # a continued run gives its missing episodes to new worker directories' slots
+    # only where they are not already someone's: each index is recorded once
+    groups = [[e for e in share if e in set(todo)] for share in shares(cfg.episodes, cfg.workers)]
+    record = ray.remote(num_cpus=cfg.worker_cpus, max_retries=RETRIES)(_record)
+    start = time.perf_counter()
+    refs = {record.remote(cfg, k, g): k for k, g in enumerate(groups) if g}
+    bar = tqdm(total=cfg.episodes, initial=len(done), unit="ep", disable=not cfg.progress,
+               dynamic_ncols=True)  # fmt: skip
+    summaries: list[dict[str, float]] = []
+    pending = list(refs)
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+            summaries += ray.get(ready)
+            now = len(_existing(out))
+            if now > bar.n:
+                bar.update(now - bar.n)
+    finally:
+        bar.close()
+    index = merge_index(out)
+    elapsed = time.perf_counter() - start
+    transitions = sum(s["transitions"] for s in summaries)
+    recorded = sum(s["episodes_recorded"] for s in summaries)
+    summary = {"episodes_recorded": recorded, "episodes_total": index["num_episodes"],
+               "transitions": transitions,
+               "transitions_per_s": transitions / elapsed if elapsed > 0 else 0.0,
+               "seconds": elapsed, "workers": cfg.workers}  # fmt: skip
+    counts = [s["episodes_recorded"] for s in summaries]
+    if sum(counts):
+        summary["mean_return"] = _weighted(summaries, "mean_return")
+        if any("success_rate" in s for s in summaries if s["episodes_recorded"]):
+            summary["success_rate"] = _weighted(summaries, "success_rate")
+    else:
+        summary["mean_return"] = float("nan")
+    return summary

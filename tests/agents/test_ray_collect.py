@@ -1,0 +1,90 @@
+"""`collect --ray`: Ray workers record the dataset one process records (the same
+episodes, bit for bit), read as one dataset; a worker process killed mid-run is
+restarted and records exactly its unfinished episodes. A local Ray instance is
+started here (marker `ray`, extra `dist`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from agents.collect import CollectCfg, collect
+from sim.dataset import Dataset, DatasetError, DatasetWriter, read_index
+from sim.loader import EpisodeData
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
+
+from agents.ray_collect import collect_ray, worker_dir  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _same_episodes(a, b) -> None:
+    first, second = Dataset(a), Dataset(b)
+    assert first.episodes == second.episodes
+    assert first.env_args == second.env_args
+    for e in first.episodes:
+        x, y = first.episode(e), second.episode(e)
+        assert x.keys() == y.keys()
+        for key in x:
+            assert np.array_equal(x[key], y[key]), (e, key)
+        assert first.attrs(e) == second.attrs(e)
+
+
+def test_ray_workers_record_the_dataset_one_process_records(local_ray, tmp_path):
+    cfg = CollectCfg(task="push", episodes=7, num_envs=2, episode_length=20,
+                     policy="expert+noise", seed=4, out=tmp_path / "plain",
+                     progress=False)  # fmt: skip
+    collect(cfg)
+    ray_cfg = dataclasses.replace(cfg, out=tmp_path / "ray", ray=True, workers=3)
+    summary = collect_ray(ray_cfg)
+    assert summary["episodes_total"] == summary["episodes_recorded"] == 7
+    _same_episodes(tmp_path / "plain", tmp_path / "ray")
+    assert len(EpisodeData(tmp_path / "ray")) == 7 * 20  # the loaders read it as one
+    shards = read_index(tmp_path / "ray")["shards"]
+    assert {s["file"].split("/")[1] for s in shards} == {"000", "001", "002"}
+    # continuing a finished run records nothing; the plain writer refuses to append
+    assert collect_ray(dataclasses.replace(ray_cfg, resume=True))["episodes_recorded"] == 0
+    with pytest.raises(DatasetError, match="continue it with --ray --resume"):
+        DatasetWriter(tmp_path / "ray", Dataset(tmp_path / "ray").env_args, resume=True)
+    with pytest.raises(DatasetError, match="already holds a dataset"):
+        collect_ray(ray_cfg)
+
+
+def test_a_killed_worker_is_restarted_and_redoes_only_its_unfinished_episodes(local_ray, tmp_path):
+    cfg = CollectCfg(task="push", episodes=8, num_envs=1, policy="expert+noise", seed=2,
+                     pixels=32, flush_episodes=1, out=tmp_path / "ray", ray=True, workers=2,
+                     progress=False)  # fmt: skip
+    result: dict = {}
+    run = threading.Thread(target=lambda: result.update(collect_ray(cfg)))
+    run.start()
+    # kill worker 0's process once it has committed some but not all of its 4 episodes
+    index, deadline = worker_dir(cfg.out, 0) / "index.json", time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if index.exists() and 1 <= read_index(index.parent)["num_episodes"] < 4:
+            break
+        time.sleep(0.02)
+    else:
+        pytest.fail("worker 0 committed no episode in time")
+    pid_file = worker_dir(cfg.out, 0).with_suffix(".pid")
+    killed = int(pid_file.read_text())
+    os.kill(killed, signal.SIGKILL)
+    kept = read_index(index.parent)["num_episodes"]  # what the killed process committed
+    run.join(timeout=600)
+    assert not run.is_alive() and result["episodes_total"] == 8
+    assert int(pid_file.read_text()) != killed  # a new process took over
+    assert result["episodes_recorded"] == 8 - kept  # the retry redid only the rest
+    collect(dataclasses.replace(cfg, out=tmp_path / "plain", ray=False))
+    _same_episodes(tmp_path / "plain", tmp_path / "ray")
