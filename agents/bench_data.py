@@ -129,15 +129,20 @@ def run_data_bench(cfg: BenchCfg) -> dict:
 
 def run_all(cfg: BenchCfg) -> dict:
     """`python run.py bench`: the env peers and the data-generation measurements."""
-    unknown = set(cfg.parts) - {"env", "data", "wm"}
+    unknown = set(cfg.parts) - {"env", "data", "wm", "ray"}
     if unknown:
-        raise ValueError(f"unknown bench parts {sorted(unknown)}; valid parts: env, data, wm")
+        raise ValueError(f"unknown bench parts {sorted(unknown)}; valid parts: env, data, wm, "
+                         "ray")  # fmt: skip
     envs.spec(cfg.task)
     result: dict = run_bench(cfg) if "env" in cfg.parts else {}
     if "data" in cfg.parts:
         result["data"] = run_data_bench(cfg)
     if "wm" in cfg.parts:
         result["wm"] = run_wm_bench(cfg.task, cfg.num_envs, cfg.steps, cfg.rounds, cfg.wm, cfg.seed)
+    if "ray" in cfg.parts:
+        from agents.bench_ray import run_ray_bench
+
+        result["ray"] = run_ray_bench(cfg)
     if cfg.json is not None:
         write_json_atomic(cfg.json, json.loads(json.dumps(result, default=str)))
         print(f"wrote {cfg.json}")

@@ -82,7 +82,8 @@ class BenchCfg:
     # data generation (`agents.bench_data`)
     parts: tuple[str, ...] = ("env", "data", "wm")
     """What to measure: env (peers above), data (collection, recording, pixels, loaders),
-    wm (imagined env beside the real one)."""
+    wm (imagined env beside the real one); also ray (collection with 1 and 2 Ray workers
+    beside the in-process collector; extra dist)."""
     data_envs: int = 256
     """Parallel envs of the collection measurements."""
     data_episode_length: int | None = None

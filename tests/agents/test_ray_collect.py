@@ -88,3 +88,16 @@ def test_a_killed_worker_is_restarted_and_redoes_only_its_unfinished_episodes(lo
     assert result["episodes_recorded"] == 8 - kept  # the retry redid only the rest
     collect(dataclasses.replace(cfg, out=tmp_path / "plain", ray=False))
     _same_episodes(tmp_path / "plain", tmp_path / "ray")
+
+
+def test_bench_ray_measures_both_worker_counts_beside_the_in_process_collector(local_ray):
+    from agents.bench_ray import run_ray_bench
+    from envs.bench import BenchCfg
+
+    cfg = BenchCfg(task="cartpole_swingup", data_envs=2, data_batches=2, data_episode_length=20,
+                   rounds=1, parts=("ray",))  # fmt: skip
+    result = run_ray_bench(cfg)
+    rates = result["transitions_per_s"]
+    assert set(rates) == {"in_process", "ray_1", "ray_2"} and min(rates.values()) > 0
+    assert result["ray_2_over_ray_1"] == pytest.approx(rates["ray_2"] / rates["ray_1"])
+    assert ray.is_initialized()  # a Ray instance it did not start is left running
