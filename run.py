@@ -28,7 +28,7 @@ from agents.bench_loop import run_loop_bench
 from agents.collect import CollectCfg, run_collect
 from agents.evaluate import EvalCfg, run_eval
 from agents.finetune import FinetuneCfg, run_finetune
-from agents.loop import Loop, LoopCfg
+from agents.loop import LoopCfg, run_loop, run_seeds
 from agents.rank import run_rank_policies
 from envs.bench import BenchCfg, run_backend_bench
 from sim.export import ExportCfg, run_export
@@ -51,22 +51,16 @@ SUBCOMMANDS = {
 
 def closed_loop(cfg: LoopCfg) -> dict:
     """Collect -> fit the world model -> improve in imagination -> evaluate, until the
-    env-step budget; every finished iteration is committed (`--resume` continues)."""
-    loop = Loop(cfg)
-    try:
-        while not loop.done:
-            loop.collect()  # current policy, exploring, into the dataset
-            loop.fit_world_model()  # fine-tune on everything collected
-            loop.improve()  # actor-critic updates in imagination
-            loop.evaluate()  # real vs imagined return from the same starts, video
-            loop.commit()  # atomic checkpoint, TensorBoard, summary.json, returns.png
-        summary = loop.write_summary()
-    finally:
-        loop.close()
-    print(f"{cfg.out}: real return {summary['final_real_return']:.1f} after "
-          f"{summary['env_steps']:,} env steps ({summary['wall_s']:.0f} s); "
-          f"summary.json, returns.png, tb/"
-          f"{', eval/*/video.mp4' if summary['artifacts']['videos'] else ''}")  # fmt: skip
+    env-step budget; every finished iteration is committed (`--resume` continues).
+    With --seeds, one run per seed (as Ray tasks with --ray) and a summary over them."""
+    if not cfg.seeds:
+        return run_loop(cfg)
+    summary = run_seeds(cfg, run_loop)
+    final = summary["final_real_return"]
+    lo, hi = final["ci95"]
+    print(f"seeds {', '.join(map(str, summary['seeds']))}: final real return "
+          f"{final['mean']:.1f} (95% CI {lo:.1f} to {hi:.1f}) after {summary['env_steps']:,} "
+          f"env steps; {summary['out']}/summary.json")  # fmt: skip
     return summary
 
 

@@ -41,6 +41,7 @@ of them), the unit of the budget and of every curve.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -127,6 +128,17 @@ class LoopCfg:
     """Torch device of the models."""
     progress: bool = True
     """Show progress."""
+    ray: bool = False
+    """Collect every iteration with Ray workers (`collect --ray`, extra dist); with
+    --seeds, run the seeds as Ray tasks instead (each collecting in its own process)."""
+    workers: int = 2
+    """Ray workers of each collection (--ray)."""
+    ray_address: str | None = None
+    """Ray cluster to join (--ray; None starts a Ray instance on this machine)."""
+    seeds: tuple[int, ...] = ()
+    """Run the loop once per seed, each into `<out>/seed_<s>/`, then write one
+    `summary.json` over them: the mean and a 95% confidence interval (Student t) of
+    the final and best real returns and of the curve (--seed is then unused)."""
     dreamer: DreamerCfg = field(default_factory=DreamerCfg)
     """Settings of the actor-critic (dreamer and mppi)."""
     mppi: MppiCfg = field(
@@ -274,11 +286,19 @@ class Loop:
             episode_length=cfg.episode_length, action_repeat=cfg.action_repeat,
             progress=False,
         )  # fmt: skip
+        actor, noise = self.actor, cfg.noise_std  # what the policy needs, nothing else
         if k == 0:
-            noise = cfg.noise_std
-            summary = collect(settings, lambda env: make_policy("noise", env, noise, 0.9))
+            policy_fn = lambda env: make_policy("noise", env, noise, 0.9)  # noqa: E731
         else:
-            summary = collect(settings, lambda env: agent_policy(env, self.actor))
+            policy_fn = lambda env: agent_policy(env, actor)  # noqa: E731
+        if cfg.ray:
+            from agents.ray_collect import collect_ray
+
+            ray_settings = dataclasses.replace(settings, ray=True, workers=cfg.workers,
+                                               address=cfg.ray_address)  # fmt: skip
+            summary = collect_ray(ray_settings, policy_fn)
+        else:
+            summary = collect(settings, policy_fn)
         self.record = {
             "iteration": k,
             "env_steps": (k + 1) * cfg.episodes_per_iter * self.episode_steps,
@@ -477,3 +497,108 @@ def plot_returns(path: Path, history: list[dict[str, Any]], title: str) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     write_bytes_atomic(path, buffer.getvalue())
+
+
+# Student t quantiles t_{0.975, df}: the half-width of a 95% confidence interval of a
+# mean of n = df + 1 values is t * std / sqrt(n); 1.96 (the normal's) beyond df 30.
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+         9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131,
+         16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074,
+         23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045,
+         30: 2.042}  # fmt: skip
+
+
+def mean_ci(values: list[float]) -> dict[str, Any]:
+    """Mean, sample std and 95% confidence interval (Student t) of `values`."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return {"mean": mean, "std": float("nan"), "ci95": [float("nan")] * 2, "n": n,
+                "values": values}  # fmt: skip
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = _T975.get(n - 1, 1.96) * std / math.sqrt(n)
+    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": n,
+            "values": values}  # fmt: skip
+
+
+def aggregate_seeds(summaries: dict[int, dict[str, Any]], out: Path) -> dict[str, Any]:
+    """One summary of several seeds' runs: mean and 95% CI of their final and best real
+    returns, final gap, and of the curve's real return at every iteration they all
+    finished; written to `out/summary.json`."""
+    seeds = sorted(summaries)
+    runs = [summaries[s] for s in seeds]
+    common = min(len(r["curve"]) for r in runs)
+    curve = [{"env_steps": runs[0]["curve"][i]["env_steps"],
+              "real_return": mean_ci([r["curve"][i]["real_return"] for r in runs])}
+             for i in range(common)]  # fmt: skip
+    summary = {
+        "task": runs[0]["task"], "agent": runs[0]["agent"], "model": runs[0]["model"],
+        "seeds": seeds, "finished": all(r["finished"] for r in runs),
+        "env_steps": runs[0]["curve"][common - 1]["env_steps"],
+        "final_real_return": mean_ci([r["final_real_return"] for r in runs]),
+        "best_real_return": mean_ci([r["best_real_return"] for r in runs]),
+        "final_gap": mean_ci([r["final_gap"] for r in runs]),
+        "curve": curve,
+        "runs": {str(s): str(out / f"seed_{s}") for s in seeds},
+        "out": str(out),
+    }  # fmt: skip
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def seed_configs(cfg: LoopCfg) -> tuple[Path, dict[int, LoopCfg]]:
+    """The base output directory and each seed's run settings (`<out>/seed_<s>/`)."""
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ValueError(f"--seeds repeats a seed: {cfg.seeds}")
+    out = cfg.out
+    if out is None and cfg.resume:
+        raise ValueError("--resume needs the --out of the runs to continue")
+    if out is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = Path("runs/loop") / f"{cfg.task}-{cfg.agent}-{cfg.model}-{stamp}-seeds"
+    parallel = cfg.ray  # seeds as Ray tasks: each collects in its own process
+    runs = {s: dataclasses.replace(cfg, seed=s, seeds=(), out=out / f"seed_{s}",
+                                   ray=cfg.ray and not parallel,
+                                   progress=cfg.progress and not parallel)
+            for s in cfg.seeds}  # fmt: skip
+    return out, runs
+
+
+def run_seeds(cfg: LoopCfg, run_one) -> dict[str, Any]:
+    """`run_one(cfg)` (the closed loop) for each of `cfg.seeds`, one after the other or
+    with --ray as Ray tasks; then the summary over them (`aggregate_seeds`)."""
+    out, runs = seed_configs(cfg)
+    if cfg.ray:
+        try:
+            import ray
+        except ImportError as err:
+            raise ImportError("--ray needs Ray: pip install -e '.[dist]'") from err
+        if not ray.is_initialized():
+            ray.init(address=cfg.ray_address, include_dashboard=False, log_to_driver=False)
+        task = ray.remote(num_cpus=1, max_retries=0)(run_one)
+        refs = {s: task.remote(c) for s, c in runs.items()}
+        summaries = {s: ray.get(r) for s, r in refs.items()}
+    else:
+        summaries = {s: run_one(c) for s, c in runs.items()}
+    return aggregate_seeds(summaries, out)
+
+
+def run_loop(cfg: LoopCfg) -> dict[str, Any]:
+    """One closed-loop run (`python run.py`): iterate until the budget, print where
+    its files are; returns its summary."""
+    loop = Loop(cfg)
+    try:
+        while not loop.done:
+            loop.collect()  # current policy, exploring, into the dataset
+            loop.fit_world_model()  # fine-tune on everything collected
+            loop.improve()  # actor-critic updates in imagination
+            loop.evaluate()  # real vs imagined return from the same starts, video
+            loop.commit()  # atomic checkpoint, TensorBoard, summary.json, returns.png
+        summary = loop.write_summary()
+    finally:
+        loop.close()
+    print(f"{loop.out}: real return {summary['final_real_return']:.1f} after "
+          f"{summary['env_steps']:,} env steps ({summary['wall_s']:.0f} s); "
+          f"summary.json, returns.png, tb/"
+          f"{', eval/*/video.mp4' if summary['artifacts']['videos'] else ''}")  # fmt: skip
+    return summary

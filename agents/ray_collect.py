@@ -65,14 +65,14 @@ def _existing(out: Path) -> set[int]:
     return done
 
 
-def _record(cfg: CollectCfg, k: int, share: list[int]) -> dict[str, float]:
+def _record(cfg: CollectCfg, k: int, share: list[int], policy_fn=None) -> dict[str, float]:
     """One worker's part: its episodes into its own directory (resumed if present)."""
     out = worker_dir(cfg.out, k)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(out.with_suffix(".pid"), str(os.getpid()).encode())  # who records it
     part = dataclasses.replace(cfg, out=out, ray=False, episode_ids=tuple(share),
                                resume=(out / INDEX).exists(), progress=False)  # fmt: skip
-    return collect(part)
+    return collect(part, policy_fn)
 
 
 def merge_index(out: Path) -> dict[str, Any]:
@@ -109,9 +109,10 @@ def _weighted(summaries: list[dict[str, float]], key: str) -> float:
     return sum(v * n for v, n in rows) / sum(n for _, n in rows)
 
 
-def collect_ray(cfg: CollectCfg) -> dict[str, float]:
+def collect_ray(cfg: CollectCfg, policy_fn=None) -> dict[str, float]:
     """Record `cfg.episodes` episodes with `cfg.workers` Ray tasks; returns a summary
-    like `collect`'s."""
+    like `collect`'s. `policy_fn(env)`, as in `collect`, is shipped to the workers
+    (it must pickle: capture the agent, not objects holding open files)."""
     try:
         import ray
     except ImportError as err:
@@ -137,7 +138,7 @@ def collect_ray(cfg: CollectCfg) -> dict[str, float]:
     groups = [[e for e in share if e in set(todo)] for share in shares(cfg.episodes, cfg.workers)]
     record = ray.remote(num_cpus=cfg.worker_cpus, max_retries=RETRIES)(_record)
     start = time.perf_counter()
-    refs = {record.remote(cfg, k, g): k for k, g in enumerate(groups) if g}
+    refs = {record.remote(cfg, k, g, policy_fn): k for k, g in enumerate(groups) if g}
     bar = tqdm(total=cfg.episodes, initial=len(done), unit="ep", disable=not cfg.progress,
                dynamic_ncols=True)  # fmt: skip
     summaries: list[dict[str, float]] = []
