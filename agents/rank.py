@@ -81,38 +81,67 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float | None:
     return pearson(ranks(a.double()), ranks(b.double()))
 
 
+def score_policy(cfg: EvalWMCfg, i: int, spec: str) -> dict[str, Any]:
+    """Real and imagined mean return of the i-th policy, on an env and a model of its
+    own (so that policies can be scored in separate processes, as Ray tasks)."""
+    ckpt = read_checkpoint(cfg.wm)
+    model = wm_from_checkpoint(ckpt, cfg.wm).to(cfg.device)
+    env = make_eval_env(ckpt.get("env_args"), cfg.task, cfg.episodes, seed=cfg.seed)
+    try:
+        agent, std = make_policy_agent(spec, env)
+        result = evaluate(agent.to(cfg.device), env, model, cfg.seed,
+                          noise_seed=None if std is None else cfg.seed + i)  # fmt: skip
+    finally:
+        env.close()
+    row = {"policy": spec, "real_return": result["real_return"]["mean"],
+           "imagined_return": result["imagined_return"]["mean"], "task": env.name,
+           "steps": result["steps"]}  # fmt: skip
+    if "real_success_rate" in result:
+        row["real_success_rate"] = result["real_success_rate"]
+    return row
+
+
+def _score_all(cfg: EvalWMCfg) -> list[dict[str, Any]]:
+    """Every policy's row, one after another or as Ray tasks (`--ray`)."""
+    if not cfg.ray:
+        rows = []
+        for i, spec in enumerate(cfg.policies):
+            rows.append(score_policy(cfg, i, spec))
+            if cfg.progress:
+                r = rows[-1]
+                print(f"  {spec}: real {r['real_return']:.1f}, imagined {r['imagined_return']:.1f}")
+        return rows
+    try:
+        import ray
+    except ImportError as err:
+        raise ImportError("--ray needs Ray: pip install -e '.[dist]'") from err
+    if not ray.is_initialized():
+        ray.init(address=cfg.ray_address, include_dashboard=False, log_to_driver=False)
+    task = ray.remote(num_cpus=1)(score_policy)
+    return ray.get([task.remote(cfg, i, spec) for i, spec in enumerate(cfg.policies)])
+
+
 def rank_policies(cfg: EvalWMCfg) -> dict[str, Any]:
     """Real and imagined returns of every policy, their correlations and the plot."""
     if len(cfg.policies) < 2:
         raise ValueError("--policies needs at least 2 policies to correlate")
     ckpt = read_checkpoint(cfg.wm)
-    model = wm_from_checkpoint(ckpt, cfg.wm).to(cfg.device)
-    if model.sees_pixels:
+    if wm_from_checkpoint(ckpt, cfg.wm).sees_pixels:
         raise ValueError("--policies: policies act on state vectors; this model sees frames")
-    n = cfg.episodes
-    env = make_eval_env(ckpt.get("env_args"), cfg.task, n, seed=cfg.seed)
-    rows = []
-    for i, spec in enumerate(cfg.policies):
-        agent, std = make_policy_agent(spec, env)
-        result = evaluate(agent.to(cfg.device), env, model, cfg.seed,
-                          noise_seed=None if std is None else cfg.seed + i)  # fmt: skip
-        row = {"policy": spec, "real_return": result["real_return"]["mean"],
-               "imagined_return": result["imagined_return"]["mean"]}  # fmt: skip
-        if "real_success_rate" in result:
-            row["real_success_rate"] = result["real_success_rate"]
-        rows.append(row)
-        if cfg.progress:
-            print(f"  {spec}: real {row['real_return']:.1f}, imagined {row['imagined_return']:.1f}")
-    env.close()
+    rows = _score_all(cfg)
+    task, steps = rows[0].pop("task"), rows[0].pop("steps")
+    for row in rows[1:]:
+        row.pop("task"), row.pop("steps")
     real = torch.tensor([r["real_return"] for r in rows])
     imag = torch.tensor([r["imagined_return"] for r in rows])
     out = cfg.out or checkpoint_path(cfg.wm).parent / "eval"  # as eval-wm's default
     out.mkdir(parents=True, exist_ok=True)
     plot = out / "policies.png"
+    n = cfg.episodes
     pictures.plot_scatter(plot, real.tolist(), imag.tolist(), [r["policy"] for r in rows],
-                          title=f"{env.name}: {n} episodes per policy")  # fmt: skip
-    report = {"wm": str(cfg.wm), "task": env.name, "episodes": n, "seed": cfg.seed,
-              "steps": result["steps"], "policies": rows, "pearson": pearson(real, imag),
+                          title=f"{task}: {n} episodes per policy")  # fmt: skip
+    report = {"wm": str(cfg.wm), "task": task, "episodes": n, "seed": cfg.seed,
+              "steps": steps, "policies": rows, "pearson": pearson(real, imag),
               "spearman": spearman(real, imag), "plot": str(plot)}  # fmt: skip
     write_json_atomic(out / "policies.json", report)
     return report

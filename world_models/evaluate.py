@@ -96,6 +96,11 @@ class EvalWMCfg:
     Pearson and Spearman correlation of imagined and real return)."""
     episodes: int = 16
     """Episodes per policy (with --policies)."""
+    ray: bool = False
+    """With --policies: evaluate the policies as Ray tasks, each in its own process
+    (extra dist)."""
+    ray_address: str | None = None
+    """Ray cluster to join with --ray (None: start a Ray instance on this machine)."""
 
 
 def _check_cfg(cfg: EvalWMCfg) -> tuple[int, ...]:

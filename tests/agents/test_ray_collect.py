@@ -101,3 +101,21 @@ def test_bench_ray_measures_both_worker_counts_beside_the_in_process_collector(l
     assert set(rates) == {"in_process", "ray_1", "ray_2"} and min(rates.values()) > 0
     assert result["ray_2_over_ray_1"] == pytest.approx(rates["ray_2"] / rates["ray_1"])
     assert ray.is_initialized()  # a Ray instance it did not start is left running
+
+
+def test_policies_scored_as_ray_tasks_equal_the_ones_scored_in_turn(local_ray, tmp_path):
+    from agents.rank import rank_policies
+    from world_models.evaluate import EvalWMCfg
+    from world_models.train import EnsembleCfg, TrainWMCfg, train_world_model
+
+    collect(CollectCfg(task="cartpole_swingup", num_envs=4, episodes=4, episode_length=40,
+                       policy="expert+noise", out=tmp_path / "data", progress=False))  # fmt: skip
+    small = EnsembleCfg(hidden=32, layers=2, members=2, elites=1)
+    train_world_model(TrainWMCfg(data=tmp_path / "data", out=tmp_path / "wm", epochs=1,
+                                 ensemble=small, progress=False))  # fmt: skip
+    cfg = EvalWMCfg(wm=tmp_path / "wm", policies=("expert:0", "expert:0.5", "expert:2"),
+                    episodes=3, seed=4, progress=False, out=tmp_path / "turn")  # fmt: skip
+    in_turn = rank_policies(cfg)
+    parallel = rank_policies(dataclasses.replace(cfg, ray=True, out=tmp_path / "ray"))
+    for key in ("policies", "pearson", "spearman", "task", "steps"):
+        assert parallel[key] == in_turn[key], key
