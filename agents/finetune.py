@@ -48,6 +48,7 @@ from agents.bc import BcAgent
 from agents.evaluate import evaluate, make_eval_env
 from agents.sb3_agents import PpoAgent, PpoCfg, Sb3Cfg, Sb3Learner
 from sim.atomic import write_bytes_atomic
+from sim.loader import EpisodeData
 from world_models import base as wm_base
 from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
 
@@ -116,6 +117,12 @@ class FinetuneCfg:
     """GRPO: transitions per gradient step."""
     kl_coef: float = 0.0
     """GRPO: weight of the KL divergence from the cloned policy."""
+    start_data: Path | None = None
+    """GRPO: start imagined rollouts from every recorded observation of this dataset
+    (branched rollouts, MBPO-style: every phase of the task) instead of reset states."""
+    penalty: float = 0.0
+    """MOPO's lambda (PPO and GRPO): the model's reward minus lambda times its
+    disagreement (an ensemble's spread; models without one report 0)."""
     seed: int = 0
     """Seed of PPO and of the imagined starts."""
 
@@ -207,17 +214,17 @@ def _rollouts(obs: torch.Tensor, step: Callable[[torch.Tensor], tuple[torch.Tens
 
 
 @torch.no_grad()
-def model_rollouts(wm, starts: torch.Tensor, policy: BcAgent, std: torch.Tensor,
-                   horizon: int, gen: torch.Generator) -> Rollouts:  # fmt: skip
+def model_rollouts(wm, starts: torch.Tensor, policy: BcAgent, std: torch.Tensor, horizon: int,
+                   gen: torch.Generator, penalty: float = 0.0) -> Rollouts:  # fmt: skip
     """Rollouts of `policy` with Gaussian noise of `std` in `wm` from `starts` (mean
-    predictions; the learned reward)."""
+    predictions; the learned reward, minus `penalty` times the model's disagreement)."""
     state = wm.encode(starts)
 
     def step(action):
         nonlocal state
         out = wm.next(state, action)
         state = out.state
-        return out.obs, out.reward
+        return out.obs, out.reward - penalty * out.disagreement
 
     return _rollouts(starts, step, policy, std, horizon, gen)
 
@@ -350,17 +357,21 @@ def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
         imagined = ImaginedEnv.from_env(
             wm, reset_env, ImaginedEnvCfg(num_envs=cfg.num_envs, seed=cfg.seed,
                                           episode_length=cfg.horizon, sample=cfg.sample,
-                                          termination="never"), name="imagined")  # fmt: skip
+                                          termination="never",
+                                          disagreement_penalty=cfg.penalty),
+            name="imagined")  # fmt: skip
         agent = fine_tune(bc_to_ppo(bc, cfg.value_hidden, cfg.log_std), imagined,
                           cfg.imagined_steps, cfg, "imagined")  # fmt: skip
         steps = cfg.imagined_steps
     else:
         pool = reset_env.reset(seed=cfg.seed).clone()
+        if cfg.start_data is not None:  # branched: from states all along recorded episodes
+            pool = EpisodeData(cfg.start_data).data["obs"].float()
 
         def imagine(policy, std, gen):
             pick = torch.randint(len(pool), (cfg.groups,), generator=gen)
             starts = pool[pick].repeat_interleave(cfg.group_size, 0)
-            return model_rollouts(wm, starts, policy, std, cfg.horizon, gen)
+            return model_rollouts(wm, starts, policy, std, cfg.horizon, gen, cfg.penalty)
 
         agent, steps = _grpo_within(cfg.imagined_steps, bc, imagine, cfg, "imagined")
     reset_env.close()

@@ -22,8 +22,10 @@ from agents.finetune import (
     fine_tune,
     group_advantages,
     grpo,
+    model_rollouts,
     run_finetune,
 )
+from world_models.ensemble import EnsembleDynamics
 from world_models.train import EnsembleCfg, TrainWMCfg, train_world_model
 
 
@@ -186,3 +188,31 @@ def test_finetune_with_grpo_in_imagination_and_in_the_real_sim(push_run, tmp_pat
                                  group_size=1))  # fmt: skip
     with pytest.raises(ValueError, match="unknown algo"):
         run_finetune(FinetuneCfg(agent=cfg.agent, wm=cfg.wm, out=tmp_path, algo="sac"))
+
+
+def test_the_penalty_takes_the_models_disagreement_off_each_reward():
+    torch.manual_seed(0)
+    wm = EnsembleDynamics(6, 2, {"members": 3, "elites": 3, "hidden": 16, "layers": 1}).eval()
+    bc, starts, std = _bc(), torch.randn(4, 6), torch.full((2,), 0.3)
+    obs, actions, rewards = model_rollouts(wm, starts, bc, std, 5, torch.Generator().manual_seed(1))
+    penalised = model_rollouts(wm, starts, bc, std, 5, torch.Generator().manual_seed(1), 2.0)
+    torch.testing.assert_close(penalised[1], actions)  # the same steps ...
+    state, spread = wm.encode(starts), []
+    for t in range(5):
+        out = wm.next(state, actions[:, t].clamp(-1.0, 1.0))
+        spread.append(out.disagreement)
+        state = out.state
+    spread = torch.stack(spread, 1)
+    assert spread.min() > 0
+    torch.testing.assert_close(penalised[2], rewards - 2.0 * spread)  # ... lower rewards
+
+
+def test_grpo_starts_from_recorded_states_with_start_data(push_run, tmp_path):
+    cfg, _ = push_run
+    run = FinetuneCfg(agent=cfg.agent, wm=cfg.wm, out=tmp_path / "branched", algo="grpo",
+                      imagined_steps=40, real_steps=0, groups=2, group_size=2, horizon=10,
+                      episodes=4, grpo_batch=16, start_data=cfg.agent.parent / "data",
+                      penalty=1.0)  # fmt: skip
+    report = run_finetune(run)
+    assert report["imagined"]["steps"] == 40 and "real" not in report
+    assert report["config"]["start_data"] == str(cfg.agent.parent / "data")
