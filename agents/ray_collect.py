@@ -131,18 +131,16 @@ def collect_ray(cfg: CollectCfg, policy_fn=None) -> dict[str, float]:
                            "into it")  # fmt: skip
     if not ray.is_initialized():
         ray.init(address=cfg.address, include_dashboard=False, log_to_driver=False)
+    # each worker takes the missing episodes of its share: an episode committed in any
+    # worker directory (also by an earlier run with other workers) is not recorded again
     done = _existing(out)
-    todo = [e for e in range(cfg.episodes) if e not in done]
-    # a continued run gives its missing episodes to new worker directories' slots
-    # only where they are not already someone's: each index is recorded once
-    groups = [[e for e in share if e in set(todo)] for share in shares(cfg.episodes, cfg.workers)]
+    groups = [[e for e in share if e not in done] for share in shares(cfg.episodes, cfg.workers)]
     record = ray.remote(num_cpus=cfg.worker_cpus, max_retries=RETRIES)(_record)
     start = time.perf_counter()
-    refs = {record.remote(cfg, k, g, policy_fn): k for k, g in enumerate(groups) if g}
+    pending = [record.remote(cfg, k, g, policy_fn) for k, g in enumerate(groups) if g]
     bar = tqdm(total=cfg.episodes, initial=len(done), unit="ep", disable=not cfg.progress,
                dynamic_ncols=True)  # fmt: skip
     summaries: list[dict[str, float]] = []
-    pending = list(refs)
     try:
         while pending:
             ready, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
