@@ -210,15 +210,17 @@ def action_errors(agent: Agent, demos: Path, env) -> dict[str, Any]:
     n, longest = valid.shape
     # the expert reads state vectors: an env that observes frames lends it the demos' own
     twin = envs.make_from_args(dataset.env_args, 1) if frames else None
-    expert = make_expert(twin or env)
-    acted = torch.zeros_like(rec)
-    agent.reset(torch.arange(n))
-    for t in range(longest):
-        acted[:, t] = agent.act(seen[:, t]).cpu()
-        agent.executed(rec[:, t])
-    target = expert(obs.reshape(-1, agent.obs_dim)).reshape(rec.shape)
-    if twin is not None:
-        twin.close()
+    try:
+        expert = make_expert(twin or env)
+        acted = torch.zeros_like(rec)
+        agent.reset(torch.arange(n))
+        for t in range(longest):
+            acted[:, t] = agent.act(seen[:, t]).cpu()
+            agent.executed(rec[:, t])
+        target = expert(obs.reshape(-1, agent.obs_dim)).reshape(rec.shape)
+    finally:
+        if twin is not None:
+            twin.close()
 
     def mse(a, b):
         return float((a - b)[valid].pow(2).mean())
