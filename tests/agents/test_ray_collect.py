@@ -119,3 +119,14 @@ def test_policies_scored_as_ray_tasks_equal_the_ones_scored_in_turn(local_ray, t
     parallel = rank_policies(dataclasses.replace(cfg, ray=True, out=tmp_path / "ray"))
     for key in ("policies", "pearson", "spearman", "task", "steps"):
         assert parallel[key] == in_turn[key], key
+
+
+def test_ray_workers_run_the_warp_backend_too(local_ray, tmp_path):
+    pytest.importorskip("mujoco_warp")
+    cfg = CollectCfg(task="reacher_easy", backend="warp", episodes=4, num_envs=2,
+                     episode_length=30, policy="noise", seed=1, out=tmp_path / "plain",
+                     progress=False)  # fmt: skip
+    collect(cfg)
+    collect_ray(dataclasses.replace(cfg, out=tmp_path / "ray", ray=True, workers=2))
+    _same_episodes(tmp_path / "plain", tmp_path / "ray")
+    assert Dataset(tmp_path / "ray").env_args["backend"] == "warp"
