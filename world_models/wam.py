@@ -34,8 +34,8 @@ class StateWAM(WorldModel):
             raise ValueError(f"{self.kind} WAM: unknown config key(s) {', '.join(unknown)}; "
                              f"valid keys: {', '.join(sorted(self.defaults))}")  # fmt: skip
         if config.get("pixels") and not self.pixel_support:
-            raise ValueError(f"{self.kind} WAM: state vectors only; frames (pixel patches) "
-                             "are not supported yet")  # fmt: skip
+            raise ValueError(f"{self.kind} WAM: state vectors only; the joint WAM sees "
+                             "frames (--joint.pixels)")  # fmt: skip
         super().__init__(obs_dim, action_dim, config)
         self.register_buffer("obs_mean", torch.zeros(obs_dim))
         self.register_buffer("obs_std", torch.ones(obs_dim))

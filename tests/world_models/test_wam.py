@@ -194,6 +194,11 @@ def test_a_seeing_wam_acts_on_camera_frames(seeing, tmp_path):
         run_eval(EvalCfg(agent=wm, episodes=2, out=tmp_path, wm=wm))
 
 
+def test_the_cascade_takes_state_vectors_and_points_to_the_joint_wam_for_frames():
+    with pytest.raises(ValueError, match="cascaded WAM: state vectors only; the joint WAM sees"):
+        CascadedWAM(5, 2, {"pixels": True})
+
+
 def test_the_cascade_plans_then_extracts_the_actions_between_planned_observations():
     torch.manual_seed(0)
     model = CascadedWAM(5, 2, {"chunk": 3, "hidden": 16, "layers": 1}).eval()
