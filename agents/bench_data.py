@@ -50,11 +50,16 @@ def _stepping_only(cfg: BenchCfg) -> float:
     return cfg.data_batches * cfg.data_envs * cfg.data_episode_length / elapsed
 
 
-def _collect(cfg: BenchCfg, out: Path, envs_: int, pixels: int = 0, batches: int = 1) -> dict:
-    ccfg = CollectCfg(task=cfg.task, num_envs=envs_, episodes=envs_ * batches, policy="random",
+def collect_cfg(cfg: BenchCfg, out: Path, envs_: int, pixels: int = 0,
+                batches: int = 1) -> CollectCfg:  # fmt: skip
+    """The collection the benchmarks time: `batches` random-policy episodes per env."""
+    return CollectCfg(task=cfg.task, num_envs=envs_, episodes=envs_ * batches, policy="random",
                       out=out, pixels=pixels, seed=cfg.seed, nthread=cfg.nthread,
                       episode_length=cfg.data_episode_length, progress=False)  # fmt: skip
-    return collect(ccfg)
+
+
+def _collect(cfg: BenchCfg, out: Path, envs_: int, pixels: int = 0, batches: int = 1) -> dict:
+    return collect(collect_cfg(cfg, out, envs_, pixels, batches))
 
 
 def _sampling_rate(data: EpisodeData, batch: int, seconds: float = 0.5) -> float:

@@ -21,15 +21,13 @@ from pathlib import Path
 import numpy as np
 
 import envs
+from agents.bench_data import collect_cfg
 from agents.collect import CollectCfg, collect
 from envs.bench import BenchCfg
 
 
 def _cfg(cfg: BenchCfg, out: Path, **kw) -> CollectCfg:
-    episodes = cfg.data_envs * cfg.data_batches
-    return CollectCfg(task=cfg.task, num_envs=cfg.data_envs, episodes=episodes, policy="random",
-                      out=out, seed=cfg.seed, episode_length=cfg.data_episode_length,
-                      progress=False, **kw)  # fmt: skip
+    return dataclasses.replace(collect_cfg(cfg, out, cfg.data_envs, batches=cfg.data_batches), **kw)
 
 
 def run_ray_bench(cfg: BenchCfg) -> dict:
@@ -60,7 +58,7 @@ def run_ray_bench(cfg: BenchCfg) -> dict:
                     run = _cfg(cfg, out, ray=True, workers=workers, nthread=1)
                     summary = collect_ray(run)
                 else:
-                    summary = collect(_cfg(cfg, out, nthread=cfg.nthread))
+                    summary = collect(_cfg(cfg, out))
                 if r > 0:
                     rates[key].append(summary["transitions"] / summary["seconds"])
                 shutil.rmtree(out, ignore_errors=True)

@@ -364,9 +364,10 @@ def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
                           cfg.imagined_steps, cfg, "imagined")  # fmt: skip
         steps = cfg.imagined_steps
     else:
-        pool = reset_env.reset(seed=cfg.seed).clone()
         if cfg.start_data is not None:  # branched: from states all along recorded episodes
             pool = EpisodeData(cfg.start_data).data["obs"].float()
+        else:
+            pool = reset_env.reset(seed=cfg.seed).clone()
 
         def imagine(policy, std, gen):
             pick = torch.randint(len(pool), (cfg.groups,), generator=gen)

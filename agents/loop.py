@@ -556,10 +556,9 @@ def seed_configs(cfg: LoopCfg) -> tuple[Path, dict[int, LoopCfg]]:
     if out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = Path("runs/loop") / f"{cfg.task}-{cfg.agent}-{cfg.model}-{stamp}-seeds"
-    parallel = cfg.ray  # seeds as Ray tasks: each collects in its own process
-    runs = {s: dataclasses.replace(cfg, seed=s, seeds=(), out=out / f"seed_{s}",
-                                   ray=cfg.ray and not parallel,
-                                   progress=cfg.progress and not parallel)
+    # with --ray the seeds are the Ray tasks, each collecting in its own process
+    runs = {s: dataclasses.replace(cfg, seed=s, seeds=(), out=out / f"seed_{s}", ray=False,
+                                   progress=cfg.progress and not cfg.ray)
             for s in cfg.seeds}  # fmt: skip
     return out, runs
 
@@ -569,12 +568,9 @@ def run_seeds(cfg: LoopCfg, run_one) -> dict[str, Any]:
     with --ray as Ray tasks; then the summary over them (`aggregate_seeds`)."""
     out, runs = seed_configs(cfg)
     if cfg.ray:
-        try:
-            import ray
-        except ImportError as err:
-            raise ImportError("--ray needs Ray: pip install -e '.[dist]'") from err
-        if not ray.is_initialized():
-            ray.init(address=cfg.ray_address, include_dashboard=False, log_to_driver=False)
+        from agents.ray_collect import connect
+
+        ray = connect(cfg.ray_address)
         task = ray.remote(num_cpus=1, max_retries=0)(run_one)
         refs = {s: task.remote(c) for s, c in runs.items()}
         summaries = {s: ray.get(r) for s, r in refs.items()}

@@ -111,12 +111,9 @@ def _score_all(cfg: EvalWMCfg) -> list[dict[str, Any]]:
                 r = rows[-1]
                 print(f"  {spec}: real {r['real_return']:.1f}, imagined {r['imagined_return']:.1f}")
         return rows
-    try:
-        import ray
-    except ImportError as err:
-        raise ImportError("--ray needs Ray: pip install -e '.[dist]'") from err
-    if not ray.is_initialized():
-        ray.init(address=cfg.ray_address, include_dashboard=False, log_to_driver=False)
+    from agents.ray_collect import connect
+
+    ray = connect(cfg.ray_address)
     task = ray.remote(num_cpus=1)(score_policy)
     return ray.get([task.remote(cfg, i, spec) for i, spec in enumerate(cfg.policies)])
 
@@ -129,9 +126,7 @@ def rank_policies(cfg: EvalWMCfg) -> dict[str, Any]:
     if wm_from_checkpoint(ckpt, cfg.wm).sees_pixels:
         raise ValueError("--policies: policies act on state vectors; this model sees frames")
     rows = _score_all(cfg)
-    task, steps = rows[0].pop("task"), rows[0].pop("steps")
-    for row in rows[1:]:
-        row.pop("task"), row.pop("steps")
+    task, steps = [(row.pop("task"), row.pop("steps")) for row in rows][0]  # the same for all
     real = torch.tensor([r["real_return"] for r in rows])
     imag = torch.tensor([r["imagined_return"] for r in rows])
     out = cfg.out or checkpoint_path(cfg.wm).parent / "eval"  # as eval-wm's default

@@ -23,9 +23,9 @@ on the others), where every node needs this package installed.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,23 @@ from tqdm import tqdm
 
 from agents.collect import CollectCfg, collect
 from sim.atomic import write_bytes_atomic
-from sim.dataset import FORMAT, INDEX, VERSION, DatasetError, read_index
+from sim.dataset import INDEX, DatasetError, read_index, write_index
 
 WORKERS = "workers"
 RETRIES = 3  # attempts after the first when a worker's process dies
+
+
+def connect(address: str | None, what: str = "--ray"):
+    """The `ray` module, connected to the cluster at `address` (None: a Ray instance
+    started on this machine) unless already; an ImportError naming the extra if Ray is
+    not installed."""
+    try:
+        import ray
+    except ImportError as err:
+        raise ImportError(f"{what} needs Ray: pip install -e '.[dist]'") from err
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    return ray
 
 
 def worker_dir(out: Path, k: int) -> Path:
@@ -48,21 +61,18 @@ def shares(episodes: int, workers: int) -> list[list[int]]:
     return [list(range(k, episodes, workers)) for k in range(workers)]
 
 
-def _committed(path: Path) -> dict[str, Any] | None:
-    try:
-        return read_index(path)
-    except DatasetError:
-        return None
+def _worker_indexes(out: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """(directory, index) of every worker directory of `out` that has committed an index."""
+    for sub in sorted((out / WORKERS).glob("[0-9][0-9][0-9]")):
+        try:
+            yield sub, read_index(sub)
+        except DatasetError:  # a worker that has not written its index yet
+            continue
 
 
 def _existing(out: Path) -> set[int]:
     """Episodes already committed in any worker directory of `out` (a continued run)."""
-    done: set[int] = set()
-    for sub in sorted((out / WORKERS).glob("[0-9][0-9][0-9]")):
-        index = _committed(sub)
-        if index is not None:
-            done.update(e for s in index["shards"] for e in s["episodes"])
-    return done
+    return {e for _, index in _worker_indexes(out) for s in index["shards"] for e in s["episodes"]}
 
 
 def _record(cfg: CollectCfg, k: int, share: list[int], policy_fn=None) -> dict[str, float]:
@@ -78,10 +88,7 @@ def _record(cfg: CollectCfg, k: int, share: list[int], policy_fn=None) -> dict[s
 def merge_index(out: Path) -> dict[str, Any]:
     """Write `out/index.json` listing every worker directory's committed shards."""
     shards, env_args, seen = [], None, set()
-    for sub in sorted((out / WORKERS).glob("[0-9][0-9][0-9]")):
-        index = _committed(sub)
-        if index is None:
-            continue
+    for sub, index in _worker_indexes(out):
         if env_args is None:
             env_args = index["env_args"]
         elif index["env_args"] != env_args:
@@ -95,12 +102,7 @@ def merge_index(out: Path) -> dict[str, Any]:
             shards.append({**shard, "file": rel})
     if env_args is None:
         raise DatasetError(f"{out}: no worker committed anything")
-    index = {"format": FORMAT, "version": VERSION, "env_args": env_args,
-             "total": int(sum(s["samples"] for s in shards)),
-             "num_episodes": int(sum(len(s["episodes"]) for s in shards)),
-             "shards": shards, "workers": WORKERS}  # fmt: skip
-    write_bytes_atomic(out / INDEX, json.dumps(index, indent=1).encode())
-    return index
+    return write_index(out, env_args, shards, workers=WORKERS)
 
 
 def _weighted(summaries: list[dict[str, float]], key: str) -> float:
@@ -113,10 +115,6 @@ def collect_ray(cfg: CollectCfg, policy_fn=None) -> dict[str, float]:
     """Record `cfg.episodes` episodes with `cfg.workers` Ray tasks; returns a summary
     like `collect`'s. `policy_fn(env)`, as in `collect`, is shipped to the workers
     (it must pickle: capture the agent, not objects holding open files)."""
-    try:
-        import ray
-    except ImportError as err:
-        raise ImportError("collect --ray needs Ray: pip install -e '.[dist]'") from err
     if cfg.workers < 1:
         raise ValueError(f"workers must be >= 1, got {cfg.workers}")
     if cfg.episode_ids is not None:
@@ -129,8 +127,7 @@ def collect_ray(cfg: CollectCfg, policy_fn=None) -> dict[str, float]:
     if out.exists() and any(out.iterdir()) and not (out / WORKERS).exists():
         raise DatasetError(f"{out} exists and holds no Ray workers' data: refusing to write "
                            "into it")  # fmt: skip
-    if not ray.is_initialized():
-        ray.init(address=cfg.address, include_dashboard=False, log_to_driver=False)
+    ray = connect(cfg.address, "collect --ray")
     # each worker takes the missing episodes of its share: an episode committed in any
     # worker directory (also by an earlier run with other workers) is not recorded again
     done = _existing(out)

@@ -197,15 +197,7 @@ class DatasetWriter:
         self.committed.update(e.index for e in episodes)
 
     def _write_index(self) -> None:
-        index = {
-            "format": FORMAT,
-            "version": VERSION,
-            "env_args": self.env_args,
-            "total": int(sum(s["samples"] for s in self._shards)),
-            "num_episodes": int(sum(len(s["episodes"]) for s in self._shards)),
-            "shards": self._shards,
-        }
-        write_bytes_atomic(self.path / INDEX, json.dumps(index, indent=1).encode())
+        write_index(self.path, self.env_args, self._shards)
 
     def close(self) -> None:
         """Commit everything queued or in flight, then stop the background writer."""
@@ -287,6 +279,24 @@ def _diff(old: dict, new: dict) -> str:
 
 
 # ---------------------------------------------------------------------- reading
+def write_index(
+    path: str | os.PathLike, env_args: dict[str, Any], shards: list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    """Replace the index of the dataset directory `path` atomically: `shards` (file,
+    episodes, samples each) with their totals, and `extra` fields; returns it."""
+    index = {
+        "format": FORMAT,
+        "version": VERSION,
+        "env_args": env_args,
+        "total": int(sum(s["samples"] for s in shards)),
+        "num_episodes": int(sum(len(s["episodes"]) for s in shards)),
+        "shards": shards,
+        **extra,
+    }
+    write_bytes_atomic(Path(path) / INDEX, json.dumps(index, indent=1).encode())
+    return index
+
+
 def read_index(path: str | os.PathLike) -> dict[str, Any]:
     """The parsed, checked index of a dataset directory."""
     path = Path(path)

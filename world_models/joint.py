@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from world_models.base import Step
-from world_models.rssm import compose, pixel_grid, symexp, symlog
+from world_models.rssm import compose, pixel_grid, symexp, symlog, uint8_frames, unit_frames
 from world_models.wam import StateWAM
 
 DEFAULTS: dict[str, Any] = {
@@ -81,11 +81,6 @@ MOTION = 6  # maps per pixel of the next-frame head: colour (3), flow (x, y), ma
 
 MASK_START = 3.0  # initial logit of the warped frame's share (0.95)
 PIXEL_STD_FLOOR = 0.05  # smallest per-pixel std used to standardise frames (unit scale)
-
-
-def _unit(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 frames `[..., H, W, 3]` -> floats in [-0.5, 0.5], same layout."""
-    return frames.float() / 255.0 - 0.5
 
 
 class JointWAM(StateWAM):
@@ -189,10 +184,9 @@ class JointWAM(StateWAM):
         return torch.cat((x.flatten(1), act.flatten(1), n.to(x.dtype)[:, None]), 1)
 
     def _patchify(self, x: torch.Tensor) -> torch.Tensor:
-        """Frames `[..., H * W * 3]` (or `[..., H, W, 3]`) -> patches `[..., P, p * p * 3]`,
-        row by row."""
+        """Flattened frames `[..., H * W * 3]` -> patches `[..., P, p * p * 3]`, row by row."""
         (gh, gw), p = self.grid, self.config["patch"]
-        lead = x.shape[: -1 if x.shape[-1] == self.step_dim else -3]
+        lead = x.shape[:-1]
         x = x.reshape(*lead, gh, p, gw, p, 3).movedim(-4, -3)  # [..., gh, gw, p, p, 3]
         return x.reshape(*lead, self.patches, p * p * 3)
 
@@ -243,7 +237,7 @@ class JointWAM(StateWAM):
             got = None if frames is None else tuple(frames.shape)
             raise ValueError(f"joint WAM: this model sees pixels: pass frames [..., "
                              f"{', '.join(map(str, shape))}], got {got}")  # fmt: skip
-        return _unit(frames).flatten(-3)
+        return unit_frames(frames).flatten(-3)
 
     # ---- the world model verbs ----
     def encode(self, obs: torch.Tensor | None, frames: torch.Tensor | None = None) -> torch.Tensor:
@@ -321,8 +315,7 @@ class JointWAM(StateWAM):
             return super().frames(state)
         x, _, n = self._split(state)
         newest = x[torch.arange(len(x), device=x.device), n - 1]
-        frame = ((newest + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
-        return frame.reshape(len(x), *self.config["frame_shape"])
+        return uint8_frames(newest).reshape(len(x), *self.config["frame_shape"])
 
     def action_chunk(self, state: torch.Tensor) -> torch.Tensor:
         """Predicted actions `[B, chunk, action_dim]` from the newest observation on
@@ -343,8 +336,8 @@ class JointWAM(StateWAM):
             if "pixels" not in batch:
                 raise ValueError("joint WAM: a model that sees needs frames (`pixels`, "
                                  "`next_pixels`) to fit its statistics")  # fmt: skip
-            now = _unit(batch["pixels"]).flatten(1)
-            delta = _unit(batch["next_pixels"]).flatten(1) - now
+            now = unit_frames(batch["pixels"]).flatten(1)
+            delta = unit_frames(batch["next_pixels"]).flatten(1) - now
             self.frame_delta_std.copy_(delta.std(correction=0).clamp_min(1e-3))
             self.pixel_mean.copy_(now.mean(0))
             self.pixel_std.copy_(now.std(0, correction=0).clamp_min(PIXEL_STD_FLOOR))

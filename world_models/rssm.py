@@ -484,7 +484,7 @@ class RSSM(WorldModel):
             x = state[:, feat:].reshape(len(state), *self._chw())
         else:
             x = self.frame_decoder(state[:, :feat])[:, :3]
-        return ((x + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+        return uint8_frames(x).permute(0, 2, 3, 1)
 
 
 def pixel_grid(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -510,9 +510,19 @@ def compose(
     return mask * warped + (1 - mask) * out[:, :3]
 
 
+def unit_frames(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 frames -> floats in [-0.5, 0.5], same layout."""
+    return frames.float() / 255.0 - 0.5
+
+
+def uint8_frames(x: torch.Tensor) -> torch.Tensor:
+    """Floats in [-0.5, 0.5] (clipped) -> uint8 frames, same layout: `unit_frames`'s inverse."""
+    return ((x + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
 def _unit(frames: torch.Tensor) -> torch.Tensor:
     """uint8 frames `[B, H, W, 3]` -> floats in [-0.5, 0.5] `[B, 3, H, W]`."""
-    return frames.permute(0, 3, 1, 2).float() / 255.0 - 0.5
+    return unit_frames(frames.permute(0, 3, 1, 2))
 
 
 def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
