@@ -75,6 +75,9 @@ class CollectCfg:
     """Also commit when this long has passed since the last commit [s]."""
     nthread: int = 0
     """Physics threads (0: every CPU)."""
+    device: str = "cpu"
+    """Device of the env (cpu, cuda, cuda:k): the warp and isaaclab backends simulate
+    there; with --ray --worker-gpus, "cuda" is each worker's own GPU."""
     progress: bool = True
     """Show a progress bar."""
     episode_ids: tuple[int, ...] | None = None
@@ -90,6 +93,9 @@ class CollectCfg:
     one); None starts a Ray instance on this machine."""
     worker_cpus: float = 1.0
     """CPUs Ray reserves for each worker."""
+    worker_gpus: float = 0.0
+    """GPUs Ray reserves for each worker (fractions share one GPU among workers); the
+    workers' envs run there (--device cuda). 0: workers see no GPU."""
 
 
 def env_args(cfg: CollectCfg, env) -> dict:
@@ -140,6 +146,8 @@ def collect(cfg: CollectCfg, policy_fn: Callable[[Any], Policy] | None = None) -
         policy_fn = lambda env: agent_policy(env, agent, cfg.explore)  # noqa: E731
     if cfg.pixels < 0:
         raise ValueError(f"pixels must be >= 0, got {cfg.pixels}")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {cfg.device}: torch sees no CUDA device here")
     overrides: dict = {"randomization": cfg.randomize}
     if cfg.episode_length is not None:
         overrides["episode_length"] = cfg.episode_length
@@ -148,8 +156,9 @@ def collect(cfg: CollectCfg, policy_fn: Callable[[Any], Policy] | None = None) -
     if cfg.pixels:
         overrides.update(render_width=cfg.pixels, render_height=cfg.pixels)
     env = envs.make(
-        cfg.task, cfg.num_envs, cfg.backend, seed=cfg.seed, nthread=cfg.nthread, **overrides
-    )
+        cfg.task, cfg.num_envs, cfg.backend, seed=cfg.seed, nthread=cfg.nthread,
+        device=cfg.device, **overrides,
+    )  # fmt: skip
     steps = env.cfg.episode_length // env.cfg.action_repeat
     if cfg.pixels:  # N whole episodes of frames live in memory until each ends
         need = env.num_envs * (steps + 1) * cfg.pixels**2 * 3
@@ -209,6 +218,8 @@ def collect(cfg: CollectCfg, policy_fn: Callable[[Any], Policy] | None = None) -
                 qpos, qvel = env.get_physics_state()
                 action = policy(obs)
                 next_obs, reward, terminated, truncated, info = env.step(action)
+                # the bookkeeping lives on the CPU, whatever the env's device
+                terminated, truncated = terminated.cpu(), truncated.cpu()
                 done = terminated | truncated
                 recorder.record(obs, action, reward, qpos, qvel)
                 active = episode_of >= 0
@@ -274,6 +285,8 @@ def collect(cfg: CollectCfg, policy_fn: Callable[[Any], Policy] | None = None) -
 
 def run_collect(cfg: CollectCfg) -> None:
     """Entry point of `python run.py collect`: collect, then print the summary."""
+    if cfg.worker_gpus and not cfg.ray:
+        raise ValueError("--worker-gpus reserves GPUs for Ray workers: it needs --ray")
     if cfg.ray:
         from agents.ray_collect import collect_ray
 

@@ -135,6 +135,9 @@ class LoopCfg:
     """Ray workers of each collection (--ray)."""
     ray_address: str | None = None
     """Ray cluster to join (--ray; None starts a Ray instance on this machine)."""
+    worker_gpus: float = 0.0
+    """GPUs Ray reserves for each collection worker and each seed's run (--ray, with
+    --device cuda): the workers' envs and the seeds' models run there."""
     seeds: tuple[int, ...] = ()
     """Run the loop once per seed, each into `<out>/seed_<s>/`, then write one
     `summary.json` over them: the mean and a 95% confidence interval (Student t) of
@@ -171,6 +174,8 @@ class Loop:
             raise ValueError(f"unknown world model {cfg.model!r}; valid: ensemble, rssm")
         if cfg.budget < 1 or cfg.episodes_per_iter < 1 or cfg.eval_episodes < 1:
             raise ValueError("budget, episodes_per_iter and eval_episodes must be positive")
+        if cfg.worker_gpus and not cfg.ray:
+            raise ValueError("--worker-gpus reserves GPUs for Ray workers: it needs --ray")
         if cfg.out is None:
             if cfg.resume:
                 raise ValueError("--resume needs the --out of the run to continue")
@@ -294,8 +299,10 @@ class Loop:
         if cfg.ray:
             from agents.ray_collect import collect_ray
 
-            ray_settings = dataclasses.replace(settings, ray=True, workers=cfg.workers,
-                                               address=cfg.ray_address)  # fmt: skip
+            ray_settings = dataclasses.replace(
+                settings, ray=True, workers=cfg.workers, address=cfg.ray_address,
+                worker_gpus=cfg.worker_gpus, device=cfg.device if cfg.worker_gpus else "cpu",
+            )  # fmt: skip
             summary = collect_ray(ray_settings, policy_fn)
         else:
             summary = collect(settings, policy_fn)
@@ -568,12 +575,13 @@ def run_seeds(cfg: LoopCfg, run_one) -> dict[str, Any]:
     with --ray as Ray tasks; then the summary over them (`aggregate_seeds`)."""
     out, runs = seed_configs(cfg)
     if cfg.ray:
-        from agents.ray_collect import connect
+        from agents.ray_collect import check_devices, connect, submit
 
+        check_devices(cfg.device, cfg.worker_gpus)
         ray = connect(cfg.ray_address)
-        task = ray.remote(num_cpus=1, max_retries=0)(run_one)
-        refs = {s: task.remote(c) for s, c in runs.items()}
-        summaries = {s: ray.get(r) for s, r in refs.items()}
+        refs = submit(ray, run_one, [(c,) for c in runs.values()], gpus=cfg.worker_gpus,
+                      device=cfg.device)  # fmt: skip
+        summaries = dict(zip(runs, ray.get(refs), strict=True))
     else:
         summaries = {s: run_one(c) for s, c in runs.items()}
     return aggregate_seeds(summaries, out)

@@ -111,17 +111,21 @@ def _score_all(cfg: EvalWMCfg) -> list[dict[str, Any]]:
                 r = rows[-1]
                 print(f"  {spec}: real {r['real_return']:.1f}, imagined {r['imagined_return']:.1f}")
         return rows
-    from agents.ray_collect import connect
+    from agents.ray_collect import RETRIES, check_devices, connect, submit
 
+    check_devices(cfg.device, cfg.worker_gpus)
     ray = connect(cfg.ray_address)
-    task = ray.remote(num_cpus=1)(score_policy)
-    return ray.get([task.remote(cfg, i, spec) for i, spec in enumerate(cfg.policies)])
+    calls = [(cfg, i, spec) for i, spec in enumerate(cfg.policies)]
+    return ray.get(submit(ray, score_policy, calls, gpus=cfg.worker_gpus, device=cfg.device,
+                          retries=RETRIES))  # fmt: skip
 
 
 def rank_policies(cfg: EvalWMCfg) -> dict[str, Any]:
     """Real and imagined returns of every policy, their correlations and the plot."""
     if len(cfg.policies) < 2:
         raise ValueError("--policies needs at least 2 policies to correlate")
+    if cfg.worker_gpus and not cfg.ray:
+        raise ValueError("--worker-gpus reserves GPUs for Ray tasks: it needs --ray")
     ckpt = read_checkpoint(cfg.wm)
     if wm_from_checkpoint(ckpt, cfg.wm).sees_pixels:
         raise ValueError("--policies: policies act on state vectors; this model sees frames")

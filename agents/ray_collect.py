@@ -18,12 +18,19 @@ episode index is recorded once, wherever it is already committed).
 The driver shows progress from the workers' indexes; `--address` joins a running
 Ray cluster (`ray start --head` on one machine, `ray start --address HEAD:6379`
 on the others), where every node needs this package installed.
+
+GPU workers: `--worker-gpus G --device cuda` reserves G GPUs for each worker (a
+fraction shares one GPU among several), and each runs its env on the GPU Ray gave
+it (Ray sets the worker's CUDA_VISIBLE_DEVICES, so "cuda" is that GPU). A worker
+that Ray gave a GPU its torch cannot see stops with an error naming the GPU and
+the node, before it records anything.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +57,51 @@ def connect(address: str | None, what: str = "--ray"):
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     return ray
+
+
+def check_devices(device: str, gpus: float) -> None:
+    """Refuse a device and GPU reservation of Ray tasks that cannot work together."""
+    if gpus < 0:
+        raise ValueError(f"--worker-gpus must be >= 0, got {gpus}")
+    on_gpu = device.startswith("cuda")
+    if gpus and not on_gpu:
+        raise ValueError(f"--worker-gpus {gpus} reserves GPUs for tasks that run on "
+                         f"{device!r}: pass --device cuda")  # fmt: skip
+    if on_gpu and not gpus:
+        raise ValueError(f"--device {device} in Ray tasks needs --worker-gpus: Ray shows no "
+                         "GPU to a task that reserves none")  # fmt: skip
+
+
+def _on_reserved_gpu(fn, device: str, *args):
+    """`fn(*args)` in a Ray task that reserved GPUs, once `device` is one of them."""
+    import ray
+    import torch
+
+    ids = ray.get_gpu_ids()
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = torch.device(device).index or 0
+    if index >= count:
+        raise RuntimeError(
+            f"Ray gave this task GPU(s) {ids} on {socket.gethostname()} (CUDA_VISIBLE_DEVICES="
+            f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}), but torch there sees {count} CUDA "
+            f"device(s), so {device!r} does not exist: check the node's CUDA driver and torch "
+            "build, and the GPUs it declared to Ray (ray start --num-gpus)"
+        )
+    return fn(*args)
+
+
+def submit(ray, fn, calls, *, cpus: float = 1.0, gpus: float = 0.0, device: str = "cpu",
+           retries: int = 0) -> list:  # fmt: skip
+    """`fn(*args)` for each `args` of `calls` as Ray tasks reserving `cpus` CPUs and
+    `gpus` GPUs each; with GPUs each task checks that `device` is one Ray gave it.
+    Returns their object refs."""
+    check_devices(device, gpus)
+    task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=retries)
+    if gpus:
+        remote = task(_on_reserved_gpu)
+        return [remote.remote(fn, device, *args) for args in calls]
+    remote = task(fn)
+    return [remote.remote(*args) for args in calls]
 
 
 def worker_dir(out: Path, k: int) -> Path:
@@ -127,14 +179,16 @@ def collect_ray(cfg: CollectCfg, policy_fn=None) -> dict[str, float]:
     if out.exists() and any(out.iterdir()) and not (out / WORKERS).exists():
         raise DatasetError(f"{out} exists and holds no Ray workers' data: refusing to write "
                            "into it")  # fmt: skip
+    check_devices(cfg.device, cfg.worker_gpus)
     ray = connect(cfg.address, "collect --ray")
     # each worker takes the missing episodes of its share: an episode committed in any
     # worker directory (also by an earlier run with other workers) is not recorded again
     done = _existing(out)
     groups = [[e for e in share if e not in done] for share in shares(cfg.episodes, cfg.workers)]
-    record = ray.remote(num_cpus=cfg.worker_cpus, max_retries=RETRIES)(_record)
     start = time.perf_counter()
-    pending = [record.remote(cfg, k, g, policy_fn) for k, g in enumerate(groups) if g]
+    pending = submit(ray, _record, [(cfg, k, g, policy_fn) for k, g in enumerate(groups) if g],
+                     cpus=cfg.worker_cpus, gpus=cfg.worker_gpus, device=cfg.device,
+                     retries=RETRIES)  # fmt: skip
     bar = tqdm(total=cfg.episodes, initial=len(done), unit="ep", disable=not cfg.progress,
                dynamic_ncols=True)  # fmt: skip
     summaries: list[dict[str, float]] = []

@@ -8,7 +8,7 @@ Isaac Lab 3.0 installs on Python 3.12 only and pins its own torch, warp and
 newton (which pins mujoco 3.12), so it gets its own virtual environment, outside
 any clone: `~/.cache/wam-sandbox/isaaclab-<key>` (`$WAM_ISAACLAB_HOME` moves the
 parent). The key hashes the interpreter's version and the requirements (the
-project's dependencies, its `isaac` extra and pytest, read from
+project's dependencies, its `isaac` and `dist` extras and pytest, read from
 `pyproject.toml`), so a changed requirement builds a new environment and an
 unchanged one is reused as it is; about 8 GB and 5-10 minutes to build. The
 project itself is not installed there: run it from a checkout with PYTHONPATH.
@@ -35,14 +35,16 @@ MARKER = "wam-sandbox-requirements.json"  # written last: the environment is com
 
 
 def requirements(pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
-    """What the Isaac Lab environment installs: core dependencies, the `isaac` extra
-    and pytest (the project's own `dev` pin of it)."""
+    """What the Isaac Lab environment installs: core dependencies, the `isaac` and
+    `dist` extras (Ray workers run Isaac Lab tasks too) and pytest (the project's own
+    `dev` pin of it)."""
     project = tomllib.loads(pyproject.read_text())["project"]
     extras = project.get("optional-dependencies", {})
     if "isaac" not in extras:
         raise ValueError(f"{pyproject}: no 'isaac' extra in [project.optional-dependencies]")
     pytest = [r for r in extras.get("dev", []) if r.replace(" ", "").startswith("pytest")]
-    return list(project["dependencies"]) + list(extras["isaac"]) + (pytest or ["pytest"])
+    dist = list(extras.get("dist", []))
+    return list(project["dependencies"]) + list(extras["isaac"]) + dist + (pytest or ["pytest"])
 
 
 def find_python(explicit: str | None = None) -> str:

@@ -101,6 +101,8 @@ class EvalWMCfg:
     (extra dist)."""
     ray_address: str | None = None
     """Ray cluster to join with --ray (None: start a Ray instance on this machine)."""
+    worker_gpus: float = 0.0
+    """GPUs Ray reserves for each policy's task (--ray, with --device cuda)."""
 
 
 def _check_cfg(cfg: EvalWMCfg) -> tuple[int, ...]:

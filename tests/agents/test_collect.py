@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import envs
-from agents.collect import CollectCfg, collect
+from agents.collect import CollectCfg, collect, run_collect
 from agents.policies import make_policy
 from sim.dataset import Dataset, DatasetError
 from sim.randomization import RandomizationCfg
@@ -159,4 +159,9 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path):
                            progress=False))  # fmt: skip
     with pytest.raises(ValueError, match="unknown policy 'greedy'"):
         collect(CollectCfg(policy="greedy", out=tmp_path / "c", progress=False))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="--device cuda: torch sees no CUDA device"):
+            collect(CollectCfg(device="cuda", out=tmp_path / "d", progress=False))
+    with pytest.raises(ValueError, match="--worker-gpus .* needs --ray"):
+        run_collect(CollectCfg(worker_gpus=1.0, device="cuda", out=tmp_path / "e"))
     assert not list(tmp_path.iterdir())

@@ -66,5 +66,8 @@ def test_eval_wm_policies_reports_real_and_imagined_returns(tmp_path):
         rank_policies(EvalWMCfg(wm=tmp_path / "wm", policies=("expert:0",)))
     with pytest.raises(ValueError, match="expert:STD takes a number"):
         rank_policies(EvalWMCfg(wm=tmp_path / "wm", policies=("expert:x", "expert:0")))
+    with pytest.raises(ValueError, match="--worker-gpus .* needs --ray"):
+        rank_policies(EvalWMCfg(wm=tmp_path / "wm", policies=("expert:0", "expert:1"),
+                                worker_gpus=1.0))  # fmt: skip
     with pytest.raises(ValueError, match="no such agent checkpoint"):
         rank_policies(EvalWMCfg(wm=tmp_path / "wm", policies=("nowhere", "expert:0")))

@@ -1,7 +1,9 @@
 """`collect --ray`: Ray workers record the dataset one process records (the same
 episodes, bit for bit), read as one dataset; a worker process killed mid-run is
-restarted and records exactly its unfinished episodes. A local Ray instance is
-started here (marker `ray`, extra `dist`)."""
+restarted and records exactly its unfinished episodes; GPU reservations are
+checked, and GPU workers (where CUDA is) record what one GPU process records. A
+local Ray instance is started here (marker `ray`, extra `dist`): with this
+machine's GPUs, or, without CUDA, with 2 declared GPUs that torch cannot see."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from agents.collect import CollectCfg, collect
 from sim.dataset import Dataset, DatasetError, DatasetWriter, read_index
@@ -21,12 +24,15 @@ from sim.loader import EpisodeData
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
 
-from agents.ray_collect import collect_ray, worker_dir  # noqa: E402
+from agents.ray_collect import check_devices, collect_ray, worker_dir  # noqa: E402
+
+CUDA = torch.cuda.is_available()
 
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    gpus = torch.cuda.device_count() if CUDA else 2  # without CUDA: GPUs torch cannot see
+    ray.init(num_cpus=2, num_gpus=gpus, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -130,3 +136,42 @@ def test_ray_workers_run_the_warp_backend_too(local_ray, tmp_path):
     collect_ray(dataclasses.replace(cfg, out=tmp_path / "ray", ray=True, workers=2))
     _same_episodes(tmp_path / "plain", tmp_path / "ray")
     assert Dataset(tmp_path / "ray").env_args["backend"] == "warp"
+
+
+def test_device_and_gpu_reservation_must_agree():
+    with pytest.raises(ValueError, match="needs --worker-gpus"):
+        check_devices("cuda", 0.0)
+    with pytest.raises(ValueError, match="pass --device cuda"):
+        check_devices("cpu", 0.5)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        check_devices("cuda", -1.0)
+    check_devices("cuda:0", 0.5)
+    check_devices("cpu", 0.0)
+
+
+@pytest.mark.skipif(CUDA, reason="checks GPUs declared to Ray that torch cannot see")
+def test_a_worker_given_a_gpu_torch_cannot_see_stops_before_recording(local_ray, tmp_path):
+    cfg = CollectCfg(task="cartpole_swingup", episodes=4, num_envs=2, episode_length=20,
+                     out=tmp_path / "ray", ray=True, workers=2, worker_gpus=1.0,
+                     device="cuda", progress=False)  # fmt: skip
+    with pytest.raises(RuntimeError, match=r"Ray gave this task GPU\(s\) \[.+torch there sees 0"):
+        collect_ray(cfg)
+    assert not list(tmp_path.glob("ray/workers/*/index.json"))  # nothing was recorded
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_gpu_workers_record_what_one_gpu_process_records(local_ray, tmp_path):
+    pytest.importorskip("mujoco_warp")
+    cfg = CollectCfg(task="reacher_easy", backend="warp", device="cuda", episodes=6,
+                     num_envs=3, episode_length=30, policy="expert+noise", seed=3,
+                     out=tmp_path / "plain", progress=False)  # fmt: skip
+    collect(cfg)
+    gpus = 1.0 / 2 if torch.cuda.device_count() == 1 else 1.0  # both workers at once
+    collect_ray(dataclasses.replace(cfg, out=tmp_path / "ray", ray=True, workers=2,
+                                    worker_gpus=gpus))  # fmt: skip
+    first, second = Dataset(tmp_path / "plain"), Dataset(tmp_path / "ray")
+    assert first.episodes == second.episodes and first.env_args == second.env_args
+    for e in first.episodes:  # the same kernels on the same device; rows differ
+        x, y = first.episode(e), second.episode(e)
+        for key in ("obs", "actions", "rewards", "states"):
+            np.testing.assert_allclose(x[key], y[key], rtol=1e-5, atol=1e-5, err_msg=f"{e} {key}")

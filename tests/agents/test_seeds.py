@@ -8,7 +8,7 @@ import json
 import pytest
 from scipy import stats
 
-from agents.loop import LoopCfg, aggregate_seeds, mean_ci, seed_configs
+from agents.loop import Loop, LoopCfg, aggregate_seeds, mean_ci, run_seeds, seed_configs
 
 
 @pytest.mark.parametrize("n", [2, 3, 5, 12, 31, 40])
@@ -56,3 +56,12 @@ def test_each_seed_runs_into_its_own_directory(tmp_path):
         seed_configs(LoopCfg(seeds=(1, 1), out=tmp_path))
     with pytest.raises(ValueError, match="--resume needs the --out"):
         seed_configs(LoopCfg(seeds=(1, 2), resume=True))
+
+
+def test_gpu_reservations_are_refused_where_they_cannot_apply(tmp_path):
+    with pytest.raises(ValueError, match="--worker-gpus .* needs --ray"):
+        Loop(LoopCfg(worker_gpus=1.0, device="cuda", out=tmp_path / "run"))
+    with pytest.raises(ValueError, match="--device cuda in Ray tasks needs --worker-gpus"):
+        run_seeds(LoopCfg(seeds=(0, 1), ray=True, device="cuda", out=tmp_path / "seeds"),
+                  run_one=None)  # fmt: skip
+    assert not list(tmp_path.iterdir())  # refused before anything was written

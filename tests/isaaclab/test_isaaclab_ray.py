@@ -1,0 +1,46 @@
+"""`collect --ray` on an Isaac Lab task: two Ray workers, each its own process with
+its own Isaac Lab simulation, record the dataset one process records (the same
+episodes), read as one dataset. Runs in the Isaac Lab environment, which carries
+the `dist` extra (marker `isaac`)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+pytest.importorskip("isaaclab_tasks", reason="Isaac Lab is not installed here")
+ray = pytest.importorskip("ray")
+
+from agents.collect import CollectCfg, collect  # noqa: E402
+from agents.ray_collect import collect_ray  # noqa: E402
+from sim.dataset import Dataset, read_index  # noqa: E402
+from sim.loader import EpisodeData  # noqa: E402
+
+pytestmark = pytest.mark.isaac
+
+
+def test_ray_workers_record_isaac_lab_episodes_one_process_records(tmp_path):
+    cfg = CollectCfg(task="Isaac-Cartpole-Direct", backend="isaaclab", num_envs=2,
+                     episodes=6, episode_length=40, policy="noise", seed=5,
+                     out=tmp_path / "plain", progress=False)  # fmt: skip
+    collect(cfg)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = collect_ray(dataclasses.replace(cfg, out=tmp_path / "ray", ray=True, workers=2))
+    finally:
+        ray.shutdown()
+    assert summary["episodes_total"] == summary["episodes_recorded"] == 6
+    assert {s["file"].split("/")[1] for s in read_index(tmp_path / "ray")["shards"]} == {
+        "000", "001"}  # fmt: skip
+    first, second = Dataset(tmp_path / "plain"), Dataset(tmp_path / "ray")
+    assert first.episodes == second.episodes and first.env_args == second.env_args
+    assert second.env_args["backend"] == "isaaclab"
+    for e in first.episodes:
+        x, y = first.episode(e), second.episode(e)
+        assert x.keys() == y.keys()
+        for key in x:
+            assert np.array_equal(x[key], y[key]), (e, key)
+    assert len(EpisodeData(tmp_path / "ray")) == sum(len(first.episode(e)["actions"])
+                                                     for e in first.episodes)  # fmt: skip
