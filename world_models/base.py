@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from sim.atomic import write_atomic
@@ -38,6 +41,35 @@ MODEL_KEYS = ("format", "kind", "config", "dims", "state_dict", "env_args")
 """What of a world model's checkpoint rebuilds it (an agent's config that holds a
 model keeps these, not the trainer's optimiser state or progress)."""
 KINDS: dict[str, type[WorldModel]] = {}
+
+
+_SHARERS = 1  # processes whose batches make up the global batch of a training step
+
+
+@contextmanager
+def shared_batch(processes: int) -> Iterator[None]:
+    """Inside, `loss` sees this process's share of a global batch split over
+    `processes` DDP processes, and `masked_count` the mean count over them: each
+    process's masked mean is then its sum over the global count times `processes`, so
+    DDP's averaged gradients (and the losses averaged over processes) are those of
+    the global batch's masked means."""
+    global _SHARERS
+    before, _SHARERS = _SHARERS, processes
+    try:
+        yield
+    finally:
+        _SHARERS = before
+
+
+def masked_count(weights: torch.Tensor) -> torch.Tensor:
+    """The denominator of a masked mean `(x * weights).sum() / masked_count(weights)`:
+    the weights' sum (at least 1), inside `shared_batch` their mean sum over the
+    processes (a collective: every process calls it in the same order)."""
+    count = weights.detach().sum(dtype=torch.float64)
+    if _SHARERS > 1:
+        dist.all_reduce(count)
+        count = count / _SHARERS
+    return count.clamp_min(1.0).to(weights.dtype)
 
 
 class Step(NamedTuple):

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from world_models.base import Step
+from world_models.base import Step, masked_count
 from world_models.rssm import mlp, symexp, symlog
 from world_models.wam import StateWAM
 
@@ -107,12 +107,12 @@ class CascadedWAM(StateWAM):
         x, x_next = self._norm(batch["obs"][:, :h]), self._norm(batch["next_obs"][:, :h])
         acts = batch["actions"][:, :h].float()
         change = (x_next - x) / self.delta_std
-        count = mask.sum().clamp_min(1.0)
+        count = masked_count(mask)
 
         plan_valid = mask * batch["demo"].float()[:, None] if "demo" in batch else mask
         pred = self.future(x[:, 0]).reshape(len(x), h, self.obs_dim)
         future_err = (pred - change).pow(2).mean(-1)
-        future_loss = (future_err * plan_valid).sum() / plan_valid.sum().clamp_min(1.0)
+        future_loss = (future_err * plan_valid).sum() / masked_count(plan_valid)
 
         inv_err = (self.inverse(torch.cat((x, change), -1)) - acts).pow(2).mean(-1)
         inv_loss = (inv_err * mask).sum() / count
@@ -131,7 +131,7 @@ class CascadedWAM(StateWAM):
         first = self.extract(x[:, 0], x[:, 0] + pred[:, 0] * self.delta_std)
         first_valid = plan_valid[:, 0]
         first_err = ((first - acts[:, 0]).pow(2).mean(-1) * first_valid).sum()
-        first_err = first_err / first_valid.sum().clamp_min(1.0)
+        first_err = first_err / masked_count(first_valid)
         loss = future_loss + inv_loss + fwd_loss + rew_loss + cont_loss
         return loss, {"future": future_loss.item(), "inverse": inv_loss.item(),
                       "obs": fwd_loss.item(), "reward": rew_loss.item(),

@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from world_models.base import Step
+from world_models.base import Step, masked_count
 from world_models.rssm import compose, pixel_grid, symexp, symlog, uint8_frames, unit_frames
 from world_models.wam import StateWAM
 
@@ -353,7 +353,7 @@ class JointWAM(StateWAM):
         mask = batch["mask"].float()
         acts = batch["actions"].float()
         valid = mask[:, :k]
-        count = valid.sum().clamp_min(1.0)
+        count = masked_count(valid)
         scalars: dict[str, float] = {}
         if self.sees_pixels:
             x = self._step_input(None, batch["pixels"][:, :k])
@@ -392,9 +392,9 @@ class JointWAM(StateWAM):
         out = out_o.mean(2)
         pred = self.action_head(out).reshape(*out.shape[:2], h, self.action_dim)
         act_err = (pred - chunk_target).pow(2).mean(-1)
-        act_loss = (act_err * chunk_valid).sum() / chunk_valid.sum().clamp_min(1.0)
+        act_loss = (act_err * chunk_valid).sum() / masked_count(chunk_valid)
         first_err = (pred[:, :, 0] - acts[:, :k]).pow(2).mean(-1)
-        first = (first_err * act_valid).sum() / act_valid.sum().clamp_min(1.0)
+        first = (first_err * act_valid).sum() / masked_count(act_valid)
 
         loss = (
             frame_loss + obs_loss + rew_loss + cont_loss + self.config["action_weight"] * act_loss

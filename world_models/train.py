@@ -34,6 +34,7 @@ averaged over the processes.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
@@ -50,7 +51,7 @@ from tqdm import tqdm
 from sim.atomic import write_bytes_atomic
 from sim.dataset import Dataset
 from sim.loader import EpisodeData
-from world_models.base import KINDS, load, read_checkpoint, save_atomic
+from world_models.base import KINDS, load, read_checkpoint, save_atomic, shared_batch
 from world_models.metrics import HORIZONS, open_loop_error
 
 CONTEXT = 8  # observed steps before each open-loop start in the report
@@ -239,14 +240,16 @@ def _model_settings(cfg: TrainWMCfg):
 
 
 class _Loss(nn.Module):
-    """The model's loss as a module's forward, which DDP wraps."""
+    """The model's loss as a module's forward, which DDP wraps; its masked means
+    count the valid steps of the global batch (`world_models.base.shared_batch`)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, processes: int = 1):
         super().__init__()
-        self.model = model
+        self.model, self.processes = model, processes
 
     def forward(self, batch: dict[str, torch.Tensor]):
-        return self.model.loss(batch)
+        with shared_batch(self.processes):
+            return self.model.loss(batch)
 
 
 def _process_group(device: str) -> tuple[int, int, str]:
@@ -278,7 +281,8 @@ def train_world_model(cfg: TrainWMCfg) -> dict:
     try:
         return _train(cfg, rank, world, device)
     finally:
-        if world > 1:
+        if world > 1:  # free DDP's hold on the group first, while Python is fully alive
+            gc.collect()
             dist.destroy_process_group()
 
 
@@ -356,7 +360,7 @@ def _train(cfg: TrainWMCfg, rank: int, world: int, device: str) -> dict:
     per_step = members * settings.batch_size * (window or 1)
     steps = cfg.steps_per_epoch or max(1, len(train_idx) // per_step)
     lead = rank == 0  # writes the files
-    step_loss: nn.Module = _Loss(model)
+    step_loss: nn.Module = _Loss(model, world)
     if world > 1:  # replicas start from rank 0's weights; gradients are averaged
         step_loss = DistributedDataParallel(step_loss)
     log = SummaryWriter(str(cfg.out / "tb")) if lead else None
