@@ -28,8 +28,9 @@ from agents.bench_loop import run_loop_bench
 from agents.collect import CollectCfg, run_collect
 from agents.evaluate import EvalCfg, run_eval
 from agents.finetune import FinetuneCfg, run_finetune
-from agents.loop import LoopCfg, run_loop, run_seeds
+from agents.loop import LoopCfg, run_loop
 from agents.rank import run_rank_policies
+from agents.seeds import run_seeds
 from envs.bench import BenchCfg, run_backend_bench
 from sim.export import ExportCfg, run_export
 from sim.summary import InspectCfg, run_inspect

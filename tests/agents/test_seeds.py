@@ -8,7 +8,8 @@ import json
 import pytest
 from scipy import stats
 
-from agents.loop import Loop, LoopCfg, aggregate_seeds, mean_ci, run_seeds, seed_configs
+from agents.loop import Loop, LoopCfg
+from agents.seeds import aggregate_seeds, mean_ci, run_seeds, seed_configs
 
 
 @pytest.mark.parametrize("n", [2, 3, 5, 12, 31, 40])
