@@ -445,6 +445,7 @@ def _check_render(c: _Checker, env) -> None:
 def _check_sb3(c: _Checker, env, twin, actions, s: int, horizon: int, repeat: int) -> None:
     """Sb3VecEnv over `env` against `twin` stepped directly, then a tiny PPO run."""
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
     from stable_baselines3.common.utils import check_for_correct_spaces
     from stable_baselines3.common.vec_env import VecCheckNan
 
@@ -465,6 +466,7 @@ def _check_sb3(c: _Checker, env, twin, actions, s: int, horizon: int, repeat: in
         n_steps = horizon + 1  # one rollout that crosses an episode end, then one update
         model = PPO("MlpPolicy", vec, n_steps=n_steps, batch_size=c.n * n_steps, n_epochs=1,
                     seed=s, device="cpu", policy_kwargs={"net_arch": [8]})  # fmt: skip
+        model.set_logger(Logger(folder=None, output_formats=[]))  # no temp dir per learn()
         model.learn(total_timesteps=c.n * n_steps)
     except AssertionError:
         raise

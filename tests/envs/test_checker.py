@@ -4,6 +4,7 @@ in one rule each are caught with a message naming the env and that rule."""
 from __future__ import annotations
 
 import itertools
+import tempfile
 
 import pytest
 import torch
@@ -28,6 +29,14 @@ def factory(task: str, **cfg):
 @pytest.mark.parametrize("task", TASKS)
 def test_real_task_passes(task):
     check_batched_env(factory(task))
+
+
+def test_the_checker_leaves_no_files(tmp_path, monkeypatch):
+    """Its PPO run would make an SB3 log directory under the temp dir."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    check_batched_env(factory("pendulum_swingup"))
+    assert not list(tmp_path.glob("SB3-*"))
 
 
 @pytest.mark.render

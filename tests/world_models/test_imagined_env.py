@@ -73,9 +73,11 @@ def test_penalty_and_checks(model_and_data):
 
 def test_sb3_trains_in_imagination(model_and_data):
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
 
     vec = Sb3VecEnv(_env(model_and_data, episode_length=20))
     agent = PPO("MlpPolicy", vec, n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu")
+    agent.set_logger(Logger(folder=None, output_formats=[]))  # no temp dir per learn()
     agent.learn(total_timesteps=6 * 32 * 2)
     obs = vec.reset()
     actions, _ = agent.predict(obs, deterministic=True)
