@@ -42,11 +42,12 @@ from typing import Any
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
 
 from agents.base import load, read_checkpoint, save
 from agents.bc import BcAgent
 from agents.evaluate import evaluate, make_eval_env
-from agents.sb3_agents import PpoAgent, PpoCfg, Sb3Cfg, Sb3Learner
+from agents.sb3_agents import PpoAgent, PpoCfg, Sb3Cfg, Sb3Learner, StepBar
 from sim.atomic import write_bytes_atomic
 from sim.loader import EpisodeData
 from world_models import base as wm_base
@@ -125,6 +126,8 @@ class FinetuneCfg:
     disagreement (an ensemble's spread; models without one report 0)."""
     seed: int = 0
     """Seed of PPO and of the imagined starts."""
+    progress: bool = True
+    """Show a progress bar of each fine-tuning run (transitions)."""
 
 
 def bc_to_ppo(bc: BcAgent, value_hidden: tuple[int, ...] = (256, 256),
@@ -171,13 +174,15 @@ def fine_tune(agent: PpoAgent, env, steps: int, cfg: FinetuneCfg, name: str) -> 
     `steps` with everything training. Returns the agent with the trained weights."""
     learner = _learner(agent, env, cfg, name)
     actor = _actor(learner.model.policy)
-    if cfg.critic_warmup > 0:
-        for p in actor:
-            p.requires_grad_(False)
-        learner.learn(cfg.critic_warmup)
-        for p in actor:
-            p.requires_grad_(True)
-    return learner.learn(steps) if steps > 0 else learner.agent
+    with tqdm(total=cfg.critic_warmup + steps, unit="step", desc=f"ppo {name}",
+              disable=not cfg.progress, dynamic_ncols=True) as bar:  # fmt: skip
+        if cfg.critic_warmup > 0:
+            for p in actor:
+                p.requires_grad_(False)
+            learner.learn(cfg.critic_warmup, StepBar(bar))
+            for p in actor:
+                p.requires_grad_(True)
+        return learner.learn(steps, StepBar(bar)) if steps > 0 else learner.agent
 
 
 # ------------------------------------------------------------------------ GRPO
@@ -258,6 +263,8 @@ def grpo(bc: BcAgent, rollouts: Callable[[BcAgent, torch.Tensor, torch.Generator
     opt = torch.optim.Adam(params, lr=cfg.learning_rate)
     gen = torch.Generator().manual_seed(cfg.seed)
     writer = SummaryWriter(str(cfg.out / "tb" / name))
+    bar = tqdm(total=iterations, unit="iter", desc=f"grpo {name}", disable=not cfg.progress,
+               dynamic_ncols=True)  # fmt: skip
     try:
         for it in range(iterations):
             obs, actions, rewards = rollouts(policy, std, gen)
@@ -289,7 +296,10 @@ def grpo(bc: BcAgent, rollouts: Callable[[BcAgent, torch.Tensor, torch.Generator
             best = returns.reshape(-1, cfg.group_size).max(1).values.mean()
             writer.add_scalar("grpo/best_of_group", best.item(), it)
             writer.add_scalar("grpo/kl_to_bc", kl.mean().item(), it)
+            bar.update(1)
+            bar.set_postfix(rollout_return=f"{returns.mean().item():.2f}")
     finally:
+        bar.close()
         writer.close()
     for p in params:
         p.requires_grad_(False)

@@ -241,6 +241,22 @@ def _ent_coef(value: str) -> str | float:
         raise ValueError(f"ent_coef must be auto, auto_<x> or a number, got {value!r}") from None
 
 
+class StepBar(BaseCallback):
+    """Advances a tqdm bar by the transitions an SB3 algorithm collects."""
+
+    def __init__(self, bar):
+        super().__init__()
+        self.bar, self._seen = bar, 0
+
+    def _on_training_start(self) -> None:
+        self._seen = self.model.num_timesteps
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.model.num_timesteps - self._seen)
+        self._seen = self.model.num_timesteps
+        return True
+
+
 class Sb3Learner:
     """Trains `agent` with SB3 on the batched env `env`; `agent=None` builds a new
     one from `cfg` (`make_agent`). The agent's config, not `cfg`, fixes the

@@ -135,6 +135,21 @@ def test_learner_without_tensorboard_writes_no_files(tmp_path, monkeypatch):
     assert not list(tmp_path.glob("SB3-*"))
 
 
+def test_the_step_bar_counts_every_transition(tmp_path):
+    import io
+
+    from tqdm import tqdm
+
+    from agents.sb3_agents import StepBar
+
+    env = envs.make("pendulum_swingup", num_envs=2, episode_length=20, nthread=1)
+    learner = Sb3Learner(None, env, Sb3Cfg(algo="ppo", ppo=SMALL.ppo))
+    with tqdm(file=io.StringIO()) as bar:
+        learner.learn(SMALL.ppo.n_steps * 2, StepBar(bar))
+        learner.learn(SMALL.ppo.n_steps * 2, StepBar(bar))  # counts on from where it was
+        assert bar.n == learner.num_timesteps == 2 * SMALL.ppo.n_steps * env.num_envs
+
+
 def _imagined(env, seed: int) -> ImaginedEnv:
     torch.manual_seed(0)
     model = EnsembleDynamics(env.observation_dim, env.action_dim,
