@@ -111,10 +111,9 @@ def _score_all(cfg: EvalWMCfg) -> list[dict[str, Any]]:
                 r = rows[-1]
                 print(f"  {spec}: real {r['real_return']:.1f}, imagined {r['imagined_return']:.1f}")
         return rows
-    from agents.ray_collect import RETRIES, check_devices, connect, submit
+    from agents.ray_collect import RETRIES, connect, submit
 
-    check_devices(cfg.device, cfg.worker_gpus)
-    ray = connect(cfg.ray_address)
+    ray = connect(cfg.ray_address, "eval-wm --policies --ray", cfg.device, cfg.worker_gpus)
     calls = [(cfg, i, spec) for i, spec in enumerate(cfg.policies)]
     return ray.get(submit(ray, score_policy, calls, gpus=cfg.worker_gpus, device=cfg.device,
                           retries=RETRIES))  # fmt: skip

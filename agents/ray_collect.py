@@ -46,19 +46,6 @@ WORKERS = "workers"
 RETRIES = 3  # attempts after the first when a worker's process dies
 
 
-def connect(address: str | None, what: str = "--ray"):
-    """The `ray` module, connected to the cluster at `address` (None: a Ray instance
-    started on this machine) unless already; an ImportError naming the extra if Ray is
-    not installed."""
-    try:
-        import ray
-    except ImportError as err:
-        raise ImportError(f"{what} needs Ray: pip install -e '.[dist]'") from err
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    return ray
-
-
 def check_devices(device: str, gpus: float) -> None:
     """Refuse a device and GPU reservation of Ray tasks that cannot work together."""
     if gpus < 0:
@@ -70,6 +57,21 @@ def check_devices(device: str, gpus: float) -> None:
     if on_gpu and not gpus:
         raise ValueError(f"--device {device} in Ray tasks needs --worker-gpus: Ray shows no "
                          "GPU to a task that reserves none")  # fmt: skip
+
+
+def connect(address: str | None, what: str = "--ray", device: str = "cpu", gpus: float = 0.0):
+    """The `ray` module, connected to the cluster at `address` (None: a Ray instance
+    started on this machine) unless already, for tasks that run on `device` and
+    reserve `gpus` GPUs each (checked first, `check_devices`); an ImportError naming
+    the extra if Ray is not installed."""
+    check_devices(device, gpus)
+    try:
+        import ray
+    except ImportError as err:
+        raise ImportError(f"{what} needs Ray: pip install -e '.[dist]'") from err
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    return ray
 
 
 def _on_reserved_gpu(fn, device: str, *args):
@@ -93,9 +95,8 @@ def _on_reserved_gpu(fn, device: str, *args):
 def submit(ray, fn, calls, *, cpus: float = 1.0, gpus: float = 0.0, device: str = "cpu",
            retries: int = 0) -> list:  # fmt: skip
     """`fn(*args)` for each `args` of `calls` as Ray tasks reserving `cpus` CPUs and
-    `gpus` GPUs each; with GPUs each task checks that `device` is one Ray gave it.
-    Returns their object refs."""
-    check_devices(device, gpus)
+    `gpus` GPUs each (`connect` checked them); with GPUs each task checks that
+    `device` is one Ray gave it. Returns their object refs."""
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=retries)
     if gpus:
         remote = task(_on_reserved_gpu)
@@ -179,8 +180,7 @@ def collect_ray(cfg: CollectCfg, policy_fn=None) -> dict[str, float]:
     if out.exists() and any(out.iterdir()) and not (out / WORKERS).exists():
         raise DatasetError(f"{out} exists and holds no Ray workers' data: refusing to write "
                            "into it")  # fmt: skip
-    check_devices(cfg.device, cfg.worker_gpus)
-    ray = connect(cfg.address, "collect --ray")
+    ray = connect(cfg.address, "collect --ray", cfg.device, cfg.worker_gpus)
     # each worker takes the missing episodes of its share: an episode committed in any
     # worker directory (also by an earlier run with other workers) is not recorded again
     done = _existing(out)

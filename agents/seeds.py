@@ -84,10 +84,9 @@ def run_seeds(cfg: LoopCfg, run_one) -> dict[str, Any]:
     with --ray as Ray tasks; then the summary over them (`aggregate_seeds`)."""
     out, runs = seed_configs(cfg)
     if cfg.ray:
-        from agents.ray_collect import check_devices, connect, submit
+        from agents.ray_collect import connect, submit
 
-        check_devices(cfg.device, cfg.worker_gpus)
-        ray = connect(cfg.ray_address)
+        ray = connect(cfg.ray_address, "--seeds --ray", cfg.device, cfg.worker_gpus)
         refs = submit(ray, run_one, [(c,) for c in runs.values()], gpus=cfg.worker_gpus,
                       device=cfg.device)  # fmt: skip
         summaries = dict(zip(runs, ray.get(refs), strict=True))
