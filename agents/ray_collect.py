@@ -209,8 +209,7 @@ def collect_ray(cfg: CollectCfg, policy_fn=None) -> dict[str, float]:
                "transitions": transitions,
                "transitions_per_s": transitions / elapsed if elapsed > 0 else 0.0,
                "seconds": elapsed, "workers": cfg.workers}  # fmt: skip
-    counts = [s["episodes_recorded"] for s in summaries]
-    if sum(counts):
+    if recorded:
         summary["mean_return"] = _weighted(summaries, "mean_return")
         if any("success_rate" in s for s in summaries if s["episodes_recorded"]):
             summary["success_rate"] = _weighted(summaries, "success_rate")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
 
 pytest.importorskip("isaaclab_tasks", reason="Isaac Lab is not installed here")
@@ -17,6 +16,7 @@ from agents.collect import CollectCfg, collect  # noqa: E402
 from agents.ray_collect import collect_ray  # noqa: E402
 from sim.dataset import Dataset, read_index  # noqa: E402
 from sim.loader import EpisodeData  # noqa: E402
+from tests.agents.test_ray_collect import _same_episodes  # noqa: E402
 
 pytestmark = pytest.mark.isaac
 
@@ -34,13 +34,8 @@ def test_ray_workers_record_isaac_lab_episodes_one_process_records(tmp_path):
     assert summary["episodes_total"] == summary["episodes_recorded"] == 6
     assert {s["file"].split("/")[1] for s in read_index(tmp_path / "ray")["shards"]} == {
         "000", "001"}  # fmt: skip
-    first, second = Dataset(tmp_path / "plain"), Dataset(tmp_path / "ray")
-    assert first.episodes == second.episodes and first.env_args == second.env_args
-    assert second.env_args["backend"] == "isaaclab"
-    for e in first.episodes:
-        x, y = first.episode(e), second.episode(e)
-        assert x.keys() == y.keys()
-        for key in x:
-            assert np.array_equal(x[key], y[key]), (e, key)
+    _same_episodes(tmp_path / "plain", tmp_path / "ray")
+    first = Dataset(tmp_path / "plain")
+    assert first.env_args["backend"] == "isaaclab"
     assert len(EpisodeData(tmp_path / "ray")) == sum(len(first.episode(e)["actions"])
                                                      for e in first.episodes)  # fmt: skip
