@@ -59,9 +59,11 @@ def closed_loop(cfg: LoopCfg) -> dict:
     summary = run_seeds(cfg, run_loop)
     final = summary["final_real_return"]
     lo, hi = final["ci95"]
-    print(f"seeds {', '.join(map(str, summary['seeds']))}: final real return "
-          f"{final['mean']:.1f} (95% CI {lo:.1f} to {hi:.1f}) after {summary['env_steps']:,} "
-          f"env steps; {summary['out']}/summary.json")  # fmt: skip
+    print(
+        f"seeds {', '.join(map(str, summary['seeds']))}: final real return "
+        f"{final['mean']:.1f} (95% CI {lo:.1f} to {hi:.1f}) after {summary['env_steps']:,} "
+        f"env steps; {summary['out']}/summary.json"
+    )
     return summary
 
 
@@ -76,16 +78,19 @@ def bench(cfg: BenchCfg) -> dict:
     closed loop beside model-free SAC; `--suite isaaclab`: our Isaac Lab adapter's
     overhead."""
     if cfg.suite == "loop":
-        return run_loop_bench(cfg.loop_tasks, cfg.loop_budget, cfg.loop_seeds, cfg.loop_out,
-                              closed_loop)  # fmt: skip
+        return run_loop_bench(
+            cfg.loop_tasks, cfg.loop_budget, cfg.loop_seeds, cfg.loop_out, closed_loop
+        )
     if cfg.suite == "isaaclab":
         from envs.isaaclab import bench as bench_isaaclab
 
         res = bench_isaaclab(cfg.isaaclab_task, cfg.num_envs, seed=cfg.seed, rounds=cfg.rounds)
         rate = res["steps_per_s"]
-        print(f"{res['task']}, N = {res['num_envs']} on {res['device']}: Isaac Lab env "
-              f"{rate['isaaclab']:,.0f} steps/s, through our adapter {rate['adapter']:,.0f} "
-              f"steps/s (overhead {100 * res['adapter_overhead']:.1f}%)")  # fmt: skip
+        print(
+            f"{res['task']}, N = {res['num_envs']} on {res['device']}: Isaac Lab env "
+            f"{rate['isaaclab']:,.0f} steps/s, through our adapter {rate['adapter']:,.0f} "
+            f"steps/s (overhead {100 * res['adapter_overhead']:.1f}%)"
+        )
         return res
     if cfg.suite != "throughput":
         raise ValueError(f"unknown bench suite {cfg.suite!r}; valid: throughput, loop, isaaclab")

@@ -39,8 +39,14 @@ from world_models.base import build, kind_class, payload, read_file, save_atomic
 FORMAT = "wam-sandbox/agent"
 AGENTS: dict[str, type[Agent]] = {}
 # modules that define agents, imported when a checkpoint names a kind not yet registered
-_MODULES = ("agents.dreamer", "agents.sb3_agents", "agents.bc", "agents.mppi",
-            "agents.expert_agent", "agents.wam_policy")  # fmt: skip
+_MODULES = (
+    "agents.dreamer",
+    "agents.sb3_agents",
+    "agents.bc",
+    "agents.mppi",
+    "agents.expert_agent",
+    "agents.wam_policy",
+)
 
 
 def _register(kind: str) -> None:
@@ -94,16 +100,20 @@ class Agent(nn.Module, ABC):
         """`noise` on `like`'s device and dtype, or a ValueError if its shape differs."""
         noise = torch.as_tensor(noise)
         if noise.shape != like.shape:
-            raise ValueError(f"{self.kind} agent: noise has shape {tuple(noise.shape)}, "
-                             f"expected {tuple(like.shape)}")  # fmt: skip
+            raise ValueError(
+                f"{self.kind} agent: noise has shape {tuple(noise.shape)}, "
+                f"expected {tuple(like.shape)}"
+            )
         return noise.to(like.device, like.dtype)
 
     def check_obs(self, obs: torch.Tensor) -> torch.Tensor:
         """`obs` as float32 `[N, obs_dim]`, or a ValueError naming the problem."""
         obs = torch.as_tensor(obs)
         if obs.dim() != 2 or obs.shape[1] != self.obs_dim:
-            raise ValueError(f"{self.kind} agent: observations have shape {tuple(obs.shape)}, "
-                             f"expected (N, {self.obs_dim})")  # fmt: skip
+            raise ValueError(
+                f"{self.kind} agent: observations have shape {tuple(obs.shape)}, "
+                f"expected (N, {self.obs_dim})"
+            )
         return obs.float()
 
 
@@ -123,9 +133,11 @@ def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[st
     ckpt = read_file(path, (FORMAT, WM_FORMAT), "agent")
     if ckpt["format"] == WM_FORMAT:  # a world model that acts: wrapped as an agent
         if not getattr(WM_KINDS.get(ckpt.get("kind")), "acts", False):
-            raise ValueError(f"{path}: a {ckpt.get('kind')!r} world model does not act; "
-                             "give an agent checkpoint or a World Action Model's "
-                             "(train-wm --model joint or cascaded)")  # fmt: skip
+            raise ValueError(
+                f"{path}: a {ckpt.get('kind')!r} world model does not act; "
+                "give an agent checkpoint or a World Action Model's "
+                "(train-wm --model joint or cascaded)"
+            )
         _register("wam")
         agent = AGENTS["wam"].from_world_model(ckpt)
         ckpt = agent.checkpoint(env_args=ckpt.get("env_args"))  # its data's env acts

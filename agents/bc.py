@@ -67,8 +67,10 @@ class BcAgent(Agent):
         config = {**DEFAULTS, **(config or {})}
         unknown = sorted(set(config) - set(DEFAULTS))
         if unknown:
-            raise ValueError(f"bc agent: unknown config key(s) {', '.join(unknown)}; "
-                             f"valid keys: {', '.join(sorted(DEFAULTS))}")  # fmt: skip
+            raise ValueError(
+                f"bc agent: unknown config key(s) {', '.join(unknown)}; "
+                f"valid keys: {', '.join(sorted(DEFAULTS))}"
+            )
         if config["layers"] < 1 or config["hidden"] < 1:
             raise ValueError("bc agent: hidden and layers must be >= 1")
         super().__init__(obs_dim, action_dim, config)
@@ -185,8 +187,12 @@ def train_bc(cfg: TrainBCCfg) -> dict:
     agent.set_normalization(train_obs)
     opt = torch.optim.Adam(agent.parameters(), lr=cfg.lr)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
-    meta = {"env_args": dataset.env_args, "data": str(cfg.data), "val_episodes": val_eps,
-            "train": settings}  # fmt: skip
+    meta = {
+        "env_args": dataset.env_args,
+        "data": str(cfg.data),
+        "val_episodes": val_eps,
+        "train": settings,
+    }
     log = SummaryWriter(str(cfg.out / "tb"))
     bar = tqdm(total=cfg.epochs, unit="epoch", disable=not cfg.progress)
     best, since_best, epoch, start = float("inf"), 0, 0, time.perf_counter()
@@ -225,8 +231,10 @@ def train_bc(cfg: TrainBCCfg) -> dict:
     bar.close()
     log.close()
     if best_val is None:
-        raise ValueError(f"{cfg.data}: the held-out action error was never finite; "
-                         "check the dataset for NaNs or lower --lr")  # fmt: skip
+        raise ValueError(
+            f"{cfg.data}: the held-out action error was never finite; "
+            "check the dataset for NaNs or lower --lr"
+        )
     best_agent = load(cfg.out / "agent.pt", kind="bc")
     report = {
         "agent": str(cfg.out / "agent.pt"),
@@ -248,7 +256,11 @@ def train_bc(cfg: TrainBCCfg) -> dict:
 def run_train_bc(cfg: TrainBCCfg) -> None:
     """Train a behaviour-cloning agent on a recorded dataset and print a summary."""
     report = train_bc(cfg)
-    print(f"{report['agent']}: behaviour cloning, {report['epochs']} epochs on "
-          f"{report['train_transitions']:,} transitions")  # fmt: skip
-    print(f"  held-out action MSE {report['val_mse']:.5f} (action variance "
-          f"{report['val_action_var']:.5f}), policy std {report['action_std']}")  # fmt: skip
+    print(
+        f"{report['agent']}: behaviour cloning, {report['epochs']} epochs on "
+        f"{report['train_transitions']:,} transitions"
+    )
+    print(
+        f"  held-out action MSE {report['val_mse']:.5f} (action variance "
+        f"{report['val_action_var']:.5f}), policy std {report['action_std']}"
+    )

@@ -35,8 +35,13 @@ TARGET_LOADER = 1e6  # transitions/s into training batches
 
 def _stepping_only(cfg: BenchCfg) -> float:
     """(d) transitions/s of policy + env.step over one batch of whole episodes."""
-    env = envs.make(cfg.task, cfg.data_envs, seed=cfg.seed, nthread=cfg.nthread,
-                    episode_length=cfg.data_episode_length)  # fmt: skip
+    env = envs.make(
+        cfg.task,
+        cfg.data_envs,
+        seed=cfg.seed,
+        nthread=cfg.nthread,
+        episode_length=cfg.data_episode_length,
+    )
     policy = make_policy("random", env)
     ids = torch.arange(env.num_envs)
     with torch.inference_mode():
@@ -50,12 +55,22 @@ def _stepping_only(cfg: BenchCfg) -> float:
     return cfg.data_batches * cfg.data_envs * cfg.data_episode_length / elapsed
 
 
-def collect_cfg(cfg: BenchCfg, out: Path, envs_: int, pixels: int = 0,
-                batches: int = 1) -> CollectCfg:  # fmt: skip
+def collect_cfg(
+    cfg: BenchCfg, out: Path, envs_: int, pixels: int = 0, batches: int = 1
+) -> CollectCfg:
     """The collection the benchmarks time: `batches` random-policy episodes per env."""
-    return CollectCfg(task=cfg.task, num_envs=envs_, episodes=envs_ * batches, policy="random",
-                      out=out, pixels=pixels, seed=cfg.seed, nthread=cfg.nthread,
-                      episode_length=cfg.data_episode_length, progress=False)  # fmt: skip
+    return CollectCfg(
+        task=cfg.task,
+        num_envs=envs_,
+        episodes=envs_ * batches,
+        policy="random",
+        out=out,
+        pixels=pixels,
+        seed=cfg.seed,
+        nthread=cfg.nthread,
+        episode_length=cfg.data_episode_length,
+        progress=False,
+    )
 
 
 def _collect(cfg: BenchCfg, out: Path, envs_: int, pixels: int = 0, batches: int = 1) -> dict:
@@ -76,9 +91,11 @@ def run_data_bench(cfg: BenchCfg) -> dict:
     """Measure (d) to (g) and print them with their ratios."""
     if cfg.data_episode_length is None:
         cfg = dataclasses.replace(cfg, data_episode_length=envs.make_cfg(cfg.task).episode_length)
-    print(f"bench data {cfg.task}: N={cfg.data_envs}, {cfg.data_batches} episodes of "
-          f"{cfg.data_episode_length} steps per env, {cfg.rounds} interleaved rounds; "
-          "median shown")  # fmt: skip
+    print(
+        f"bench data {cfg.task}: N={cfg.data_envs}, {cfg.data_batches} episodes of "
+        f"{cfg.data_episode_length} steps per env, {cfg.rounds} interleaved rounds; "
+        "median shown"
+    )
     root = Path(tempfile.mkdtemp(prefix="wam-bench-"))
     try:
         rounds: dict[str, list[float]] = {"d": [], "e": []}
@@ -125,8 +142,10 @@ def run_data_bench(cfg: BenchCfg) -> dict:
     for label, value, unit in rows:
         print(f"  {label:<44} {value:>12,.0f} {unit}")
     ratio = result["recording_over_stepping"]
-    print(f"  e/d = {ratio:5.2f}   (target >= {TARGET_RECORDING}: "
-          f"{'met' if ratio >= TARGET_RECORDING else 'NOT met'})")  # fmt: skip
+    print(
+        f"  e/d = {ratio:5.2f}   (target >= {TARGET_RECORDING}: "
+        f"{'met' if ratio >= TARGET_RECORDING else 'NOT met'})"
+    )
     verdict = "met" if min(loader.values()) >= TARGET_LOADER else "NOT met"
     print(f"  loader >= {TARGET_LOADER:,.0f} transitions/s: {verdict}")
     return result
@@ -136,8 +155,7 @@ def run_all(cfg: BenchCfg) -> dict:
     """`python run.py bench`: the env peers and the data-generation measurements."""
     unknown = set(cfg.parts) - {"env", "data", "wm", "ray"}
     if unknown:
-        raise ValueError(f"unknown bench parts {sorted(unknown)}; valid parts: env, data, wm, "
-                         "ray")  # fmt: skip
+        raise ValueError(f"unknown bench parts {sorted(unknown)}; valid parts: env, data, wm, ray")
     envs.spec(cfg.task)
     result: dict = run_bench(cfg) if "env" in cfg.parts else {}
     if "data" in cfg.parts:

@@ -46,11 +46,19 @@ def _sac_curve(task: str, budget: int, seed: int, loop: LoopCfg, every: int) -> 
         learner.learn(every // loop.action_repeat)
         steps = learner.num_timesteps * loop.action_repeat
         report = evaluate(learner.agent, eval_env, seed=loop.eval_seed)
-        curve.append({"env_steps": steps, "real_return": report["real_return"]["mean"],
-                      "wall_s": time.perf_counter() - start})  # fmt: skip
+        curve.append(
+            {
+                "env_steps": steps,
+                "real_return": report["real_return"]["mean"],
+                "wall_s": time.perf_counter() - start,
+            }
+        )
         last = curve[-1]
-        print(f"  sac {task} seed {seed}: {steps:,} env steps, return "
-              f"{last['real_return']:.1f}, {last['wall_s']:.0f} s", flush=True)  # fmt: skip
+        print(
+            f"  sac {task} seed {seed}: {steps:,} env steps, return "
+            f"{last['real_return']:.1f}, {last['wall_s']:.0f} s",
+            flush=True,
+        )
     env.close()
     eval_env.close()
     return {"curve": curve, "wall_s": time.perf_counter() - start}
@@ -77,8 +85,13 @@ def run_loop_bench(
     for task in tasks:
         envs.spec(task)
         for seed in seeds:
-            cfg = replace(base or LoopCfg(), task=task, budget=budget, seed=seed,
-                          out=out / f"{task}-seed{seed}" / "loop")  # fmt: skip
+            cfg = replace(
+                base or LoopCfg(),
+                task=task,
+                budget=budget,
+                seed=seed,
+                out=out / f"{task}-seed{seed}" / "loop",
+            )
             print(f"closed loop: {task}, seed {seed}, {budget:,} env steps", flush=True)
             started = time.perf_counter()
             summary = closed_loop(cfg)
@@ -87,8 +100,12 @@ def run_loop_bench(
             every = cfg.episodes_per_iter * length
             print(f"SAC: {task}, seed {seed}", flush=True)
             sac = _sac_curve(task, budget, seed, cfg, every)
-            results[f"{task}/seed{seed}"] = {"task": task, "seed": seed, "loop": loop_result,
-                                             "sac": sac}  # fmt: skip
+            results[f"{task}/seed{seed}"] = {
+                "task": task,
+                "seed": seed,
+                "loop": loop_result,
+                "sac": sac,
+            }
     _print_table(results)
     write_json_atomic(out / "bench_loop.json", results)
     print(f"wrote {out / 'bench_loop.json'}")
@@ -97,8 +114,11 @@ def run_loop_bench(
 
 def _print_table(results: dict[str, Any]) -> None:
     heads = [f"{m // 1000}k" for m in MILESTONES]
-    print(f"\n{'task':<20} {'seed':>4} {'method':<12} " + " ".join(f"{h:>7}" for h in heads)
-          + f" {'wall [s]':>9}")  # fmt: skip
+    print(
+        f"\n{'task':<20} {'seed':>4} {'method':<12} "
+        + " ".join(f"{h:>7}" for h in heads)
+        + f" {'wall [s]':>9}"
+    )
     for r in results.values():
         for name, key in (("closed loop", "loop"), ("SAC", "sac")):
             cells = [_at(r[key]["curve"], m) for m in MILESTONES]

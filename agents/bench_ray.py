@@ -40,9 +40,11 @@ def run_ray_bench(cfg: BenchCfg) -> dict:
     if cfg.data_episode_length is None:
         cfg = dataclasses.replace(cfg, data_episode_length=envs.make_cfg(cfg.task).episode_length)
     episodes = cfg.data_envs * cfg.data_batches
-    print(f"bench ray {cfg.task}: {episodes} episodes of {cfg.data_episode_length} steps, "
-          f"{cfg.data_envs} envs per collector, {cfg.rounds} timed rounds; "
-          "median shown")  # fmt: skip
+    print(
+        f"bench ray {cfg.task}: {episodes} episodes of {cfg.data_episode_length} steps, "
+        f"{cfg.data_envs} envs per collector, {cfg.rounds} timed rounds; "
+        "median shown"
+    )
     root = Path(tempfile.mkdtemp(prefix="wam-bench-ray-"))
     started_here = not ray.is_initialized()
     try:
@@ -67,14 +69,19 @@ def run_ray_bench(cfg: BenchCfg) -> dict:
             ray.shutdown()
         shutil.rmtree(root, ignore_errors=True)
     median = {k: float(np.median(v)) for k, v in rates.items()}
-    result = {"transitions_per_s": median, "rounds_transitions_per_s": rates,
-              "ray_start_seconds": startup,
-              "ray_1_over_in_process": median["ray_1"] / median["in_process"],
-              "ray_2_over_ray_1": median["ray_2"] / median["ray_1"]}  # fmt: skip
+    result = {
+        "transitions_per_s": median,
+        "rounds_transitions_per_s": rates,
+        "ray_start_seconds": startup,
+        "ray_1_over_in_process": median["ray_1"] / median["in_process"],
+        "ray_2_over_ray_1": median["ray_2"] / median["ray_1"],
+    }
     print(f"  {'(h) collect, in process':<44} {median['in_process']:>12,.0f} transitions/s")
     print(f"  {'(i) collect --ray, 1 worker':<44} {median['ray_1']:>12,.0f} transitions/s")
     print(f"  {'(i) collect --ray, 2 workers':<44} {median['ray_2']:>12,.0f} transitions/s")
-    print(f"  1 worker / in process = {result['ray_1_over_in_process']:.2f}   "
-          f"2 workers / 1 = {result['ray_2_over_ray_1']:.2f}   "
-          f"(Ray started in {startup:.1f} s)")  # fmt: skip
+    print(
+        f"  1 worker / in process = {result['ray_1_over_in_process']:.2f}   "
+        f"2 workers / 1 = {result['ray_2_over_ray_1']:.2f}   "
+        f"(Ray started in {startup:.1f} s)"
+    )
     return result

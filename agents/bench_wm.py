@@ -34,12 +34,31 @@ def _rate(env, actions: list[torch.Tensor]) -> float:
 
 def _quick_models(task: str, seed: int) -> list[Path]:
     tmp = Path(tempfile.mkdtemp(prefix="wam-bench-wm-"))
-    collect(CollectCfg(task=task, num_envs=8, episodes=8, episode_length=200, policy="noise",
-                       out=tmp / "data", progress=False, seed=seed))  # fmt: skip
+    collect(
+        CollectCfg(
+            task=task,
+            num_envs=8,
+            episodes=8,
+            episode_length=200,
+            policy="noise",
+            out=tmp / "data",
+            progress=False,
+            seed=seed,
+        )
+    )
     paths = []
     for kind in ("ensemble", "rssm"):
-        train_world_model(TrainWMCfg(data=tmp / "data", model=kind, out=tmp / kind, epochs=1,
-                                     steps_per_epoch=5, progress=False, seed=seed))  # fmt: skip
+        train_world_model(
+            TrainWMCfg(
+                data=tmp / "data",
+                model=kind,
+                out=tmp / kind,
+                epochs=1,
+                steps_per_epoch=5,
+                progress=False,
+                seed=seed,
+            )
+        )
         paths.append(tmp / kind / "model.pt")
     return paths
 
@@ -62,8 +81,9 @@ def run_wm_bench(
     rates: dict[str, list[float]] = {"real": [], **{k: [] for k in imagined}}
     with torch.inference_mode():
         for _ in range(rounds):
-            actions = [torch.rand(num_envs, real.action_dim, generator=gen) * 2 - 1
-                       for _ in range(steps)]  # fmt: skip
+            actions = [
+                torch.rand(num_envs, real.action_dim, generator=gen) * 2 - 1 for _ in range(steps)
+            ]
             rates["real"].append(_rate(real, actions))
             for name, env in imagined.items():
                 rates[name].append(_rate(env, actions))
@@ -75,6 +95,8 @@ def run_wm_bench(
     print(f"  (h) real batched env{'':<22}{median['real']:>12,.0f} steps/s")
     for name in imagined:
         label = f"(i) ImaginedEnv, {name}"
-        print(f"  {label:<42}{median[name]:>12,.0f} steps/s   "
-              f"i/h = {result['imagined_over_real'][name]:.2f}")  # fmt: skip
+        print(
+            f"  {label:<42}{median[name]:>12,.0f} steps/s   "
+            f"i/h = {result['imagined_over_real'][name]:.2f}"
+        )
     return result

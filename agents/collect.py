@@ -140,8 +140,10 @@ def collect(cfg: CollectCfg, policy_fn: Callable[[Any], Policy] | None = None) -
         raise ValueError(f"episode_ids must lie in [0, {cfg.episodes}), got {cfg.episode_ids}")
     if policy_fn is None and cfg.policy not in POLICIES:
         if not Path(cfg.policy).exists():
-            raise ValueError(f"unknown policy {cfg.policy!r}; valid policies: "
-                             f"{', '.join(POLICIES)}, or an agent checkpoint")  # fmt: skip
+            raise ValueError(
+                f"unknown policy {cfg.policy!r}; valid policies: "
+                f"{', '.join(POLICIES)}, or an agent checkpoint"
+            )
         agent = load_agent(cfg.policy)
         policy_fn = lambda env: agent_policy(env, agent, cfg.explore)  # noqa: E731
     if cfg.pixels < 0:
@@ -156,9 +158,14 @@ def collect(cfg: CollectCfg, policy_fn: Callable[[Any], Policy] | None = None) -
     if cfg.pixels:
         overrides.update(render_width=cfg.pixels, render_height=cfg.pixels)
     env = envs.make(
-        cfg.task, cfg.num_envs, cfg.backend, seed=cfg.seed, nthread=cfg.nthread,
-        device=cfg.device, **overrides,
-    )  # fmt: skip
+        cfg.task,
+        cfg.num_envs,
+        cfg.backend,
+        seed=cfg.seed,
+        nthread=cfg.nthread,
+        device=cfg.device,
+        **overrides,
+    )
     steps = env.cfg.episode_length // env.cfg.action_repeat
     if cfg.pixels:  # N whole episodes of frames live in memory until each ends
         need = env.num_envs * (steps + 1) * cfg.pixels**2 * 3
@@ -177,9 +184,14 @@ def collect(cfg: CollectCfg, policy_fn: Callable[[Any], Policy] | None = None) -
     wanted = range(cfg.episodes) if cfg.episode_ids is None else cfg.episode_ids
     todo = [e for e in wanted if e not in writer.committed]
     recorder = EpisodeRecorder(
-        env.num_envs, steps, env.observation_dim, env.action_dim, env.sim.nq, env.sim.nv,
+        env.num_envs,
+        steps,
+        env.observation_dim,
+        env.action_dim,
+        env.sim.nq,
+        env.sim.nv,
         (cfg.pixels, cfg.pixels, 3) if cfg.pixels else None,
-    )  # fmt: skip
+    )
     env.capture_final_frames = bool(cfg.pixels)
     flush_every = cfg.flush_episodes or env.num_envs
     episode_of = torch.full((env.num_envs,), -1, dtype=torch.long)  # -1: env idle
@@ -245,7 +257,8 @@ def collect(cfg: CollectCfg, policy_fn: Callable[[Any], Policy] | None = None) -
                                 successes.append(goal["success"])
                             writer.add(
                                 Episode(
-                                    index=int(episode_of[i]), seed=int(seed_of[i]),
+                                    index=int(episode_of[i]),
+                                    seed=int(seed_of[i]),
                                     pixels=data.pop("pixels", None),
                                     attrs={
                                         "episode_return": returns[-1],
@@ -255,7 +268,7 @@ def collect(cfg: CollectCfg, policy_fn: Callable[[Any], Policy] | None = None) -
                                     },
                                     **data,
                                 )
-                            )  # fmt: skip
+                            )
                             bar.update(1)
                         else:
                             recorder.restart(torch.tensor([i]))

@@ -196,8 +196,13 @@ class ImaginationLearner:
             obs.append(step.obs)
             rewards.append(step.reward)
             conts.append(self._cont(step))
-        return (torch.stack(obs), torch.stack(rewards), torch.stack(conts),
-                torch.stack(entropies), torch.stack(logps))  # fmt: skip
+        return (
+            torch.stack(obs),
+            torch.stack(rewards),
+            torch.stack(conts),
+            torch.stack(entropies),
+            torch.stack(logps),
+        )
 
     def update(
         self, wm: WorldModel, starts: torch.Tensor, generator: torch.Generator
@@ -209,8 +214,7 @@ class ImaginationLearner:
         values = agent.slow(symlog(obs)).squeeze(-1)  # [H+1, B] bootstrap values
         ret = lambda_returns(rewards, conts, values, c.gamma, c.lam)
         with torch.no_grad():  # weight of step t: the discount of the steps before it
-            weight = torch.cumprod(torch.cat((torch.ones_like(conts[:1]),
-                                              c.gamma * conts[:-1])), 0)  # fmt: skip
+            weight = torch.cumprod(torch.cat((torch.ones_like(conts[:1]), c.gamma * conts[:-1])), 0)
             low, high = torch.quantile(ret.flatten(), torch.tensor([0.05, 0.95]))
             agent.return_scale.mul_(0.99).add_(0.01 * (high - low))
             scale = agent.return_scale.clamp_min(1.0)
@@ -229,8 +233,9 @@ class ImaginationLearner:
         pred = agent.critic(inputs).squeeze(-1)
         with torch.no_grad():
             slow_pred = agent.slow(inputs).squeeze(-1)
-        critic_loss = (weight * ((pred - ret.detach()) ** 2
-                                 + c.slow_reg * (pred - slow_pred) ** 2)).mean()  # fmt: skip
+        critic_loss = (
+            weight * ((pred - ret.detach()) ** 2 + c.slow_reg * (pred - slow_pred) ** 2)
+        ).mean()
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         nn.utils.clip_grad_norm_(agent.critic.parameters(), c.grad_clip)

@@ -134,8 +134,16 @@ def evaluate(
     imagined_frames: list[torch.Tensor] = []
     if wm is not None:
         imagined = ImaginedEnv.from_env(
-            wm, env, ImaginedEnvCfg(num_envs=env.num_envs, seed=seed, episode_length=steps,
-                                    sample=False, termination="model"))  # fmt: skip
+            wm,
+            env,
+            ImaginedEnvCfg(
+                num_envs=env.num_envs,
+                seed=seed,
+                episode_length=steps,
+                sample=False,
+                termination="model",
+            ),
+        )
         viewer = None
         if video_steps and not wm.sees_pixels:
             viewer = envs.make(env.name, num_envs=1, **_render_settings(env))
@@ -150,14 +158,16 @@ def evaluate(
             return viewer.render()[0]
 
         frame_like = env.render([0])[0] if video_steps else None
-        ret, _, imagined_frames = run_episodes(agent, imagined, imagined.reset(), video_steps,
-                                               draw, noise())  # fmt: skip
+        ret, _, imagined_frames = run_episodes(
+            agent, imagined, imagined.reset(), video_steps, draw, noise()
+        )
         report["imagined_return"] = _stats(ret)
         if viewer is not None:
             viewer.close()
     obs = env.reset(seed=seed)
-    ret, success, real_frames = run_episodes(agent, env, obs, video_steps,
-                                             lambda e, _: e.render([0])[0], noise())  # fmt: skip
+    ret, success, real_frames = run_episodes(
+        agent, env, obs, video_steps, lambda e, _: e.render([0])[0], noise()
+    )
     report["real_return"] = _stats(ret)
     if success is not None:
         report["real_success_rate"] = float(success.float().mean())
@@ -167,9 +177,14 @@ def evaluate(
         real = torch.stack(real_frames)[None]
         imag = torch.stack(imagined_frames)
         if imag.shape[1:] != real.shape[2:]:  # a model's frame size may differ from the camera's
-            imag = torch.nn.functional.interpolate(
-                imag.permute(0, 3, 1, 2).float(), size=real.shape[2:4], mode="nearest"
-            ).round().to(torch.uint8).permute(0, 2, 3, 1)  # fmt: skip
+            imag = (
+                torch.nn.functional.interpolate(
+                    imag.permute(0, 3, 1, 2).float(), size=real.shape[2:4], mode="nearest"
+                )
+                .round()
+                .to(torch.uint8)
+                .permute(0, 2, 3, 1)
+            )
         padded = torch.zeros_like(real)  # black after an imagined episode that ended early
         padded[0, : len(imag)] = imag
         imag = padded
@@ -200,10 +215,13 @@ def action_errors(agent: Agent, demos: Path, env) -> dict[str, Any]:
     frames = agent.frame_shape is not None  # an agent that acts on the recorded frames
     held = tuple(dataset.frame_shape()) if dataset.has_pixels() else "no frames"
     if frames and held != agent.frame_shape:
-        raise ValueError(f"{demos}: the agent acts on frames of shape {agent.frame_shape}; "
-                         f"the episodes hold {held}")  # fmt: skip
-    data = EpisodeData(dataset, sequence_length=int(max(map(dataset.length, dataset.episodes))),
-                       pixels=frames)  # fmt: skip
+        raise ValueError(
+            f"{demos}: the agent acts on frames of shape {agent.frame_shape}; "
+            f"the episodes hold {held}"
+        )
+    data = EpisodeData(
+        dataset, sequence_length=int(max(map(dataset.length, dataset.episodes))), pixels=frames
+    )
     episodes = data.__getitems__((data.step == 0).nonzero().squeeze(-1))
     obs, rec, valid = episodes["obs"].float(), episodes["actions"].float(), episodes["mask"]
     seen = episodes["pixels"] if frames else obs
@@ -225,23 +243,36 @@ def action_errors(agent: Agent, demos: Path, env) -> dict[str, Any]:
     def mse(a, b):
         return float((a - b)[valid].pow(2).mean())
 
-    return {"demos": str(demos), "episodes": n, "transitions": int(valid.sum()),
-            "mse_recorded": mse(acted, rec), "mse_expert": mse(acted, target),
-            "recorded_mse_expert": mse(rec, target),
-            "expert_action_var": float(target[valid].var(0).mean())}  # fmt: skip
+    return {
+        "demos": str(demos),
+        "episodes": n,
+        "transitions": int(valid.sum()),
+        "mse_recorded": mse(acted, rec),
+        "mse_expert": mse(acted, target),
+        "recorded_mse_expert": mse(rec, target),
+        "expert_action_var": float(target[valid].var(0).mean()),
+    }
 
 
 def _render_settings(env) -> dict[str, Any]:
     cfg = env.cfg
-    return {"render_width": cfg.render_width, "render_height": cfg.render_height,
-            "action_repeat": cfg.action_repeat}  # fmt: skip
+    return {
+        "render_width": cfg.render_width,
+        "render_height": cfg.render_height,
+        "action_repeat": cfg.action_repeat,
+    }
 
 
 def _stats(values: torch.Tensor) -> dict[str, float]:
     n = len(values)
     std = float(values.std()) if n > 1 else 0.0
-    return {"mean": float(values.mean()), "std": std, "min": float(values.min()),
-            "max": float(values.max()), "stderr": std / math.sqrt(n)}  # fmt: skip
+    return {
+        "mean": float(values.mean()),
+        "std": std,
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "stderr": std / math.sqrt(n),
+    }
 
 
 def run_eval(cfg: EvalCfg) -> dict[str, Any]:
@@ -253,16 +284,26 @@ def run_eval(cfg: EvalCfg) -> dict[str, Any]:
         h, w, _ = agent.frame_shape
         camera = {"obs": "pixels", "render_height": h, "render_width": w}
         if cfg.wm is not None:
-            raise ValueError(f"{cfg.agent}: the agent acts on camera frames; imagined "
-                             "episodes (--wm) serve state vectors")  # fmt: skip
-    env = make_eval_env(ckpt.get("env_args"), cfg.task, cfg.episodes, seed=cfg.seed,
-                        backend=cfg.backend, action_repeat=cfg.action_repeat,
-                        **camera)  # fmt: skip
+            raise ValueError(
+                f"{cfg.agent}: the agent acts on camera frames; imagined "
+                "episodes (--wm) serve state vectors"
+            )
+    env = make_eval_env(
+        ckpt.get("env_args"),
+        cfg.task,
+        cfg.episodes,
+        seed=cfg.seed,
+        backend=cfg.backend,
+        action_repeat=cfg.action_repeat,
+        **camera,
+    )
     obs_dim = env.observation_dim if not camera else tuple(env.observation_space.shape)
     want = agent.obs_dim if not camera else agent.frame_shape
     if (obs_dim, env.action_dim) != (want, agent.action_dim):
-        raise ValueError(f"{env.name} has ({obs_dim} obs, {env.action_dim} actions); "
-                         f"the agent acts on ({want}, {agent.action_dim})")  # fmt: skip
+        raise ValueError(
+            f"{env.name} has ({obs_dim} obs, {env.action_dim} actions); "
+            f"the agent acts on ({want}, {agent.action_dim})"
+        )
     wm = None if cfg.wm is None else load_world_model(cfg.wm).to(cfg.device)
     agent_path = Path(cfg.agent)
     out = cfg.out or (agent_path if agent_path.is_dir() else agent_path.parent) / "eval"
@@ -274,18 +315,24 @@ def run_eval(cfg: EvalCfg) -> dict[str, Any]:
     env.close()
     write_json_atomic(out / "report.json", report)
     real = report["real_return"]
-    print(f"{env.name}: real return {real['mean']:.1f} +- {real['std']:.1f} "
-          f"over {report['episodes']} episodes")  # fmt: skip
+    print(
+        f"{env.name}: real return {real['mean']:.1f} +- {real['std']:.1f} "
+        f"over {report['episodes']} episodes"
+    )
     if "real_success_rate" in report:
         print(f"  real success rate {report['real_success_rate']:.2f}")
     if wm is not None:
         imag = report["imagined_return"]
-        print(f"  imagined return {imag['mean']:.1f} +- {imag['std']:.1f} from the same starts, "
-              f"gap (imagined - real) {report['gap']:+.1f}")  # fmt: skip
+        print(
+            f"  imagined return {imag['mean']:.1f} +- {imag['std']:.1f} from the same starts, "
+            f"gap (imagined - real) {report['gap']:+.1f}"
+        )
     if "actions" in report:
         act = report["actions"]
-        print(f"  action error on {act['transitions']:,} recorded steps: {act['mse_expert']:.4f} "
-              f"against the expert (its action variance {act['expert_action_var']:.4f}), "
-              f"{act['mse_recorded']:.4f} against the recorded actions")  # fmt: skip
+        print(
+            f"  action error on {act['transitions']:,} recorded steps: {act['mse_expert']:.4f} "
+            f"against the expert (its action variance {act['expert_action_var']:.4f}), "
+            f"{act['mse_recorded']:.4f} against the recorded actions"
+        )
     print(f"  report: {out / 'report.json'}")
     return report

@@ -61,8 +61,15 @@ import torch
 from envs.tasks.push import OBS as PUSH_OBS
 from envs.tasks.push import arm_angles as push_arm_angles
 
-__all__ = ["EXPERTS", "CartpoleExpert", "Expert", "PendulumExpert", "PushExpert",
-           "ReacherExpert", "make_expert"]  # fmt: skip
+__all__ = [
+    "EXPERTS",
+    "CartpoleExpert",
+    "Expert",
+    "PendulumExpert",
+    "PushExpert",
+    "ReacherExpert",
+    "make_expert",
+]
 
 
 class Expert:
@@ -126,10 +133,12 @@ def _linearize(model: mujoco.MjModel, qpos, steps: int) -> tuple[np.ndarray, np.
 
     eps = 1e-6
     x0, a0 = np.zeros(2 * nv), np.zeros(nu)
-    a = np.stack([advance(x0 + eps * e, a0) - advance(x0 - eps * e, a0)
-                  for e in np.eye(2 * nv)], axis=1) / (2 * eps)  # fmt: skip
-    b = np.stack([advance(x0, a0 + eps * e) - advance(x0, a0 - eps * e)
-                  for e in np.eye(nu)], axis=1) / (2 * eps)  # fmt: skip
+    a = np.stack(
+        [advance(x0 + eps * e, a0) - advance(x0 - eps * e, a0) for e in np.eye(2 * nv)], axis=1
+    ) / (2 * eps)
+    b = np.stack(
+        [advance(x0, a0 + eps * e) - advance(x0, a0 - eps * e) for e in np.eye(nu)], axis=1
+    ) / (2 * eps)
     return a, b
 
 

@@ -130,16 +130,23 @@ class FinetuneCfg:
     """Show a progress bar of each fine-tuning run (transitions)."""
 
 
-def bc_to_ppo(bc: BcAgent, value_hidden: tuple[int, ...] = (256, 256),
-              log_std: float | None = None) -> PpoAgent:  # fmt: skip
+def bc_to_ppo(
+    bc: BcAgent, value_hidden: tuple[int, ...] = (256, 256), log_std: float | None = None
+) -> PpoAgent:
     """A PPO agent (SB3 `ActorCriticPolicy`) acting exactly as `bc`; new value net."""
     linears = [m for m in bc.net if isinstance(m, torch.nn.Linear)]
     hidden = [lin.out_features for lin in linears[:-1]]
     init = float(bc.log_std.mean()) if log_std is None else log_std
-    agent = PpoAgent(bc.obs_dim, bc.action_dim, {
-        "net_arch": {"pi": hidden, "vf": list(value_hidden)}, "activation": "silu",
-        "log_std_init": init, "ortho_init": False,
-    })  # fmt: skip
+    agent = PpoAgent(
+        bc.obs_dim,
+        bc.action_dim,
+        {
+            "net_arch": {"pi": hidden, "vf": list(value_hidden)},
+            "activation": "silu",
+            "log_std_init": init,
+            "ortho_init": False,
+        },
+    )
     policy = agent.policy
     targets = [m for m in policy.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear)]
     with torch.no_grad():
@@ -157,15 +164,30 @@ def bc_to_ppo(bc: BcAgent, value_hidden: tuple[int, ...] = (256, 256),
 
 
 def _actor(policy) -> list[torch.nn.Parameter]:
-    return [*policy.mlp_extractor.policy_net.parameters(), *policy.action_net.parameters(),
-            policy.log_std]  # fmt: skip
+    return [
+        *policy.mlp_extractor.policy_net.parameters(),
+        *policy.action_net.parameters(),
+        policy.log_std,
+    ]
 
 
 def _learner(agent: PpoAgent, env, cfg: FinetuneCfg, name: str) -> Sb3Learner:
-    ppo = PpoCfg(n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
-                 gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range)  # fmt: skip
-    sb3 = Sb3Cfg(algo="ppo", learning_rate=cfg.learning_rate, gamma=cfg.gamma, seed=cfg.seed,
-                 tensorboard_log=cfg.out / "tb", tb_log_name=name, ppo=ppo)  # fmt: skip
+    ppo = PpoCfg(
+        n_steps=cfg.n_steps,
+        batch_size=cfg.batch_size,
+        n_epochs=cfg.n_epochs,
+        gae_lambda=cfg.gae_lambda,
+        clip_range=cfg.clip_range,
+    )
+    sb3 = Sb3Cfg(
+        algo="ppo",
+        learning_rate=cfg.learning_rate,
+        gamma=cfg.gamma,
+        seed=cfg.seed,
+        tensorboard_log=cfg.out / "tb",
+        tb_log_name=name,
+        ppo=ppo,
+    )
     return Sb3Learner(agent, env, sb3)
 
 
@@ -174,8 +196,13 @@ def fine_tune(agent: PpoAgent, env, steps: int, cfg: FinetuneCfg, name: str) -> 
     `steps` with everything training. Returns the agent with the trained weights."""
     learner = _learner(agent, env, cfg, name)
     actor = _actor(learner.model.policy)
-    with tqdm(total=cfg.critic_warmup + steps, unit="step", desc=f"ppo {name}",
-              disable=not cfg.progress, dynamic_ncols=True) as bar:  # fmt: skip
+    with tqdm(
+        total=cfg.critic_warmup + steps,
+        unit="step",
+        desc=f"ppo {name}",
+        disable=not cfg.progress,
+        dynamic_ncols=True,
+    ) as bar:
         if cfg.critic_warmup > 0:
             for p in actor:
                 p.requires_grad_(False)
@@ -195,17 +222,23 @@ def group_advantages(returns: torch.Tensor, group_size: int) -> torch.Tensor:
     """Each return minus its group's mean over its group's std, `[B]`; groups are
     consecutive runs of `group_size` rows. A group of equal returns gets zeros."""
     if group_size < 2 or returns.numel() % group_size:
-        raise ValueError(f"group_size must be >= 2 and divide {returns.numel()} returns, "
-                         f"got {group_size}")  # fmt: skip
+        raise ValueError(
+            f"group_size must be >= 2 and divide {returns.numel()} returns, got {group_size}"
+        )
     grouped = returns.reshape(-1, group_size)
     centred = grouped - grouped.mean(1, keepdim=True)
     return (centred / (grouped.std(1, keepdim=True) + 1e-6)).reshape(-1)
 
 
 @torch.no_grad()
-def _rollouts(obs: torch.Tensor, step: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-              policy: BcAgent, std: torch.Tensor, horizon: int,
-              gen: torch.Generator) -> Rollouts:  # fmt: skip
+def _rollouts(
+    obs: torch.Tensor,
+    step: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    policy: BcAgent,
+    std: torch.Tensor,
+    horizon: int,
+    gen: torch.Generator,
+) -> Rollouts:
     """`horizon` steps of `policy` with Gaussian noise of `std` from `obs`; `step`
     takes the clipped actions and gives (next observations, rewards)."""
     steps = []
@@ -219,8 +252,15 @@ def _rollouts(obs: torch.Tensor, step: Callable[[torch.Tensor], tuple[torch.Tens
 
 
 @torch.no_grad()
-def model_rollouts(wm, starts: torch.Tensor, policy: BcAgent, std: torch.Tensor, horizon: int,
-                   gen: torch.Generator, penalty: float = 0.0) -> Rollouts:  # fmt: skip
+def model_rollouts(
+    wm,
+    starts: torch.Tensor,
+    policy: BcAgent,
+    std: torch.Tensor,
+    horizon: int,
+    gen: torch.Generator,
+    penalty: float = 0.0,
+) -> Rollouts:
     """Rollouts of `policy` with Gaussian noise of `std` in `wm` from `starts` (mean
     predictions; the learned reward, minus `penalty` times the model's disagreement)."""
     state = wm.encode(starts)
@@ -234,8 +274,9 @@ def model_rollouts(wm, starts: torch.Tensor, policy: BcAgent, std: torch.Tensor,
     return _rollouts(starts, step, policy, std, horizon, gen)
 
 
-def env_rollouts(env, seeds: torch.Tensor, policy: BcAgent, std: torch.Tensor,
-                 horizon: int, gen: torch.Generator) -> Rollouts:  # fmt: skip
+def env_rollouts(
+    env, seeds: torch.Tensor, policy: BcAgent, std: torch.Tensor, horizon: int, gen: torch.Generator
+) -> Rollouts:
     """Rollouts of `policy` with Gaussian noise in the real `env` (one row per seed,
     `env.num_envs` of them), each episode started from its seed."""
     if horizon > env.cfg.episode_length // env.cfg.action_repeat:
@@ -244,8 +285,13 @@ def env_rollouts(env, seeds: torch.Tensor, policy: BcAgent, std: torch.Tensor,
     return _rollouts(obs, lambda a: env.step(a)[:2], policy, std, horizon, gen)
 
 
-def grpo(bc: BcAgent, rollouts: Callable[[BcAgent, torch.Tensor, torch.Generator], Rollouts],
-         iterations: int, cfg: FinetuneCfg, name: str = "grpo") -> BcAgent:  # fmt: skip
+def grpo(
+    bc: BcAgent,
+    rollouts: Callable[[BcAgent, torch.Tensor, torch.Generator], Rollouts],
+    iterations: int,
+    cfg: FinetuneCfg,
+    name: str = "grpo",
+) -> BcAgent:
     """GRPO-style fine-tuning of a copy of `bc` (see the module docstring): each of
     `iterations` takes `rollouts(policy, std, gen)`, scores them relative to their
     group and takes clipped-ratio steps on the policy's mean net."""
@@ -263,8 +309,13 @@ def grpo(bc: BcAgent, rollouts: Callable[[BcAgent, torch.Tensor, torch.Generator
     opt = torch.optim.Adam(params, lr=cfg.learning_rate)
     gen = torch.Generator().manual_seed(cfg.seed)
     writer = SummaryWriter(str(cfg.out / "tb" / name))
-    bar = tqdm(total=iterations, unit="iter", desc=f"grpo {name}", disable=not cfg.progress,
-               dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        total=iterations,
+        unit="iter",
+        desc=f"grpo {name}",
+        disable=not cfg.progress,
+        dynamic_ncols=True,
+    )
     try:
         for it in range(iterations):
             obs, actions, rewards = rollouts(policy, std, gen)
@@ -318,25 +369,38 @@ def _score(agent, env_args, cfg: FinetuneCfg) -> dict[str, Any]:
 
 def _check(cfg: FinetuneCfg, bc, wm) -> None:
     if bc.kind != "bc":
-        raise ValueError(f"{cfg.agent}: finetune starts from a behaviour-cloned agent "
-                         f"(train-bc), got a {bc.kind!r} agent")  # fmt: skip
+        raise ValueError(
+            f"{cfg.agent}: finetune starts from a behaviour-cloned agent "
+            f"(train-bc), got a {bc.kind!r} agent"
+        )
     if (wm.obs_dim, wm.action_dim) != (bc.obs_dim, bc.action_dim):
-        raise ValueError(f"{cfg.wm}: observation/action dims ({wm.obs_dim}, {wm.action_dim}) "
-                         f"differ from the agent's ({bc.obs_dim}, {bc.action_dim})")  # fmt: skip
+        raise ValueError(
+            f"{cfg.wm}: observation/action dims ({wm.obs_dim}, {wm.action_dim}) "
+            f"differ from the agent's ({bc.obs_dim}, {bc.action_dim})"
+        )
     if wm.sees_pixels:
         raise ValueError(f"{cfg.wm}: finetune needs a world model of state observations")
     for name in ("imagined_steps", "real_steps", "critic_warmup"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
-    for name in ("num_envs", "real_envs", "horizon", "start_states", "episodes", "groups",
-                 "grpo_epochs", "grpo_batch"):  # fmt: skip
+    for name in (
+        "num_envs",
+        "real_envs",
+        "horizon",
+        "start_states",
+        "episodes",
+        "groups",
+        "grpo_epochs",
+        "grpo_batch",
+    ):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.algo not in ("ppo", "grpo"):
         raise ValueError(f"unknown algo {cfg.algo!r}; valid: ppo, grpo")
     if cfg.algo == "grpo" and cfg.group_size < 2:
-        raise ValueError(f"group_size must be >= 2 (advantages are relative to the group), "
-                         f"got {cfg.group_size}")  # fmt: skip
+        raise ValueError(
+            f"group_size must be >= 2 (advantages are relative to the group), got {cfg.group_size}"
+        )
 
 
 def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
@@ -352,26 +416,40 @@ def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
     _check(cfg, bc, wm)
     wm_task = (wm_ckpt.get("env_args") or {}).get("env_name")
     if wm_task is not None and wm_task != env_args["env_name"]:
-        raise ValueError(f"{cfg.wm}: a model of {wm_task!r}, the agent was cloned on "
-                         f"{env_args['env_name']!r}")  # fmt: skip
+        raise ValueError(
+            f"{cfg.wm}: a model of {wm_task!r}, the agent was cloned on {env_args['env_name']!r}"
+        )
     cfg.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    report: dict[str, Any] = {"config": {k: str(v) if isinstance(v, Path) else v
-                                         for k, v in asdict(cfg).items()},
-                              "task": env_args["env_name"]}  # fmt: skip
+    report: dict[str, Any] = {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        "task": env_args["env_name"],
+    }
     report["bc"] = _score(bc, env_args, cfg)
     print(f"finetune {env_args['env_name']}: BC {_line(report['bc'])}", flush=True)
 
     reset_env = make_eval_env(env_args, None, cfg.start_states)
     if cfg.algo == "ppo":
         imagined = ImaginedEnv.from_env(
-            wm, reset_env, ImaginedEnvCfg(num_envs=cfg.num_envs, seed=cfg.seed,
-                                          episode_length=cfg.horizon, sample=cfg.sample,
-                                          termination="never",
-                                          disagreement_penalty=cfg.penalty),
-            name="imagined")  # fmt: skip
-        agent = fine_tune(bc_to_ppo(bc, cfg.value_hidden, cfg.log_std), imagined,
-                          cfg.imagined_steps, cfg, "imagined")  # fmt: skip
+            wm,
+            reset_env,
+            ImaginedEnvCfg(
+                num_envs=cfg.num_envs,
+                seed=cfg.seed,
+                episode_length=cfg.horizon,
+                sample=cfg.sample,
+                termination="never",
+                disagreement_penalty=cfg.penalty,
+            ),
+            name="imagined",
+        )
+        agent = fine_tune(
+            bc_to_ppo(bc, cfg.value_hidden, cfg.log_std),
+            imagined,
+            cfg.imagined_steps,
+            cfg,
+            "imagined",
+        )
         steps = cfg.imagined_steps
     else:
         if cfg.start_data is not None:  # branched: from states all along recorded episodes
@@ -388,14 +466,17 @@ def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
     reset_env.close()
     save(agent, cfg.out / "agent_imagined.pt", env_args=env_args)
     report["imagined"] = {**_score(agent, env_args, cfg), "steps": steps, "real_steps": 0}
-    print(f"  after {cfg.algo} in imagination ({steps} model steps): "
-          f"{_line(report['imagined'])}", flush=True)  # fmt: skip
+    print(
+        f"  after {cfg.algo} in imagination ({steps} model steps): {_line(report['imagined'])}",
+        flush=True,
+    )
 
     if cfg.real_steps > 0:
         if cfg.algo == "ppo":
             real_env = make_eval_env(env_args, None, cfg.real_envs, seed=cfg.seed)
-            agent = fine_tune(bc_to_ppo(bc, cfg.value_hidden, cfg.log_std), real_env,
-                              cfg.real_steps, cfg, "real")  # fmt: skip
+            agent = fine_tune(
+                bc_to_ppo(bc, cfg.value_hidden, cfg.log_std), real_env, cfg.real_steps, cfg, "real"
+            )
             real_steps = cfg.real_steps + cfg.critic_warmup
         else:
             real_env = make_eval_env(env_args, None, cfg.groups * cfg.group_size, seed=cfg.seed)
@@ -409,8 +490,11 @@ def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
         real_env.close()
         save(agent, cfg.out / "agent_real.pt", env_args=env_args)
         report["real"] = {**_score(agent, env_args, cfg), "real_steps": real_steps}
-        print(f"  after {cfg.algo} in the real sim ({real_steps} real steps): "
-              f"{_line(report['real'])}", flush=True)  # fmt: skip
+        print(
+            f"  after {cfg.algo} in the real sim ({real_steps} real steps): "
+            f"{_line(report['real'])}",
+            flush=True,
+        )
     if "success_rate" in report["bc"]:
         report["success_gain_points"] = 100 * (
             report["imagined"]["success_rate"] - report["bc"]["success_rate"]

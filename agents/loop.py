@@ -213,9 +213,13 @@ class Loop:
         self._start_files()
         self.log = SummaryWriter(str(self.out / "tb"))
         done = self.history[-1]["env_steps"] if self.history else 0
-        self.bar = tqdm(total=self.iterations * cfg.episodes_per_iter * self.episode_steps,
-                        initial=done, unit="env step", disable=not cfg.progress,
-                        dynamic_ncols=True)  # fmt: skip
+        self.bar = tqdm(
+            total=self.iterations * cfg.episodes_per_iter * self.episode_steps,
+            initial=done,
+            unit="env step",
+            disable=not cfg.progress,
+            dynamic_ncols=True,
+        )
         self.began = time.perf_counter() - (self.history[-1]["wall_s"] if self.history else 0.0)
 
     # ----------------------------------------------------------- files and state
@@ -223,8 +227,10 @@ class Loop:
         ckpt_path = self.out / "learner.pt"
         if self.out.exists() and any(self.out.iterdir()):
             if not self.cfg.resume:
-                raise ValueError(f"{self.out} is not empty: pass --resume to continue its "
-                                 "run, or choose another --out")  # fmt: skip
+                raise ValueError(
+                    f"{self.out} is not empty: pass --resume to continue its "
+                    "run, or choose another --out"
+                )
             if ckpt_path.exists():
                 ckpt = base.read_checkpoint(ckpt_path, self.agent.kind)
                 if ckpt["loop"]["config"] != self._identity():
@@ -260,8 +266,9 @@ class Loop:
 
     def _make_eval_env(self):
         cfg = self.cfg
-        return envs.make(cfg.task, cfg.eval_episodes, cfg.backend, seed=cfg.eval_seed,
-                         **self._env_overrides)  # fmt: skip
+        return envs.make(
+            cfg.task, cfg.eval_episodes, cfg.backend, seed=cfg.eval_seed, **self._env_overrides
+        )
 
     def _wm_dir(self, k: int) -> Path:
         return self.out / "wm" / f"iter_{k:03d}"
@@ -285,12 +292,18 @@ class Loop:
         self._phase("collect")
         t = time.perf_counter()
         settings = CollectCfg(
-            task=cfg.task, backend=cfg.backend, num_envs=cfg.episodes_per_iter,
-            episodes=(k + 1) * cfg.episodes_per_iter, policy="closed-loop",
-            out=self.out / "data", resume=True, seed=cfg.seed,
-            episode_length=cfg.episode_length, action_repeat=cfg.action_repeat,
+            task=cfg.task,
+            backend=cfg.backend,
+            num_envs=cfg.episodes_per_iter,
+            episodes=(k + 1) * cfg.episodes_per_iter,
+            policy="closed-loop",
+            out=self.out / "data",
+            resume=True,
+            seed=cfg.seed,
+            episode_length=cfg.episode_length,
+            action_repeat=cfg.action_repeat,
             progress=False,
-        )  # fmt: skip
+        )
         actor, noise = self.actor, cfg.noise_std  # what the policy needs, nothing else
         if k == 0:
             policy_fn = lambda env: make_policy("noise", env, noise, 0.9)  # noqa: E731
@@ -300,9 +313,13 @@ class Loop:
             from agents.ray_collect import collect_ray
 
             ray_settings = dataclasses.replace(
-                settings, ray=True, workers=cfg.workers, address=cfg.ray_address,
-                worker_gpus=cfg.worker_gpus, device=cfg.device if cfg.worker_gpus else "cpu",
-            )  # fmt: skip
+                settings,
+                ray=True,
+                workers=cfg.workers,
+                address=cfg.ray_address,
+                worker_gpus=cfg.worker_gpus,
+                device=cfg.device if cfg.worker_gpus else "cpu",
+            )
             summary = collect_ray(ray_settings, policy_fn)
         else:
             summary = collect(settings, policy_fn)
@@ -320,13 +337,21 @@ class Loop:
         t = time.perf_counter()
         out = self._wm_dir(k)
         shutil.rmtree(out, ignore_errors=True)
-        report = train_world_model(TrainWMCfg(
-            data=self.out / "data", model=cfg.model, out=out,
-            epochs=cfg.wm_first_epochs if k == 0 else cfg.wm_epochs,
-            steps_per_epoch=cfg.wm_steps_per_epoch, seed=cfg.seed + k, device=cfg.device,
-            init=None if k == 0 else self._wm_dir(k - 1) / "model.pt", progress=False,
-            ensemble=cfg.ensemble, rssm=cfg.rssm,
-        ))  # fmt: skip
+        report = train_world_model(
+            TrainWMCfg(
+                data=self.out / "data",
+                model=cfg.model,
+                out=out,
+                epochs=cfg.wm_first_epochs if k == 0 else cfg.wm_epochs,
+                steps_per_epoch=cfg.wm_steps_per_epoch,
+                seed=cfg.seed + k,
+                device=cfg.device,
+                init=None if k == 0 else self._wm_dir(k - 1) / "model.pt",
+                progress=False,
+                ensemble=cfg.ensemble,
+                rssm=cfg.rssm,
+            )
+        )
         self.wm = world_models.load(out).to(cfg.device)
         self.record["wm_open_loop"] = report["open_loop"]["model"]
         self.record["wm_copy_last"] = report["open_loop"]["copy_last"]
@@ -356,18 +381,26 @@ class Loop:
         cfg = self.cfg
         seed = int(torch.randint(2**31, (1,), generator=self.gen))
         env = ImaginedEnv.from_dataset(
-            self.wm, self.out / "data", ImaginedEnvCfg(
-                num_envs=cfg.imagined_envs, seed=seed, episode_length=cfg.imagined_length,
-                device=cfg.device, termination="model"), initial_only=False,
-        )  # fmt: skip
+            self.wm,
+            self.out / "data",
+            ImaginedEnvCfg(
+                num_envs=cfg.imagined_envs,
+                seed=seed,
+                episode_length=cfg.imagined_length,
+                device=cfg.device,
+                termination="model",
+            ),
+            initial_only=False,
+        )
         if self.learner is None:
             self.learner = Sb3Learner(self.agent, env, self.cfg.sb3)
         else:
             self.learner.set_env(env)
         self.learner.learn(cfg.sb3_steps)
         logger = self.learner.model.logger.name_to_value
-        self.record["losses"] = {k.split("/")[-1]: float(v) for k, v in logger.items()
-                                 if k.startswith("train/")}  # fmt: skip
+        self.record["losses"] = {
+            k.split("/")[-1]: float(v) for k, v in logger.items() if k.startswith("train/")
+        }
 
     def evaluate(self) -> None:
         """Real and imagined returns from the same fixed starts, and the video."""
@@ -380,8 +413,9 @@ class Loop:
             video.parent.mkdir(parents=True, exist_ok=True)
         env = self._make_eval_env()
         try:
-            report = evaluate(self.actor, env, self.wm, cfg.eval_seed, video_steps,
-                              video if video_steps else None)  # fmt: skip
+            report = evaluate(
+                self.actor, env, self.wm, cfg.eval_seed, video_steps, video if video_steps else None
+            )
         finally:
             env.close()
         self.record.update(
@@ -400,18 +434,27 @@ class Loop:
         env_args = json.loads((self.out / "data" / "index.json").read_text())["env_args"]
         learner = {} if self.learner is None or self.sb3 else self.learner.state_dict()
         base.save(
-            self.agent, self.out / "learner.pt", env_args=env_args, learner=learner,
+            self.agent,
+            self.out / "learner.pt",
+            env_args=env_args,
+            learner=learner,
             generator=self.gen.get_state(),
             loop={"config": self._identity(), "history": history},
-        )  # fmt: skip
+        )
         self.history = history
-        base.save(self.actor, self.out / "agent.pt", env_args=env_args,
-                  loop={"iteration": self.record["iteration"]})  # fmt: skip
+        base.save(
+            self.actor,
+            self.out / "agent.pt",
+            env_args=env_args,
+            loop={"iteration": self.record["iteration"]},
+        )
         self._log(self.record)
         self.write_summary()
         self.bar.update(self.record["env_steps"] - self.bar.n)
-        self.bar.set_postfix(real=f"{self.record['real_return']:.1f}",
-                             imagined=f"{self.record['imagined_return']:.1f}")  # fmt: skip
+        self.bar.set_postfix(
+            real=f"{self.record['real_return']:.1f}",
+            imagined=f"{self.record['imagined_return']:.1f}",
+        )
         if self.cfg.progress:
             self.bar.write(self.progress_line())
 
@@ -439,9 +482,11 @@ class Loop:
 
     def progress_line(self) -> str:
         r = self.record
-        return (f"iter {r['iteration'] + 1}/{self.iterations}  env steps {r['env_steps']:,}  "
-                f"real {r['real_return']:7.1f}  imagined {r['imagined_return']:7.1f}  "
-                f"gap {r['gap']:+7.1f}  elapsed {r['wall_s']:6.0f} s")  # fmt: skip
+        return (
+            f"iter {r['iteration'] + 1}/{self.iterations}  env steps {r['env_steps']:,}  "
+            f"real {r['real_return']:7.1f}  imagined {r['imagined_return']:7.1f}  "
+            f"gap {r['gap']:+7.1f}  elapsed {r['wall_s']:6.0f} s"
+        )
 
     def write_summary(self) -> dict[str, Any]:
         """`summary.json` and `returns.png` from the finished iterations."""
@@ -461,18 +506,34 @@ class Loop:
             "best_real_return": best["real_return"],
             "best_at_env_steps": best["env_steps"],
             "wall_s": h[-1]["wall_s"],
-            "curve": [{k: r[k] for k in ("env_steps", "real_return", "real_return_std",
-                                         "imagined_return", "gap", "wall_s")} for r in h],
+            "curve": [
+                {
+                    k: r[k]
+                    for k in (
+                        "env_steps",
+                        "real_return",
+                        "real_return_std",
+                        "imagined_return",
+                        "gap",
+                        "wall_s",
+                    )
+                }
+                for r in h
+            ],
             "config": _plain(self.cfg),
-            "artifacts": {"agent": str(self.out / "agent.pt"), "data": str(self.out / "data"),
-                          "world_model": str(self._wm_dir(len(h) - 1)),
-                          "tensorboard": str(self.out / "tb"),
-                          "plot": str(self.out / "returns.png"),
-                          "videos": [r["video"] for r in h if r.get("video")]},
-        }  # fmt: skip
+            "artifacts": {
+                "agent": str(self.out / "agent.pt"),
+                "data": str(self.out / "data"),
+                "world_model": str(self._wm_dir(len(h) - 1)),
+                "tensorboard": str(self.out / "tb"),
+                "plot": str(self.out / "returns.png"),
+                "videos": [r["video"] for r in h if r.get("video")],
+            },
+        }
         write_json_atomic(self.out / "summary.json", summary)
-        plot_returns(self.out / "returns.png", h, f"{self.cfg.agent} + {self.cfg.model} "
-                     f"on {self.cfg.task}")  # fmt: skip
+        plot_returns(
+            self.out / "returns.png", h, f"{self.cfg.agent} + {self.cfg.model} on {self.cfg.task}"
+        )
         return summary
 
     def close(self) -> None:
@@ -520,8 +581,10 @@ def run_loop(cfg: LoopCfg) -> dict[str, Any]:
         summary = loop.write_summary()
     finally:
         loop.close()
-    print(f"{loop.out}: real return {summary['final_real_return']:.1f} after "
-          f"{summary['env_steps']:,} env steps ({summary['wall_s']:.0f} s); "
-          f"summary.json, returns.png, tb/"
-          f"{', eval/*/video.mp4' if summary['artifacts']['videos'] else ''}")  # fmt: skip
+    print(
+        f"{loop.out}: real return {summary['final_real_return']:.1f} after "
+        f"{summary['env_steps']:,} env steps ({summary['wall_s']:.0f} s); "
+        f"summary.json, returns.png, tb/"
+        f"{', eval/*/video.mp4' if summary['artifacts']['videos'] else ''}"
+    )
     return summary

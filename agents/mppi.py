@@ -70,14 +70,18 @@ class MppiCfg:
 
     def check(self) -> None:
         if self.horizon < 1 or self.samples < 1 or self.iterations < 1:
-            raise ValueError(f"mppi: horizon, samples and iterations must be >= 1, got "
-                             f"{self.horizon}, {self.samples}, {self.iterations}")  # fmt: skip
+            raise ValueError(
+                f"mppi: horizon, samples and iterations must be >= 1, got "
+                f"{self.horizon}, {self.samples}, {self.iterations}"
+            )
         if not 1 <= self.elites <= self.samples:
-            raise ValueError(f"mppi: elites must lie in [1, samples={self.samples}], "
-                             f"got {self.elites}")  # fmt: skip
+            raise ValueError(
+                f"mppi: elites must lie in [1, samples={self.samples}], got {self.elites}"
+            )
         if not 0.0 < self.min_std <= self.max_std:
-            raise ValueError(f"mppi: need 0 < min_std <= max_std, got {self.min_std}, "
-                             f"{self.max_std}")  # fmt: skip
+            raise ValueError(
+                f"mppi: need 0 < min_std <= max_std, got {self.min_std}, {self.max_std}"
+            )
         if self.temperature <= 0.0:
             raise ValueError(f"mppi: temperature must be > 0, got {self.temperature}")
         if not 0.0 < self.gamma <= 1.0:
@@ -101,8 +105,10 @@ class MppiAgent(Agent):
     def __init__(self, obs_dim: int, action_dim: int, config: dict[str, Any]):
         config = dict(config)
         if not isinstance(config.get("world_model"), dict):
-            raise ValueError("mppi: config['world_model'] must be a world model checkpoint "
-                             "dict (WorldModel.checkpoint())")  # fmt: skip
+            raise ValueError(
+                "mppi: config['world_model'] must be a world model checkpoint "
+                "dict (WorldModel.checkpoint())"
+            )
         settings = {k: v for k, v in config.items() if k not in ("world_model", "value")}
         valid = {f.name for f in fields(MppiCfg)}
         unknown = sorted(set(settings) - valid)
@@ -112,27 +118,37 @@ class MppiAgent(Agent):
         cfg.check()
         wm_ckpt = {k: v for k, v in config["world_model"].items() if k in MODEL_KEYS}
         if wm_ckpt.get("kind") not in KINDS:
-            raise ValueError(f"mppi: unknown world model kind {wm_ckpt.get('kind')!r}; "
-                             f"known: {sorted(KINDS)}")  # fmt: skip
+            raise ValueError(
+                f"mppi: unknown world model kind {wm_ckpt.get('kind')!r}; known: {sorted(KINDS)}"
+            )
         world_model = wm_from_checkpoint(wm_ckpt, "mppi world model")
         if (world_model.obs_dim, world_model.action_dim) != (obs_dim, action_dim):
             dims = (world_model.obs_dim, world_model.action_dim)
-            raise ValueError(f"mppi: the world model has (obs, action) dims {dims}, the agent "
-                             f"{(obs_dim, action_dim)}")  # fmt: skip
+            raise ValueError(
+                f"mppi: the world model has (obs, action) dims {dims}, the agent "
+                f"{(obs_dim, action_dim)}"
+            )
         if world_model.sees_pixels:
-            raise ValueError("mppi: plans from state vectors; a world model that sees "
-                             "frames cannot encode them")  # fmt: skip
+            raise ValueError(
+                "mppi: plans from state vectors; a world model that sees frames cannot encode them"
+            )
         value_agent = None
         if config.get("value") is not None:
             value_agent = base.from_checkpoint(config["value"], "mppi value agent")
             if not callable(getattr(value_agent, "value", None)):
-                raise ValueError(f"mppi: the value agent ({value_agent.kind}) has no "
-                                 "value(obs) method")  # fmt: skip
+                raise ValueError(
+                    f"mppi: the value agent ({value_agent.kind}) has no value(obs) method"
+                )
             if value_agent.obs_dim != obs_dim:
-                raise ValueError(f"mppi: the value agent takes {value_agent.obs_dim}-dim "
-                                 f"observations, the agent {obs_dim}")  # fmt: skip
-        super().__init__(obs_dim, action_dim, {**asdict(cfg), "world_model": wm_ckpt,
-                                               "value": config.get("value")})  # fmt: skip
+                raise ValueError(
+                    f"mppi: the value agent takes {value_agent.obs_dim}-dim "
+                    f"observations, the agent {obs_dim}"
+                )
+        super().__init__(
+            obs_dim,
+            action_dim,
+            {**asdict(cfg), "world_model": wm_ckpt, "value": config.get("value")},
+        )
         self.cfg = cfg
         self.world_model: WorldModel = world_model
         self.value_agent: Agent | None = value_agent
@@ -156,11 +172,15 @@ class MppiAgent(Agent):
     def _refresh_config(self) -> None:
         """Point the config's weights at the live modules: no foreign references, and
         `torch.save` writes each storage once although config and state_dict share it."""
-        self.config["world_model"] = {**self.config["world_model"],
-                                      "state_dict": self.world_model.state_dict()}  # fmt: skip
+        self.config["world_model"] = {
+            **self.config["world_model"],
+            "state_dict": self.world_model.state_dict(),
+        }
         if self.value_agent is not None:
-            self.config["value"] = {**self.config["value"],
-                                    "state_dict": self.value_agent.state_dict()}  # fmt: skip
+            self.config["value"] = {
+                **self.config["value"],
+                "state_dict": self.value_agent.state_dict(),
+            }
 
     def checkpoint(self, **extra: Any) -> dict[str, Any]:
         self._refresh_config()
@@ -177,8 +197,10 @@ class MppiAgent(Agent):
             or actions.shape[0] != len(obs)
             or actions.shape[3] != self.action_dim
         ):
-            raise ValueError(f"mppi: action sequences have shape {tuple(actions.shape)}, expected "
-                             f"({len(obs)}, S, H, {self.action_dim})")  # fmt: skip
+            raise ValueError(
+                f"mppi: action sequences have shape {tuple(actions.shape)}, expected "
+                f"({len(obs)}, S, H, {self.action_dim})"
+            )
         n, s = actions.shape[:2]
         state = self.world_model.encode(obs).repeat_interleave(s, 0)
         return self._rollout(state, actions.flatten(0, 1)).view(n, s)

@@ -52,9 +52,11 @@ def make_policy_agent(spec: str, env) -> tuple[Agent, float | None]:
         raise ValueError(f"policy {spec!r}: no such agent checkpoint (or expert:STD)")
     agent = load_agent(spec)
     if (agent.obs_dim, agent.action_dim) != (env.observation_dim, env.action_dim):
-        raise ValueError(f"policy {spec}: acts on ({agent.obs_dim} obs, {agent.action_dim} "
-                         f"actions), {env.name} has ({env.observation_dim}, "
-                         f"{env.action_dim})")  # fmt: skip
+        raise ValueError(
+            f"policy {spec}: acts on ({agent.obs_dim} obs, {agent.action_dim} "
+            f"actions), {env.name} has ({env.observation_dim}, "
+            f"{env.action_dim})"
+        )
     return agent, None
 
 
@@ -89,13 +91,22 @@ def score_policy(cfg: EvalWMCfg, i: int, spec: str) -> dict[str, Any]:
     env = make_eval_env(ckpt.get("env_args"), cfg.task, cfg.episodes, seed=cfg.seed)
     try:
         agent, std = make_policy_agent(spec, env)
-        result = evaluate(agent.to(cfg.device), env, model, cfg.seed,
-                          noise_seed=None if std is None else cfg.seed + i)  # fmt: skip
+        result = evaluate(
+            agent.to(cfg.device),
+            env,
+            model,
+            cfg.seed,
+            noise_seed=None if std is None else cfg.seed + i,
+        )
     finally:
         env.close()
-    row = {"policy": spec, "real_return": result["real_return"]["mean"],
-           "imagined_return": result["imagined_return"]["mean"], "task": env.name,
-           "steps": result["steps"]}  # fmt: skip
+    row = {
+        "policy": spec,
+        "real_return": result["real_return"]["mean"],
+        "imagined_return": result["imagined_return"]["mean"],
+        "task": env.name,
+        "steps": result["steps"],
+    }
     if "real_success_rate" in result:
         row["real_success_rate"] = result["real_success_rate"]
     return row
@@ -115,8 +126,9 @@ def _score_all(cfg: EvalWMCfg) -> list[dict[str, Any]]:
 
     ray = connect(cfg.ray_address, "eval-wm --policies --ray", cfg.device, cfg.worker_gpus)
     calls = [(cfg, i, spec) for i, spec in enumerate(cfg.policies)]
-    return ray.get(submit(ray, score_policy, calls, gpus=cfg.worker_gpus, device=cfg.device,
-                          retries=RETRIES))  # fmt: skip
+    return ray.get(
+        submit(ray, score_policy, calls, gpus=cfg.worker_gpus, device=cfg.device, retries=RETRIES)
+    )
 
 
 def rank_policies(cfg: EvalWMCfg) -> dict[str, Any]:
@@ -136,21 +148,38 @@ def rank_policies(cfg: EvalWMCfg) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     plot = out / "policies.png"
     n = cfg.episodes
-    pictures.plot_scatter(plot, real.tolist(), imag.tolist(), [r["policy"] for r in rows],
-                          title=f"{task}: {n} episodes per policy")  # fmt: skip
-    report = {"wm": str(cfg.wm), "task": task, "episodes": n, "seed": cfg.seed,
-              "steps": steps, "policies": rows, "pearson": pearson(real, imag),
-              "spearman": spearman(real, imag), "plot": str(plot)}  # fmt: skip
+    pictures.plot_scatter(
+        plot,
+        real.tolist(),
+        imag.tolist(),
+        [r["policy"] for r in rows],
+        title=f"{task}: {n} episodes per policy",
+    )
+    report = {
+        "wm": str(cfg.wm),
+        "task": task,
+        "episodes": n,
+        "seed": cfg.seed,
+        "steps": steps,
+        "policies": rows,
+        "pearson": pearson(real, imag),
+        "spearman": spearman(real, imag),
+        "plot": str(plot),
+    }
     write_json_atomic(out / "policies.json", report)
     return report
 
 
 def run_rank_policies(cfg: EvalWMCfg) -> dict[str, Any]:
     report = rank_policies(cfg)
-    pear, spear = (f"{v:.3f}" if v is not None else "undefined (a constant side)"
-                   for v in (report["pearson"], report["spearman"]))  # fmt: skip
-    print(f"eval-wm: {len(report['policies'])} policies on {report['task']}, "
-          f"{report['episodes']} episodes each: Pearson {pear}, Spearman {spear} "
-          "(imagined vs real return)")  # fmt: skip
+    pear, spear = (
+        f"{v:.3f}" if v is not None else "undefined (a constant side)"
+        for v in (report["pearson"], report["spearman"])
+    )
+    print(
+        f"eval-wm: {len(report['policies'])} policies on {report['task']}, "
+        f"{report['episodes']} episodes each: Pearson {pear}, Spearman {spear} "
+        "(imagined vs real return)"
+    )
     print(f"  {report['plot']}, {Path(report['plot']).with_name('policies.json')}")
     return report

@@ -52,11 +52,15 @@ def check_devices(device: str, gpus: float) -> None:
         raise ValueError(f"--worker-gpus must be >= 0, got {gpus}")
     on_gpu = device.startswith("cuda")
     if gpus and not on_gpu:
-        raise ValueError(f"--worker-gpus {gpus} reserves GPUs for tasks that run on "
-                         f"{device!r}: pass --device cuda")  # fmt: skip
+        raise ValueError(
+            f"--worker-gpus {gpus} reserves GPUs for tasks that run on "
+            f"{device!r}: pass --device cuda"
+        )
     if on_gpu and not gpus:
-        raise ValueError(f"--device {device} in Ray tasks needs --worker-gpus: Ray shows no "
-                         "GPU to a task that reserves none")  # fmt: skip
+        raise ValueError(
+            f"--device {device} in Ray tasks needs --worker-gpus: Ray shows no "
+            "GPU to a task that reserves none"
+        )
 
 
 def connect(address: str | None, what: str = "--ray", device: str = "cpu", gpus: float = 0.0):
@@ -92,8 +96,9 @@ def _on_reserved_gpu(fn, device: str, *args):
     return fn(*args)
 
 
-def submit(ray, fn, calls, *, cpus: float = 1.0, gpus: float = 0.0, device: str = "cpu",
-           retries: int = 0) -> list:  # fmt: skip
+def submit(
+    ray, fn, calls, *, cpus: float = 1.0, gpus: float = 0.0, device: str = "cpu", retries: int = 0
+) -> list:
     """`fn(*args)` for each `args` of `calls` as Ray tasks reserving `cpus` CPUs and
     `gpus` GPUs each (`connect` checked them); with GPUs each task checks that
     `device` is one Ray gave it. Returns their object refs."""
@@ -133,8 +138,14 @@ def _record(cfg: CollectCfg, k: int, share: list[int], policy_fn=None) -> dict[s
     out = worker_dir(cfg.out, k)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(out.with_suffix(".pid"), str(os.getpid()).encode())  # who records it
-    part = dataclasses.replace(cfg, out=out, ray=False, episode_ids=tuple(share),
-                               resume=(out / INDEX).exists(), progress=False)  # fmt: skip
+    part = dataclasses.replace(
+        cfg,
+        out=out,
+        ray=False,
+        episode_ids=tuple(share),
+        resume=(out / INDEX).exists(),
+        progress=False,
+    )
     return collect(part, policy_fn)
 
 
@@ -171,26 +182,42 @@ def collect_ray(cfg: CollectCfg, policy_fn=None) -> dict[str, float]:
     if cfg.workers < 1:
         raise ValueError(f"workers must be >= 1, got {cfg.workers}")
     if cfg.episode_ids is not None:
-        raise ValueError("--ray splits all the run's episodes among its workers: "
-                         "episode_ids is for a single worker")  # fmt: skip
+        raise ValueError(
+            "--ray splits all the run's episodes among its workers: "
+            "episode_ids is for a single worker"
+        )
     out = Path(cfg.out)
     if (out / INDEX).exists() and not cfg.resume:
-        raise DatasetError(f"{out} already holds a dataset; resume it (--resume) or choose "
-                           "another output path (nothing was changed)")  # fmt: skip
+        raise DatasetError(
+            f"{out} already holds a dataset; resume it (--resume) or choose "
+            "another output path (nothing was changed)"
+        )
     if out.exists() and any(out.iterdir()) and not (out / WORKERS).exists():
-        raise DatasetError(f"{out} exists and holds no Ray workers' data: refusing to write "
-                           "into it")  # fmt: skip
+        raise DatasetError(
+            f"{out} exists and holds no Ray workers' data: refusing to write into it"
+        )
     ray = connect(cfg.address, "collect --ray", cfg.device, cfg.worker_gpus)
     # each worker takes the missing episodes of its share: an episode committed in any
     # worker directory (also by an earlier run with other workers) is not recorded again
     done = _existing(out)
     groups = [[e for e in share if e not in done] for share in shares(cfg.episodes, cfg.workers)]
     start = time.perf_counter()
-    pending = submit(ray, _record, [(cfg, k, g, policy_fn) for k, g in enumerate(groups) if g],
-                     cpus=cfg.worker_cpus, gpus=cfg.worker_gpus, device=cfg.device,
-                     retries=RETRIES)  # fmt: skip
-    bar = tqdm(total=cfg.episodes, initial=len(done), unit="ep", disable=not cfg.progress,
-               dynamic_ncols=True)  # fmt: skip
+    pending = submit(
+        ray,
+        _record,
+        [(cfg, k, g, policy_fn) for k, g in enumerate(groups) if g],
+        cpus=cfg.worker_cpus,
+        gpus=cfg.worker_gpus,
+        device=cfg.device,
+        retries=RETRIES,
+    )
+    bar = tqdm(
+        total=cfg.episodes,
+        initial=len(done),
+        unit="ep",
+        disable=not cfg.progress,
+        dynamic_ncols=True,
+    )
     summaries: list[dict[str, float]] = []
     try:
         while pending:
@@ -205,10 +232,14 @@ def collect_ray(cfg: CollectCfg, policy_fn=None) -> dict[str, float]:
     elapsed = time.perf_counter() - start
     transitions = sum(s["transitions"] for s in summaries)
     recorded = sum(s["episodes_recorded"] for s in summaries)
-    summary = {"episodes_recorded": recorded, "episodes_total": index["num_episodes"],
-               "transitions": transitions,
-               "transitions_per_s": transitions / elapsed if elapsed > 0 else 0.0,
-               "seconds": elapsed, "workers": cfg.workers}  # fmt: skip
+    summary = {
+        "episodes_recorded": recorded,
+        "episodes_total": index["num_episodes"],
+        "transitions": transitions,
+        "transitions_per_s": transitions / elapsed if elapsed > 0 else 0.0,
+        "seconds": elapsed,
+        "workers": cfg.workers,
+    }
     if recorded:
         summary["mean_return"] = _weighted(summaries, "mean_return")
         if any("success_rate" in s for s in summaries if s["episodes_recorded"]):

@@ -45,12 +45,24 @@ from torch import nn
 from agents.base import Agent
 from envs.sb3 import Sb3VecEnv
 
-__all__ = ["PpoAgent", "PpoCfg", "SacAgent", "SacCfg", "Sb3Agent", "Sb3Cfg", "Sb3Learner",
-           "make_agent"]  # fmt: skip
+__all__ = [
+    "PpoAgent",
+    "PpoCfg",
+    "SacAgent",
+    "SacCfg",
+    "Sb3Agent",
+    "Sb3Cfg",
+    "Sb3Learner",
+    "make_agent",
+]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "silu": nn.SiLU, "gelu": nn.GELU,
-}  # fmt: skip
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "silu": nn.SiLU,
+    "gelu": nn.GELU,
+}
 
 
 class Sb3Agent(Agent):
@@ -63,11 +75,15 @@ class Sb3Agent(Agent):
         config = {**self.defaults, **(config or {})}
         unknown = sorted(set(config) - set(self.defaults))
         if unknown:
-            raise ValueError(f"{self.kind} agent: unknown config key(s) {', '.join(unknown)}; "
-                             f"valid keys: {', '.join(sorted(self.defaults))}")  # fmt: skip
+            raise ValueError(
+                f"{self.kind} agent: unknown config key(s) {', '.join(unknown)}; "
+                f"valid keys: {', '.join(sorted(self.defaults))}"
+            )
         if config["activation"] not in ACTIVATIONS:
-            raise ValueError(f"{self.kind} agent: unknown activation {config['activation']!r}; "
-                             f"valid: {', '.join(ACTIVATIONS)}")  # fmt: skip
+            raise ValueError(
+                f"{self.kind} agent: unknown activation {config['activation']!r}; "
+                f"valid: {', '.join(ACTIVATIONS)}"
+            )
         arch = config["net_arch"]  # plain lists: the config goes into weights-only checkpoints
         config["net_arch"] = (
             {k: [int(u) for u in v] for k, v in arch.items()}
@@ -219,8 +235,10 @@ class Sb3Cfg:
 
 
 ALGOS = {"sac": (SacAgent, SAC), "ppo": (PpoAgent, PPO)}
-_ARCH_FIELDS = {"sac": ("net_arch", "activation", "n_critics"),
-                "ppo": ("net_arch", "activation", "log_std_init", "ortho_init")}  # fmt: skip
+_ARCH_FIELDS = {
+    "sac": ("net_arch", "activation", "n_critics"),
+    "ppo": ("net_arch", "activation", "log_std_init", "ortho_init"),
+}
 
 
 def make_agent(cfg: Sb3Cfg, obs_dim: int, action_dim: int) -> Sb3Agent:
@@ -272,23 +290,44 @@ class Sb3Learner:
         self.agent, self.cfg = agent, cfg
         self._check_env(env)
         common = dict(
-            learning_rate=cfg.learning_rate, gamma=cfg.gamma, seed=cfg.seed, device=cfg.device,
-            verbose=cfg.verbose, policy_kwargs=agent.policy_kwargs(),
+            learning_rate=cfg.learning_rate,
+            gamma=cfg.gamma,
+            seed=cfg.seed,
+            device=cfg.device,
+            verbose=cfg.verbose,
+            policy_kwargs=agent.policy_kwargs(),
             tensorboard_log=None if cfg.tensorboard_log is None else str(cfg.tensorboard_log),
-        )  # fmt: skip
+        )
         vec = Sb3VecEnv(env)
         if cfg.algo == "sac":
             s = cfg.sac
-            self.model = SAC(SACPolicy, vec, buffer_size=s.buffer_size,
-                             learning_starts=s.learning_starts, batch_size=s.batch_size,
-                             tau=s.tau, train_freq=s.train_freq, gradient_steps=s.gradient_steps,
-                             ent_coef=_ent_coef(s.ent_coef), **common)  # fmt: skip
+            self.model = SAC(
+                SACPolicy,
+                vec,
+                buffer_size=s.buffer_size,
+                learning_starts=s.learning_starts,
+                batch_size=s.batch_size,
+                tau=s.tau,
+                train_freq=s.train_freq,
+                gradient_steps=s.gradient_steps,
+                ent_coef=_ent_coef(s.ent_coef),
+                **common,
+            )
         else:
             p = cfg.ppo
-            self.model = PPO(ActorCriticPolicy, vec, n_steps=p.n_steps, batch_size=p.batch_size,
-                             n_epochs=p.n_epochs, gae_lambda=p.gae_lambda,
-                             clip_range=p.clip_range, ent_coef=p.ent_coef, vf_coef=p.vf_coef,
-                             max_grad_norm=p.max_grad_norm, **common)  # fmt: skip
+            self.model = PPO(
+                ActorCriticPolicy,
+                vec,
+                n_steps=p.n_steps,
+                batch_size=p.batch_size,
+                n_epochs=p.n_epochs,
+                gae_lambda=p.gae_lambda,
+                clip_range=p.clip_range,
+                ent_coef=p.ent_coef,
+                vf_coef=p.vf_coef,
+                max_grad_norm=p.max_grad_norm,
+                **common,
+            )
         if cfg.tensorboard_log is None:  # SB3 would make an empty temp dir per learn()
             outputs = [HumanOutputFormat(sys.stdout)] if cfg.verbose else []
             self.model.set_logger(Logger(folder=None, output_formats=outputs))
@@ -305,8 +344,9 @@ class Sb3Learner:
         whole rollouts) and return the agent, holding the trained weights."""
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        self.model.learn(steps, callback=callback, reset_num_timesteps=False,
-                         tb_log_name=self.cfg.tb_log_name)  # fmt: skip
+        self.model.learn(
+            steps, callback=callback, reset_num_timesteps=False, tb_log_name=self.cfg.tb_log_name
+        )
         self.agent.policy.load_state_dict(self.model.policy.state_dict())
         return self.agent
 
@@ -319,9 +359,13 @@ class Sb3Learner:
         name = getattr(env, "name", type(env).__name__)
         dims = (env.observation_dim, env.action_dim)
         if dims != (self.agent.obs_dim, self.agent.action_dim):
-            raise ValueError(f"{name}: observation/action dims {dims} differ from the agent's "
-                             f"({self.agent.obs_dim}, {self.agent.action_dim})")  # fmt: skip
+            raise ValueError(
+                f"{name}: observation/action dims {dims} differ from the agent's "
+                f"({self.agent.obs_dim}, {self.agent.action_dim})"
+            )
         model = getattr(self, "model", None)
         if model is not None and env.num_envs != model.n_envs:
-            raise ValueError(f"{name}: {env.num_envs} envs, but the learner's buffers hold "
-                             f"{model.n_envs} (set_env needs the same num_envs)")  # fmt: skip
+            raise ValueError(
+                f"{name}: {env.num_envs} envs, but the learner's buffers hold "
+                f"{model.n_envs} (set_env needs the same num_envs)"
+            )

@@ -38,23 +38,30 @@ class WamPolicy(Agent):
 
     def __init__(self, obs_dim: int, action_dim: int, config: dict[str, Any]):
         if "world_model" not in config:
-            raise ValueError("wam agent: config needs a World Action Model's checkpoint "
-                             "(`world_model`)")  # fmt: skip
+            raise ValueError(
+                "wam agent: config needs a World Action Model's checkpoint (`world_model`)"
+            )
         wm_ckpt = {k: v for k, v in config["world_model"].items() if k in MODEL_KEYS}
         config = {"noise_std": 0.1, **config, "world_model": wm_ckpt}
         unknown = sorted(set(config) - {"noise_std", "world_model"})
         if unknown:
-            raise ValueError(f"wam agent: unknown config key(s) {', '.join(unknown)}; "
-                             "valid keys: noise_std, world_model")  # fmt: skip
+            raise ValueError(
+                f"wam agent: unknown config key(s) {', '.join(unknown)}; "
+                "valid keys: noise_std, world_model"
+            )
         super().__init__(obs_dim, action_dim, config)
         model = wm_from_checkpoint(wm_ckpt, "wam agent's world model")
         if not model.acts:
-            raise ValueError(f"wam agent: a {model.kind!r} model does not act; train a "
-                             "World Action Model (train-wm --model joint or cascaded)")  # fmt: skip
+            raise ValueError(
+                f"wam agent: a {model.kind!r} model does not act; train a "
+                "World Action Model (train-wm --model joint or cascaded)"
+            )
         if (model.obs_dim, model.action_dim) != (obs_dim, action_dim):
-            raise ValueError(f"wam agent: the model has obs/action dims "
-                             f"{model.obs_dim}/{model.action_dim}, the agent "
-                             f"{obs_dim}/{action_dim}")  # fmt: skip
+            raise ValueError(
+                f"wam agent: the model has obs/action dims "
+                f"{model.obs_dim}/{model.action_dim}, the agent "
+                f"{obs_dim}/{action_dim}"
+            )
         self.model = model
         self.state: torch.Tensor | None = None  # each row's model state (its history)
         self.fresh: torch.Tensor | None = None  # rows whose next observation starts one
@@ -73,9 +80,11 @@ class WamPolicy(Agent):
         obs = torch.as_tensor(obs)
         if obs.dim() != 4 or tuple(obs.shape[1:]) != shape:
             want = ", ".join(map(str, shape))
-            raise ValueError(f"wam agent: the model sees frames: observations have shape "
-                             f"{tuple(obs.shape)}, expected (N, {want}) (an env made with "
-                             "obs='pixels' at the model's frame size)")  # fmt: skip
+            raise ValueError(
+                f"wam agent: the model sees frames: observations have shape "
+                f"{tuple(obs.shape)}, expected (N, {want}) (an env made with "
+                "obs='pixels' at the model's frame size)"
+            )
         return obs.to(self.model.obs_mean.device)
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,14 +93,17 @@ class WamPolicy(Agent):
     @classmethod
     def from_world_model(cls, ckpt: dict[str, Any], **config: Any) -> WamPolicy:
         """The agent of a World Action Model's checkpoint dict."""
-        return cls(ckpt["dims"]["obs"], ckpt["dims"]["action"],
-                   {**config, "world_model": ckpt}).eval()  # fmt: skip
+        return cls(
+            ckpt["dims"]["obs"], ckpt["dims"]["action"], {**config, "world_model": ckpt}
+        ).eval()
 
     def checkpoint(self, **extra: Any) -> dict[str, Any]:
         # the config's weights point at the live model: fine-tuned weights are saved,
         # and `torch.save` writes storages shared with the state_dict once
-        self.config["world_model"] = {**self.config["world_model"],
-                                      "state_dict": self.model.state_dict()}  # fmt: skip
+        self.config["world_model"] = {
+            **self.config["world_model"],
+            "state_dict": self.model.state_dict(),
+        }
         return super().checkpoint(**extra)
 
     def reset(self, env_ids: torch.Tensor) -> None:

@@ -128,8 +128,9 @@ class BatchedEnv(ABC):
         self._act_keys = torch.zeros(n, dtype=torch.int64, device=dev)
         # actions waiting to be applied, newest first: row i applies entry delay[i]
         max_delay = dr.action_delay[1]
-        self._queue = torch.zeros(n, max_delay + 1, self.action_dim, dtype=torch.float64,
-                                  device=dev)  # fmt: skip
+        self._queue = torch.zeros(
+            n, max_delay + 1, self.action_dim, dtype=torch.float64, device=dev
+        )
         self._has_goal = self._get_success() is not None
         self._obs = self._reset_all()
         # until something changes them, these initial states are what reset() returns,
@@ -367,8 +368,10 @@ class BatchedEnv(ABC):
             else torch.as_tensor(env_ids).cpu().long().reshape(-1)
         )
         if self.cfg.obs != "state":
-            raise ValueError(f"{self.name}: set_state_from_obs needs state observations, "
-                             f"this env observes {self.cfg.obs}")  # fmt: skip
+            raise ValueError(
+                f"{self.name}: set_state_from_obs needs state observations, "
+                f"this env observes {self.cfg.obs}"
+            )
         obs = torch.as_tensor(obs).detach().cpu()
         if tuple(obs.shape) != (len(ids), self.observation_dim):
             raise ValueError(

@@ -123,8 +123,14 @@ class BatchedPeer:
     def __init__(self, cfg: BenchCfg, backend: str = "mujoco", num_envs: int | None = None):
         self.n, self.resets = num_envs or cfg.num_envs, 0
         device = cfg.device if backend == "warp" else "cpu"
-        self.env = envs.make(cfg.task, num_envs=self.n, seed=cfg.seed, nthread=cfg.nthread,
-                             backend=backend, device=device)  # fmt: skip
+        self.env = envs.make(
+            cfg.task,
+            num_envs=self.n,
+            seed=cfg.seed,
+            nthread=cfg.nthread,
+            backend=backend,
+            device=device,
+        )
         self.device = self.env.sim_device
 
     def run(self, actions: np.ndarray) -> float:
@@ -186,8 +192,9 @@ class RawPeer:
         out = np.empty((self.n, self.sub, state.shape[1]))
         start = time.perf_counter()
         for control in controls:
-            self.pool.rollout(self.models, self.datas, state, control, state=out,
-                              nstep=self.sub, skip_checks=True)  # fmt: skip
+            self.pool.rollout(
+                self.models, self.datas, state, control, state=out, nstep=self.sub, skip_checks=True
+            )
             state[:] = out[:, -1]
         return self.n * len(actions) / (time.perf_counter() - start)
 
@@ -274,8 +281,10 @@ def run_bench(cfg: BenchCfg) -> dict:
         ratio, target = result["ratios"][key], result["targets"][key]
         verdict = "met" if ratio >= target else "NOT met"
         print(f"  {label} = {ratio:7.2f}   (target >= {target:g}: {verdict})")
-    print(f"  a/b per step = {result['ratios']['batched_over_raw_per_step']:5.2f}   "
-          "(both calling the engine once per control step)")  # fmt: skip
+    print(
+        f"  a/b per step = {result['ratios']['batched_over_raw_per_step']:5.2f}   "
+        "(both calling the engine once per control step)"
+    )
     return result
 
 
@@ -288,18 +297,23 @@ def run_backend_bench(cfg: BenchCfg) -> dict:
     it is timed on `GL_FRAMES` worlds (its cost per frame does not depend on N)."""
     envs.spec(cfg.task)
     if cfg.backend != "warp":
-        raise ValueError(f"bench --backend takes mujoco or warp, got {cfg.backend!r} "
-                         "(Isaac Lab tasks: --suite isaaclab)")  # fmt: skip
+        raise ValueError(
+            f"bench --backend takes mujoco or warp, got {cfg.backend!r} "
+            "(Isaac Lab tasks: --suite isaaclab)"
+        )
     backends = ("mujoco", cfg.backend)
     threads = cfg.nthread or os.cpu_count()
-    print(f"bench {cfg.task}: {cfg.backend} on {cfg.device} beside mujoco on the CPU, "
-          f"threads={threads}, {cfg.rounds} "
-          f"interleaved rounds of {cfg.steps} steps; median round shown")  # fmt: skip
+    print(
+        f"bench {cfg.task}: {cfg.backend} on {cfg.device} beside mujoco on the CPU, "
+        f"threads={threads}, {cfg.rounds} "
+        f"interleaved rounds of {cfg.steps} steps; median round shown"
+    )
     rng = np.random.default_rng(cfg.seed)
-    result: dict = {"config": {k: str(v) if isinstance(v, Path) else v
-                               for k, v in asdict(cfg).items()}, "worlds": {}}  # fmt: skip
-    print(f"  {'N':>6} {'backend':<8} {'env steps/s':>14} {'physics steps/s':>16} "
-          f"{'frames/s':>10}")  # fmt: skip
+    result: dict = {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        "worlds": {},
+    }
+    print(f"  {'N':>6} {'backend':<8} {'env steps/s':>14} {'physics steps/s':>16} {'frames/s':>10}")
     for n in cfg.world_counts:
         peers = {b: BatchedPeer(cfg, b, n) for b in backends}
         kinds = ("env", "sim", "frames")
@@ -327,11 +341,15 @@ def run_backend_bench(cfg: BenchCfg) -> dict:
             peer.env.close()
         rates = {k: float(np.median(v)) for k, v in rounds.items()}
         for b in backends:
-            print(f"  {n:>6} {b:<8} {rates[f'env_{b}']:>14,.0f} {rates[f'sim_{b}']:>16,.0f} "
-                  f"{rates[f'frames_{b}']:>10,.0f}")  # fmt: skip
+            print(
+                f"  {n:>6} {b:<8} {rates[f'env_{b}']:>14,.0f} {rates[f'sim_{b}']:>16,.0f} "
+                f"{rates[f'frames_{b}']:>10,.0f}"
+            )
         ratio = {k: rates[f"{k}_{cfg.backend}"] / rates[f"{k}_mujoco"] for k in kinds}
-        print(f"  {n:>6} {cfg.backend}/mujoco {ratio['env']:>11.2f}x {ratio['sim']:>15.2f}x "
-              f"{ratio['frames']:>9.2f}x")  # fmt: skip
+        print(
+            f"  {n:>6} {cfg.backend}/mujoco {ratio['env']:>11.2f}x {ratio['sim']:>15.2f}x "
+            f"{ratio['frames']:>9.2f}x"
+        )
         result["worlds"][str(n)] = {"steps_per_s": rates, "rounds": rounds, "ratio": ratio}
     if cfg.json is not None:
         write_json_atomic(cfg.json, result)

@@ -59,8 +59,18 @@ RULES = {
 _TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.uint8): torch.uint8}
 
 EnvFactory = Callable[[int, int, int], Any]
-_PROTOCOL = ("reset", "step", "get_observations", "observation_space", "action_space",
-             "num_envs", "action_dim", "observation_dim", "device", "close")  # fmt: skip
+_PROTOCOL = (
+    "reset",
+    "step",
+    "get_observations",
+    "observation_space",
+    "action_space",
+    "num_envs",
+    "action_dim",
+    "observation_dim",
+    "device",
+    "close",
+)
 
 
 class _Out(NamedTuple):
@@ -96,8 +106,11 @@ class _Checker:
         """`x` of the env under test bit-identical to `y` of `other`."""
         if not torch.equal(x, y):
             row = _first_diff(x, y)
-            self.fail(rule, f"{where}: {what} differs from {other} (row {row}: "
-                            f"{_fmt(x[row])} vs {_fmt(y[row])})")  # fmt: skip
+            self.fail(
+                rule,
+                f"{where}: {what} differs from {other} (row {row}: "
+                f"{_fmt(x[row])} vs {_fmt(y[row])})",
+            )
 
     def same(self, rule: str, a: _Out, b: _Out, where: str, other: str) -> None:
         """Two steps' outputs bit-identical (episode statistics where rows ended)."""
@@ -143,8 +156,11 @@ class _Tracked:
         for what, x, copy in self.kept:
             if not torch.equal(x, copy):
                 self.c.fail("step", f"{call} overwrote {what} in place; return new tensors")
-        self.kept = [(f"{k} returned by {call}", v, v.clone()) for k, v in tensors.items()
-                     if torch.is_tensor(v)]  # fmt: skip
+        self.kept = [
+            (f"{k} returned by {call}", v, v.clone())
+            for k, v in tensors.items()
+            if torch.is_tensor(v)
+        ]
 
     def _obs(self, rule: str, what: str, obs) -> None:
         c = self.c
@@ -153,8 +169,11 @@ class _Tracked:
         high = torch.as_tensor(self.space.high, device=obs.device)
         outside = ((obs < low) | (obs > high)).flatten(1).any(-1)
         if outside.any():
-            c.fail(rule, f"{what} lies outside the observation space in rows "
-                         f"{outside.nonzero().flatten()[:8].tolist()}")  # fmt: skip
+            c.fail(
+                rule,
+                f"{what} lies outside the observation space in rows "
+                f"{outside.nonzero().flatten()[:8].tolist()}",
+            )
         now = self.env.get_observations()
         if not (torch.is_tensor(now) and torch.equal(now, obs)):
             c.fail(rule, f"get_observations() differs from the {what} just returned")
@@ -173,8 +192,11 @@ class _Tracked:
         c, n = self.c, self.c.n
         out = self.env.step(action)
         if not (isinstance(out, tuple) and len(out) == 5):
-            c.fail("step", f"{where}: step returned {type(out).__name__}, expected a tuple "
-                           "(obs, reward, terminated, truncated, info)")  # fmt: skip
+            c.fail(
+                "step",
+                f"{where}: step returned {type(out).__name__}, expected a tuple "
+                "(obs, reward, terminated, truncated, info)",
+            )
         out = _Out(*out)
         self._obs("step", f"{where}: obs", out.obs)
         c.tensor("step", f"{where}: reward", out.reward, (n,), torch.float32)
@@ -182,8 +204,13 @@ class _Tracked:
         c.tensor("step", f"{where}: truncated", out.truncated, (n,), torch.bool)
         if not isinstance(out.info, dict) or "final_obs" not in out.info:
             c.fail("step", f"{where}: info must be a dict holding 'final_obs'")
-        c.tensor("step", f"{where}: info['final_obs']", out.info["final_obs"],
-                 (n, *self.shape), self.dtype)  # fmt: skip
+        c.tensor(
+            "step",
+            f"{where}: info['final_obs']",
+            out.info["final_obs"],
+            (n, *self.shape),
+            self.dtype,
+        )
         if "diverged" in out.info:
             c.tensor("step", f"{where}: info['diverged']", out.info["diverged"], (n,), torch.bool)
         if (out.terminated | out.truncated).any():
@@ -201,13 +228,19 @@ class _Tracked:
         final = out.info["final_obs"]
         if not torch.equal(final[~done], out.obs[~done]):
             row = int((~done & (final != out.obs).flatten(1).any(-1)).nonzero()[0, 0])
-            c.fail("autoreset", f"{where}: row {row} is not done but info['final_obs'] differs "
-                                "from obs; where a row goes on they must be equal")  # fmt: skip
+            c.fail(
+                "autoreset",
+                f"{where}: row {row} is not done but info['final_obs'] differs "
+                "from obs; where a row goes on they must be equal",
+            )
         same = done & (final == out.obs).flatten(1).all(-1)
         if same.any():
-            c.fail("autoreset", f"{where}: rows {same.nonzero().flatten().tolist()} ended but "
-                                "info['final_obs'] equals obs, the new episode's first "
-                                "observation; it must be the finished episode's last")  # fmt: skip
+            c.fail(
+                "autoreset",
+                f"{where}: rows {same.nonzero().flatten().tolist()} ended but "
+                "info['final_obs'] equals obs, the new episode's first "
+                "observation; it must be the finished episode's last",
+            )
         reward = out.reward.detach().cpu().double()
         self.length += 1
         self.ret += reward
@@ -216,26 +249,38 @@ class _Tracked:
         diverged = out.info.get("diverged", torch.zeros_like(done)).cpu()
         at_horizon = self.length == self.horizon
         for i in (at_horizon & ~done).nonzero().flatten().tolist():
-            c.fail("horizon", f"{where}: row {i} reached the horizon ({self.horizon} steps "
-                              f"since its episode began) but was not truncated")  # fmt: skip
+            c.fail(
+                "horizon",
+                f"{where}: row {i} reached the horizon ({self.horizon} steps "
+                f"since its episode began) but was not truncated",
+            )
         early = trunc & ~at_horizon & ~diverged
         for i in early.nonzero().flatten().tolist():
-            c.fail("horizon", f"{where}: row {i} was truncated after {int(self.length[i])} "
-                              f"steps of its episode, before the horizon of {self.horizon}; "
-                              "the step count must restart with each episode")  # fmt: skip
+            c.fail(
+                "horizon",
+                f"{where}: row {i} was truncated after {int(self.length[i])} "
+                f"steps of its episode, before the horizon of {self.horizon}; "
+                "the step count must restart with each episode",
+            )
         if done.any():
             ret = out.info["episode_return"].detach().cpu().double()
             length = out.info["episode_length"].detach().cpu()
             for i in done.nonzero().flatten().tolist():
                 want = float(self.ret[i])
                 if abs(float(ret[i]) - want) > 1e-5 * float(self.scale[i]) + 1e-6:
-                    c.fail("episode stats", f"{where}: row {i} ended with info['episode_return']"
-                           f" {float(ret[i]):.6g}, but its rewards since the episode began sum "
-                           f"to {want:.6g}")  # fmt: skip
+                    c.fail(
+                        "episode stats",
+                        f"{where}: row {i} ended with info['episode_return']"
+                        f" {float(ret[i]):.6g}, but its rewards since the episode began sum "
+                        f"to {want:.6g}",
+                    )
                 if int(length[i]) != int(self.length[i]) * self.repeat:
-                    c.fail("episode stats", f"{where}: row {i} ended with info['episode_length'"
-                           f"] {int(length[i])}, but its episode lasted {int(self.length[i])} "
-                           f"steps (x action_repeat {self.repeat})")  # fmt: skip
+                    c.fail(
+                        "episode stats",
+                        f"{where}: row {i} ended with info['episode_length'"
+                        f"] {int(length[i])}, but its episode lasted {int(self.length[i])} "
+                        f"steps (x action_repeat {self.repeat})",
+                    )
             self.length[done], self.ret[done], self.scale[done] = 0, 0.0, 0.0
 
 
@@ -277,9 +322,11 @@ def check_batched_env(
         repeat = int(getattr(getattr(env, "cfg", None), "action_repeat", 1))
         horizon = episode_length // repeat
         if episode_length % repeat or steps <= 2 * horizon:
-            raise ValueError(f"{c.name}: need episode_length a multiple of action_repeat "
-                             f"({repeat}) and steps > 2 x {horizon}, got {episode_length}, "
-                             f"{steps}")  # fmt: skip
+            raise ValueError(
+                f"{c.name}: need episode_length a multiple of action_repeat "
+                f"({repeat}) and steps > 2 x {horizon}, got {episode_length}, "
+                f"{steps}"
+            )
         twin, longer = make(seed, episode_length), make(seed, 2 * episode_length)
         run = _Tracked(c, env, horizon, repeat)
         gen = torch.Generator().manual_seed(seed)
@@ -287,15 +334,27 @@ def check_batched_env(
         actions = actions.to(c.device)
 
         first = run.reset()
-        c.equal("seeding", "obs", first, twin.reset(), "reset()",
-                "a second env made with the same seed")  # fmt: skip
-        c.equal("horizon", "obs", first, longer.reset(), "reset()",
-                "an env made with the same seed and a longer horizon")  # fmt: skip
+        c.equal(
+            "seeding", "obs", first, twin.reset(), "reset()", "a second env made with the same seed"
+        )
+        c.equal(
+            "horizon",
+            "obs",
+            first,
+            longer.reset(),
+            "reset()",
+            "an env made with the same seed and a longer horizon",
+        )
         for t in range(steps):
             where = f"step {t + 1}"
             out = run.step(actions[t], where)
-            c.same("seeding", out, _Out(*twin.step(actions[t])), where,
-                   "a second env made with the same seed")  # fmt: skip
+            c.same(
+                "seeding",
+                out,
+                _Out(*twin.step(actions[t])),
+                where,
+                "a second env made with the same seed",
+            )
             run.track(out, where)
             if t < horizon:
                 _against_longer(c, out, _Out(*longer.step(actions[t])), where, t + 1 == horizon)
@@ -306,8 +365,9 @@ def check_batched_env(
             _check_render(c, env)
         if sb3:
             _check_sb3(c, env, twin, actions, seed + 2, horizon, repeat)
-        _check_reseeding(c, run, make(seed + 1, episode_length), first, seed + 1, actions,
-                         random_starts)  # fmt: skip
+        _check_reseeding(
+            c, run, make(seed + 1, episode_length), first, seed + 1, actions, random_starts
+        )
     finally:
         for e in opened:
             e.close()
@@ -322,11 +382,17 @@ def _check_spaces(c: _Checker, env, n: int) -> None:
             c.fail("spaces", f"{which}_space is {type(space).__name__}, expected gymnasium Box")
         pixels = which == "observation" and len(space.shape) == 3
         if pixels and (space.shape[2] != 3 or space.dtype != np.uint8):
-            c.fail("spaces", f"observation_space of frames has shape {space.shape} and dtype "
-                             f"{space.dtype}, expected (H, W, 3) uint8")  # fmt: skip
+            c.fail(
+                "spaces",
+                f"observation_space of frames has shape {space.shape} and dtype "
+                f"{space.dtype}, expected (H, W, 3) uint8",
+            )
         if not pixels and (space.shape != (dim,) or space.dtype != np.float32):
-            c.fail("spaces", f"{which}_space has shape {space.shape} and dtype {space.dtype}, "
-                             f"expected ({dim},) float32 ({which}_dim = {dim})")  # fmt: skip
+            c.fail(
+                "spaces",
+                f"{which}_space has shape {space.shape} and dtype {space.dtype}, "
+                f"expected ({dim},) float32 ({which}_dim = {dim})",
+            )
     space = env.action_space
     if not ((space.low == -1).all() and (space.high == 1).all()):
         c.fail("spaces", f"action_space is [{space.low}, {space.high}], expected [-1, 1]")
@@ -341,19 +407,28 @@ def _against_longer(c: _Checker, out: _Out, ref: _Out, where: str, at_horizon: b
     if not torch.equal(out.reward, ref.reward):
         c.fail("horizon", f"{where}: reward at the horizon differs from {other}")
     if not torch.equal(out.terminated, ref.terminated):
-        c.fail("horizon", f"{where}: terminated at the horizon differs from {other}; a time "
-                          "limit must be truncation, never termination")  # fmt: skip
+        c.fail(
+            "horizon",
+            f"{where}: terminated at the horizon differs from {other}; a time "
+            "limit must be truncation, never termination",
+        )
     if not torch.equal(out.info["final_obs"], ref.info["final_obs"]):
         row = _first_diff(out.info["final_obs"], ref.info["final_obs"])
-        c.fail("autoreset", f"{where}: info['final_obs'] of row {row}, truncated by the "
-                            f"horizon, differs from the observation of {other} at the same "
-                            "step: it must be the true last observation")  # fmt: skip
+        c.fail(
+            "autoreset",
+            f"{where}: info['final_obs'] of row {row}, truncated by the "
+            f"horizon, differs from the observation of {other} at the same "
+            "step: it must be the true last observation",
+        )
     cut = out.truncated & ~out.terminated & ~ref.truncated
     same = cut & (out.obs == ref.obs).flatten(1).all(-1)
     if same.any():
-        c.fail("autoreset", f"{where}: rows {same.nonzero().flatten().tolist()} were truncated "
-                            f"but their obs equals that of {other}, which goes on: a done row "
-                            "must return a new episode's first observation")  # fmt: skip
+        c.fail(
+            "autoreset",
+            f"{where}: rows {same.nonzero().flatten().tolist()} were truncated "
+            f"but their obs equals that of {other}, which goes on: a done row "
+            "must return a new episode's first observation",
+        )
 
 
 def _bad_actions(c: _Checker, act_dim: int, valid: torch.Tensor) -> list[tuple[str, Any]]:
@@ -380,20 +455,30 @@ def _check_bad_actions(c: _Checker, run: _Tracked, twin, valid: torch.Tensor, t:
             env.step(action)
         except ValueError as err:
             if any(word not in str(err) for word in [expected, *names]):
-                c.fail("bad action", f"the ValueError for {what} must name the env "
-                       f"{names} and the expected shape {expected}: {err}")  # fmt: skip
+                c.fail(
+                    "bad action",
+                    f"the ValueError for {what} must name the env "
+                    f"{names} and the expected shape {expected}: {err}",
+                )
         except Exception as err:
-            c.fail("bad action", f"{what} raised {type(err).__name__} ({err}), expected "
-                                 "ValueError")  # fmt: skip
+            c.fail("bad action", f"{what} raised {type(err).__name__} ({err}), expected ValueError")
         else:
             c.fail("bad action", f"{what} was accepted; it must raise ValueError")
         if not torch.equal(env.get_observations(), before):
-            c.fail("bad action", f"{what} was rejected but changed get_observations(); a "
-                                 "rejected action must change nothing")  # fmt: skip
+            c.fail(
+                "bad action",
+                f"{what} was rejected but changed get_observations(); a "
+                "rejected action must change nothing",
+            )
     where = f"step {t} (after rejected actions)"
     out = run.step(valid, where)
-    c.same("bad action", out, _Out(*twin.step(valid)), where,
-           "a twin env that never saw the rejected actions")  # fmt: skip
+    c.same(
+        "bad action",
+        out,
+        _Out(*twin.step(valid)),
+        where,
+        "a twin env that never saw the rejected actions",
+    )
     run.track(out, where)
 
 
@@ -404,8 +489,13 @@ def _check_clipping(c: _Checker, run: _Tracked, twin, actions: torch.Tensor, t: 
     for k, action in enumerate(wild):
         where = f"step {t + k} (actions outside [-1, 1])"
         out = run.step(action, where)
-        c.same("clipping", out, _Out(*twin.step(action.clamp(-1.0, 1.0))), where,
-               "a twin env given the same actions clipped to [-1, 1]")  # fmt: skip
+        c.same(
+            "clipping",
+            out,
+            _Out(*twin.step(action.clamp(-1.0, 1.0))),
+            where,
+            "a twin env given the same actions clipped to [-1, 1]",
+        )
         run.track(out, where)
 
 
@@ -422,9 +512,12 @@ def _check_reseeding(
         c.same("seeding", out, _Out(*fresh.step(actions[t])), where, other)
         run.track(out, where)
     if random_starts and torch.equal(new, first):
-        c.fail("seeding", f"seeds {s - 1} and {s} give the same first observations; pass "
-                          "random_starts=False for an env whose start states do not depend "
-                          "on the seed")  # fmt: skip
+        c.fail(
+            "seeding",
+            f"seeds {s - 1} and {s} give the same first observations; pass "
+            "random_starts=False for an env whose start states do not depend "
+            "on the seed",
+        )
 
 
 def _check_render(c: _Checker, env) -> None:
@@ -464,8 +557,16 @@ def _check_sb3(c: _Checker, env, twin, actions, s: int, horizon: int, repeat: in
             obs, rewards, dones, infos = checked.step(actions[t].cpu().numpy())
             _sb3_step(c, (obs, rewards, dones, infos), _Out(*twin.step(actions[t])), t, repeat)
         n_steps = horizon + 1  # one rollout that crosses an episode end, then one update
-        model = PPO("MlpPolicy", vec, n_steps=n_steps, batch_size=c.n * n_steps, n_epochs=1,
-                    seed=s, device="cpu", policy_kwargs={"net_arch": [8]})  # fmt: skip
+        model = PPO(
+            "MlpPolicy",
+            vec,
+            n_steps=n_steps,
+            batch_size=c.n * n_steps,
+            n_epochs=1,
+            seed=s,
+            device="cpu",
+            policy_kwargs={"net_arch": [8]},
+        )
         model.set_logger(Logger(folder=None, output_formats=[]))  # no temp dir per learn()
         model.learn(total_timesteps=c.n * n_steps)
     except AssertionError:
@@ -496,10 +597,16 @@ def _sb3_step(c: _Checker, got, ref: _Out, t: int, repeat: int) -> None:
             c.fail("sb3", f"{where}: infos[{i}]['terminal_observation'] is not final_obs[{i}]")
         cut = bool(ref.truncated[i] and not ref.terminated[i])
         if info.get("TimeLimit.truncated") is not cut:
-            c.fail("sb3", f"{where}: infos[{i}]['TimeLimit.truncated'] is "
-                          f"{info.get('TimeLimit.truncated')}, expected {cut}")  # fmt: skip
+            c.fail(
+                "sb3",
+                f"{where}: infos[{i}]['TimeLimit.truncated'] is "
+                f"{info.get('TimeLimit.truncated')}, expected {cut}",
+            )
         episode = info.get("episode", {})
         ret, length = ref.info["episode_return"][i], ref.info["episode_length"][i]
         if episode.get("r") != float(ret) or episode.get("l") != int(length) // repeat:
-            c.fail("sb3", f"{where}: infos[{i}]['episode'] is {episode}, expected r = "
-                          f"{float(ret)}, l = {int(length) // repeat} agent steps")  # fmt: skip
+            c.fail(
+                "sb3",
+                f"{where}: infos[{i}]['episode'] is {episode}, expected r = "
+                f"{float(ret)}, l = {int(length) // repeat} agent steps",
+            )

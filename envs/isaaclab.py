@@ -142,8 +142,9 @@ class IsaacLabEnv:
         """The policy observations of the current simulation state, computed afresh
         (after a reset or a state written outside `step`)."""
         manager = getattr(self._env, "observation_manager", None)  # manager-based tasks
-        return self._policy(manager.compute() if manager is not None
-                            else self._env._compute_observations())  # fmt: skip
+        return self._policy(
+            manager.compute() if manager is not None else self._env._compute_observations()
+        )
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
         """Start a new episode in every env; `seed` reseeds Isaac Lab's generators."""

@@ -93,15 +93,17 @@ def make_from_args(
     if name is None:
         raise ValueError("env_args names no task (env_name): pass the task explicitly")
     backend = args.get("backend", "mujoco")
-    kwargs = {k: tuple(v) if isinstance(v, list) else v
-              for k, v in args.get("env_kwargs", {}).items()}  # fmt: skip
+    kwargs = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in args.get("env_kwargs", {}).items()
+    }
     if backend != "isaaclab" and name != args.get("env_name"):
         task_spec = spec(name)
         valid = {f.name for f in dataclasses.fields(task_spec.cfg_cls)}
         kwargs = {k: v for k, v in kwargs.items() if k in valid and k not in task_spec.defaults}
     if isinstance(kwargs.get("randomization"), dict):
-        fields = {k: tuple(v) if isinstance(v, list) else v
-                  for k, v in kwargs["randomization"].items()}  # fmt: skip
+        fields = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in kwargs["randomization"].items()
+        }
         kwargs["randomization"] = RandomizationCfg(**fields)
     kwargs.update(overrides)
     return make(name, num_envs, backend, **kwargs)

@@ -12,8 +12,16 @@ import math
 
 import torch
 
-SIGMOIDS = ("gaussian", "hyperbolic", "long_tail", "reciprocal", "cosine", "linear",
-            "quadratic", "tanh_squared")  # fmt: skip
+SIGMOIDS = (
+    "gaussian",
+    "hyperbolic",
+    "long_tail",
+    "reciprocal",
+    "cosine",
+    "linear",
+    "quadratic",
+    "tanh_squared",
+)
 
 
 def _sigmoid(d: torch.Tensor, value_at_1: float, kind: str) -> torch.Tensor:

@@ -120,8 +120,10 @@ class DatasetWriter:
             self._write_index()
         self.committed: set[int] = {e for s in self._shards for e in s["episodes"]}
         if any(_SHARD.fullmatch(s["file"]) is None for s in self._shards):
-            raise DatasetError(f"{self.path}: its shards lie in Ray workers' directories "
-                               "(collect --ray): continue it with --ray --resume")  # fmt: skip
+            raise DatasetError(
+                f"{self.path}: its shards lie in Ray workers' directories "
+                "(collect --ray): continue it with --ray --resume"
+            )
         numbers = [int(_SHARD.fullmatch(s["file"])[1]) for s in self._shards]
         self._next_shard = 1 + max(numbers, default=-1)
         self._worker = None

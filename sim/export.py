@@ -134,15 +134,22 @@ def _write(ds: Dataset, root: Path, task: str, fps: int, data_mb: float, video_m
     first = ds.episode(ds.episodes[0])
     cam = f"observation.images.{_camera_name(ds.env_args)}" if "pixels" in first else None
     features: dict[str, dict[str, Any]] = {
-        key: {"dtype": "float32", "shape": [first[src].shape[1]],
-              "names": [f"{key.split('.')[-1]}_{i}" for i in range(first[src].shape[1])]}
+        key: {
+            "dtype": "float32",
+            "shape": [first[src].shape[1]],
+            "names": [f"{key.split('.')[-1]}_{i}" for i in range(first[src].shape[1])],
+        }
         for key, src in _VECTORS.items()
-    }  # fmt: skip
+    }
     features["next.reward"] = {"dtype": "float32", "shape": [1], "names": None}
     features["next.done"] = {"dtype": "bool", "shape": [1], "names": None}
     if cam:
-        features[cam] = {"dtype": "video", "shape": list(first["pixels"].shape[1:]),
-                         "names": ["height", "width", "channels"], "info": {}}  # fmt: skip
+        features[cam] = {
+            "dtype": "video",
+            "shape": list(first["pixels"].shape[1:]),
+            "names": ["height", "width", "channels"],
+            "info": {},
+        }
     for name, dtype in (("timestamp", "float32"), *((k, "int64") for k in _INDICES)):
         features[name] = {"dtype": dtype, "shape": [1], "names": None}
     arrow_type = {"float32": pa.float32(), "bool": pa.bool_(), "int64": pa.int64()}
@@ -192,9 +199,15 @@ def _write(ds: Dataset, root: Path, task: str, fps: int, data_mb: float, video_m
             writer = pq.ParquetWriter(data.next_file(), schema, compression="snappy")
         writer.write_table(table)  # one row group per episode, as LeRobot writes them
         data.add(table.nbytes, n)
-        row = {"episode_index": ep, "tasks": [task], "length": n,
-               "data/chunk_index": data.chunk, "data/file_index": data.file,
-               "dataset_from_index": index, "dataset_to_index": index + n}  # fmt: skip
+        row = {
+            "episode_index": ep,
+            "tasks": [task],
+            "length": n,
+            "data/chunk_index": data.chunk,
+            "data/file_index": data.file,
+            "dataset_from_index": index,
+            "dataset_to_index": index + n,
+        }
         ep_stats = {k: _stats(v) for k, v in cols.items()}
         if cam:
             frames = arr["pixels"][:n]  # frame t shows obs t; the final frame has no row
@@ -209,10 +222,12 @@ def _write(ds: Dataset, root: Path, task: str, fps: int, data_mb: float, video_m
                 for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                     video.mux(container, packet)
             video.frames += n
-            row |= {f"videos/{cam}/chunk_index": video.chunk,
-                    f"videos/{cam}/file_index": video.file,
-                    f"videos/{cam}/from_timestamp": start,
-                    f"videos/{cam}/to_timestamp": start + n / fps}  # fmt: skip
+            row |= {
+                f"videos/{cam}/chunk_index": video.chunk,
+                f"videos/{cam}/file_index": video.file,
+                f"videos/{cam}/from_timestamp": start,
+                f"videos/{cam}/to_timestamp": start + n / fps,
+            }
             ep_hist = np.stack([np.bincount(ch.ravel(), minlength=256) for ch in frames.T])
             ep_stats[cam] = _image_stats(ep_hist, n)
             hist += ep_hist
@@ -236,13 +251,20 @@ def _write(ds: Dataset, root: Path, task: str, fps: int, data_mb: float, video_m
     pq.write_table(pa.Table.from_pylist(rows), episodes_file)
     _write_tasks(root / "meta" / "tasks.parquet", [task])
     info = {
-        "codebase_version": CODEBASE_VERSION, "fps": fps, "features": features,
-        "total_episodes": len(rows), "total_frames": index, "total_tasks": 1,
-        "chunks_size": CHUNKS_SIZE, "data_files_size_in_mb": data_mb,
-        "video_files_size_in_mb": video_mb, "data_path": DATA_PATH,
-        "video_path": VIDEO_PATH if cam else None, "robot_type": None,
+        "codebase_version": CODEBASE_VERSION,
+        "fps": fps,
+        "features": features,
+        "total_episodes": len(rows),
+        "total_frames": index,
+        "total_tasks": 1,
+        "chunks_size": CHUNKS_SIZE,
+        "data_files_size_in_mb": data_mb,
+        "video_files_size_in_mb": video_mb,
+        "data_path": DATA_PATH,
+        "video_path": VIDEO_PATH if cam else None,
+        "robot_type": None,
         "splits": {"train": f"0:{len(rows)}"},
-    }  # fmt: skip
+    }
     (root / "meta" / "info.json").write_text(json.dumps(info, indent=4))
     (root / "meta" / "stats.json").write_text(json.dumps(stats, indent=4))
 
@@ -350,11 +372,14 @@ def _video_info(path: Path) -> dict[str, Any]:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         info = {
-            "video.height": stream.height, "video.width": stream.width,
-            "video.codec": stream.codec.canonical_name, "video.pix_fmt": stream.pix_fmt,
-            "video.fps": int(stream.base_rate), "video.channels": 3,
+            "video.height": stream.height,
+            "video.width": stream.width,
+            "video.codec": stream.codec.canonical_name,
+            "video.pix_fmt": stream.pix_fmt,
+            "video.fps": int(stream.base_rate),
+            "video.channels": 3,
             "has_audio": bool(container.streams.audio),
-        }  # fmt: skip
+        }
         encoder = "libsvtav1" if info["video.codec"] == "av1" else "libx264"
     info |= {f"video.{k}": v for k, v in _ENCODERS[encoder].items()}
     return info | {"video.extra_options": {}, "video.video_backend": "pyav", "is_depth_map": False}

@@ -46,8 +46,9 @@ class RandomizationCfg:
         for name in _PHYSICS:
             low, high = getattr(self, name)
             if not 0.0 < low <= high:
-                raise ValueError(f"randomization {name} must satisfy 0 < low <= high, got "
-                                 f"({low}, {high})")  # fmt: skip
+                raise ValueError(
+                    f"randomization {name} must satisfy 0 < low <= high, got ({low}, {high})"
+                )
         for name in ("obs_noise_std", "action_noise_std"):
             if getattr(self, name) < 0:
                 raise ValueError(f"randomization {name} must be >= 0")

@@ -135,8 +135,9 @@ class WarpSim(MjModelSim):
             if getattr(spec, "shape", ("",))[0] != "*":  # mujoco_warp's mark of a batch dim
                 raise ValueError(f"model field {name!r} cannot be made per-world on warp")
             shared = getattr(owner, attr)
-            batched = wp.empty((self.num_worlds, *shared.shape[1:]), dtype=shared.dtype,
-                               device=self.device)  # fmt: skip
+            batched = wp.empty(
+                (self.num_worlds, *shared.shape[1:]), dtype=shared.dtype, device=self.device
+            )
             view = wp.to_torch(batched)
             view.copy_(wp.to_torch(shared).expand_as(view))
             setattr(owner, attr, batched)
@@ -275,10 +276,15 @@ class WarpSim(MjModelSim):
             skybox = bool(np.any(self.model.tex_type == mujoco.mjtTexture.mjTEXTURE_SKYBOX))
             with wp.ScopedDevice(self.device):
                 context = mjw.create_render_context(
-                    self.model, nworld=self.num_worlds, cam_res=(width, height),
-                    render_rgb=True, render_depth=False, cam_active=[cam],
-                    use_shadows=True, render_skybox=skybox,
-                )  # fmt: skip
+                    self.model,
+                    nworld=self.num_worlds,
+                    cam_res=(width, height),
+                    render_rgb=True,
+                    render_depth=False,
+                    cam_active=[cam],
+                    use_shadows=True,
+                    render_skybox=skybox,
+                )
                 rgb = wp.zeros((self.num_worlds, height, width), dtype=wp.vec3)
             self._contexts[key] = (context, rgb)
         context, rgb = self._contexts[key]

@@ -29,10 +29,27 @@ def test_help_explains_the_loop_and_lists_subcommands():
 
 def test_bench_writes_json_with_every_peer(tmp_path):
     path = tmp_path / "nested" / "bench.json"
-    out = run("bench", "--parts", "env", "--task", "pendulum_swingup", "--num-envs", "16",
-              "--steps", "30",
-              "--warmup", "5", "--rounds", "2", "--sync-envs", "4", "--sync-steps", "10",
-              "--json", str(path))  # fmt: skip
+    out = run(
+        "bench",
+        "--parts",
+        "env",
+        "--task",
+        "pendulum_swingup",
+        "--num-envs",
+        "16",
+        "--steps",
+        "30",
+        "--warmup",
+        "5",
+        "--rounds",
+        "2",
+        "--sync-envs",
+        "4",
+        "--sync-steps",
+        "10",
+        "--json",
+        str(path),
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(path.read_text())
     speeds = result["steps_per_s"]
@@ -49,8 +66,21 @@ def test_bench_writes_json_with_every_peer(tmp_path):
 
 def test_wm_bench_trains_each_model_and_compares(tmp_path):
     path = tmp_path / "bench.json"
-    out = run("bench", "--parts", "wm", "--task", "pendulum_swingup", "--num-envs", "64",
-              "--steps", "10", "--rounds", "1", "--json", str(path))  # fmt: skip
+    out = run(
+        "bench",
+        "--parts",
+        "wm",
+        "--task",
+        "pendulum_swingup",
+        "--num-envs",
+        "64",
+        "--steps",
+        "10",
+        "--rounds",
+        "1",
+        "--json",
+        str(path),
+    )
     assert out.returncode == 0, out.stderr
     wm = json.loads(path.read_text())["wm"]
     assert wm["real"] > 0 and set(wm["imagined"]) == {"ensemble", "rssm"}
@@ -61,10 +91,29 @@ def test_wm_bench_trains_each_model_and_compares(tmp_path):
 
 def test_data_bench_measures_collection_and_loaders(tmp_path):
     path = tmp_path / "bench.json"
-    out = run("bench", "--parts", "data", "--task", "pendulum_swingup", "--data-envs", "4",
-              "--data-episode-length", "20", "--data-batches", "2", "--pixel-envs", "2",
-              "--rounds", "1", "--loader-batch", "64", "--sequence-length", "8",
-              "--json", str(path))  # fmt: skip
+    out = run(
+        "bench",
+        "--parts",
+        "data",
+        "--task",
+        "pendulum_swingup",
+        "--data-envs",
+        "4",
+        "--data-episode-length",
+        "20",
+        "--data-batches",
+        "2",
+        "--pixel-envs",
+        "2",
+        "--rounds",
+        "1",
+        "--loader-batch",
+        "64",
+        "--sequence-length",
+        "8",
+        "--json",
+        str(path),
+    )
     assert out.returncode == 0, out.stderr
     data = json.loads(path.read_text())["data"]
     rates = data["transitions_per_s"]
@@ -86,9 +135,24 @@ def test_unknown_task_is_a_clear_error():
 
 def test_collect_then_inspect(tmp_path):
     out = tmp_path / "ds"
-    done = run("collect", "--task", "reacher_easy", "--episodes", "4", "--num-envs", "2",
-               "--policy", "expert", "--episode-length", "200", "--out", str(out),
-               "--randomize.mass-scale", "0.5", "1.5")  # fmt: skip
+    done = run(
+        "collect",
+        "--task",
+        "reacher_easy",
+        "--episodes",
+        "4",
+        "--num-envs",
+        "2",
+        "--policy",
+        "expert",
+        "--episode-length",
+        "200",
+        "--out",
+        str(out),
+        "--randomize.mass-scale",
+        "0.5",
+        "1.5",
+    )
     assert done.returncode == 0, done.stderr
     assert "recorded 4 episodes" in done.stdout
     assert "ep/s" in done.stderr and "transitions_per_s" in done.stderr  # the progress bar

@@ -189,8 +189,10 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
             raise ValueError(f"{path}: no world model here (no model.pt in the directory)")
         return path / "model.pt"
     if not path.exists():
-        raise ValueError(f"{path}: no such checkpoint; no such world model (a directory "
-                         "holding model.pt, or a .pt file)")  # fmt: skip
+        raise ValueError(
+            f"{path}: no such checkpoint; no such world model (a directory "
+            "holding model.pt, or a .pt file)"
+        )
     return path
 
 

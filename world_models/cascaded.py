@@ -101,8 +101,9 @@ class CascadedWAM(StateWAM):
         steps from its first; inverse and forward models learn every valid step."""
         h = self.window(self.config)
         if batch["obs"].shape[1] < h:
-            raise ValueError(f"cascaded WAM: windows of {batch['obs'].shape[1]} steps, "
-                             f"need chunk = {h}")  # fmt: skip
+            raise ValueError(
+                f"cascaded WAM: windows of {batch['obs'].shape[1]} steps, need chunk = {h}"
+            )
         mask = batch["mask"][:, :h].float()
         x, x_next = self._norm(batch["obs"][:, :h]), self._norm(batch["next_obs"][:, :h])
         acts = batch["actions"][:, :h].float()
@@ -133,7 +134,11 @@ class CascadedWAM(StateWAM):
         first_err = ((first - acts[:, 0]).pow(2).mean(-1) * first_valid).sum()
         first_err = first_err / masked_count(first_valid)
         loss = future_loss + inv_loss + fwd_loss + rew_loss + cont_loss
-        return loss, {"future": future_loss.item(), "inverse": inv_loss.item(),
-                      "obs": fwd_loss.item(), "reward": rew_loss.item(),
-                      "cont": cont_loss.item(),
-                      "action_first": first_err.item()}  # fmt: skip
+        return loss, {
+            "future": future_loss.item(),
+            "inverse": inv_loss.item(),
+            "obs": fwd_loss.item(),
+            "reward": rew_loss.item(),
+            "cont": cont_loss.item(),
+            "action_first": first_err.item(),
+        }

@@ -143,8 +143,10 @@ class EnsembleDynamics(WorldModel):
         errors = self.member_errors(batch)
         self.set_elites(errors)
         elite = float(errors[self.elite_ids].mean())
-        return elite, {"elite_mse": elite, **{f"member_{i}_mse": float(v)
-                                              for i, v in enumerate(errors)}}  # fmt: skip
+        return elite, {
+            "elite_mse": elite,
+            **{f"member_{i}_mse": float(v) for i, v in enumerate(errors)},
+        }
 
     # ---------------------------------------------------------- prediction
     def encode(self, obs: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:

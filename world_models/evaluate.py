@@ -216,8 +216,10 @@ def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
         )
     obs_var, reward_var, data_dim = _dataset_scales(ds)
     if data_dim != model.obs_dim:
-        raise ValueError(f"{ds.path}: observations have {data_dim} dims, the model ({path}) "
-                         f"takes {model.obs_dim}")  # fmt: skip
+        raise ValueError(
+            f"{ds.path}: observations have {data_dim} dims, the model ({path}) "
+            f"takes {model.obs_dim}"
+        )
     windows = _choose_windows(ds, episodes, c, longest, cfg.starts, cfg.seed)
     n = len(windows)
     rows = min(cfg.video_starts, n) if renders else 0
@@ -259,8 +261,10 @@ def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
         try:
             viewer.set_state_from_obs(rec_obs_t[:rows, c])
         except NotImplementedError as err:
-            raise ValueError(f"cannot draw the imagined observations of task {task!r} "
-                             f"({err}); pass --video-starts 0") from err  # fmt: skip
+            raise ValueError(
+                f"cannot draw the imagined observations of task {task!r} "
+                f"({err}); pass --video-starts 0"
+            ) from err
     bar = tqdm(total=2 * longest, unit="step", disable=not cfg.progress, desc="replay")
 
     # ---- 1. ground truth in the real sim
@@ -300,8 +304,9 @@ def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
     bar.set_description("imagination")
     dev = torch.device(cfg.device)
     frames_in = None if context_frames is None else context_frames.to(dev)
-    state = model.observe(rec_obs_t[:, : c + 1].float().to(dev), actions_t[:, :c].to(dev),
-                          frames_in)  # fmt: skip
+    state = model.observe(
+        rec_obs_t[:, : c + 1].float().to(dev), actions_t[:, :c].to(dev), frames_in
+    )
     pred_obs = torch.empty(n, longest, model.obs_dim, dtype=torch.float64)
     pred_rew = torch.empty(n, longest, dtype=torch.float64)
     imag_video = torch.zeros(rows, longest, *frame_hw, 3, dtype=torch.uint8)
@@ -367,29 +372,42 @@ def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
         artifacts["strip"] = str(out / "strip.png")
     keys_h = [str(h) for h in horizons]
     pictures.plot_errors(
-        out / "error_vs_horizon.png", horizons,
-        [err["model"][k] for k in keys_h], [err["copy_last"][k] for k in keys_h],
+        out / "error_vs_horizon.png",
+        horizons,
+        [err["model"][k] for k in keys_h],
+        [err["copy_last"][k] for k in keys_h],
         [img["psnr"]["model"][k] for k in keys_h] if sees else None,
         [img["psnr"]["copy_last"][k] for k in keys_h] if sees else None,
         title=f"{model.kind} on {task}",
-    )  # fmt: skip
+    )
     artifacts["plot"] = str(out / "error_vs_horizon.png")
     report: dict[str, Any] = {
-        "model": {"path": str(path), "kind": model.kind, "sees_pixels": sees,
-                  "obs_dim": model.obs_dim, "action_dim": model.action_dim},
+        "model": {
+            "path": str(path),
+            "kind": model.kind,
+            "sees_pixels": sees,
+            "obs_dim": model.obs_dim,
+            "action_dim": model.action_dim,
+        },
         "task": task,
         "data": str(ds.path),
         "episodes": which,
         "num_episodes": len(episodes),
-        "settings": {"starts": cfg.starts, "context": c, "horizons": list(horizons),
-                     "video_starts": cfg.video_starts, "fps": cfg.fps, "seed": cfg.seed,
-                     "device": cfg.device},
+        "settings": {
+            "starts": cfg.starts,
+            "context": c,
+            "horizons": list(horizons),
+            "video_starts": cfg.video_starts,
+            "fps": cfg.fps,
+            "seed": cfg.seed,
+            "device": cfg.device,
+        },
         "num_starts": n,
         "starts": [[e, t] for e, t in windows],
         "replay": replay,
         "state_error": err,
         "reward_error": rew_err,
-    }  # fmt: skip
+    }
     if sees:
         report["frames"] = img
     if rows:
@@ -406,24 +424,32 @@ def run_eval_wm(cfg: EvalWMCfg) -> None:
     """Entry point of `python run.py eval-wm`: evaluate, print a table and the files."""
     report = evaluate_world_model(cfg)
     m, sees = report["model"], report["model"]["sees_pixels"]
-    print(f"eval-wm: {m['kind']}{' (pixels)' if sees else ''} on {report['task']}, "
-          f"{report['num_starts']} starts in {report['num_episodes']} {report['episodes']} "
-          f"episodes of {report['data']}, context {report['settings']['context']}")  # fmt: skip
+    print(
+        f"eval-wm: {m['kind']}{' (pixels)' if sees else ''} on {report['task']}, "
+        f"{report['num_starts']} starts in {report['num_episodes']} {report['episodes']} "
+        f"episodes of {report['data']}, context {report['settings']['context']}"
+    )
     replay = report["replay"]
-    print(f"  replay check: max |replayed - recorded| obs {replay['max_abs_obs_diff']:.2e}, "
-          f"reward {replay['max_abs_reward_diff']:.2e}")  # fmt: skip
+    print(
+        f"  replay check: max |replayed - recorded| obs {replay['max_abs_obs_diff']:.2e}, "
+        f"reward {replay['max_abs_reward_diff']:.2e}"
+    )
     head = "     h      model  copy-last    ratio   rew nmse   rew mae"
     if sees:
         head += "   PSNR (copy)   SSIM (copy)"
     print(head)
     err, rew = report["state_error"], report["reward_error"]
     for h in err["model"]:
-        line = (f"  {h:>4} {err['model'][h]:10.3e} {err['copy_last'][h]:10.3e} "
-                f"{err['ratio'][h]:8.1f} {rew['nmse'][h]:10.3e} {rew['mae'][h]:9.4f}")  # fmt: skip
+        line = (
+            f"  {h:>4} {err['model'][h]:10.3e} {err['copy_last'][h]:10.3e} "
+            f"{err['ratio'][h]:8.1f} {rew['nmse'][h]:10.3e} {rew['mae'][h]:9.4f}"
+        )
         if sees:
             f = report["frames"]
-            line += (f" {f['psnr']['model'][h]:6.2f} {f['psnr']['copy_last'][h]:6.2f}"
-                     f" {f['ssim']['model'][h]:6.3f} {f['ssim']['copy_last'][h]:6.3f}")  # fmt: skip
+            line += (
+                f" {f['psnr']['model'][h]:6.2f} {f['psnr']['copy_last'][h]:6.2f}"
+                f" {f['ssim']['model'][h]:6.3f} {f['ssim']['copy_last'][h]:6.3f}"
+            )
         print(line)
     for name, file in report["artifacts"].items():
         print(f"  {name:<7} {file}")

@@ -84,8 +84,9 @@ class ImaginedEnv:
             want = (len(starts), *model.frame_shape)
             if start_frames is None or tuple(start_frames.shape) != want:
                 got = None if start_frames is None else tuple(start_frames.shape)
-                raise ValueError(f"{name}: the model sees pixels: start_frames must have shape "
-                                 f"{want}, got {got}")  # fmt: skip
+                raise ValueError(
+                    f"{name}: the model sees pixels: start_frames must have shape {want}, got {got}"
+                )
             start_frames = start_frames.to(cfg.device, torch.uint8)
         self.start_frames = start_frames if model.sees_pixels else None
         self.cfg, self.name, self.model = cfg, name, model.eval()

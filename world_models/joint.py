@@ -104,9 +104,11 @@ class JointWAM(StateWAM):
             h, wd, c = config["frame_shape"]
             p = config["patch"]
             if c != 3 or p < 1 or h % p or wd % p:
-                raise ValueError(f"joint WAM: frames {config['frame_shape']} do not split into "
-                                 f"patches of {p} px (height and width must be multiples, "
-                                 "3 colour channels)")  # fmt: skip
+                raise ValueError(
+                    f"joint WAM: frames {config['frame_shape']} do not split into "
+                    f"patches of {p} px (height and width must be multiples, "
+                    "3 colour channels)"
+                )
             self.grid = (h // p, wd // p)
             self.patches = self.grid[0] * self.grid[1]
             self.step_dim = h * wd * c
@@ -114,8 +116,9 @@ class JointWAM(StateWAM):
             self.patch_in = nn.Linear(patch_dim, w)
             self.patch_emb = nn.Parameter(torch.zeros(self.patches, w))
             nn.init.normal_(self.patch_emb, std=0.02)
-            self.frame_head = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, w), nn.GELU(),
-                                            nn.Linear(w, p * p * MOTION))  # fmt: skip
+            self.frame_head = nn.Sequential(
+                nn.LayerNorm(w), nn.Linear(w, w), nn.GELU(), nn.Linear(w, p * p * MOTION)
+            )
             # start as the last frame: no flow, the mask on the warped frame
             last = self.frame_head[-1]
             nn.init.zeros_(last.weight.view(p * p, MOTION, w)[:, 3:])
@@ -138,9 +141,14 @@ class JointWAM(StateWAM):
         nn.init.normal_(self.step_emb, std=0.02)
         nn.init.normal_(self.type_emb, std=0.02)
         block = nn.TransformerEncoderLayer(
-            w, config["heads"], 4 * w, dropout=0.0, activation="gelu", batch_first=True,
+            w,
+            config["heads"],
+            4 * w,
+            dropout=0.0,
+            activation="gelu",
+            batch_first=True,
             norm_first=True,
-        )  # fmt: skip
+        )
         self.blocks = nn.TransformerEncoder(block, config["layers"], enable_nested_tensor=False)
         self.norm = nn.LayerNorm(w)
         self.action_head = nn.Linear(w, config["chunk"] * action_dim)
@@ -235,8 +243,10 @@ class JointWAM(StateWAM):
         shape = tuple(self.config["frame_shape"])
         if frames is None or tuple(frames.shape[-3:]) != shape:
             got = None if frames is None else tuple(frames.shape)
-            raise ValueError(f"joint WAM: this model sees pixels: pass frames [..., "
-                             f"{', '.join(map(str, shape))}], got {got}")  # fmt: skip
+            raise ValueError(
+                f"joint WAM: this model sees pixels: pass frames [..., "
+                f"{', '.join(map(str, shape))}], got {got}"
+            )
         return unit_frames(frames).flatten(-3)
 
     # ---- the world model verbs ----
@@ -253,8 +263,9 @@ class JointWAM(StateWAM):
     ) -> torch.Tensor:
         steps = (frames if self.sees_pixels and frames is not None else obs).shape[1]
         t = min(steps, self.context)
-        x = self._step_input(None if obs is None else obs[:, -t:],
-                             None if frames is None else frames[:, -t:])  # fmt: skip
+        x = self._step_input(
+            None if obs is None else obs[:, -t:], None if frames is None else frames[:, -t:]
+        )
         act = actions[:, steps - t :].float()
         b, dev = len(x), x.device
         window = torch.zeros(b, self.context, self.step_dim, device=dev)
@@ -334,8 +345,10 @@ class JointWAM(StateWAM):
         super().prepare(batch)
         if self.sees_pixels:
             if "pixels" not in batch:
-                raise ValueError("joint WAM: a model that sees needs frames (`pixels`, "
-                                 "`next_pixels`) to fit its statistics")  # fmt: skip
+                raise ValueError(
+                    "joint WAM: a model that sees needs frames (`pixels`, "
+                    "`next_pixels`) to fit its statistics"
+                )
             now = unit_frames(batch["pixels"]).flatten(1)
             delta = unit_frames(batch["next_pixels"]).flatten(1) - now
             self.frame_delta_std.copy_(delta.std(correction=0).clamp_min(1e-3))
@@ -348,8 +361,10 @@ class JointWAM(StateWAM):
         action chunks' targets."""
         k, h = self.context, self.config["chunk"]
         if batch["obs"].shape[1] < self.window(self.config):
-            raise ValueError(f"joint WAM: windows of {batch['obs'].shape[1]} steps, "
-                             f"need context + chunk - 1 = {self.window(self.config)}")  # fmt: skip
+            raise ValueError(
+                f"joint WAM: windows of {batch['obs'].shape[1]} steps, "
+                f"need context + chunk - 1 = {self.window(self.config)}"
+            )
         mask = batch["mask"].float()
         acts = batch["actions"].float()
         valid = mask[:, :k]
@@ -399,7 +414,13 @@ class JointWAM(StateWAM):
         loss = (
             frame_loss + obs_loss + rew_loss + cont_loss + self.config["action_weight"] * act_loss
         )
-        scalars.update({"obs": obs_loss.item(), "reward": rew_loss.item(),
-                        "cont": cont_loss.item(), "action": act_loss.item(),
-                        "action_first": first.item()})  # fmt: skip
+        scalars.update(
+            {
+                "obs": obs_loss.item(),
+                "reward": rew_loss.item(),
+                "cont": cont_loss.item(),
+                "action": act_loss.item(),
+                "action_first": first.item(),
+            }
+        )
         return loss, scalars

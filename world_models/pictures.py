@@ -62,8 +62,9 @@ def ssim(a: torch.Tensor, b: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     _check_pair(a, b)
     w = _gaussian_window(a.device)
     if min(a.shape[1:3]) < len(w):
-        raise ValueError(f"SSIM needs frames of at least {len(w)} x {len(w)} px, "
-                         f"got {tuple(a.shape[1:3])}")  # fmt: skip
+        raise ValueError(
+            f"SSIM needs frames of at least {len(w)} x {len(w)} px, got {tuple(a.shape[1:3])}"
+        )
     rows, cols = w.reshape(1, 1, -1, 1), w.reshape(1, 1, 1, -1)
     c1, c2 = (SSIM_K1 * DATA_RANGE) ** 2, (SSIM_K2 * DATA_RANGE) ** 2
     out = []
@@ -87,8 +88,10 @@ def side_by_side(real: torch.Tensor, imagined: torch.Tensor) -> torch.Tensor:
     real (left) beside imagined (right), rows stacked, white separators; padded to
     even sizes (yuv420p video)."""
     if real.shape != imagined.shape or real.dim() != 5:
-        raise ValueError(f"panels must be two [R, T, H, W, 3] tensors of one shape, got "
-                         f"{tuple(real.shape)} and {tuple(imagined.shape)}")  # fmt: skip
+        raise ValueError(
+            f"panels must be two [R, T, H, W, 3] tensors of one shape, got "
+            f"{tuple(real.shape)} and {tuple(imagined.shape)}"
+        )
     r, t, h, w, _ = real.shape
     height, width = r * h + (r - 1) * SEPARATOR, 2 * w + SEPARATOR
     frames = torch.full((t, height + height % 2, width + width % 2, 3), WHITE, dtype=torch.uint8)
@@ -103,11 +106,14 @@ def strip(real: torch.Tensor, imagined: torch.Tensor) -> torch.Tensor:
     """One image `[2H + sep, N W + (N - 1) sep, 3]`: frames `[N, H, W, 3]` of the real
     run on top, the imagined ones below."""
     if real.shape != imagined.shape or real.dim() != 4:
-        raise ValueError(f"strip frames must be two [N, H, W, 3] tensors of one shape, got "
-                         f"{tuple(real.shape)} and {tuple(imagined.shape)}")  # fmt: skip
+        raise ValueError(
+            f"strip frames must be two [N, H, W, 3] tensors of one shape, got "
+            f"{tuple(real.shape)} and {tuple(imagined.shape)}"
+        )
     n, h, w, _ = real.shape
-    image = torch.full((2 * h + SEPARATOR, n * w + (n - 1) * SEPARATOR, 3), WHITE,
-                       dtype=torch.uint8)  # fmt: skip
+    image = torch.full(
+        (2 * h + SEPARATOR, n * w + (n - 1) * SEPARATOR, 3), WHITE, dtype=torch.uint8
+    )
     for k in range(n):
         left = k * (w + SEPARATOR)
         image[:h, left : left + w] = real[k]
@@ -126,8 +132,9 @@ def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: int) -> str:
 
     frames = torch.as_tensor(frames)
     if frames.dim() != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
-        raise ValueError(f"video frames must be uint8 [T, H, W, 3], got {frames.dtype} "
-                         f"{tuple(frames.shape)}")  # fmt: skip
+        raise ValueError(
+            f"video frames must be uint8 [T, H, W, 3], got {frames.dtype} {tuple(frames.shape)}"
+        )
     height, width = frames.shape[1:3]
     if height % 2 or width % 2:
         raise ValueError(f"frames of {height}x{width} px: yuv420p video needs even sizes")
@@ -221,8 +228,13 @@ def plot_scatter(
     ax = fig.subplots()
     ax.scatter(real, imagined, zorder=3)
     for x, y, label in zip(real, imagined, labels, strict=True):
-        ax.annotate(Path(label).name if os.sep in label else label, (x, y), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points")  # fmt: skip
+        ax.annotate(
+            Path(label).name if os.sep in label else label,
+            (x, y),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
     finite = [v for v in (*real, *imagined) if np.isfinite(v)]
     if finite:
         lo, hi = min(finite), max(finite)

@@ -504,8 +504,9 @@ def compose(
     the flow (tanh, at most `max_flow` px; bilinear), blended by the mask with the
     colours."""
     flow = torch.tanh(out[:, 3:5]) * max_flow  # [px]
-    warped = F.grid_sample(prev, grid + flow.permute(0, 2, 3, 1) * scale,
-                           padding_mode="border", align_corners=False)  # fmt: skip
+    warped = F.grid_sample(
+        prev, grid + flow.permute(0, 2, 3, 1) * scale, padding_mode="border", align_corners=False
+    )
     mask = torch.sigmoid(out[:, 5:6])
     return mask * warped + (1 - mask) * out[:, :3]
 

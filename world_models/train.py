@@ -58,8 +58,16 @@ CONTEXT = 8  # observed steps before each open-loop start in the report
 
 MODELS = ("ensemble", "rssm", "joint", "cascaded")
 # data statistics, refitted when a model is fine-tuned on new data (`--init`)
-_STATISTICS = ("in_mean", "in_std", "out_mean", "out_std", "obs_mean", "obs_std",
-               "delta_mean", "delta_std")  # fmt: skip
+_STATISTICS = (
+    "in_mean",
+    "in_std",
+    "out_mean",
+    "out_std",
+    "obs_mean",
+    "obs_std",
+    "delta_mean",
+    "delta_std",
+)
 _TRAINING = ("batch_size", "lr", "weight_decay", "grad_clip", "sequence_length")
 
 
@@ -231,8 +239,12 @@ class TrainWMCfg:
 
 def _model_settings(cfg: TrainWMCfg):
     """(model config dict, training settings) of the chosen model."""
-    settings = {"ensemble": cfg.ensemble, "rssm": cfg.rssm, "joint": cfg.joint,
-                "cascaded": cfg.cascaded}[cfg.model]  # fmt: skip
+    settings = {
+        "ensemble": cfg.ensemble,
+        "rssm": cfg.rssm,
+        "joint": cfg.joint,
+        "cascaded": cfg.cascaded,
+    }[cfg.model]
     model_cfg = {f.name: getattr(settings, f.name) for f in fields(settings)}
     for key in _TRAINING:
         model_cfg.pop(key, None)
@@ -296,8 +308,10 @@ def _train(cfg: TrainWMCfg, rank: int, world: int, device: str) -> dict:
     pixels = bool(model_cfg.get("pixels"))
     if pixels:
         if not dataset.has_pixels():
-            raise ValueError(f"{cfg.data}: --{cfg.model}.pixels needs a dataset with frames "
-                             "(collect --pixels 64)")  # fmt: skip
+            raise ValueError(
+                f"{cfg.data}: --{cfg.model}.pixels needs a dataset with frames "
+                "(collect --pixels 64)"
+            )
         model_cfg["frame_shape"] = list(dataset.frame_shape())
         if cfg.model == "rssm":
             model_cfg["obs_residual"] = False
@@ -331,12 +345,18 @@ def _train(cfg: TrainWMCfg, rank: int, world: int, device: str) -> dict:
         val_batch = data.__getitems__(starts[torch.randperm(len(starts), generator=gen)[:64]])
     members = getattr(settings, "members", 1)
     if settings.batch_size % world:
-        raise ValueError(f"batch size {settings.batch_size} does not split over {world} "
-                         "processes: use a multiple")  # fmt: skip
+        raise ValueError(
+            f"batch size {settings.batch_size} does not split over {world} "
+            "processes: use a multiple"
+        )
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     train_settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
-    meta = {"env_args": dataset.env_args, "data": str(cfg.data), "val_episodes": val_eps,
-            "train": train_settings}  # fmt: skip
+    meta = {
+        "env_args": dataset.env_args,
+        "data": str(cfg.data),
+        "val_episodes": val_eps,
+        "train": train_settings,
+    }
     state = {"epoch": 0, "best": float("inf"), "since_best": 0}
     last = cfg.out / "last.pt"
     if cfg.resume and last.exists():
@@ -353,8 +373,9 @@ def _train(cfg: TrainWMCfg, rank: int, world: int, device: str) -> dict:
     elif cfg.init is not None:
         ckpt = read_checkpoint(cfg.init, cfg.model)
         if ckpt["config"] != model.config:
-            raise ValueError(f"{cfg.init}: a model with other settings cannot be fine-tuned "
-                             f"as {model.config}")  # fmt: skip
+            raise ValueError(
+                f"{cfg.init}: a model with other settings cannot be fine-tuned as {model.config}"
+            )
         stats = {k: v for k, v in model.state_dict().items() if k in _STATISTICS}
         model.load_state_dict({**ckpt["state_dict"], **stats})
     per_step = members * settings.batch_size * (window or 1)
@@ -364,8 +385,9 @@ def _train(cfg: TrainWMCfg, rank: int, world: int, device: str) -> dict:
     if world > 1:  # replicas start from rank 0's weights; gradients are averaged
         step_loss = DistributedDataParallel(step_loss)
     log = SummaryWriter(str(cfg.out / "tb")) if lead else None
-    bar = tqdm(total=cfg.epochs, initial=state["epoch"], unit="epoch",
-               disable=not (cfg.progress and lead))  # fmt: skip
+    bar = tqdm(
+        total=cfg.epochs, initial=state["epoch"], unit="epoch", disable=not (cfg.progress and lead)
+    )
     start, first_epoch = time.perf_counter(), state["epoch"]
     while state["epoch"] < cfg.epochs and state["since_best"] < cfg.patience:
         model.train()
@@ -407,13 +429,19 @@ def _train(cfg: TrainWMCfg, rank: int, world: int, device: str) -> dict:
             for key, value in val_scalars.items():
                 log.add_scalar(f"val/{key}", value, epoch)
             seen = (epoch - first_epoch) * steps * per_step
-            log.add_scalar("charts/transitions_per_s", seen / (time.perf_counter() - start),
-                           epoch)  # fmt: skip
+            log.add_scalar("charts/transitions_per_s", seen / (time.perf_counter() - start), epoch)
             if improved:
                 save_atomic(model.checkpoint(**meta, val_score=score), cfg.out / "model.pt")
-            save_atomic(model.checkpoint(**meta, optimizer=opt.state_dict(), progress=state,
-                                         generator=gen.get_state(),
-                                         torch_rng=torch.get_rng_state()), last)  # fmt: skip
+            save_atomic(
+                model.checkpoint(
+                    **meta,
+                    optimizer=opt.state_dict(),
+                    progress=state,
+                    generator=gen.get_state(),
+                    torch_rng=torch.get_rng_state(),
+                ),
+                last,
+            )
         bar.update(1)
         bar.set_postfix(val=f"{score:.4f}", best=f"{state['best']:.4f}")
     bar.close()
@@ -454,21 +482,27 @@ def _play_data(
     if cfg.play is None:
         return None
     if cfg.model not in ("joint", "cascaded"):
-        raise ValueError(f"--play trains a WAM's dynamics without its policy; the "
-                         f"{cfg.model} model has no policy to leave out: collect its "
-                         "episodes into one dataset")  # fmt: skip
+        raise ValueError(
+            f"--play trains a WAM's dynamics without its policy; the "
+            f"{cfg.model} model has no policy to leave out: collect its "
+            "episodes into one dataset"
+        )
     play = EpisodeData(cfg.play, sequence_length=window, pixels=pixels, device=cfg.device)
     if pixels and play.dataset.frame_shape() != dataset.frame_shape():
-        raise ValueError(f"{cfg.play}: frames of shape {play.dataset.frame_shape()}, the "
-                         f"demonstrations' {dataset.frame_shape()}")  # fmt: skip
+        raise ValueError(
+            f"{cfg.play}: frames of shape {play.dataset.frame_shape()}, the "
+            f"demonstrations' {dataset.frame_shape()}"
+        )
     task, play_task = dataset.env_args.get("env_name"), play.dataset.env_args.get("env_name")
     if play_task != task:
-        raise ValueError(f"{cfg.play}: play data of task {play_task!r}, the demonstrations "
-                         f"are of {task!r}")  # fmt: skip
+        raise ValueError(
+            f"{cfg.play}: play data of task {play_task!r}, the demonstrations are of {task!r}"
+        )
     dims = (play.data["obs"].shape[1], play.data["actions"].shape[1])
     if dims != (obs_dim, act_dim):
-        raise ValueError(f"{cfg.play}: (obs, action) dims {dims}, the demonstrations' "
-                         f"{(obs_dim, act_dim)}")  # fmt: skip
+        raise ValueError(
+            f"{cfg.play}: (obs, action) dims {dims}, the demonstrations' {(obs_dim, act_dim)}"
+        )
     return play
 
 
@@ -497,8 +531,10 @@ def run_train_wm(cfg: TrainWMCfg) -> None:
     if "open_loop" not in report:  # a distributed run's other ranks
         return
     err = report["open_loop"]
-    print(f"{cfg.out}: {cfg.model} trained {report['epochs']} epochs, validation score "
-          f"{report['val_score']:.4f}")  # fmt: skip
+    print(
+        f"{cfg.out}: {cfg.model} trained {report['epochs']} epochs, validation score "
+        f"{report['val_score']:.4f}"
+    )
     print("  open-loop error (normalised), model vs copy-last baseline:")
     for h in err["model"]:
         print(f"    h={h:<3} {err['model'][h]:8.4f}  vs {err['copy_last'][h]:8.4f}")

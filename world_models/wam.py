@@ -31,11 +31,14 @@ class StateWAM(WorldModel):
         config = {**self.defaults, **config}
         unknown = sorted(set(config) - set(self.defaults))
         if unknown:
-            raise ValueError(f"{self.kind} WAM: unknown config key(s) {', '.join(unknown)}; "
-                             f"valid keys: {', '.join(sorted(self.defaults))}")  # fmt: skip
+            raise ValueError(
+                f"{self.kind} WAM: unknown config key(s) {', '.join(unknown)}; "
+                f"valid keys: {', '.join(sorted(self.defaults))}"
+            )
         if config.get("pixels") and not self.pixel_support:
-            raise ValueError(f"{self.kind} WAM: state vectors only; the joint WAM sees "
-                             "frames (--joint.pixels)")  # fmt: skip
+            raise ValueError(
+                f"{self.kind} WAM: state vectors only; the joint WAM sees frames (--joint.pixels)"
+            )
         super().__init__(obs_dim, action_dim, config)
         self.register_buffer("obs_mean", torch.zeros(obs_dim))
         self.register_buffer("obs_std", torch.ones(obs_dim))

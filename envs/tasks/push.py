@@ -92,8 +92,19 @@ class PushEnv(PlanarArm, BatchedEnv):
         goal = self._goal_xy().to(qpos.dtype)
         q0, q1 = qpos[:, 0:1], qpos[:, 1:2]
         tip, ball = self._fingertip(), qpos[:, 2:4]
-        parts = (torch.cos(q0), torch.sin(q0), torch.cos(q1), torch.sin(q1), qvel[:, :2],
-                 tip, ball, qvel[:, 2:4], goal, ball - tip, goal - ball)  # fmt: skip
+        parts = (
+            torch.cos(q0),
+            torch.sin(q0),
+            torch.cos(q1),
+            torch.sin(q1),
+            qvel[:, :2],
+            tip,
+            ball,
+            qvel[:, 2:4],
+            goal,
+            ball - tip,
+            goal - ball,
+        )
         return torch.cat(parts, dim=-1).float()
 
     def _state_from_obs(self, obs: torch.Tensor, env_ids: torch.Tensor):

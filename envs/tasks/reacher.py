@@ -42,10 +42,16 @@ class PlanarArm:
             identity = [1.0, 0.0, 0.0, 0.0]
             if any(model.body_quat[b].tolist() != identity for b in (arm, hand, finger)):
                 raise ValueError(f"{self.model_file}: arm bodies must not be rotated")
-            offsets = np.stack((model.body_pos[arm], model.body_pos[hand],
-                                model.body_pos[finger] + model.geom_pos[tip]))  # fmt: skip
-            self._link_xy = torch.tensor(offsets[:, :2], dtype=torch.float64,
-                                         device=self.sim_device)  # fmt: skip
+            offsets = np.stack(
+                (
+                    model.body_pos[arm],
+                    model.body_pos[hand],
+                    model.body_pos[finger] + model.geom_pos[tip],
+                )
+            )
+            self._link_xy = torch.tensor(
+                offsets[:, :2], dtype=torch.float64, device=self.sim_device
+            )
         return self._link_xy
 
     def _arm_pose(self, n: int) -> torch.Tensor:

@@ -21,8 +21,18 @@ EPISODE_LENGTH = 200
 @pytest.fixture(scope="module")
 def expert_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("bc") / "data"
-    collect(CollectCfg(task=TASK, policy="expert", episodes=8, episode_length=EPISODE_LENGTH,
-                       num_envs=4, out=out, progress=False, nthread=1))  # fmt: skip
+    collect(
+        CollectCfg(
+            task=TASK,
+            policy="expert",
+            episodes=8,
+            episode_length=EPISODE_LENGTH,
+            num_envs=4,
+            out=out,
+            progress=False,
+            nthread=1,
+        )
+    )
     return out
 
 
@@ -81,8 +91,18 @@ def test_bad_inputs(expert_data, tmp_path):
     with pytest.raises(ValueError, match="no such dataset"):
         train_bc(TrainBCCfg(data=tmp_path / "missing", out=tmp_path / "a", progress=False))
     one = tmp_path / "one"
-    collect(CollectCfg(task=TASK, policy="expert", episodes=1, episode_length=20, num_envs=1,
-                       out=one, progress=False, nthread=1))  # fmt: skip
+    collect(
+        CollectCfg(
+            task=TASK,
+            policy="expert",
+            episodes=1,
+            episode_length=20,
+            num_envs=1,
+            out=one,
+            progress=False,
+            nthread=1,
+        )
+    )
     with pytest.raises(ValueError, match="at least 2 episodes"):
         train_bc(TrainBCCfg(data=one, out=tmp_path / "b", progress=False))
     with pytest.raises(ValueError, match="val_fraction"):

@@ -15,12 +15,19 @@ from world_models.train import EnsembleCfg
 
 def test_loop_suite_measures_both_methods(tmp_path, capsys):
     base = LoopCfg(
-        episode_length=100, episodes_per_iter=2, updates=2, wm_first_epochs=1, wm_epochs=1,
-        wm_steps_per_epoch=2, eval_episodes=2, video_steps=0, progress=False,
+        episode_length=100,
+        episodes_per_iter=2,
+        updates=2,
+        wm_first_epochs=1,
+        wm_epochs=1,
+        wm_steps_per_epoch=2,
+        eval_episodes=2,
+        video_steps=0,
+        progress=False,
         ensemble=EnsembleCfg(members=2, elites=1, hidden=16, layers=1),
         dreamer=DreamerCfg(hidden=16, layers=1, batch_size=8, horizon=3),
         sb3=Sb3Cfg(),
-    )  # fmt: skip
+    )
     results = run_loop_bench(("pendulum_swingup",), 400, (1,), tmp_path, closed_loop, base)
     run = results["pendulum_swingup/seed1"]
     loop_steps = [r["env_steps"] for r in run["loop"]["curve"]]

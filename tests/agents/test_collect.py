@@ -90,16 +90,18 @@ def test_data_does_not_depend_on_the_batch(tmp_path, task, policy):
 def test_goal_tasks_record_success(tmp_path):
     """Each episode of a task with a goal records whether it reached it, which its
     recorded observations say too (the ball within 2 cm of the goal at some step)."""
-    summary, ds = _collect(tmp_path, "push", task="push", num_envs=4, episodes=6,
-                           policy="expert+noise")  # fmt: skip
+    summary, ds = _collect(
+        tmp_path, "push", task="push", num_envs=4, episodes=6, policy="expert+noise"
+    )
     flags = [ds.attrs(e)["success"] for e in ds.episodes]
     assert summary["success_rate"] == pytest.approx(sum(flags) / 6) and sum(flags) >= 5
     for e in ds.episodes:
         seen = ds.episode(e)["next_obs"]
         reached = (np.linalg.norm(seen[:, 16:18], axis=-1) <= 0.02).any()  # goal - ball
         assert reached == ds.attrs(e)["success"]
-    summary, ds = _collect(tmp_path, "swing", task="pendulum_swingup", num_envs=2, episodes=2,
-                           episode_length=20)  # fmt: skip
+    summary, ds = _collect(
+        tmp_path, "swing", task="pendulum_swingup", num_envs=2, episodes=2, episode_length=20
+    )
     assert "success_rate" not in summary and "success" not in ds.attrs(0)
 
 
@@ -152,11 +154,21 @@ def test_randomization_is_recorded_per_episode(tmp_path):
 
 def test_bad_settings_fail_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match=r"pixel buffers for 4096 envs .* GiB"):
-        collect(CollectCfg(task="pendulum_swingup", num_envs=4096, pixels=512,
-                           out=tmp_path / "a", progress=False))  # fmt: skip
+        collect(
+            CollectCfg(
+                task="pendulum_swingup",
+                num_envs=4096,
+                pixels=512,
+                out=tmp_path / "a",
+                progress=False,
+            )
+        )
     with pytest.raises(ValueError, match="no scripted expert for task 'test_cartpole_falls'"):
-        collect(CollectCfg(task="test_cartpole_falls", policy="expert", out=tmp_path / "b",
-                           progress=False))  # fmt: skip
+        collect(
+            CollectCfg(
+                task="test_cartpole_falls", policy="expert", out=tmp_path / "b", progress=False
+            )
+        )
     with pytest.raises(ValueError, match="unknown policy 'greedy'"):
         collect(CollectCfg(policy="greedy", out=tmp_path / "c", progress=False))
     if not torch.cuda.is_available():

@@ -66,8 +66,9 @@ def test_lambda_returns_equal_the_average_of_n_step_returns():
         want = _reference_returns(rewards[:, row], conts[:, row], values[:, row], 0.9, 0.8)
         torch.testing.assert_close(got[:, row], want.double())
     # lam = 0: one-step TD targets; lam = 1: Monte Carlo returns bootstrapped at the end
-    torch.testing.assert_close(lambda_returns(rewards, conts, values, 0.9, 0.0),
-                               rewards + 0.9 * conts * values[1:])  # fmt: skip
+    torch.testing.assert_close(
+        lambda_returns(rewards, conts, values, 0.9, 0.0), rewards + 0.9 * conts * values[1:]
+    )
 
 
 def test_actor_gradient_flows_through_the_dynamics():
@@ -88,8 +89,18 @@ def test_actor_gradient_flows_through_the_dynamics():
 
 def test_ensemble_imagine_samples_one_elite_per_row():
     torch.manual_seed(0)
-    wm = EnsembleDynamics(2, 1, {"members": 4, "elites": 3, "hidden": 8, "layers": 1,
-                                 "min_logvar": -40.0, "max_logvar": -39.0})  # fmt: skip
+    wm = EnsembleDynamics(
+        2,
+        1,
+        {
+            "members": 4,
+            "elites": 3,
+            "hidden": 8,
+            "layers": 1,
+            "min_logvar": -40.0,
+            "max_logvar": -39.0,
+        },
+    )
     with torch.no_grad():  # noise-free members, so a sample is its member's mean
         wm.min_logvar.fill_(-40.0)
         wm.max_logvar.fill_(-39.0)
@@ -110,8 +121,18 @@ def test_ensemble_imagine_samples_one_elite_per_row():
 def test_actor_learns_the_optimum_of_a_known_model():
     torch.manual_seed(0)
     wm = PointModel()
-    agent = DreamerAgent(1, 1, {"hidden": 32, "layers": 1, "horizon": 8, "actor_lr": 1e-3,
-                                "critic_lr": 1e-3, "gamma": 0.9})  # fmt: skip
+    agent = DreamerAgent(
+        1,
+        1,
+        {
+            "hidden": 32,
+            "layers": 1,
+            "horizon": 8,
+            "actor_lr": 1e-3,
+            "critic_lr": 1e-3,
+            "gamma": 0.9,
+        },
+    )
     learner = ImaginationLearner(agent, termination="never")
     gen = torch.Generator().manual_seed(0)
     for _ in range(600):

@@ -45,20 +45,32 @@ class Recorder(Still):
 
 
 def test_action_errors_against_the_recording_and_the_expert(tmp_path):
-    collect(CollectCfg(task="push", num_envs=3, episodes=3, episode_length=30,
-                       policy="expert+noise", noise_std=0.3, seed=2, out=tmp_path / "demos",
-                       progress=False))  # fmt: skip
+    collect(
+        CollectCfg(
+            task="push",
+            num_envs=3,
+            episodes=3,
+            episode_length=30,
+            policy="expert+noise",
+            noise_std=0.3,
+            seed=2,
+            out=tmp_path / "demos",
+            progress=False,
+        )
+    )
     data = Dataset(tmp_path / "demos")
     obs = torch.stack([torch.from_numpy(data.episode(e, ("obs",))["obs"]) for e in data.episodes])
-    rec = torch.stack([torch.from_numpy(data.episode(e, ("actions",))["actions"])
-                       for e in data.episodes])  # fmt: skip
+    rec = torch.stack(
+        [torch.from_numpy(data.episode(e, ("actions",))["actions"]) for e in data.episodes]
+    )
     env = envs.make("push", num_envs=1)
     target = make_expert(env)(obs.reshape(-1, 18)).reshape(rec.shape)
     expert = action_errors(ExpertAgent.for_env(env, noise_std=0.0), tmp_path / "demos", env)
     assert expert["transitions"] == 90 and expert["mse_expert"] < 1e-10
     assert expert["mse_recorded"] == pytest.approx(expert["recorded_mse_expert"], rel=1e-5)
-    assert expert["recorded_mse_expert"] == pytest.approx((rec - target).pow(2).mean().item(),
-                                                          rel=1e-5)  # fmt: skip
+    assert expert["recorded_mse_expert"] == pytest.approx(
+        (rec - target).pow(2).mean().item(), rel=1e-5
+    )
     still = Recorder(18, 2, {})
     zero = action_errors(still, tmp_path / "demos", env)
     assert zero["mse_expert"] == pytest.approx(target.pow(2).mean().item(), rel=1e-5)

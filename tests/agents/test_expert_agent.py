@@ -45,8 +45,16 @@ def test_acts_like_the_expert(task, tmp_path):
 def test_from_a_datasets_env_args(tmp_path):
     from agents.collect import CollectCfg, collect
 
-    cfg = CollectCfg(task="pendulum_swingup", policy="expert", episodes=2, num_envs=2,
-                     episode_length=10, out=tmp_path / "d", progress=False, nthread=1)  # fmt: skip
+    cfg = CollectCfg(
+        task="pendulum_swingup",
+        policy="expert",
+        episodes=2,
+        num_envs=2,
+        episode_length=10,
+        out=tmp_path / "d",
+        progress=False,
+        nthread=1,
+    )
     collect(cfg)
     args = Dataset(tmp_path / "d").env_args
     env = envs.make_from_args(args, 3)

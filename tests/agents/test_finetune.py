@@ -48,8 +48,9 @@ def test_the_ppo_policy_acts_as_the_cloned_one():
     dist = ppo.policy.get_distribution(obs)
     actions = torch.rand(300, 2) * 2 - 1
     sigma = bc.log_std.exp()
-    expected = (-((actions - bc.mean(obs)) ** 2) / (2 * sigma**2) - bc.log_std
-                - 0.5 * math.log(2 * math.pi)).sum(-1)  # fmt: skip
+    expected = (
+        -((actions - bc.mean(obs)) ** 2) / (2 * sigma**2) - bc.log_std - 0.5 * math.log(2 * math.pi)
+    ).sum(-1)
     torch.testing.assert_close(dist.log_prob(actions), expected.detach(), rtol=1e-4, atol=1e-4)
     # an exploration std of one's own replaces the fitted one
     wide = bc_to_ppo(bc, log_std=0.0)
@@ -62,8 +63,15 @@ def test_critic_warmup_leaves_the_actor_as_it_was(tmp_path):
     bc = BcAgent(env.observation_dim, env.action_dim, {"hidden": 16, "layers": 2})
     agent = bc_to_ppo(bc, value_hidden=(16,))
     before = {k: v.clone() for k, v in agent.policy.state_dict().items()}
-    cfg = FinetuneCfg(agent=tmp_path, wm=tmp_path, out=tmp_path, critic_warmup=64, n_steps=16,
-                      batch_size=32, n_epochs=2)  # fmt: skip
+    cfg = FinetuneCfg(
+        agent=tmp_path,
+        wm=tmp_path,
+        out=tmp_path,
+        critic_warmup=64,
+        n_steps=16,
+        batch_size=32,
+        n_epochs=2,
+    )
     tuned = fine_tune(agent, env, 0, cfg, "warmup")
     after = tuned.policy.state_dict()
     actor = {
@@ -80,17 +88,39 @@ def test_critic_warmup_leaves_the_actor_as_it_was(tmp_path):
 @pytest.fixture(scope="module")
 def push_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("finetune")
-    collect(CollectCfg(task="push", num_envs=4, episodes=4, episode_length=40,
-                       policy="expert+noise", out=root / "data", progress=False))  # fmt: skip
-    train_bc(TrainBCCfg(data=root / "data", out=root / "bc", hidden=32, epochs=3,
-                        progress=False))  # fmt: skip
+    collect(
+        CollectCfg(
+            task="push",
+            num_envs=4,
+            episodes=4,
+            episode_length=40,
+            policy="expert+noise",
+            out=root / "data",
+            progress=False,
+        )
+    )
+    train_bc(TrainBCCfg(data=root / "data", out=root / "bc", hidden=32, epochs=3, progress=False))
     small = EnsembleCfg(hidden=32, layers=2, members=2, elites=1)
-    train_world_model(TrainWMCfg(data=root / "data", out=root / "wm", epochs=1, ensemble=small,
-                                 progress=False))  # fmt: skip
-    cfg = FinetuneCfg(agent=root / "bc", wm=root / "wm", out=root / "out", imagined_steps=256,
-                      real_steps=128, critic_warmup=64, num_envs=8, real_envs=4, horizon=20,
-                      start_states=16, n_steps=16, batch_size=32, n_epochs=2, episodes=4,
-                      value_hidden=(16,))  # fmt: skip
+    train_world_model(
+        TrainWMCfg(data=root / "data", out=root / "wm", epochs=1, ensemble=small, progress=False)
+    )
+    cfg = FinetuneCfg(
+        agent=root / "bc",
+        wm=root / "wm",
+        out=root / "out",
+        imagined_steps=256,
+        real_steps=128,
+        critic_warmup=64,
+        num_envs=8,
+        real_envs=4,
+        horizon=20,
+        start_states=16,
+        n_steps=16,
+        batch_size=32,
+        n_epochs=2,
+        episodes=4,
+        value_hidden=(16,),
+    )
     return cfg, run_finetune(cfg)
 
 
@@ -125,11 +155,20 @@ def test_bad_inputs_are_named(push_run, tmp_path):
     with pytest.raises(ValueError, match="imagined_steps must be >= 0"):
         run_finetune(FinetuneCfg(agent=cfg.agent, wm=cfg.wm, out=tmp_path, imagined_steps=-1))
     other = tmp_path / "cartpole"
-    collect(CollectCfg(task="cartpole_swingup", num_envs=2, episodes=2, episode_length=20,
-                       out=other, progress=False))  # fmt: skip
+    collect(
+        CollectCfg(
+            task="cartpole_swingup",
+            num_envs=2,
+            episodes=2,
+            episode_length=20,
+            out=other,
+            progress=False,
+        )
+    )
     small = EnsembleCfg(hidden=16, layers=1, members=1, elites=1)
-    train_world_model(TrainWMCfg(data=other, out=tmp_path / "wm", epochs=1, ensemble=small,
-                                 progress=False))  # fmt: skip
+    train_world_model(
+        TrainWMCfg(data=other, out=tmp_path / "wm", epochs=1, ensemble=small, progress=False)
+    )
     with pytest.raises(ValueError, match="dims"):
         run_finetune(FinetuneCfg(agent=cfg.agent, wm=tmp_path / "wm", out=tmp_path))
     assert not (tmp_path / "report.json").exists()
@@ -161,8 +200,15 @@ def test_grpo_moves_the_policy_towards_higher_group_returns(tmp_path):
         actions = mean + std * torch.randn(mean.shape, generator=gen)
         return obs, actions, -((actions.clamp(-1, 1) - 0.5) ** 2).sum(-1)
 
-    cfg = FinetuneCfg(agent=tmp_path, wm=tmp_path, out=tmp_path, group_size=4,
-                      learning_rate=3e-3, grpo_epochs=4, grpo_batch=32)  # fmt: skip
+    cfg = FinetuneCfg(
+        agent=tmp_path,
+        wm=tmp_path,
+        out=tmp_path,
+        group_size=4,
+        learning_rate=3e-3,
+        grpo_epochs=4,
+        grpo_batch=32,
+    )
     tuned = grpo(bc, rollouts, 30, cfg)
     probe = torch.randn(64, 3)
     assert bc.act(probe).mean() == pytest.approx(-0.3, abs=1e-6)  # the original is untouched
@@ -173,9 +219,20 @@ def test_grpo_moves_the_policy_towards_higher_group_returns(tmp_path):
 
 def test_finetune_with_grpo_in_imagination_and_in_the_real_sim(push_run, tmp_path):
     cfg, _ = push_run
-    run = FinetuneCfg(agent=cfg.agent, wm=cfg.wm, out=tmp_path / "grpo", algo="grpo",
-                      imagined_steps=80, real_steps=40, groups=2, group_size=2, horizon=10,
-                      start_states=8, episodes=4, grpo_batch=16)  # fmt: skip
+    run = FinetuneCfg(
+        agent=cfg.agent,
+        wm=cfg.wm,
+        out=tmp_path / "grpo",
+        algo="grpo",
+        imagined_steps=80,
+        real_steps=40,
+        groups=2,
+        group_size=2,
+        horizon=10,
+        start_states=8,
+        episodes=4,
+        grpo_batch=16,
+    )
     report = run_finetune(run)
     assert report["imagined"]["steps"] == 80 and report["real"]["real_steps"] == 40
     bc = load(cfg.agent)
@@ -184,8 +241,9 @@ def test_finetune_with_grpo_in_imagination_and_in_the_real_sim(push_run, tmp_pat
         tuned = load(run.out / f"agent_{name}.pt")
         assert tuned.kind == "bc" and not torch.allclose(tuned.act(obs), bc.act(obs))
     with pytest.raises(ValueError, match="group_size must be >= 2"):
-        run_finetune(FinetuneCfg(agent=cfg.agent, wm=cfg.wm, out=tmp_path, algo="grpo",
-                                 group_size=1))  # fmt: skip
+        run_finetune(
+            FinetuneCfg(agent=cfg.agent, wm=cfg.wm, out=tmp_path, algo="grpo", group_size=1)
+        )
     with pytest.raises(ValueError, match="unknown algo"):
         run_finetune(FinetuneCfg(agent=cfg.agent, wm=cfg.wm, out=tmp_path, algo="sac"))
 
@@ -209,10 +267,21 @@ def test_the_penalty_takes_the_models_disagreement_off_each_reward():
 
 def test_grpo_starts_from_recorded_states_with_start_data(push_run, tmp_path):
     cfg, _ = push_run
-    run = FinetuneCfg(agent=cfg.agent, wm=cfg.wm, out=tmp_path / "branched", algo="grpo",
-                      imagined_steps=40, real_steps=0, groups=2, group_size=2, horizon=10,
-                      episodes=4, grpo_batch=16, start_data=cfg.agent.parent / "data",
-                      penalty=1.0)  # fmt: skip
+    run = FinetuneCfg(
+        agent=cfg.agent,
+        wm=cfg.wm,
+        out=tmp_path / "branched",
+        algo="grpo",
+        imagined_steps=40,
+        real_steps=0,
+        groups=2,
+        group_size=2,
+        horizon=10,
+        episodes=4,
+        grpo_batch=16,
+        start_data=cfg.agent.parent / "data",
+        penalty=1.0,
+    )
     report = run_finetune(run)
     assert report["imagined"]["steps"] == 40 and "real" not in report
     assert report["config"]["start_data"] == str(cfg.agent.parent / "data")

@@ -20,20 +20,56 @@ from world_models.pictures import decode_video
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
-    "--task", "cartpole_swingup", "--budget", "600", "--episode-length", "100",
-    "--episodes-per-iter", "2", "--updates", "4", "--wm-first-epochs", "2", "--wm-epochs", "1",
-    "--wm-steps-per-epoch", "4", "--eval-episodes", "2", "--video-steps", "6",
-    "--ensemble.members", "3", "--ensemble.elites", "2", "--ensemble.hidden", "32",
-    "--ensemble.layers", "2", "--dreamer.hidden", "32", "--dreamer.batch-size", "16",
-    "--dreamer.horizon", "5", "--seed", "3",
-]  # fmt: skip
+    "--task",
+    "cartpole_swingup",
+    "--budget",
+    "600",
+    "--episode-length",
+    "100",
+    "--episodes-per-iter",
+    "2",
+    "--updates",
+    "4",
+    "--wm-first-epochs",
+    "2",
+    "--wm-epochs",
+    "1",
+    "--wm-steps-per-epoch",
+    "4",
+    "--eval-episodes",
+    "2",
+    "--video-steps",
+    "6",
+    "--ensemble.members",
+    "3",
+    "--ensemble.elites",
+    "2",
+    "--ensemble.hidden",
+    "32",
+    "--ensemble.layers",
+    "2",
+    "--dreamer.hidden",
+    "32",
+    "--dreamer.batch-size",
+    "16",
+    "--dreamer.horizon",
+    "5",
+    "--seed",
+    "3",
+]
 ITERATIONS = 3  # 600 env steps / (2 episodes x 100 steps)
 
 
 def _run(out: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
     argv = [sys.executable, str(ROOT / "run.py"), "--out", str(out), *TINY, *extra]
-    return subprocess.run(argv, capture_output=True, text=True, check=check, cwd=ROOT,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    return subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        check=check,
+        cwd=ROOT,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,18 +113,37 @@ def test_the_loop_writes_every_artifact(finished):
     events = EventAccumulator(str(out / "tb"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    for tag in ("charts/real_return", "charts/imagined_return", "charts/imagination_gap",
-                "charts/env_steps", "charts/wall_time_s", "world_model/open_loop_error_h1",
-                "losses/actor_loss", "losses/critic_loss"):  # fmt: skip
+    for tag in (
+        "charts/real_return",
+        "charts/imagined_return",
+        "charts/imagination_gap",
+        "charts/env_steps",
+        "charts/wall_time_s",
+        "world_model/open_loop_error_h1",
+        "losses/actor_loss",
+        "losses/critic_loss",
+    ):
         assert tag in tags
         assert [e.step for e in events.Scalars(tag)] == [200, 400, 600]
 
 
 def test_eval_reports_real_and_imagined_returns_from_the_same_starts(finished, tmp_path):
     out = finished
-    argv = [sys.executable, str(ROOT / "run.py"), "eval", "--agent", str(out),
-            "--wm", str(out / "wm" / "iter_002"), "--episodes", "3", "--video-steps", "5",
-            "--out", str(tmp_path)]  # fmt: skip
+    argv = [
+        sys.executable,
+        str(ROOT / "run.py"),
+        "eval",
+        "--agent",
+        str(out),
+        "--wm",
+        str(out / "wm" / "iter_002"),
+        "--episodes",
+        "3",
+        "--video-steps",
+        "5",
+        "--out",
+        str(tmp_path),
+    ]
     proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "report.json").read_text())
@@ -121,8 +176,12 @@ def test_sigkill_mid_iteration_then_resume_finishes_the_same_run(finished, tmp_p
     argv = [sys.executable, str(ROOT / "run.py"), "--out", str(out), *TINY]
     kills = 0
     for moment in ("wm/iter_001", "eval/iter_002", "data/shard_000002.hdf5"):
-        proc = subprocess.Popen(argv + (["--resume"] if kills else []), cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        proc = subprocess.Popen(
+            argv + (["--resume"] if kills else []),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 120
         while not (out / moment).exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -146,17 +205,51 @@ def test_sigkill_mid_iteration_then_resume_finishes_the_same_run(finished, tmp_p
             assert (data.episode(e)[key] == value).all(), (e, key)
 
 
-RSSM = ["--model", "rssm", "--rssm.deter", "32", "--rssm.hidden", "32", "--rssm.stoch", "4",
-        "--rssm.classes", "4", "--rssm.sequence-length", "10"]  # fmt: skip
+RSSM = [
+    "--model",
+    "rssm",
+    "--rssm.deter",
+    "32",
+    "--rssm.hidden",
+    "32",
+    "--rssm.stoch",
+    "4",
+    "--rssm.classes",
+    "4",
+    "--rssm.sequence-length",
+    "10",
+]
 
 
-@pytest.mark.parametrize("agent, model", [("mppi", []), ("sac", []), ("ppo", []),
-                                          ("dreamer", RSSM)])  # fmt: skip
+@pytest.mark.parametrize(
+    "agent, model", [("mppi", []), ("sac", []), ("ppo", []), ("dreamer", RSSM)]
+)
 def test_other_agents_and_models_run_the_loop(agent, model, tmp_path):
-    extra = ["--agent", agent, "--budget", "400", "--sb3-steps", "256", "--imagined-envs", "8",
-             "--imagined-length", "10", "--mppi.samples", "8", "--mppi.horizon", "3",
-             "--mppi.elites", "2", "--sb3.sac.learning-starts", "16", "--sb3.ppo.n-steps", "16",
-             "--sb3.ppo.batch-size", "32", *model]  # fmt: skip
+    extra = [
+        "--agent",
+        agent,
+        "--budget",
+        "400",
+        "--sb3-steps",
+        "256",
+        "--imagined-envs",
+        "8",
+        "--imagined-length",
+        "10",
+        "--mppi.samples",
+        "8",
+        "--mppi.horizon",
+        "3",
+        "--mppi.elites",
+        "2",
+        "--sb3.sac.learning-starts",
+        "16",
+        "--sb3.ppo.n-steps",
+        "16",
+        "--sb3.ppo.batch-size",
+        "32",
+        *model,
+    ]
     proc = _run(tmp_path / "run", *extra)
     assert "iter 2/2" in proc.stdout, proc.stdout + proc.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

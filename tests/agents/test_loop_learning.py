@@ -13,9 +13,15 @@ from run import closed_loop
 @pytest.mark.slow
 def test_closed_loop_learns_cartpole_balance(tmp_path):
     cfg = LoopCfg(
-        task="cartpole_balance", budget=12_000, episodes_per_iter=2, video_steps=0,
-        wm_first_epochs=10, wm_epochs=4, out=tmp_path / "run", progress=False,
-    )  # fmt: skip
+        task="cartpole_balance",
+        budget=12_000,
+        episodes_per_iter=2,
+        video_steps=0,
+        wm_first_epochs=10,
+        wm_epochs=4,
+        out=tmp_path / "run",
+        progress=False,
+    )
     summary = closed_loop(cfg)
     curve = [r["real_return"] for r in summary["curve"]]
     assert len(curve) == 6

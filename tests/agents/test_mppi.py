@@ -94,8 +94,9 @@ def test_drives_every_env_to_zero():
 def test_returns_discount_continuation_and_terminal_value():
     # reward -x'^2 with x' = 0.5 + 0.1 t (a = 1), cont c: G = sum gamma^t c^t r_t + gamma^H c^H V
     h, gamma, c = 3, 0.9, 0.5
-    agent = MppiAgent.build(PointModel(1, 1, {"cont": c}), QuadraticValue(1, 1, {"scale": 2.0}),
-                            horizon=h, gamma=gamma)  # fmt: skip
+    agent = MppiAgent.build(
+        PointModel(1, 1, {"cont": c}), QuadraticValue(1, 1, {"scale": 2.0}), horizon=h, gamma=gamma
+    )
     got = agent.returns(torch.tensor([[0.5]]), torch.ones(1, 1, h, 1))
     xs = [0.5 + 0.1 * (t + 1) for t in range(h)]
     want = (
@@ -110,12 +111,27 @@ def test_returns_discount_continuation_and_terminal_value():
 def cartpole_model(tmp_path_factory):
     """A 3-member ensemble trained for 1,000 steps on 8 noise episodes of cartpole_balance."""
     tmp = tmp_path_factory.mktemp("mppi")
-    collect(CollectCfg(task="cartpole_balance", policy="noise", episodes=8, num_envs=8,
-                       episode_length=200, out=tmp / "data", progress=False))  # fmt: skip
-    train_world_model(TrainWMCfg(data=tmp / "data", out=tmp / "wm", epochs=10,
-                                 steps_per_epoch=100, progress=False,
-                                 ensemble=EnsembleCfg(members=3, elites=2, hidden=64,
-                                                      layers=2)))  # fmt: skip
+    collect(
+        CollectCfg(
+            task="cartpole_balance",
+            policy="noise",
+            episodes=8,
+            num_envs=8,
+            episode_length=200,
+            out=tmp / "data",
+            progress=False,
+        )
+    )
+    train_world_model(
+        TrainWMCfg(
+            data=tmp / "data",
+            out=tmp / "wm",
+            epochs=10,
+            steps_per_epoch=100,
+            progress=False,
+            ensemble=EnsembleCfg(members=3, elites=2, hidden=64, layers=2),
+        )
+    )
     return load_wm(tmp / "wm")
 
 

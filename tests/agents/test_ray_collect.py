@@ -50,9 +50,16 @@ def _same_episodes(a, b) -> None:
 
 
 def test_ray_workers_record_the_dataset_one_process_records(local_ray, tmp_path):
-    cfg = CollectCfg(task="push", episodes=7, num_envs=2, episode_length=20,
-                     policy="expert+noise", seed=4, out=tmp_path / "plain",
-                     progress=False)  # fmt: skip
+    cfg = CollectCfg(
+        task="push",
+        episodes=7,
+        num_envs=2,
+        episode_length=20,
+        policy="expert+noise",
+        seed=4,
+        out=tmp_path / "plain",
+        progress=False,
+    )
     collect(cfg)
     ray_cfg = dataclasses.replace(cfg, out=tmp_path / "ray", ray=True, workers=3)
     summary = collect_ray(ray_cfg)
@@ -70,9 +77,19 @@ def test_ray_workers_record_the_dataset_one_process_records(local_ray, tmp_path)
 
 
 def test_a_killed_worker_is_restarted_and_redoes_only_its_unfinished_episodes(local_ray, tmp_path):
-    cfg = CollectCfg(task="push", episodes=8, num_envs=1, policy="expert+noise", seed=2,
-                     pixels=32, flush_episodes=1, out=tmp_path / "ray", ray=True, workers=2,
-                     progress=False)  # fmt: skip
+    cfg = CollectCfg(
+        task="push",
+        episodes=8,
+        num_envs=1,
+        policy="expert+noise",
+        seed=2,
+        pixels=32,
+        flush_episodes=1,
+        out=tmp_path / "ray",
+        ray=True,
+        workers=2,
+        progress=False,
+    )
     result: dict = {}
     run = threading.Thread(target=lambda: result.update(collect_ray(cfg)))
     run.start()
@@ -100,8 +117,14 @@ def test_bench_ray_measures_both_worker_counts_beside_the_in_process_collector(l
     from agents.bench_ray import run_ray_bench
     from envs.bench import BenchCfg
 
-    cfg = BenchCfg(task="cartpole_swingup", data_envs=2, data_batches=2, data_episode_length=20,
-                   rounds=1, parts=("ray",))  # fmt: skip
+    cfg = BenchCfg(
+        task="cartpole_swingup",
+        data_envs=2,
+        data_batches=2,
+        data_episode_length=20,
+        rounds=1,
+        parts=("ray",),
+    )
     result = run_ray_bench(cfg)
     rates = result["transitions_per_s"]
     assert set(rates) == {"in_process", "ray_1", "ray_2"} and min(rates.values()) > 0
@@ -114,13 +137,31 @@ def test_policies_scored_as_ray_tasks_equal_the_ones_scored_in_turn(local_ray, t
     from world_models.evaluate import EvalWMCfg
     from world_models.train import EnsembleCfg, TrainWMCfg, train_world_model
 
-    collect(CollectCfg(task="cartpole_swingup", num_envs=4, episodes=4, episode_length=40,
-                       policy="expert+noise", out=tmp_path / "data", progress=False))  # fmt: skip
+    collect(
+        CollectCfg(
+            task="cartpole_swingup",
+            num_envs=4,
+            episodes=4,
+            episode_length=40,
+            policy="expert+noise",
+            out=tmp_path / "data",
+            progress=False,
+        )
+    )
     small = EnsembleCfg(hidden=32, layers=2, members=2, elites=1)
-    train_world_model(TrainWMCfg(data=tmp_path / "data", out=tmp_path / "wm", epochs=1,
-                                 ensemble=small, progress=False))  # fmt: skip
-    cfg = EvalWMCfg(wm=tmp_path / "wm", policies=("expert:0", "expert:0.5", "expert:2"),
-                    episodes=3, seed=4, progress=False, out=tmp_path / "turn")  # fmt: skip
+    train_world_model(
+        TrainWMCfg(
+            data=tmp_path / "data", out=tmp_path / "wm", epochs=1, ensemble=small, progress=False
+        )
+    )
+    cfg = EvalWMCfg(
+        wm=tmp_path / "wm",
+        policies=("expert:0", "expert:0.5", "expert:2"),
+        episodes=3,
+        seed=4,
+        progress=False,
+        out=tmp_path / "turn",
+    )
     in_turn = rank_policies(cfg)
     parallel = rank_policies(dataclasses.replace(cfg, ray=True, out=tmp_path / "ray"))
     for key in ("policies", "pearson", "spearman", "task", "steps"):
@@ -129,9 +170,17 @@ def test_policies_scored_as_ray_tasks_equal_the_ones_scored_in_turn(local_ray, t
 
 def test_ray_workers_run_the_warp_backend_too(local_ray, tmp_path):
     pytest.importorskip("mujoco_warp")
-    cfg = CollectCfg(task="reacher_easy", backend="warp", episodes=4, num_envs=2,
-                     episode_length=30, policy="noise", seed=1, out=tmp_path / "plain",
-                     progress=False)  # fmt: skip
+    cfg = CollectCfg(
+        task="reacher_easy",
+        backend="warp",
+        episodes=4,
+        num_envs=2,
+        episode_length=30,
+        policy="noise",
+        seed=1,
+        out=tmp_path / "plain",
+        progress=False,
+    )
     collect(cfg)
     collect_ray(dataclasses.replace(cfg, out=tmp_path / "ray", ray=True, workers=2))
     _same_episodes(tmp_path / "plain", tmp_path / "ray")
@@ -151,9 +200,18 @@ def test_device_and_gpu_reservation_must_agree():
 
 @pytest.mark.skipif(CUDA, reason="checks GPUs declared to Ray that torch cannot see")
 def test_a_worker_given_a_gpu_torch_cannot_see_stops_before_recording(local_ray, tmp_path):
-    cfg = CollectCfg(task="cartpole_swingup", episodes=4, num_envs=2, episode_length=20,
-                     out=tmp_path / "ray", ray=True, workers=2, worker_gpus=1.0,
-                     device="cuda", progress=False)  # fmt: skip
+    cfg = CollectCfg(
+        task="cartpole_swingup",
+        episodes=4,
+        num_envs=2,
+        episode_length=20,
+        out=tmp_path / "ray",
+        ray=True,
+        workers=2,
+        worker_gpus=1.0,
+        device="cuda",
+        progress=False,
+    )
     with pytest.raises(RuntimeError, match=r"Ray gave this task GPU\(s\) \[.+torch there sees 0"):
         collect_ray(cfg)
     assert not list(tmp_path.glob("ray/workers/*/index.json"))  # nothing was recorded
@@ -162,13 +220,23 @@ def test_a_worker_given_a_gpu_torch_cannot_see_stops_before_recording(local_ray,
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 def test_gpu_workers_record_what_one_gpu_process_records(local_ray, tmp_path):
     pytest.importorskip("mujoco_warp")
-    cfg = CollectCfg(task="reacher_easy", backend="warp", device="cuda", episodes=6,
-                     num_envs=3, episode_length=30, policy="expert+noise", seed=3,
-                     out=tmp_path / "plain", progress=False)  # fmt: skip
+    cfg = CollectCfg(
+        task="reacher_easy",
+        backend="warp",
+        device="cuda",
+        episodes=6,
+        num_envs=3,
+        episode_length=30,
+        policy="expert+noise",
+        seed=3,
+        out=tmp_path / "plain",
+        progress=False,
+    )
     collect(cfg)
     gpus = 1.0 / 2 if torch.cuda.device_count() == 1 else 1.0  # both workers at once
-    collect_ray(dataclasses.replace(cfg, out=tmp_path / "ray", ray=True, workers=2,
-                                    worker_gpus=gpus))  # fmt: skip
+    collect_ray(
+        dataclasses.replace(cfg, out=tmp_path / "ray", ray=True, workers=2, worker_gpus=gpus)
+    )
     first, second = Dataset(tmp_path / "plain"), Dataset(tmp_path / "ray")
     assert first.episodes == second.episodes and first.env_args == second.env_args
     for e in first.episodes:  # the same kernels on the same device; rows differ

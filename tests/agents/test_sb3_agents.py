@@ -16,8 +16,10 @@ from world_models.ensemble import EnsembleDynamics
 from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
 
 OBS, ACT = 5, 2
-SMALL = Sb3Cfg(sac=SacCfg(net_arch=(32, 32), learning_starts=50, batch_size=32),
-               ppo=PpoCfg(net_arch=(32, 32), n_steps=32, batch_size=32, n_epochs=2))  # fmt: skip
+SMALL = Sb3Cfg(
+    sac=SacCfg(net_arch=(32, 32), learning_starts=50, batch_size=32),
+    ppo=PpoCfg(net_arch=(32, 32), n_steps=32, batch_size=32, n_epochs=2),
+)
 
 
 def _agent(algo: str):
@@ -101,8 +103,9 @@ def test_learner_on_a_real_env(algo, tmp_path):
     assert learner.learn(200) is agent
     assert learner.num_timesteps >= 200
     assert not torch.equal(_weights(agent), before)  # trained weights copied back
-    for mine, theirs in zip(agent.policy.state_dict().values(),
-                            learner.model.policy.state_dict().values(), strict=True):  # fmt: skip
+    for mine, theirs in zip(
+        agent.policy.state_dict().values(), learner.model.policy.state_dict().values(), strict=True
+    ):
         assert torch.equal(mine, theirs)
     steps = learner.num_timesteps
     learner.set_env(envs.make("pendulum_swingup", num_envs=4, episode_length=50, seed=1, nthread=1))
@@ -152,8 +155,9 @@ def test_the_step_bar_counts_every_transition(tmp_path):
 
 def _imagined(env, seed: int) -> ImaginedEnv:
     torch.manual_seed(0)
-    model = EnsembleDynamics(env.observation_dim, env.action_dim,
-                             {"members": 2, "elites": 1, "hidden": 16, "layers": 1})  # fmt: skip
+    model = EnsembleDynamics(
+        env.observation_dim, env.action_dim, {"members": 2, "elites": 1, "hidden": 16, "layers": 1}
+    )
     starts = env.reset(seed=seed).clone()
     cfg = ImaginedEnvCfg(num_envs=4, episode_length=20, termination="never", seed=seed)
     return ImaginedEnv(model, starts, cfg)

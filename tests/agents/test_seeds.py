@@ -30,10 +30,16 @@ def test_the_confidence_interval_is_students_t(n):
 
 
 def _summary(final: float, curve: list[float], finished: bool = True) -> dict:
-    return {"task": "t", "agent": "dreamer", "model": "ensemble", "finished": finished,
-            "final_real_return": final, "best_real_return": max(curve), "final_gap": -final,
-            "curve": [{"env_steps": 100 * (i + 1), "real_return": r}
-                      for i, r in enumerate(curve)]}  # fmt: skip
+    return {
+        "task": "t",
+        "agent": "dreamer",
+        "model": "ensemble",
+        "finished": finished,
+        "final_real_return": final,
+        "best_real_return": max(curve),
+        "final_gap": -final,
+        "curve": [{"env_steps": 100 * (i + 1), "real_return": r} for i, r in enumerate(curve)],
+    }
 
 
 def test_the_seeds_summary_covers_the_iterations_every_run_finished(tmp_path):
@@ -63,6 +69,7 @@ def test_gpu_reservations_are_refused_where_they_cannot_apply(tmp_path):
     with pytest.raises(ValueError, match="--worker-gpus .* needs --ray"):
         Loop(LoopCfg(worker_gpus=1.0, device="cuda", out=tmp_path / "run"))
     with pytest.raises(ValueError, match="--device cuda in Ray tasks needs --worker-gpus"):
-        run_seeds(LoopCfg(seeds=(0, 1), ray=True, device="cuda", out=tmp_path / "seeds"),
-                  run_one=None)  # fmt: skip
+        run_seeds(
+            LoopCfg(seeds=(0, 1), ray=True, device="cuda", out=tmp_path / "seeds"), run_one=None
+        )
     assert not list(tmp_path.iterdir())  # refused before anything was written

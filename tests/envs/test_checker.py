@@ -60,23 +60,40 @@ SMALL_MODELS = {
     "ensemble": {"ensemble": EnsembleCfg(hidden=32, layers=2, members=3, elites=2)},
     "rssm": {
         "rssm": RssmCfg(deter=32, stoch=4, classes=4, hidden=32, layers=1, sequence_length=16)
-    },  # fmt: skip
+    },
 }
 
 
 @pytest.fixture(scope="module")
 def pendulum_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("checker") / "data"
-    collect(CollectCfg(task="pendulum_swingup", num_envs=4, episodes=8, episode_length=100,
-                       policy="noise", out=out, progress=False))  # fmt: skip
+    collect(
+        CollectCfg(
+            task="pendulum_swingup",
+            num_envs=4,
+            episodes=8,
+            episode_length=100,
+            policy="noise",
+            out=out,
+            progress=False,
+        )
+    )
     return out
 
 
 @pytest.fixture(scope="module", params=sorted(SMALL_MODELS))
 def world_model(request, pendulum_data, tmp_path_factory):
     out = tmp_path_factory.mktemp(request.param)
-    train_world_model(TrainWMCfg(data=pendulum_data, model=request.param, out=out, epochs=2,
-                                 progress=False, **SMALL_MODELS[request.param]))  # fmt: skip
+    train_world_model(
+        TrainWMCfg(
+            data=pendulum_data,
+            model=request.param,
+            out=out,
+            epochs=2,
+            progress=False,
+            **SMALL_MODELS[request.param],
+        )
+    )
     return world_models.load(out / "model.pt")
 
 
@@ -92,8 +109,9 @@ def test_random_starts_false_admits_a_single_start_state(world_model, pendulum_d
     one_start = EpisodeData(pendulum_data).data["obs"][:1]
 
     def make(n, seed, length):
-        cfg = ImaginedEnvCfg(num_envs=n, seed=seed, episode_length=length, termination="never",
-                             sample=False)  # fmt: skip
+        cfg = ImaginedEnvCfg(
+            num_envs=n, seed=seed, episode_length=length, termination="never", sample=False
+        )
         return ImaginedEnv(world_model, one_start, cfg)
 
     check_batched_env(make, random_starts=False)
@@ -209,34 +227,67 @@ def seed_ignored(n, seed, length):
 
 
 BROKEN = [
-    (wrapped(FinalObsIsResetObs), r"\[autoreset\] step 4: rows \[0, 1, 2, 3\] ended but "
-     r"info\['final_obs'\] equals obs, the new episode's first observation"),
-    (wrapped(ReturnMissesLastReward), r"\[episode stats\] step 4: row 0 ended with "
-     r"info\['episode_return'\] [\d.]+, but its rewards since the episode began sum to"),
-    (one_step_late, r"\[horizon\] step 4: row 0 reached the horizon \(4 steps since its "
-     r"episode began\) but was not truncated"),
-    (wrapped(BadActionSteps), r"\[bad action\] an action of shape \(4, 2\) was rejected but "
-     r"changed get_observations\(\)"),
+    (
+        wrapped(FinalObsIsResetObs),
+        r"\[autoreset\] step 4: rows \[0, 1, 2, 3\] ended but "
+        r"info\['final_obs'\] equals obs, the new episode's first observation",
+    ),
+    (
+        wrapped(ReturnMissesLastReward),
+        r"\[episode stats\] step 4: row 0 ended with "
+        r"info\['episode_return'\] [\d.]+, but its rewards since the episode began sum to",
+    ),
+    (
+        one_step_late,
+        r"\[horizon\] step 4: row 0 reached the horizon \(4 steps since its "
+        r"episode began\) but was not truncated",
+    ),
+    (
+        wrapped(BadActionSteps),
+        r"\[bad action\] an action of shape \(4, 2\) was rejected but "
+        r"changed get_observations\(\)",
+    ),
     (wrapped(NanBecomesZero), r"\[bad action\] an action of NaN was accepted"),
-    (wrapped(Float64Obs), r"\[reset\] reset\(\) obs has dtype torch.float64, expected "
-     r"torch.float32"),
-    (wrapped(TimeLimitTerminates), r"\[horizon\] step 4: terminated at the horizon differs "
-     r".*a time limit must be truncation, never termination"),
-    (wrapped(HalvesActions), r"\[clipping\] step 12 \(actions outside \[-1, 1\]\): \w+ "
-     r"differs from a twin env given the same actions clipped to \[-1, 1\]"),
+    (
+        wrapped(Float64Obs),
+        r"\[reset\] reset\(\) obs has dtype torch.float64, expected "
+        r"torch.float32",
+    ),
+    (
+        wrapped(TimeLimitTerminates),
+        r"\[horizon\] step 4: terminated at the horizon differs "
+        r".*a time limit must be truncation, never termination",
+    ),
+    (
+        wrapped(HalvesActions),
+        r"\[clipping\] step 12 \(actions outside \[-1, 1\]\): \w+ "
+        r"differs from a twin env given the same actions clipped to \[-1, 1\]",
+    ),
     (wrapped(ReusesObsBuffer), r"\[step\] step 1 overwrote obs returned by reset\(\) in place"),
-    (seed_ignored, r"\[seeding\] reset\(\): obs differs from a second env made with the same "
-     r"seed"),
-]  # fmt: skip
+    (
+        seed_ignored,
+        r"\[seeding\] reset\(\): obs differs from a second env made with the same "
+        r"seed",
+    ),
+]
 
 
 @pytest.mark.parametrize(
     "make_env, message",
     BROKEN,
-    ids=["final_obs_is_reset_obs", "return_misses_last_reward", "truncation_one_step_late",
-         "bad_action_steps", "nan_action_accepted", "float64_obs", "time_limit_terminates",
-         "no_clipping", "reused_obs_buffer", "seed_ignored"],
-)  # fmt: skip
+    ids=[
+        "final_obs_is_reset_obs",
+        "return_misses_last_reward",
+        "truncation_one_step_late",
+        "bad_action_steps",
+        "nan_action_accepted",
+        "float64_obs",
+        "time_limit_terminates",
+        "no_clipping",
+        "reused_obs_buffer",
+        "seed_ignored",
+    ],
+)
 def test_broken_env_is_caught(make_env, message):
     with pytest.raises(AssertionError, match=r"^cartpole_balance: \[") as err:
         check_batched_env(make_env, render=False, sb3=False)

@@ -78,15 +78,24 @@ def test_observation_layout_and_fingertip_kinematics():
         mujoco.mj_forward(model, data)
         np.testing.assert_allclose(obs[i, 6:8].numpy(), data.geom_xpos[finger, :2], atol=1e-6)
     q = qpos[:, 0:2].float()
-    torch.testing.assert_close(obs[:, 0:4], torch.stack(
-        (q[:, 0].cos(), q[:, 0].sin(), q[:, 1].cos(), q[:, 1].sin()), -1))  # fmt: skip
+    torch.testing.assert_close(
+        obs[:, 0:4], torch.stack((q[:, 0].cos(), q[:, 0].sin(), q[:, 1].cos(), q[:, 1].sin()), -1)
+    )
     torch.testing.assert_close(obs[:, 8:10], qpos[:, 2:4].float())
     torch.testing.assert_close(obs[:, [4, 5, 10, 11]], qvel.float())
     torch.testing.assert_close(obs[:, 12:14], env.goal_position().float())
     torch.testing.assert_close(obs[:, 14:16], obs[:, 8:10] - obs[:, 6:8])  # ball - fingertip
     torch.testing.assert_close(obs[:, 16:18], obs[:, 12:14] - obs[:, 8:10])  # goal - ball
-    assert set(OBS) == {"arm_cos_sin", "arm_vel", "tip", "ball", "ball_vel", "goal",
-                        "ball_from_tip", "goal_from_ball"}  # fmt: skip
+    assert set(OBS) == {
+        "arm_cos_sin",
+        "arm_vel",
+        "tip",
+        "ball",
+        "ball_vel",
+        "goal",
+        "ball_from_tip",
+        "goal_from_ball",
+    }
     torch.testing.assert_close(arm_angles(obs), q, atol=1e-6, rtol=0)
 
 

@@ -27,8 +27,15 @@ pytestmark = pytest.mark.isaac
 
 def test_collect_then_train_a_world_model(tmp_path):
     data = tmp_path / "data"
-    cfg = CollectCfg(task="Isaac-Cartpole-Direct", backend="isaaclab", num_envs=16,
-                     episodes=24, policy="random", out=data, progress=False)  # fmt: skip
+    cfg = CollectCfg(
+        task="Isaac-Cartpole-Direct",
+        backend="isaaclab",
+        num_envs=16,
+        episodes=24,
+        policy="random",
+        out=data,
+        progress=False,
+    )
     summary = collect(cfg)
     assert summary["episodes_recorded"] == 24
     ds = Dataset(data)
@@ -40,8 +47,9 @@ def test_collect_then_train_a_world_model(tmp_path):
         n = len(ep["actions"])
         assert ep["obs"].shape == (n, 4) and ep["states"].shape == (n, 4)
         # consecutive steps chain: next_obs[t] is obs[t + 1]
-        torch.testing.assert_close(torch.from_numpy(ep["next_obs"][:-1]),
-                                   torch.from_numpy(ep["obs"][1:]))  # fmt: skip
+        torch.testing.assert_close(
+            torch.from_numpy(ep["next_obs"][:-1]), torch.from_numpy(ep["obs"][1:])
+        )
         if ep["terminated"][-1]:  # the recorded last observation is off the track
             assert abs(ep["next_obs"][-1, 0]) > 3.0
             ended += 1
@@ -56,14 +64,15 @@ def test_collect_then_train_a_world_model(tmp_path):
             epochs=5,
             progress=False,
             ensemble=EnsembleCfg(members=3, elites=2, hidden=64, layers=2),
-        )  # fmt: skip
+        )
     )
     err = report["open_loop"]
     for h in (1, 10):
         assert err["model"][h] < 0.5 * err["copy_last"][h], (h, err)
     # eval-wm replays the held-out windows in Isaac Lab from the recorded joint state
-    rep = evaluate_world_model(EvalWMCfg(wm=tmp_path / "wm", starts=16, horizons=(1, 10, 25),
-                                         progress=False))  # fmt: skip
+    rep = evaluate_world_model(
+        EvalWMCfg(wm=tmp_path / "wm", starts=16, horizons=(1, 10, 25), progress=False)
+    )
     assert rep["num_starts"] > 0 and rep["task"] == "Isaac-Cartpole-Direct"
     assert rep["replay"]["max_abs_obs_diff"] < 1e-4, rep["replay"]
     assert rep["replay"]["max_abs_reward_diff"] < 1e-5, rep["replay"]
@@ -74,9 +83,19 @@ def test_collect_then_train_a_world_model(tmp_path):
 
 def test_closed_loop_then_eval(tmp_path):
     out = tmp_path / "loop"
-    cfg = LoopCfg(task="Isaac-Cartpole-Direct", backend="isaaclab", budget=1000,
-                  episode_length=100, eval_episodes=3, wm_first_epochs=3, wm_epochs=2,
-                  wm_steps_per_epoch=50, updates=30, out=out, progress=False)  # fmt: skip
+    cfg = LoopCfg(
+        task="Isaac-Cartpole-Direct",
+        backend="isaaclab",
+        budget=1000,
+        episode_length=100,
+        eval_episodes=3,
+        wm_first_epochs=3,
+        wm_epochs=2,
+        wm_steps_per_epoch=50,
+        updates=30,
+        out=out,
+        progress=False,
+    )
     assert cfg.action_repeat == 1  # Isaac Lab repeats inside a control step (decimation)
     closed_loop(cfg)
     summary = json.loads((out / "summary.json").read_text())
@@ -89,8 +108,9 @@ def test_closed_loop_then_eval(tmp_path):
     assert ds.env_args["backend"] == "isaaclab" and len(ds) == 10
     # `eval` rebuilds the env from the agent's checkpoint and reproduces the loop's
     # last evaluation (same fixed starts, deterministic policy and model)
-    report = run_eval(EvalCfg(agent=out, wm=out / "wm" / "iter_001", episodes=3,
-                              out=tmp_path / "eval"))  # fmt: skip
+    report = run_eval(
+        EvalCfg(agent=out, wm=out / "wm" / "iter_001", episodes=3, out=tmp_path / "eval")
+    )
     last = summary["curve"][-1]
     assert report["task"] == "Isaac-Cartpole-Direct"
     assert report["real_return"]["mean"] == pytest.approx(last["real_return"], abs=1e-4)

@@ -61,8 +61,10 @@ def test_final_obs_is_the_state_before_the_reset(env):
     first = ended.int().argmax(0)  # step at which each row's first episode ended
     assert all(run[first[i]][2][i] for i in range(N))  # termination, not time limit
     raw = env.unwrapped
-    no_reset = lambda: (torch.zeros_like(raw.reset_terminated),  # noqa: E731
-                        torch.zeros_like(raw.reset_time_outs))  # fmt: skip
+
+    def no_reset():
+        return torch.zeros_like(raw.reset_terminated), torch.zeros_like(raw.reset_time_outs)
+
     raw._get_dones = no_reset
     try:
         twin = _rollout(env, actions, seed=7)

@@ -22,9 +22,17 @@ pytestmark = pytest.mark.isaac
 
 
 def test_ray_workers_record_isaac_lab_episodes_one_process_records(tmp_path):
-    cfg = CollectCfg(task="Isaac-Cartpole-Direct", backend="isaaclab", num_envs=2,
-                     episodes=6, episode_length=40, policy="noise", seed=5,
-                     out=tmp_path / "plain", progress=False)  # fmt: skip
+    cfg = CollectCfg(
+        task="Isaac-Cartpole-Direct",
+        backend="isaaclab",
+        num_envs=2,
+        episodes=6,
+        episode_length=40,
+        policy="noise",
+        seed=5,
+        out=tmp_path / "plain",
+        progress=False,
+    )
     collect(cfg)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -33,9 +41,12 @@ def test_ray_workers_record_isaac_lab_episodes_one_process_records(tmp_path):
         ray.shutdown()
     assert summary["episodes_total"] == summary["episodes_recorded"] == 6
     assert {s["file"].split("/")[1] for s in read_index(tmp_path / "ray")["shards"]} == {
-        "000", "001"}  # fmt: skip
+        "000",
+        "001",
+    }
     _same_episodes(tmp_path / "plain", tmp_path / "ray")
     first = Dataset(tmp_path / "plain")
     assert first.env_args["backend"] == "isaaclab"
-    assert len(EpisodeData(tmp_path / "ray")) == sum(len(first.episode(e)["actions"])
-                                                     for e in first.episodes)  # fmt: skip
+    assert len(EpisodeData(tmp_path / "ray")) == sum(
+        len(first.episode(e)["actions"]) for e in first.episodes
+    )

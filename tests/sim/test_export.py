@@ -37,10 +37,16 @@ def pixel_ds(tmp_path_factory) -> Dataset:
     out = tmp_path_factory.mktemp("src") / "ds"
     collect(
         CollectCfg(
-            task="cartpole_swingup", num_envs=3, episodes=4, episode_length=50, pixels=32,
-            policy="expert+noise", out=out, progress=False,
+            task="cartpole_swingup",
+            num_envs=3,
+            episodes=4,
+            episode_length=50,
+            pixels=32,
+            policy="expert+noise",
+            out=out,
+            progress=False,
         )
-    )  # fmt: skip
+    )
     return MarkedFrames(out)
 
 
@@ -50,10 +56,15 @@ def state_ds(tmp_path_factory) -> Dataset:
     out = tmp_path_factory.mktemp("src") / "ds"
     collect(
         CollectCfg(
-            task="test_cartpole_falls", num_envs=3, episodes=5, policy="noise", seed=3,
-            out=out, progress=False,
+            task="test_cartpole_falls",
+            num_envs=3,
+            episodes=5,
+            policy="noise",
+            seed=3,
+            out=out,
+            progress=False,
         )
-    )  # fmt: skip
+    )
     ds = Dataset(out)
     assert len({ds.length(e) for e in ds.episodes}) > 1
     return ds
@@ -105,8 +116,13 @@ def test_info_describes_the_data(pixel_ds, exported):
     assert f["action"]["shape"] == [first["actions"].shape[1]]
     assert f["next.reward"] == {"dtype": "float32", "shape": [1], "names": None}
     assert f["next.done"]["dtype"] == "bool"
-    for key, dtype in [("timestamp", "float32"), ("frame_index", "int64"), ("index", "int64"),
-                       ("episode_index", "int64"), ("task_index", "int64")]:  # fmt: skip
+    for key, dtype in [
+        ("timestamp", "float32"),
+        ("frame_index", "int64"),
+        ("index", "int64"),
+        ("episode_index", "int64"),
+        ("task_index", "int64"),
+    ]:
         assert f[key] == {"dtype": dtype, "shape": [1], "names": None}
     assert f[CAM]["dtype"] == "video" and f[CAM]["shape"] == [32, 32, 3]
     assert f[CAM]["names"] == ["height", "width", "channels"]

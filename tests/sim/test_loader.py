@@ -18,10 +18,16 @@ def recorded(tmp_path_factory):
     out = tmp_path_factory.mktemp("data") / "ds"
     collect(
         CollectCfg(
-            task="test_cartpole_falls", num_envs=3, episodes=6, policy="noise", seed=2,
-            out=out, pixels=16, progress=False,
+            task="test_cartpole_falls",
+            num_envs=3,
+            episodes=6,
+            policy="noise",
+            seed=2,
+            out=out,
+            pixels=16,
+            progress=False,
         )
-    )  # fmt: skip
+    )
     return Dataset(out)
 
 

@@ -29,8 +29,10 @@ TOL = 1e-4
 
 
 def pair(name: str, n: int = 4, **cfg):
-    return (envs.make(name, num_envs=n, seed=3, **cfg),
-            envs.make(name, num_envs=n, seed=3, backend="warp", **cfg))  # fmt: skip
+    return (
+        envs.make(name, num_envs=n, seed=3, **cfg),
+        envs.make(name, num_envs=n, seed=3, backend="warp", **cfg),
+    )
 
 
 @pytest.mark.parametrize("name", envs.list_tasks())
@@ -54,8 +56,12 @@ def test_trajectories_match_the_mujoco_backend(name):
 
 
 def test_randomized_physics_match_the_mujoco_backend():
-    dr = RandomizationCfg(mass_scale=(0.5, 2.0), damping_scale=(0.5, 2.0),
-                          actuator_gain_scale=(0.5, 1.5), gravity_scale=(0.8, 1.2))  # fmt: skip
+    dr = RandomizationCfg(
+        mass_scale=(0.5, 2.0),
+        damping_scale=(0.5, 2.0),
+        actuator_gain_scale=(0.5, 1.5),
+        gravity_scale=(0.8, 1.2),
+    )
     ref, env = pair("cartpole_swingup", randomization=dr)
     for field in ("body_mass", "dof_damping", "actuator_gear", "opt.gravity"):
         torch.testing.assert_close(
@@ -223,7 +229,7 @@ def test_pixel_observations_pass_the_protocol_checker(name):
             obs="pixels",
             render_width=32,
             render_height=32,
-        )  # fmt: skip
+        )
     )
 
 
@@ -238,8 +244,15 @@ def test_cuda_worlds_match_the_mujoco_backend(name):
     and action delay included."""
     dr = RandomizationCfg(mass_scale=(0.5, 2.0), damping_scale=(0.5, 2.0), action_delay=(0, 2))
     ref = envs.make(name, num_envs=4, seed=3, episode_length=150, randomization=dr)
-    env = envs.make(name, num_envs=4, seed=3, episode_length=150, randomization=dr,
-                    backend="warp", device="cuda")  # fmt: skip
+    env = envs.make(
+        name,
+        num_envs=4,
+        seed=3,
+        episode_length=150,
+        randomization=dr,
+        backend="warp",
+        device="cuda",
+    )
     assert env.sim.qpos.is_cuda and env.episode_length_buf.is_cuda
     torch.testing.assert_close(env.reset().cpu(), ref.reset(), rtol=0, atol=1e-6)
     gen = torch.Generator().manual_seed(0)
@@ -266,8 +279,9 @@ def test_cuda_frames_follow_the_state_of_each_world():
     assert frames.is_cuda and frames.shape == (3, 64, 96, 3)
     left, middle, right = cart_columns(frames.cpu())
     assert left < middle - 5 and middle < right - 5
-    env = envs.make("cartpole_swingup", num_envs=8, seed=1, backend="warp", device="cuda",
-                    obs="pixels")  # fmt: skip
+    env = envs.make(
+        "cartpole_swingup", num_envs=8, seed=1, backend="warp", device="cuda", obs="pixels"
+    )
     obs = env.reset()
     assert obs.is_cuda and obs.shape == (8, 64, 64, 3) and obs.dtype == torch.uint8
     assert env.step(torch.zeros(8, 1, device="cuda"))[0].is_cuda

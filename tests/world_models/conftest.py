@@ -12,7 +12,17 @@ from agents.collect import CollectCfg, collect
 def swingup_data(tmp_path_factory):
     """12 episodes of 500 steps of `cartpole_swingup` (expert + noise std 0.3)."""
     out = tmp_path_factory.mktemp("swingup") / "data"
-    collect(CollectCfg(task="cartpole_swingup", num_envs=6, episodes=12, episode_length=500,
-                       policy="expert+noise", noise_std=0.3, seed=1, out=out,
-                       progress=False))  # fmt: skip
+    collect(
+        CollectCfg(
+            task="cartpole_swingup",
+            num_envs=6,
+            episodes=12,
+            episode_length=500,
+            policy="expert+noise",
+            noise_std=0.3,
+            seed=1,
+            out=out,
+            progress=False,
+        )
+    )
     return out

@@ -16,22 +16,46 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from world_models.train import TrainWMCfg, _shard, _train, train_world_model
 
 ROOT = Path(__file__).resolve().parents[2]
-ARGS = ("--epochs", "2", "--steps-per-epoch", "3", "--ensemble.batch-size", "32",
-        "--joint.batch-size", "8", "--cascaded.batch-size", "8", "--no-progress")  # fmt: skip
+ARGS = (
+    "--epochs",
+    "2",
+    "--steps-per-epoch",
+    "3",
+    "--ensemble.batch-size",
+    "32",
+    "--joint.batch-size",
+    "8",
+    "--cascaded.batch-size",
+    "8",
+    "--no-progress",
+)
 
 
 def _torchrun(data: Path, model: str, out: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-           "2", "run.py", "train-wm", "--data", str(data), "--model", model, "--out", str(out),
-           *ARGS]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "run.py",
+        "train-wm",
+        "--data",
+        str(data),
+        "--model",
+        model,
+        "--out",
+        str(out),
+        *ARGS,
+    ]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
 def _single(data: Path, model: str, out: Path) -> None:
-    cfg = TrainWMCfg(data=data, model=model, out=out, epochs=2, steps_per_epoch=3,
-                     progress=False)  # fmt: skip
+    cfg = TrainWMCfg(data=data, model=model, out=out, epochs=2, steps_per_epoch=3, progress=False)
     cfg.ensemble.batch_size, cfg.joint.batch_size, cfg.cascaded.batch_size = 32, 8, 8
     train_world_model(cfg)
 
@@ -41,8 +65,11 @@ def _losses(out: Path) -> dict[str, list[float]]:
     assert len(runs) == 1  # one writer: rank 0
     acc = EventAccumulator(str(runs[0]))
     acc.Reload()
-    return {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]
-            if tag.startswith(("losses/", "val/"))}  # fmt: skip
+    return {
+        tag: [e.value for e in acc.Scalars(tag)]
+        for tag in acc.Tags()["scalars"]
+        if tag.startswith(("losses/", "val/"))
+    }
 
 
 @pytest.mark.parametrize("model", ["ensemble", "joint", "cascaded"])
@@ -64,7 +91,11 @@ def test_two_processes_train_what_one_trains_on_the_same_global_batches(
     for key in b:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [
-        "last.pt", "model.pt", "report.json", "tb"]  # fmt: skip
+        "last.pt",
+        "model.pt",
+        "report.json",
+        "tb",
+    ]
 
 
 def test_a_global_batch_splits_into_each_members_share_per_process(swingup_data, tmp_path):

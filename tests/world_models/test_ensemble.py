@@ -20,8 +20,14 @@ SMALL = {"hidden": 128, "layers": 3, "members": 4, "elites": 3}
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, swingup_data):
     root = tmp_path_factory.mktemp("wm")
-    cfg = TrainWMCfg(data=swingup_data, out=root / "wm", epochs=8, val_fraction=0.2,
-                     progress=False, ensemble=EnsembleCfg(**SMALL))  # fmt: skip
+    cfg = TrainWMCfg(
+        data=swingup_data,
+        out=root / "wm",
+        epochs=8,
+        val_fraction=0.2,
+        progress=False,
+        ensemble=EnsembleCfg(**SMALL),
+    )
     return cfg, train_world_model(cfg)
 
 
@@ -58,8 +64,9 @@ def test_resume_continues_and_refuses_to_overwrite(trained, tmp_path):
     cfg, report = trained
     with pytest.raises(ValueError, match="already holds a model"):
         train_world_model(cfg)
-    longer = TrainWMCfg(**{**cfg.__dict__, "epochs": report["epochs"] + 2, "resume": True,
-                           "patience": 100})  # fmt: skip
+    longer = TrainWMCfg(
+        **{**cfg.__dict__, "epochs": report["epochs"] + 2, "resume": True, "patience": 100}
+    )
     resumed = train_world_model(longer)
     assert resumed["epochs"] == report["epochs"] + 2
 

@@ -33,8 +33,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def trained(tmp_path_factory, swingup_data):
     """Swing-up data of the expert with noise and an ensemble trained on it."""
     root = tmp_path_factory.mktemp("evalwm")
-    train_world_model(TrainWMCfg(data=swingup_data, out=root / "wm", epochs=15,
-                                 val_fraction=0.2, progress=False))  # fmt: skip
+    train_world_model(
+        TrainWMCfg(data=swingup_data, out=root / "wm", epochs=15, val_fraction=0.2, progress=False)
+    )
     return root
 
 
@@ -86,8 +87,9 @@ def test_the_model_beats_copy_last_and_the_replay_is_exact(evaluated):
     assert "frames" not in report  # a state model has no pictures of its own
     assert not list(out.glob("*.tmp"))
     # the same seed draws the same windows (fewer starts: the first ones)
-    again = evaluate_world_model(EvalWMCfg(wm=cfg.wm, starts=24, video_starts=0,
-                                           out=out / "again", progress=False))  # fmt: skip
+    again = evaluate_world_model(
+        EvalWMCfg(wm=cfg.wm, starts=24, video_starts=0, out=out / "again", progress=False)
+    )
     assert again["starts"] == report["starts"][:24]
     assert "video" not in again["artifacts"] and (out / "again" / "report.json").exists()
 
@@ -162,8 +164,9 @@ def test_a_model_that_sees_gets_frames_and_psnr_ssim(trained, tmp_path, swingup_
     # recompute the frame metrics from the env's own renders at the model's frame size
     ours = {name: {"model": [], "copy_last": []} for name in ("psnr", "ssim")}
     for e, t in report["starts"]:
-        frames = _replayed_frames(swingup_data, e, t, [0, 1, 3], render_width=32,
-                                  render_height=32).numpy()  # fmt: skip
+        frames = _replayed_frames(
+            swingup_data, e, t, [0, 1, 3], render_width=32, render_height=32
+        ).numpy()
         grey = np.full_like(frames[0], ConstantSight.grey)
         for name, fn in (("psnr", _sk_psnr), ("ssim", _sk_ssim)):
             ours[name]["model"].append([fn(grey, frames[1]), fn(grey, frames[2])])
@@ -193,9 +196,18 @@ def test_the_model_observes_the_context_frames(trained, tmp_path, monkeypatch, s
         return real_observe(self, obs, actions, frames)
 
     monkeypatch.setattr(ConstantSight, "observe", spy)
-    report = evaluate_world_model(EvalWMCfg(wm=tmp_path / "sight.pt", data=swingup_data,
-                                            starts=3, context=4, horizons=(2,), video_starts=0,
-                                            out=tmp_path / "eval", progress=False))  # fmt: skip
+    report = evaluate_world_model(
+        EvalWMCfg(
+            wm=tmp_path / "sight.pt",
+            data=swingup_data,
+            starts=3,
+            context=4,
+            horizons=(2,),
+            video_starts=0,
+            out=tmp_path / "eval",
+            progress=False,
+        )
+    )
     assert seen["obs"].shape == (3, 5, 5) and seen["actions"].shape == (3, 4, 1)
     assert seen["frames"].shape == (3, 5, 16, 16, 3) and seen["frames"].dtype == torch.uint8
     ds = Dataset(swingup_data)
@@ -214,8 +226,15 @@ def _sk_psnr(a, b):
 
 
 def _sk_ssim(a, b):
-    return structural_similarity(a, b, channel_axis=-1, gaussian_weights=True, sigma=1.5,
-                                 use_sample_covariance=False, data_range=255)  # fmt: skip
+    return structural_similarity(
+        a,
+        b,
+        channel_axis=-1,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=255,
+    )
 
 
 def test_psnr_and_ssim_equal_scikit_image():
@@ -231,8 +250,12 @@ def test_psnr_and_ssim_equal_scikit_image():
     structured = torch.stack(shapes)
     shifted = torch.roll(structured, (1, 2), dims=(1, 2))
     noisy = structured.int() + torch.randint(-20, 21, structured.shape, generator=g)
-    pairs = [(noise, noise.roll(1, 0)), (structured, shifted), (structured, noisy.clamp(0, 255)),
-             (structured, noise)]  # fmt: skip
+    pairs = [
+        (noise, noise.roll(1, 0)),
+        (structured, shifted),
+        (structured, noisy.clamp(0, 255)),
+        (structured, noise),
+    ]
     for a, b in pairs:
         a, b = a.to(torch.uint8), b.to(torch.uint8)
         want_psnr = [_sk_psnr(p.numpy(), q.numpy()) for p, q in zip(a, b, strict=True)]
@@ -270,15 +293,27 @@ def test_errors_name_the_problem(trained, tmp_path):
         evaluate_world_model(EvalWMCfg(wm=wm, starts=0, progress=False))
     done = subprocess.run(
         [sys.executable, "run.py", "eval-wm", "--wm", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "no world model here" in done.stderr, done.stderr
 
 
 def test_make_from_args_rebuilds_the_recorded_env(tmp_path):
     rand = RandomizationCfg(mass_scale=(0.5, 1.5), action_delay=(0, 2), obs_noise_std=0.01)
-    collect(CollectCfg(task="reacher_hard", num_envs=2, episodes=2, episode_length=20,
-                       out=tmp_path / "ds", randomize=rand, progress=False))  # fmt: skip
+    collect(
+        CollectCfg(
+            task="reacher_hard",
+            num_envs=2,
+            episodes=2,
+            episode_length=20,
+            out=tmp_path / "ds",
+            randomize=rand,
+            progress=False,
+        )
+    )
     ds = Dataset(tmp_path / "ds")
     env = make_from_args(ds.env_args, 3)
     assert env.cfg == envs.make("reacher_hard", 3, episode_length=20, randomization=rand).cfg

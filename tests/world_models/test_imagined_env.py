@@ -18,11 +18,21 @@ from world_models.train import EnsembleCfg, TrainWMCfg, train_world_model
 @pytest.fixture(scope="module")
 def model_and_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("imagined")
-    collect(CollectCfg(task="pendulum_swingup", num_envs=4, episodes=8, episode_length=200,
-                       policy="noise", out=root / "data", progress=False))  # fmt: skip
+    collect(
+        CollectCfg(
+            task="pendulum_swingup",
+            num_envs=4,
+            episodes=8,
+            episode_length=200,
+            policy="noise",
+            out=root / "data",
+            progress=False,
+        )
+    )
     small = EnsembleCfg(hidden=64, layers=2, members=3, elites=2)
-    train_world_model(TrainWMCfg(data=root / "data", out=root / "wm", epochs=3, ensemble=small,
-                                 progress=False))  # fmt: skip
+    train_world_model(
+        TrainWMCfg(data=root / "data", out=root / "wm", epochs=3, ensemble=small, progress=False)
+    )
     return world_models.load(root / "wm" / "model.pt"), root / "data"
 
 
@@ -55,8 +65,10 @@ def test_protocol_and_autoreset(model_and_data):
 
 
 def test_penalty_and_checks(model_and_data):
-    plain, penalised = _env(model_and_data, sample=False), _env(model_and_data, sample=False,
-                                                             disagreement_penalty=2.0)  # fmt: skip
+    plain, penalised = (
+        _env(model_and_data, sample=False),
+        _env(model_and_data, sample=False, disagreement_penalty=2.0),
+    )
     plain.reset(seed=0), penalised.reset(seed=0)
     action = torch.rand(6, 1) * 2 - 1
     _, r0, _, _, info = plain.step(action)

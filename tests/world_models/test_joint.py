@@ -35,8 +35,9 @@ def test_stepping_the_window_reads_the_causal_transformer_at_the_newest_step():
             torch.testing.assert_close(model.action_chunk(state), chunk)
             step = model.next(state, act[:, t])
             change = model.obs_head(ref_a[:, -1]) * model.delta_std
-            torch.testing.assert_close(step.obs, (x[:, t] + change) * model.obs_std
-                                       + model.obs_mean)  # fmt: skip
+            torch.testing.assert_close(
+                step.obs, (x[:, t] + change) * model.obs_std + model.obs_mean
+            )
             state = model.advance(state, act[:, t], obs[:, t + 1])
             # the same window as filtering the history from its start
             torch.testing.assert_close(state, model.observe(obs[:, : t + 2], act[:, : t + 1]))
@@ -55,10 +56,14 @@ def test_rows_with_windows_of_different_lengths_step_independently():
 
 
 def _batch(b: int, length: int = 4 + 3 - 1) -> dict[str, torch.Tensor]:
-    return {"obs": torch.randn(b, length, 5), "next_obs": torch.randn(b, length, 5),
-            "actions": torch.rand(b, length, 2), "rewards": torch.rand(b, length),
-            "terminated": torch.zeros(b, length, dtype=torch.bool),
-            "mask": torch.ones(b, length, dtype=torch.bool)}  # fmt: skip
+    return {
+        "obs": torch.randn(b, length, 5),
+        "next_obs": torch.randn(b, length, 5),
+        "actions": torch.rand(b, length, 2),
+        "rewards": torch.rand(b, length),
+        "terminated": torch.zeros(b, length, dtype=torch.bool),
+        "mask": torch.ones(b, length, dtype=torch.bool),
+    }
 
 
 def test_loss_masks_steps_past_the_episode_end():
@@ -122,8 +127,12 @@ def test_patches_tile_the_frame_row_by_row():
     assert patches.shape == (2, 3, 4, 8 * 8 * 3)
     unit = frames.float() / 255 - 0.5
     for i, (r, c) in enumerate(((0, 0), (0, 8), (8, 0), (8, 8))):
-        torch.testing.assert_close(patches[:, :, i].reshape(2, 3, 8, 8, 3),
-                                   unit[:, :, r : r + 8, c : c + 8], rtol=0, atol=0)  # fmt: skip
+        torch.testing.assert_close(
+            patches[:, :, i].reshape(2, 3, 8, 8, 3),
+            unit[:, :, r : r + 8, c : c + 8],
+            rtol=0,
+            atol=0,
+        )
     assert torch.equal(model._unpatchify(patches), x)
 
 
@@ -176,8 +185,9 @@ def test_a_seeing_window_steps_as_the_transformer_reads_its_frames():
             obs = model.obs_head(ref_a[:, -1]) * model.obs_std + model.obs_mean
             torch.testing.assert_close(step.obs, obs)
             state = model.advance(state, act[:, t], None, frames[:, t + 1])
-            torch.testing.assert_close(state, model.observe(None, act[:, : t + 1],
-                                                            frames[:, : t + 2]))  # fmt: skip
+            torch.testing.assert_close(
+                state, model.observe(None, act[:, : t + 1], frames[:, : t + 2])
+            )
 
 
 def test_a_seeing_model_learns_frame_motion_that_the_action_chooses():
@@ -190,15 +200,26 @@ def test_a_seeing_model_learns_frame_motion_that_the_action_chooses():
     sign = torch.where(torch.rand(b, length, generator=g) < 0.5, -1, 1)
     texture = torch.randint(0, 256, (b, 16, 16 + 2 * length, 3), generator=g, dtype=torch.uint8)
     offset = length + torch.cat((torch.zeros(b, 1, dtype=torch.long), sign.cumsum(1)), 1)
-    video = torch.stack([torch.stack([texture[i, :, offset[i, t] : offset[i, t] + 16]
-                                      for t in range(length + 1)]) for i in range(b)])  # fmt: skip
+    video = torch.stack(
+        [
+            torch.stack(
+                [texture[i, :, offset[i, t] : offset[i, t] + 16] for t in range(length + 1)]
+            )
+            for i in range(b)
+        ]
+    )
     batch = _batch(b, length)
     batch["actions"] = sign[..., None].float().expand(b, length, 2) * 0.5
     batch["pixels"], batch["next_pixels"] = video[:, :-1], video[:, 1:]
     model = JointWAM(5, 2, {**PIXELS, "width": 64}).train()
-    model.prepare({"obs": batch["obs"].flatten(0, 1), "next_obs": batch["next_obs"].flatten(0, 1),
-                   "pixels": video[:, :-1].flatten(0, 1),
-                   "next_pixels": video[:, 1:].flatten(0, 1)})  # fmt: skip
+    model.prepare(
+        {
+            "obs": batch["obs"].flatten(0, 1),
+            "next_obs": batch["next_obs"].flatten(0, 1),
+            "pixels": video[:, :-1].flatten(0, 1),
+            "next_pixels": video[:, 1:].flatten(0, 1),
+        }
+    )
     opt = torch.optim.Adam(model.parameters(), 2e-3)
     first = model.loss(batch)[1]["frame"]
     for _ in range(400):

@@ -170,8 +170,12 @@ def test_a_model_that_sees_trains_decodes_and_serves_frames():
         model.encode(batch["obs"][:, 0])
     with pytest.raises(ValueError, match=r"frames have shape \(8, 8, 3\)"):
         model.encode(batch["obs"][:, 0], torch.zeros(2, 8, 8, 3, dtype=torch.uint8))
-    env = ImaginedEnv(model, batch["obs"][:, 0], ImaginedEnvCfg(num_envs=3, termination="never"),
-                      start_frames=batch["pixels"][:, 0])  # fmt: skip
+    env = ImaginedEnv(
+        model,
+        batch["obs"][:, 0],
+        ImaginedEnvCfg(num_envs=3, termination="never"),
+        start_frames=batch["pixels"][:, 0],
+    )
     env.step(torch.zeros(3, 1))
     assert env.render().shape == (3, 16, 16, 3)
     with pytest.raises(ValueError, match="start_frames must have shape"):
@@ -210,8 +214,9 @@ def test_frame_motion_learns_a_translation_and_chains_its_frames():
     g = torch.Generator().manual_seed(1)
     b, length = 4, 5
     texture = torch.randint(0, 256, (b, 16, 16 + length + 1, 3), generator=g, dtype=torch.uint8)
-    video = torch.stack([texture[:, :, length + 1 - t : 16 + length + 1 - t]
-                         for t in range(length + 1)], 1)  # fmt: skip
+    video = torch.stack(
+        [texture[:, :, length + 1 - t : 16 + length + 1 - t] for t in range(length + 1)], 1
+    )
     batch = _windows(b=b, length=length, frames=(16, 16, 3))
     batch["pixels"], batch["next_pixels"] = video[:, :-1], video[:, 1:]
     model = RSSM(5, 1, MOTION)
@@ -246,8 +251,16 @@ SMALL = RssmCfg(deter=128, hidden=128, stoch=16, classes=16, sequence_length=32,
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, swingup_data):
     root = tmp_path_factory.mktemp("rssm")
-    cfg = TrainWMCfg(data=swingup_data, model="rssm", out=root / "wm", epochs=4,
-                     steps_per_epoch=75, val_fraction=0.2, progress=False, rssm=SMALL)  # fmt: skip
+    cfg = TrainWMCfg(
+        data=swingup_data,
+        model="rssm",
+        out=root / "wm",
+        epochs=4,
+        steps_per_epoch=75,
+        val_fraction=0.2,
+        progress=False,
+        rssm=SMALL,
+    )
     return cfg, train_world_model(cfg)
 
 
@@ -283,8 +296,9 @@ def test_reload_resume_and_sampling(trained):
     s1 = model.next(a, act[:, 0], torch.Generator().manual_seed(4)).state
     s2 = model.next(a, act[:, 0], torch.Generator().manual_seed(4)).state
     assert torch.equal(s1, s2)
-    resumed = train_world_model(TrainWMCfg(**{**cfg.__dict__, "epochs": report["epochs"] + 1,
-                                              "resume": True}))  # fmt: skip
+    resumed = train_world_model(
+        TrainWMCfg(**{**cfg.__dict__, "epochs": report["epochs"] + 1, "resume": True})
+    )
     assert resumed["epochs"] == report["epochs"] + 1
     with pytest.raises(ValueError, match="holds a 'rssm' model, expected 'ensemble'"):
         world_models.load(cfg.out / "model.pt", kind="ensemble")
@@ -294,11 +308,28 @@ def test_reload_resume_and_sampling(trained):
 def test_rssm_beats_copy_last_on_cartpole_swingup(tmp_path):
     """The default architecture, 1500 steps: far ahead of copying the last
     observation at every horizon."""
-    collect(CollectCfg(task="cartpole_swingup", num_envs=16, episodes=32, policy="expert+noise",
-                       noise_std=0.3, seed=0, out=tmp_path / "data", progress=False))  # fmt: skip
-    report = train_world_model(TrainWMCfg(data=tmp_path / "data", model="rssm",
-                                          out=tmp_path / "wm", epochs=15, steps_per_epoch=100,
-                                          progress=False))  # fmt: skip
+    collect(
+        CollectCfg(
+            task="cartpole_swingup",
+            num_envs=16,
+            episodes=32,
+            policy="expert+noise",
+            noise_std=0.3,
+            seed=0,
+            out=tmp_path / "data",
+            progress=False,
+        )
+    )
+    report = train_world_model(
+        TrainWMCfg(
+            data=tmp_path / "data",
+            model="rssm",
+            out=tmp_path / "wm",
+            epochs=15,
+            steps_per_epoch=100,
+            progress=False,
+        )
+    )
     err = report["open_loop"]
     print({h: (err["model"][h], err["copy_last"][h]) for h in err["model"]})
     for h in (1, 10):
@@ -316,25 +347,47 @@ def test_a_model_that_sees_learns_from_frames(tmp_path):
     (h = 25). Measured (one thread): PSNR 38.4 / 31.1 / 28.8 / 26.2 dB at h = 1, 5,
     10, 25 against 37.7 / 29.1 / 26.6 / 24.4 for copying; state error 0.32x the
     untrained model's at h = 1."""
-    collect(CollectCfg(task="cartpole_swingup", num_envs=16, episodes=16, episode_length=300,
-                       policy="expert+noise", noise_std=0.3, seed=0, pixels=64,
-                       out=tmp_path / "data", progress=False))  # fmt: skip
+    collect(
+        CollectCfg(
+            task="cartpole_swingup",
+            num_envs=16,
+            episodes=16,
+            episode_length=300,
+            policy="expert+noise",
+            noise_std=0.3,
+            seed=0,
+            pixels=64,
+            out=tmp_path / "data",
+            progress=False,
+        )
+    )
     settings = RssmCfg(pixels=True, batch_size=8, sequence_length=16, frame_motion=True)
-    cfg = TrainWMCfg(data=tmp_path / "data", model="rssm", out=tmp_path / "wm", epochs=6,
-                     steps_per_epoch=100, val_fraction=0.2, progress=False,
-                     rssm=settings)  # fmt: skip
+    cfg = TrainWMCfg(
+        data=tmp_path / "data",
+        model="rssm",
+        out=tmp_path / "wm",
+        epochs=6,
+        steps_per_epoch=100,
+        val_fraction=0.2,
+        progress=False,
+        rssm=settings,
+    )
     train_world_model(cfg)
     ckpt = read_checkpoint(cfg.out / "model.pt")
     untrained = RSSM(5, 1, ckpt["config"])
     stats = {k: ckpt["state_dict"][k] for k in ("obs_mean", "obs_std")}
     untrained.load_state_dict(stats, strict=False)
-    save_atomic(untrained.checkpoint(**{k: ckpt[k] for k in ("env_args", "data", "val_episodes")}),
-                tmp_path / "untrained.pt")  # fmt: skip
+    save_atomic(
+        untrained.checkpoint(**{k: ckpt[k] for k in ("env_args", "data", "val_episodes")}),
+        tmp_path / "untrained.pt",
+    )
     reports = {}
     for name, path in (("trained", cfg.out), ("untrained", tmp_path / "untrained.pt")):
-        reports[name] = evaluate_world_model(EvalWMCfg(wm=path, starts=32, video_starts=0,
-                                                       out=tmp_path / f"eval_{name}",
-                                                       progress=False))  # fmt: skip
+        reports[name] = evaluate_world_model(
+            EvalWMCfg(
+                wm=path, starts=32, video_starts=0, out=tmp_path / f"eval_{name}", progress=False
+            )
+        )
     trained, before = reports["trained"], reports["untrained"]
     print({k: (r["state_error"], r["frames"]) for k, r in reports.items()})
     for h in ("1", "10"):  # horizons are the JSON report's string keys

@@ -22,23 +22,41 @@ from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
 from world_models.train import CascadedCfg, JointCfg, TrainWMCfg, train_world_model
 
 WAMS = ("joint", "cascaded")
-TINY = {"joint": {"width": 32, "layers": 1, "batch_size": 16},
-        "cascaded": {"hidden": 32, "layers": 1, "batch_size": 32}}  # fmt: skip
+TINY = {
+    "joint": {"width": 32, "layers": 1, "batch_size": 16},
+    "cascaded": {"hidden": 32, "layers": 1, "batch_size": 32},
+}
 
 
 def _collect(root, demos: int, play: int) -> None:
     """Noisy-expert push demonstrations in `root/data`, random play in `root/play`."""
     for name, n, policy in (("data", demos, "expert+noise"), ("play", play, "noise")):
         if n:
-            collect(CollectCfg(task="push", num_envs=min(n, 16), episodes=n, policy=policy,
-                               noise_std=0.2, seed=3, out=root / name, progress=False))  # fmt: skip
+            collect(
+                CollectCfg(
+                    task="push",
+                    num_envs=min(n, 16),
+                    episodes=n,
+                    policy=policy,
+                    noise_std=0.2,
+                    seed=3,
+                    out=root / name,
+                    progress=False,
+                )
+            )
 
 
 def _train(root, model: str, epochs: int, steps: int, out: str = "wm", **settings) -> dict:
     play = root / "play"
-    cfg = TrainWMCfg(data=root / "data", model=model, out=root / out, epochs=epochs,
-                     steps_per_epoch=steps, progress=False,
-                     play=play if play.exists() else None)  # fmt: skip
+    cfg = TrainWMCfg(
+        data=root / "data",
+        model=model,
+        out=root / out,
+        epochs=epochs,
+        steps_per_epoch=steps,
+        progress=False,
+        play=play if play.exists() else None,
+    )
     if model == "joint":
         cfg.joint = JointCfg(**settings)
     else:
@@ -62,10 +80,24 @@ def trained(request, push_data):
 
 
 def test_play_data_must_fit_the_demonstrations(push_data, tmp_path):
-    collect(CollectCfg(task="push_sparse", num_envs=2, episodes=2, episode_length=20,
-                       out=tmp_path / "other", progress=False))  # fmt: skip
-    cfg = TrainWMCfg(data=push_data / "data", model="joint", out=tmp_path / "wm", epochs=1,
-                     play=tmp_path / "other", progress=False)  # fmt: skip
+    collect(
+        CollectCfg(
+            task="push_sparse",
+            num_envs=2,
+            episodes=2,
+            episode_length=20,
+            out=tmp_path / "other",
+            progress=False,
+        )
+    )
+    cfg = TrainWMCfg(
+        data=push_data / "data",
+        model="joint",
+        out=tmp_path / "wm",
+        epochs=1,
+        play=tmp_path / "other",
+        progress=False,
+    )
     with pytest.raises(ValueError, match="play data of task 'push_sparse'.*'push'"):
         train_world_model(cfg)
     cfg.model = "ensemble"
@@ -76,8 +108,15 @@ def test_play_data_must_fit_the_demonstrations(push_data, tmp_path):
 def test_fine_tuning_on_new_data_refits_every_statistic(trained, tmp_path):
     root, wm = trained
     kind = wm.name
-    cfg = TrainWMCfg(data=root / "play", model=kind, out=tmp_path / "wm", epochs=1,
-                     steps_per_epoch=1, init=wm / "model.pt", progress=False)  # fmt: skip
+    cfg = TrainWMCfg(
+        data=root / "play",
+        model=kind,
+        out=tmp_path / "wm",
+        epochs=1,
+        steps_per_epoch=1,
+        init=wm / "model.pt",
+        progress=False,
+    )
     cfg.joint, cfg.cascaded = JointCfg(**TINY["joint"]), CascadedCfg(**TINY["cascaded"])
     train_world_model(cfg)
     tuned = torch.load(tmp_path / "wm" / "model.pt", weights_only=True)
@@ -148,11 +187,23 @@ def seeing(tmp_path_factory):
     short push episodes recorded with 64x64 frames."""
     root = tmp_path_factory.mktemp("push_pixels")
     for name, n, policy in (("data", 3, "expert+noise"), ("play", 2, "noise")):
-        collect(CollectCfg(task="push", num_envs=n, episodes=n, episode_length=30, policy=policy,
-                           noise_std=0.2, seed=3, pixels=64, out=root / name,
-                           progress=False))  # fmt: skip
-    _train(root, "joint", epochs=1, steps=3, out="wm", pixels=True, width=32, layers=1,
-           batch_size=4)  # fmt: skip
+        collect(
+            CollectCfg(
+                task="push",
+                num_envs=n,
+                episodes=n,
+                episode_length=30,
+                policy=policy,
+                noise_std=0.2,
+                seed=3,
+                pixels=64,
+                out=root / name,
+                progress=False,
+            )
+        )
+    _train(
+        root, "joint", epochs=1, steps=3, out="wm", pixels=True, width=32, layers=1, batch_size=4
+    )
     return root, root / "wm"
 
 
@@ -162,8 +213,10 @@ def test_a_seeing_wam_imagines_frames_from_recorded_ones(seeing):
     assert model.sees_pixels and model.frame_shape == (64, 64, 3)
     data = EpisodeData(root / "data", sequence_length=1, pixels=True)
     # the pixel-change scale it learns in: the spread of recorded one-step changes
-    change = (data.__getitems__(torch.arange(len(data)))["next_pixels"].float()
-              - data.__getitems__(torch.arange(len(data)))["pixels"].float()) / 255  # fmt: skip
+    change = (
+        data.__getitems__(torch.arange(len(data)))["next_pixels"].float()
+        - data.__getitems__(torch.arange(len(data)))["pixels"].float()
+    ) / 255
     assert 0.5 < float(model.frame_delta_std) / float(change.std()) < 2.0
     env = ImaginedEnv.from_dataset(model, root / "data", ImaginedEnvCfg(num_envs=3, seed=1))
     obs = env.reset()
@@ -182,8 +235,9 @@ def test_a_seeing_wam_acts_on_camera_frames(seeing, tmp_path):
     # the same episodes, run here on an env that renders its observations
     agent = base.load(wm)
     assert agent.frame_shape == (64, 64, 3)
-    env = envs.make("push", num_envs=3, obs="pixels", render_width=64, render_height=64,
-                    episode_length=30)  # fmt: skip
+    env = envs.make(
+        "push", num_envs=3, obs="pixels", render_width=64, render_height=64, episode_length=30
+    )
     total, success, _ = run_episodes(agent, env, env.reset(seed=5))
     assert report["real_return"]["mean"] == pytest.approx(float(total.mean()), rel=1e-6)
     assert report["real_success_rate"] == float(success.float().mean())
@@ -211,8 +265,10 @@ def test_the_cascade_plans_then_extracts_the_actions_between_planned_observation
         torch.testing.assert_close(plan[:, 0], x + change[:, 0])
         torch.testing.assert_close(plan[:, 2], x + change.sum(1))
         chunk = model.action_chunk(x)
-        torch.testing.assert_close(chunk[:, 1], model.inverse(
-            torch.cat((plan[:, 0], (plan[:, 1] - plan[:, 0]) / model.delta_std), -1)))  # fmt: skip
+        torch.testing.assert_close(
+            chunk[:, 1],
+            model.inverse(torch.cat((plan[:, 0], (plan[:, 1] - plan[:, 0]) / model.delta_std), -1)),
+        )
         step = model.next(x, chunk[:, 0])
         out = model.forward_model(torch.cat((x, chunk[:, 0]), -1))
         torch.testing.assert_close(step.state, x + out[:, :5] * model.delta_std)
@@ -223,10 +279,14 @@ def test_play_windows_train_the_cascade_dynamics_but_not_its_plan():
     torch.manual_seed(0)
     model = CascadedWAM(5, 2, {"chunk": 3, "hidden": 16, "layers": 1})
     b = 8
-    batch = {"obs": torch.randn(b, 3, 5), "next_obs": torch.randn(b, 3, 5),
-             "actions": torch.rand(b, 3, 2), "rewards": torch.rand(b, 3),
-             "terminated": torch.zeros(b, 3, dtype=torch.bool),
-             "mask": torch.ones(b, 3, dtype=torch.bool)}  # fmt: skip
+    batch = {
+        "obs": torch.randn(b, 3, 5),
+        "next_obs": torch.randn(b, 3, 5),
+        "actions": torch.rand(b, 3, 2),
+        "rewards": torch.rand(b, 3),
+        "terminated": torch.zeros(b, 3, dtype=torch.bool),
+        "mask": torch.ones(b, 3, dtype=torch.bool),
+    }
     _, plain = model.loss(batch)
     _, demos_only = model.loss({k: v[:3] for k, v in batch.items()})
     batch["demo"] = torch.arange(b) < 3
