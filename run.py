@@ -13,7 +13,8 @@ python run.py export     write a dataset in the LeRobot v3.0 layout
 python run.py train-wm   fit a world model to a dataset
 python run.py eval-wm    a world model's fidelity in the real simulator: errors, video, plots;
                          with --policies, how well it ranks policies (imagined vs real return)
-python run.py bench      env and data-generation throughput beside their peers
+python run.py bench SUITE  a benchmark beside its peers, measured in one run: env, data,
+                         wm, ray, loop (the closed loop beside SAC) or isaaclab
 """
 
 from __future__ import annotations
@@ -23,17 +24,21 @@ import sys
 import tyro
 
 from agents.bc import TrainBCCfg, run_train_bc
-from agents.bench_data import run_all
-from agents.bench_loop import run_loop_bench
-from agents.collect import CollectCfg, run_collect
-from agents.evaluate import EvalCfg, run_eval
-from agents.finetune import FinetuneCfg, run_finetune
-from agents.loop import LoopCfg, run_loop
-from agents.rank import run_rank_policies
-from agents.seeds import run_seeds
-from envs.bench import BenchCfg, run_backend_bench
-from sim.export import ExportCfg, run_export
-from sim.summary import InspectCfg, run_inspect
+from agents.bench import data as bench_data
+from agents.bench import env as bench_env
+from agents.bench import isaaclab as bench_isaaclab
+from agents.bench import loop as bench_loop
+from agents.bench import ray as bench_ray
+from agents.bench import wm as bench_wm
+from agents.jobs.collect import CollectCfg
+from agents.jobs.evaluate import EvalCfg, run_eval
+from agents.jobs.finetune import FinetuneCfg, run_finetune
+from agents.jobs.loop import LoopCfg, run_loop
+from agents.jobs.rank import run_rank_policies
+from agents.jobs.ray_collect import run_collect
+from agents.jobs.seeds import run_seeds
+from sim.data.export import ExportCfg, run_export
+from sim.data.summary import InspectCfg, run_inspect
 from world_models.evaluate import EvalWMCfg, run_eval_wm
 from world_models.train import TrainWMCfg, run_train_wm
 
@@ -46,7 +51,14 @@ SUBCOMMANDS = {
     "eval": (EvalCfg, run_eval),
     "train-bc": (TrainBCCfg, run_train_bc),
     "finetune": (FinetuneCfg, run_finetune),
-    "bench": (BenchCfg, lambda cfg: bench(cfg)),
+}
+BENCH_SUITES = {
+    "env": (bench_env.EnvBenchCfg, bench_env.bench),
+    "data": (bench_data.DataBenchCfg, bench_data.bench),
+    "wm": (bench_wm.WmBenchCfg, bench_wm.bench),
+    "ray": (bench_ray.RayBenchCfg, bench_ray.bench),
+    "loop": (bench_loop.LoopBenchCfg, bench_loop.bench),
+    "isaaclab": (bench_isaaclab.IsaacLabBenchCfg, bench_isaaclab.bench),
 }
 
 
@@ -73,44 +85,25 @@ def eval_wm(cfg: EvalWMCfg) -> dict:
     return run_rank_policies(cfg) if cfg.policies else run_eval_wm(cfg)
 
 
-def bench(cfg: BenchCfg) -> dict:
-    """`--suite throughput`: env, data and world-model throughput; `--suite loop`: the
-    closed loop beside model-free SAC; `--suite isaaclab`: our Isaac Lab adapter's
-    overhead."""
-    if cfg.suite == "loop":
-        return run_loop_bench(
-            cfg.loop_tasks, cfg.loop_budget, cfg.loop_seeds, cfg.loop_out, closed_loop
-        )
-    if cfg.suite == "isaaclab":
-        from envs.isaaclab import bench as bench_isaaclab
-
-        res = bench_isaaclab(cfg.isaaclab_task, cfg.num_envs, seed=cfg.seed, rounds=cfg.rounds)
-        rate = res["steps_per_s"]
-        print(
-            f"{res['task']}, N = {res['num_envs']} on {res['device']}: Isaac Lab env "
-            f"{rate['isaaclab']:,.0f} steps/s, through our adapter {rate['adapter']:,.0f} "
-            f"steps/s (overhead {100 * res['adapter_overhead']:.1f}%)"
-        )
-        return res
-    if cfg.suite != "throughput":
-        raise ValueError(f"unknown bench suite {cfg.suite!r}; valid: throughput, loop, isaaclab")
-    if cfg.backend != "mujoco":
-        return run_backend_bench(cfg)
-    return run_all(cfg)
+def _parse(commands: dict, argv: list[str], prog: str):
+    """(config, function) of the subcommand that `argv` names among `commands`."""
+    cfg = tyro.extras.subcommand_cli_from_dict(
+        {name: cfg_cls for name, (cfg_cls, _) in commands.items()}, args=argv, prog=prog
+    )
+    return cfg, next(f for c, f in commands.values() if type(cfg) is c)
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help"):
-        cfg, func = tyro.cli(LoopCfg, args=argv), closed_loop
-    elif argv[0] in ("-h", "--help"):
+    if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
         tyro.cli(LoopCfg, args=argv)
         return 0
+    if argv and argv[0] == "bench":
+        cfg, func = _parse(BENCH_SUITES, argv[1:], "run.py bench")
+    elif argv and argv[0] in SUBCOMMANDS:
+        cfg, func = _parse(SUBCOMMANDS, argv, "run.py")
     else:
-        cfg = tyro.extras.subcommand_cli_from_dict(
-            {name: cfg_cls for name, (cfg_cls, _) in SUBCOMMANDS.items()}, args=argv
-        )
-        func = next(f for c, f in SUBCOMMANDS.values() if isinstance(cfg, c))
+        cfg, func = tyro.cli(LoopCfg, args=argv), closed_loop
     try:
         func(cfg)
     except (ValueError, ImportError) as err:  # bad input or a missing extra

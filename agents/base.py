@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pkgutil
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+import agents
 import world_models  # noqa: F401  (registers the world model kinds)
 from world_models.base import FORMAT as WM_FORMAT
 from world_models.base import KINDS as WM_KINDS
@@ -38,26 +40,16 @@ from world_models.base import build, kind_class, payload, read_file, save_atomic
 
 FORMAT = "wam-sandbox/agent"
 AGENTS: dict[str, type[Agent]] = {}
-# modules that define agents, imported when a checkpoint names a kind not yet registered
-_MODULES = (
-    "agents.dreamer",
-    "agents.sb3_agents",
-    "agents.bc",
-    "agents.mppi",
-    "agents.expert_agent",
-    "agents.wam_policy",
-)
+"""Every registered agent kind (a subclass of `Agent` that sets `kind` registers itself)."""
 
 
 def _register(kind: str) -> None:
-    for name in _MODULES:
+    """Import the modules of the `agents` package, in turn, until one has registered
+    `kind`: an agent kind is one module there, and no list names them."""
+    for module in sorted(m.name for m in pkgutil.iter_modules(agents.__path__) if not m.ispkg):
         if kind in AGENTS:
             return
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:  # a module that exists but lacks a dependency
-                raise
+        importlib.import_module(f"agents.{module}")
 
 
 class Agent(nn.Module, ABC):

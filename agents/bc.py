@@ -42,9 +42,9 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from agents.base import Agent, load, save
-from sim.atomic import write_bytes_atomic
-from sim.dataset import Dataset
-from sim.loader import EpisodeData
+from sim.data.atomic import write_bytes_atomic
+from sim.data.dataset import Dataset
+from sim.data.loader import EpisodeData
 
 DEFAULTS: dict[str, Any] = {
     "hidden": 256,  # units per hidden layer
@@ -162,17 +162,62 @@ def _check(cfg: TrainBCCfg) -> None:
         raise ValueError(f"lr must be > 0, got {cfg.lr}")
 
 
+@dataclass
+class _Split:
+    """The training and held-out transitions: whole episodes are held out."""
+
+    val_episodes: list[int]
+    train_obs: torch.Tensor
+    train_act: torch.Tensor
+    val_obs: torch.Tensor
+    val_act: torch.Tensor
+
+
 def train_bc(cfg: TrainBCCfg) -> dict:
     """Train a `BcAgent` on `cfg.data`; returns the report (also in report.json)."""
     _check(cfg)
+    dataset = _open_dataset(cfg)
+    torch.manual_seed(cfg.seed)
+    data = EpisodeData(dataset, device=cfg.device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    split = _split_episodes(cfg, dataset, data, gen)
+    obs_dim, action_dim = split.train_obs.shape[1], split.train_act.shape[1]
+    agent = BcAgent(obs_dim, action_dim, {"hidden": cfg.hidden, "layers": cfg.layers})
+    agent.to(cfg.device)
+    agent.set_normalization(split.train_obs)
+    opt = torch.optim.Adam(agent.parameters(), lr=cfg.lr)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
+    meta = {
+        "env_args": dataset.env_args,
+        "data": str(cfg.data),
+        "val_episodes": split.val_episodes,
+        "train": settings,
+    }
+    epoch, best_val, start = _fit(cfg, agent, opt, split, gen, meta)
+    if best_val is None:
+        raise ValueError(
+            f"{cfg.data}: the held-out action error was never finite; "
+            "check the dataset for NaNs or lower --lr"
+        )
+    report = _report(cfg, split, epoch, best_val, start)
+    write_bytes_atomic(cfg.out / "report.json", json.dumps(report, indent=1).encode())
+    return report
+
+
+def _open_dataset(cfg: TrainBCCfg) -> Dataset:
+    """Open the dataset, refusing one too small to hold an episode out or an `out` in use."""
     dataset = Dataset(cfg.data)  # a ValueError (DatasetError) for a missing or foreign path
     if len(dataset) < 2:
         raise ValueError(f"{cfg.data}: need at least 2 episodes (one held out), got {len(dataset)}")
     if (cfg.out / "agent.pt").exists():
         raise ValueError(f"{cfg.out} already holds an agent; pass another --out")
-    torch.manual_seed(cfg.seed)
-    data = EpisodeData(dataset, device=cfg.device)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    return dataset
+
+
+def _split_episodes(
+    cfg: TrainBCCfg, dataset: Dataset, data: EpisodeData, gen: torch.Generator
+) -> _Split:
+    """Hold out `val_fraction` of the episodes (at least one), drawn from `gen`."""
     order = torch.randperm(len(dataset), generator=gen)
     n_val = max(1, round(cfg.val_fraction * len(dataset)))
     val_eps = sorted(order[:n_val].tolist())
@@ -180,47 +225,31 @@ def train_bc(cfg: TrainBCCfg) -> dict:
     is_val[val_eps] = True
     in_val = is_val[data.episode_of.cpu()].to(cfg.device)
     obs, actions = data.data["obs"].float(), data.data["actions"].float()
-    train_obs, train_act = obs[~in_val], actions[~in_val]
-    val_obs, val_act = obs[in_val], actions[in_val]
-    agent = BcAgent(obs.shape[1], actions.shape[1], {"hidden": cfg.hidden, "layers": cfg.layers})
-    agent.to(cfg.device)
-    agent.set_normalization(train_obs)
-    opt = torch.optim.Adam(agent.parameters(), lr=cfg.lr)
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
-    meta = {
-        "env_args": dataset.env_args,
-        "data": str(cfg.data),
-        "val_episodes": val_eps,
-        "train": settings,
-    }
+    return _Split(val_eps, obs[~in_val], actions[~in_val], obs[in_val], actions[in_val])
+
+
+def _fit(
+    cfg: TrainBCCfg,
+    agent: BcAgent,
+    opt: torch.optim.Optimizer,
+    split: _Split,
+    gen: torch.Generator,
+    meta: dict[str, Any],
+) -> tuple[int, dict[str, float] | None, float]:
+    """The epochs, until `epochs` or `patience`; (epochs run, best held-out scalars, start)."""
     log = SummaryWriter(str(cfg.out / "tb"))
     bar = tqdm(total=cfg.epochs, unit="epoch", disable=not cfg.progress)
     best, since_best, epoch, start = float("inf"), 0, 0, time.perf_counter()
     best_val: dict[str, float] | None = None
-    n, steps = len(train_obs), math.ceil(len(train_obs) / cfg.batch_size)
+    n = len(split.train_obs)
     while epoch < cfg.epochs and since_best < cfg.patience:
-        agent.train()
-        perm = torch.randperm(n, generator=gen).to(cfg.device)
-        sums = {"mse": 0.0, "nll": 0.0}
-        for i in range(steps):
-            rows = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            loss, scalars = agent.loss(train_obs[rows], train_act[rows])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            for key in sums:
-                sums[key] += scalars[key] / steps
+        sums = _train_epoch(cfg, agent, opt, split, gen)
         agent.eval()
-        agent.fit_std(train_obs, train_act)
+        agent.fit_std(split.train_obs, split.train_act)
         with torch.no_grad():
-            _, val = agent.loss(val_obs, val_act)
+            _, val = agent.loss(split.val_obs, split.val_act)
         epoch += 1
-        for key, value in sums.items():
-            log.add_scalar(f"losses/{key}", value, epoch)
-        for key, value in val.items():
-            log.add_scalar(f"val/{key}", value, epoch)
-        log.add_scalar("charts/std", agent.log_std.exp().mean().item(), epoch)
-        log.add_scalar("charts/transitions_per_s", epoch * n / (time.perf_counter() - start), epoch)
+        _log_epoch(log, epoch, sums, val, agent, epoch * n / (time.perf_counter() - start))
         if val["mse"] < 0.99 * best:
             best, since_best, best_val = val["mse"], 0, val
             save(agent, cfg.out / "agent.pt", **meta, val_mse=val["mse"], val_nll=val["nll"])
@@ -230,27 +259,68 @@ def train_bc(cfg: TrainBCCfg) -> dict:
         bar.set_postfix(val_mse=f"{val['mse']:.5f}", best=f"{best:.5f}")
     bar.close()
     log.close()
-    if best_val is None:
-        raise ValueError(
-            f"{cfg.data}: the held-out action error was never finite; "
-            "check the dataset for NaNs or lower --lr"
-        )
+    return epoch, best_val, start
+
+
+def _train_epoch(
+    cfg: TrainBCCfg,
+    agent: BcAgent,
+    opt: torch.optim.Optimizer,
+    split: _Split,
+    gen: torch.Generator,
+) -> dict[str, float]:
+    """One shuffled pass over the training transitions; the mean of each loss term."""
+    agent.train()
+    n = len(split.train_obs)
+    steps = math.ceil(n / cfg.batch_size)
+    perm = torch.randperm(n, generator=gen).to(cfg.device)
+    sums = {"mse": 0.0, "nll": 0.0}
+    for i in range(steps):
+        rows = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+        loss, scalars = agent.loss(split.train_obs[rows], split.train_act[rows])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for key in sums:
+            sums[key] += scalars[key] / steps
+    return sums
+
+
+def _log_epoch(
+    log: SummaryWriter,
+    epoch: int,
+    sums: dict[str, float],
+    val: dict[str, float],
+    agent: BcAgent,
+    transitions_per_s: float,
+) -> None:
+    """Log an epoch's training and held-out scalars to TensorBoard."""
+    for key, value in sums.items():
+        log.add_scalar(f"losses/{key}", value, epoch)
+    for key, value in val.items():
+        log.add_scalar(f"val/{key}", value, epoch)
+    log.add_scalar("charts/std", agent.log_std.exp().mean().item(), epoch)
+    log.add_scalar("charts/transitions_per_s", transitions_per_s, epoch)
+
+
+def _report(
+    cfg: TrainBCCfg, split: _Split, epoch: int, best_val: dict[str, float], start: float
+) -> dict[str, Any]:
+    """The report of the training, with the best saved agent's action std."""
     best_agent = load(cfg.out / "agent.pt", kind="bc")
-    report = {
+    return {
         "agent": str(cfg.out / "agent.pt"),
         "epochs": epoch,
         "val_mse": best_val["mse"],
         "val_nll": best_val["nll"],
         # the MSE of always predicting the held-out mean action: what val_mse beats
-        "val_action_var": val_act.var(0, correction=0).mean().item(),
+        "val_action_var": split.val_act.var(0, correction=0).mean().item(),
         "action_std": best_agent.log_std.exp().tolist(),
-        "train_transitions": n,
-        "val_transitions": len(val_obs),
-        "val_episodes": val_eps,
+        "train_transitions": len(split.train_obs),
+        "val_transitions": len(split.val_obs),
+        "val_episodes": split.val_episodes,
         "seconds": time.perf_counter() - start,
     }
-    write_bytes_atomic(cfg.out / "report.json", json.dumps(report, indent=1).encode())
-    return report
 
 
 def run_train_bc(cfg: TrainBCCfg) -> None:

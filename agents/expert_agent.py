@@ -1,7 +1,7 @@
-"""The task's scripted expert (`agents.experts`) in the agent interface.
+"""The task's scripted expert (`envs.experts`) in the agent interface.
 
 The expert's constants come from the task's MuJoCo model, so the agent's config
-holds what rebuilds that model, a dataset's `env_args` (as `agents.collect.env_args`
+holds what rebuilds that model, a dataset's `env_args` (as `agents.jobs.collect.env_args`
 writes them), instead of weights: loading the checkpoint rebuilds a one-row env
 with `envs.make_from_args` and derives the expert again. With `noise` the action is
 clamp(expert(obs) + noise_std * noise, -1, 1): white Gaussian exploration around
@@ -17,8 +17,8 @@ import torch
 
 import envs
 from agents.base import Agent
-from agents.collect import CollectCfg, env_args
-from agents.experts import make_expert
+from agents.jobs.collect import CollectCfg, env_args
+from envs.experts import make_expert
 
 
 class ExpertAgent(Agent):

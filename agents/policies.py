@@ -133,7 +133,7 @@ def make_policy(name: str, env, noise_std: float = 0.3, noise_rho: float = 0.9) 
     if name == "noise":
         return NoisePolicy(n, d, noise_std, noise_rho)
     if name in ("expert", "expert+noise"):
-        from agents.experts import make_expert
+        from envs.experts import make_expert
 
         expert = make_expert(env)
         if name == "expert":

@@ -1,4 +1,4 @@
-"""Conformance checker for the batched env protocol (`../shared/DESIGN.md`): the
+"""Conformance checker for the batched env protocol (`docs/env-protocol.md`): the
 batched, torch counterpart of `gymnasium.utils.env_checker.check_env`.
 
 ```python
@@ -313,52 +313,17 @@ def check_batched_env(
     try:
         env = make(seed, episode_length)
         name = name or getattr(env, "name", None) or type(env).__name__
-        missing = [a for a in _PROTOCOL if not hasattr(env, a)]
-        if missing:
-            raise AssertionError(f"{name}: [spaces] lacks {', '.join(missing)} of the protocol")
+        _check_protocol(env, name)
         c = _Checker(name, env)
         _check_spaces(c, env, num_envs)
-        # `episode_length` counts control steps, an agent step is `action_repeat` of them
-        repeat = int(getattr(getattr(env, "cfg", None), "action_repeat", 1))
-        horizon = episode_length // repeat
-        if episode_length % repeat or steps <= 2 * horizon:
-            raise ValueError(
-                f"{c.name}: need episode_length a multiple of action_repeat "
-                f"({repeat}) and steps > 2 x {horizon}, got {episode_length}, "
-                f"{steps}"
-            )
+        horizon, repeat = _horizon(c, env, steps, episode_length)
         twin, longer = make(seed, episode_length), make(seed, 2 * episode_length)
         run = _Tracked(c, env, horizon, repeat)
         gen = torch.Generator().manual_seed(seed)
         actions = torch.rand(steps + 4, num_envs, env.action_dim, generator=gen) * 2 - 1
         actions = actions.to(c.device)
 
-        first = run.reset()
-        c.equal(
-            "seeding", "obs", first, twin.reset(), "reset()", "a second env made with the same seed"
-        )
-        c.equal(
-            "horizon",
-            "obs",
-            first,
-            longer.reset(),
-            "reset()",
-            "an env made with the same seed and a longer horizon",
-        )
-        for t in range(steps):
-            where = f"step {t + 1}"
-            out = run.step(actions[t], where)
-            c.same(
-                "seeding",
-                out,
-                _Out(*twin.step(actions[t])),
-                where,
-                "a second env made with the same seed",
-            )
-            run.track(out, where)
-            if t < horizon:
-                _against_longer(c, out, _Out(*longer.step(actions[t])), where, t + 1 == horizon)
-
+        first = _check_rollout(c, run, twin, longer, actions, steps, horizon)
         _check_bad_actions(c, run, twin, actions[steps], steps + 1)
         _check_clipping(c, run, twin, actions[steps + 1 : steps + 4], steps + 2)
         if render:
@@ -371,6 +336,67 @@ def check_batched_env(
     finally:
         for e in opened:
             e.close()
+
+
+def _check_protocol(env, name: str) -> None:
+    """Refuse an env that lacks attributes of the protocol."""
+    missing = [a for a in _PROTOCOL if not hasattr(env, a)]
+    if missing:
+        raise AssertionError(f"{name}: [spaces] lacks {', '.join(missing)} of the protocol")
+
+
+def _horizon(c: _Checker, env, steps: int, episode_length: int) -> tuple[int, int]:
+    """The horizon [agent steps] and the action repeat; refuses a run of `steps` that
+    does not cover two whole episodes."""
+    # `episode_length` counts control steps, an agent step is `action_repeat` of them
+    repeat = int(getattr(getattr(env, "cfg", None), "action_repeat", 1))
+    horizon = episode_length // repeat
+    if episode_length % repeat or steps <= 2 * horizon:
+        raise ValueError(
+            f"{c.name}: need episode_length a multiple of action_repeat "
+            f"({repeat}) and steps > 2 x {horizon}, got {episode_length}, "
+            f"{steps}"
+        )
+    return horizon, repeat
+
+
+def _check_rollout(
+    c: _Checker,
+    run: _Tracked,
+    twin,
+    longer,
+    actions: torch.Tensor,
+    steps: int,
+    horizon: int,
+) -> torch.Tensor:
+    """Reset and step the env beside a twin of the same seed and one of a longer horizon
+    (rules seeding and horizon, and those `run` tracks); returns the first observations."""
+    first = run.reset()
+    c.equal(
+        "seeding", "obs", first, twin.reset(), "reset()", "a second env made with the same seed"
+    )
+    c.equal(
+        "horizon",
+        "obs",
+        first,
+        longer.reset(),
+        "reset()",
+        "an env made with the same seed and a longer horizon",
+    )
+    for t in range(steps):
+        where = f"step {t + 1}"
+        out = run.step(actions[t], where)
+        c.same(
+            "seeding",
+            out,
+            _Out(*twin.step(actions[t])),
+            where,
+            "a second env made with the same seed",
+        )
+        run.track(out, where)
+        if t < horizon:
+            _against_longer(c, out, _Out(*longer.step(actions[t])), where, t + 1 == horizon)
+    return first
 
 
 def _check_spaces(c: _Checker, env, n: int) -> None:

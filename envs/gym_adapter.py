@@ -8,7 +8,7 @@
   way `gymnasium.vector.SyncVectorEnv` reports it (`final_obs` / `_final_obs`,
   `final_info` / `_final_info`).
 
-`register_gym_envs()` registers every task that has a Gymnasium id, so that
+`envs.registry.register` registers the Gymnasium id of every task that has one, so that
 `gymnasium.make("wam/CartpoleSwingup-v0")` and
 `gymnasium.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point")` work.
 """
@@ -24,7 +24,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs.base import BatchedEnv
-from envs.registry import list_tasks, make, spec
+from envs.registry import make
 
 
 def _info_numpy(info: dict[str, Any], row: int | slice) -> dict[str, Any]:
@@ -130,17 +130,3 @@ class GymVectorEnv(VectorEnv):
 
     def close_extras(self, **kwargs):
         self.batched.close()
-
-
-def register_gym_envs() -> None:
-    """Register a Gymnasium id for every task that declares one (idempotent)."""
-    for name in list_tasks():
-        gym_id = spec(name).gym_id
-        if gym_id is None or gym_id in gym.registry:
-            continue
-        gym.register(
-            id=gym_id,
-            entry_point=GymEnv,
-            vector_entry_point=GymVectorEnv,
-            kwargs={"task": name},
-        )

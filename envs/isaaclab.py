@@ -2,7 +2,7 @@
 
 Any Isaac Lab task registered with Gymnasium (direct or manager-based workflow)
 is built from its own config (`isaaclab_tasks.utils.parse_env_cfg`) and spoken
-to through our protocol (`../shared/DESIGN.md`):
+to through our protocol (`docs/env-protocol.md`):
 
 - observations are the task's `policy` group, float32 `[N, obs_dim]`;
 - actions are checked like every env's (shape, NaN) and clipped to [-1, 1]; a task
@@ -303,47 +303,3 @@ def make(task: str, num_envs: int = 1, seed: int = 0, **cfg: Any) -> IsaacLabEnv
             f"valid fields: {', '.join(sorted(valid))}"
         )
     return IsaacLabEnv(task, IsaacLabCfg(num_envs=num_envs, seed=seed, **cfg))
-
-
-def bench(
-    task: str = "Isaac-Cartpole-Direct",
-    num_envs: int = 1024,
-    steps: int = 200,
-    rounds: int = 3,
-    warmup: int = 20,
-    seed: int = 0,
-    device: str = "cpu",
-) -> dict[str, Any]:
-    """Steps/s of Isaac Lab's own env and of our adapter around the same env, on the
-    same actions, in interleaved rounds (median reported): the adapter's overhead."""
-    import statistics
-    import time
-
-    env = make(task, num_envs, seed, device=device)
-    raw = env.unwrapped
-    try:
-        gen = torch.Generator().manual_seed(seed)
-        actions = (torch.rand(steps, num_envs, env.action_dim, generator=gen) * 2 - 1).to(device)
-        peers = {
-            "isaaclab": lambda a: raw.step(a * env._act_scale + env._act_offset),
-            "adapter": env.step,
-        }
-        times: dict[str, list[float]] = {k: [] for k in peers}
-        for _ in range(rounds):
-            for name, step in peers.items():
-                for k in range(warmup):
-                    step(actions[k % steps])
-                began = time.perf_counter()
-                for k in range(steps):
-                    step(actions[k])
-                times[name].append(time.perf_counter() - began)
-        rate = {k: num_envs * steps / statistics.median(v) for k, v in times.items()}
-        return {
-            "task": task,
-            "num_envs": num_envs,
-            "device": device,
-            "steps_per_s": rate,
-            "adapter_overhead": 1.0 - rate["adapter"] / rate["isaaclab"],
-        }
-    finally:
-        env.close()

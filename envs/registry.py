@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import gymnasium as gym
+
 from envs.base import BatchedEnv, EnvCfg
 from sim import BACKENDS
 from sim.randomization import RandomizationCfg
@@ -17,7 +19,8 @@ class TaskSpec:
     env_cls: type[BatchedEnv]
     cfg_cls: type[EnvCfg]
     defaults: dict[str, Any] = field(default_factory=dict)  # cfg values that define the task
-    gym_id: str | None = None  # Gymnasium id, registered when `envs` is imported
+    gym_id: str | None = None  # Gymnasium id, registered with the task
+    expert: type | None = None  # scripted expert (`envs.experts.Expert`) or None
 
 
 _TASKS: dict[str, TaskSpec] = {}
@@ -28,11 +31,22 @@ def register(
     env_cls: type[BatchedEnv],
     cfg_cls: type[EnvCfg],
     gym_id: str | None = None,
+    expert: type | None = None,
     **defaults: Any,
 ) -> None:
+    """Add task `name`: `env_cls` built from `cfg_cls` with `defaults` (the values that
+    define the task), its Gymnasium id, and its scripted expert class if it has one.
+    A task module calls this for its tasks when it is imported (`envs.tasks`)."""
     if name in _TASKS:
         raise ValueError(f"task {name!r} is already registered")
-    _TASKS[name] = TaskSpec(name, env_cls, cfg_cls, dict(defaults), gym_id)
+    _TASKS[name] = TaskSpec(name, env_cls, cfg_cls, dict(defaults), gym_id, expert)
+    if gym_id is not None and gym_id not in gym.registry:  # loaded on first gym.make
+        gym.register(
+            id=gym_id,
+            entry_point="envs.gym_adapter:GymEnv",
+            vector_entry_point="envs.gym_adapter:GymVectorEnv",
+            kwargs={"task": name},
+        )
 
 
 def list_tasks() -> list[str]:
@@ -85,7 +99,7 @@ def make_from_args(
     args: dict[str, Any], num_envs: int, task: str | None = None, **overrides: Any
 ) -> BatchedEnv:
     """The env a dataset was recorded with, rebuilt from its `env_args` (`num_envs`
-    copies; the inverse of `agents.collect.env_args`). `task` swaps in another task:
+    copies; the inverse of `agents.jobs.collect.env_args`). `task` swaps in another task:
     the recorded settings it shares carry over (episode length, randomization,
     camera), its own defining values (swing-up, sparse reward, target size) win.
     `overrides` replace config fields."""

@@ -1,4 +1,7 @@
-"""Physics backends behind one batched protocol (`sim.base.BatchedSim`)."""
+"""Physics backends behind one batched protocol (`sim.base.BatchedSim`): MuJoCo on the
+CPU (`mujoco_sim`), MuJoCo Warp (`warp_sim`), Isaac Lab's environment (`isaaclab_setup`,
+`isaaclab_assets`), domain randomization and seeded streams. The recorded-data stack
+is `sim.data`; importing this package loads neither torch nor mujoco."""
 
 from __future__ import annotations
 
@@ -37,14 +40,4 @@ def make_sim(backend: str, model_xml: str, num_worlds: int, **kwargs) -> Batched
     raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
 
 
-def __getattr__(name: str):
-    # imported on first use: `sim.dataset` and its writer process need neither torch
-    # nor mujoco, and `import sim` must stay cheap for them
-    if name == "BatchedSim":
-        from sim.base import BatchedSim
-
-        return BatchedSim
-    raise AttributeError(f"module 'sim' has no attribute {name!r}")
-
-
-__all__ = ["BACKENDS", "BatchedSim", "make_sim"]
+__all__ = ["BACKENDS", "make_sim"]

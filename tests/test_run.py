@@ -31,7 +31,6 @@ def test_bench_writes_json_with_every_peer(tmp_path):
     path = tmp_path / "nested" / "bench.json"
     out = run(
         "bench",
-        "--parts",
         "env",
         "--task",
         "pendulum_swingup",
@@ -68,7 +67,6 @@ def test_wm_bench_trains_each_model_and_compares(tmp_path):
     path = tmp_path / "bench.json"
     out = run(
         "bench",
-        "--parts",
         "wm",
         "--task",
         "pendulum_swingup",
@@ -82,7 +80,7 @@ def test_wm_bench_trains_each_model_and_compares(tmp_path):
         str(path),
     )
     assert out.returncode == 0, out.stderr
-    wm = json.loads(path.read_text())["wm"]
+    wm = json.loads(path.read_text())
     assert wm["real"] > 0 and set(wm["imagined"]) == {"ensemble", "rssm"}
     for kind, rate in wm["imagined"].items():
         assert rate > 0 and abs(wm["imagined_over_real"][kind] - rate / wm["real"]) < 1e-9
@@ -93,15 +91,14 @@ def test_data_bench_measures_collection_and_loaders(tmp_path):
     path = tmp_path / "bench.json"
     out = run(
         "bench",
-        "--parts",
         "data",
         "--task",
         "pendulum_swingup",
-        "--data-envs",
+        "--num-envs",
         "4",
-        "--data-episode-length",
+        "--episode-length",
         "20",
-        "--data-batches",
+        "--batches",
         "2",
         "--pixel-envs",
         "2",
@@ -115,7 +112,7 @@ def test_data_bench_measures_collection_and_loaders(tmp_path):
         str(path),
     )
     assert out.returncode == 0, out.stderr
-    data = json.loads(path.read_text())["data"]
+    data = json.loads(path.read_text())
     rates = data["transitions_per_s"]
     assert rates["stepping_only"] > 0 and rates["collect_recording"] > 0
     assert (
@@ -128,7 +125,7 @@ def test_data_bench_measures_collection_and_loaders(tmp_path):
 
 
 def test_unknown_task_is_a_clear_error():
-    out = run("bench", "--task", "cartpole", "--num-envs", "4")
+    out = run("bench", "env", "--task", "cartpole", "--num-envs", "4")
     assert out.returncode != 0
     assert "unknown task 'cartpole'" in out.stderr and "cartpole_swingup" in out.stderr
 

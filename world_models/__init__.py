@@ -1,6 +1,8 @@
-"""World models learned from recorded data, served as simulators (`ImaginedEnv`)."""
+"""World models learned from recorded data and served as simulators (`ImaginedEnv`):
+the model protocol and checkpoints (`base`), the model kinds (`models`, each registering
+itself), their training (`train`), metrics and fidelity evaluation (`evaluate`)."""
 
-from world_models import cascaded, ensemble, joint, rssm  # noqa: F401  (registers the model kinds)
-from world_models.base import load
+import world_models.models  # noqa: F401  (registers every model kind)
+from world_models.base import KINDS, WorldModel, load
 
-__all__ = ["load"]
+__all__ = ["KINDS", "WorldModel", "load"]

@@ -9,7 +9,7 @@ A world model is a `torch.nn.Module` with a few verbs (TD-MPC2 style):
     images = wm.frames(state)                       # decoded frames (models that see)
     actions = wm.action_chunk(state)                # World Action Models (`acts`): the
     state = wm.advance(state, action, obs)          # policy, and its history after a real step
-    loss, metrics = wm.loss(batch)                  # batch from `sim.loader.EpisodeData`
+    loss, metrics = wm.loss(batch)                  # batch from `sim.data.loader.EpisodeData`
     score, metrics = wm.validate(batch)             # held-out score, lower is better
 
 `cont` is the probability that the episode continues (1 - termination);
@@ -27,20 +27,25 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import field, fields, make_dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import torch
 import torch.distributed as dist
+import tyro
 from torch import nn
 
-from sim.atomic import write_atomic
+from sim.data.atomic import write_atomic
 
 FORMAT = "wam-sandbox/world-model"
 MODEL_KEYS = ("format", "kind", "config", "dims", "state_dict", "env_args")
 """What of a world model's checkpoint rebuilds it (an agent's config that holds a
 model keeps these, not the trainer's optimiser state or progress)."""
 KINDS: dict[str, type[WorldModel]] = {}
+"""Every registered model kind (a subclass that sets `kind` registers itself)."""
+TRAINING = ("batch_size", "lr", "weight_decay", "grad_clip", "sequence_length")
+"""Fields of a kind's settings that configure its training, not the model."""
 
 
 _SHARERS = 1  # processes whose batches make up the global batch of a training step
@@ -72,6 +77,33 @@ def masked_count(weights: torch.Tensor) -> torch.Tensor:
     return count.clamp_min(1.0).to(weights.dtype)
 
 
+def settings_of(kinds: list[str] | tuple[str, ...]) -> list[tuple[str, Any, Any]]:
+    """Dataclass fields (name, type, default), one per kind, holding each kind's
+    settings: the fields a config adds for the model kinds it accepts."""
+    return [
+        (
+            kind,
+            Annotated[KINDS[kind].settings, tyro.conf.arg(help=f"Settings of `--model {kind}`.")],
+            field(default_factory=KINDS[kind].settings),
+        )
+        for kind in kinds
+    ]
+
+
+def with_settings(base: type, kinds: list[str] | tuple[str, ...]) -> type:
+    """`base` (a dataclass named `_<Name>`) with a settings field for each of `kinds`,
+    as dataclass `<Name>` of the same module: a config that grows with the registry."""
+    name = base.__name__.lstrip("_")
+    cls = make_dataclass(name, settings_of(kinds), bases=(base,))
+    cls.__module__, cls.__qualname__, cls.__doc__ = base.__module__, name, base.__doc__
+    return cls
+
+
+def model_config(settings: Any) -> dict[str, Any]:
+    """A kind's settings less its training settings: the model's config."""
+    return {f.name: getattr(settings, f.name) for f in fields(settings) if f.name not in TRAINING}
+
+
 class Step(NamedTuple):
     """One imagined step of a batch, every field `[B, ...]`."""
 
@@ -88,11 +120,20 @@ class WorldModel(nn.Module, ABC):
     kind: str
     acts: bool = False
     """A World Action Model: also `action_chunk(state)` and `advance(state, action, obs)`."""
+    settings: type
+    """The kind's settings dataclass (`--<kind>.*` of `train-wm`): the model's config
+    plus its training settings (`TRAINING`)."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if getattr(cls, "kind", None):
             KINDS[cls.kind] = cls
+
+    @classmethod
+    def adapt(cls, config: dict[str, Any], pixels: bool) -> dict[str, Any]:
+        """The config to build for data with (`pixels`) or without frames; a kind whose
+        settings depend on what it sees changes them here."""
+        return config
 
     def __init__(self, obs_dim: int, action_dim: int, config: dict[str, Any]):
         super().__init__()

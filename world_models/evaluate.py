@@ -51,10 +51,10 @@ import torch
 from tqdm import tqdm
 
 import envs
-from envs.bench import write_json_atomic
-from sim.dataset import Dataset
+from sim.data.atomic import write_json_atomic
+from sim.data.dataset import Dataset
 from world_models import pictures
-from world_models.base import checkpoint_path, from_checkpoint, read_checkpoint
+from world_models.base import WorldModel, checkpoint_path, from_checkpoint, read_checkpoint
 from world_models.metrics import HORIZONS
 
 PSNR_CAP = 100.0  # [dB] what identical frames count as in the averages
@@ -166,22 +166,162 @@ def _dataset_scales(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor, int]:
     )
 
 
+@dataclass
+class _TaskEnv:
+    """What the task's real env is like, probed with one env."""
+
+    action_repeat: int
+    time_limit: int
+    """Episode length [control steps]."""
+    renders: bool
+    render_size: tuple[int, int]
+    """(height, width) of its frames; (0, 0) if it renders none."""
+    notes: list[str]
+    """What the report should say about it."""
+
+
+@dataclass
+class _Setup:
+    """What the evaluation works on: the checked model, task, data and start windows."""
+
+    cfg: EvalWMCfg
+    horizons: tuple[int, ...]
+    path: Path
+    model: WorldModel
+    task: str
+    ds: Dataset
+    episodes: list[int]
+    which: str
+    """Which episodes: "held-out" or "all"."""
+    env: _TaskEnv
+    obs_var: torch.Tensor
+    reward_var: torch.Tensor
+    windows: list[tuple[int, int]]
+    rows: int
+    """Starts shown in the video (0: no video)."""
+
+    @property
+    def longest(self) -> int:
+        return max(self.horizons)
+
+    @property
+    def n(self) -> int:
+        return len(self.windows)
+
+    @property
+    def sees(self) -> bool:
+        return self.model.sees_pixels
+
+    @property
+    def frame_hw(self) -> tuple[int, int]:
+        """Size of the frames rendered: the model's for a model that sees."""
+        return tuple(self.model.frame_shape[:2]) if self.sees else self.env.render_size
+
+
+@dataclass
+class _Recorded:
+    """The recorded windows, a row per start: steps t - context .. t + H."""
+
+    obs: torch.Tensor
+    """`[n, c + H + 1, d]`"""
+    actions: torch.Tensor
+    """`[n, c + H, a]` float32"""
+    rewards: torch.Tensor
+    """`[n, H]` float64, from step t"""
+    states: torch.Tensor
+    """`[n, c + 1, nq + nv]`, up to step t"""
+    seeds: torch.Tensor
+    starts: torch.Tensor
+    """t of each window"""
+
+
+@dataclass
+class _Rollout:
+    """Observations, rewards and frames along the windows, real or imagined."""
+
+    obs: torch.Tensor
+    """float64 `[n, H + 1, d]` from step t (real), `[n, H, d]` from step t + 1 (imagined)"""
+    rew: torch.Tensor
+    """float64 `[n, H]`"""
+    video: torch.Tensor
+    """uint8 `[rows, H, height, width, 3]`"""
+    frames: dict[int, torch.Tensor]
+    """Every start's frame at each horizon (models that see)"""
+
+
 @torch.no_grad()
 def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
     """Run the evaluation, write the artifacts; returns the report (as in report.json)."""
     began = time.perf_counter()
+    s = _setup(cfg)
+    rec = _read_windows(s.ds, s.windows, cfg.context, s.longest)
+    real, viewer = _make_envs(s, rec)
+    bar = tqdm(total=2 * s.longest, unit="step", disable=not cfg.progress, desc="replay")
+    truth, context_frames, replay = _replay(s, rec, real, bar)  # 1. ground truth
+    bar.set_description("imagination")
+    pred = _imagine(s, rec, context_frames, viewer, bar)  # 2. imagination
+    bar.close()
+    if viewer is not None:
+        viewer.close()
+    err, rew_err, img = _metrics(s, rec, truth, pred, context_frames)  # 3. metrics
+    out = Path(cfg.out) if cfg.out is not None else s.path.parent / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    artifacts, codec = _write_artifacts(s, out, truth, pred, err, img)
+    report = _report(s, replay, err, rew_err, img, artifacts, codec)
+    report["seconds"] = time.perf_counter() - began
+    write_json_atomic(out / "report.json", report)
+    return report
+
+
+def _setup(cfg: EvalWMCfg) -> _Setup:
+    """Load the model and the data, check them against the task's real env and each
+    other, and draw the start windows."""
     horizons = _check_cfg(cfg)
-    longest, c = max(horizons), cfg.context
+    path, ckpt, model, task = _load_model(cfg)
+    ds, episodes, which = _open_data(cfg, path, ckpt)
+    env = _probe_task(ds, task, model, path, cfg.video_starts)
+    obs_var, reward_var, data_dim = _dataset_scales(ds)
+    if data_dim != model.obs_dim:
+        raise ValueError(
+            f"{ds.path}: observations have {data_dim} dims, the model ({path}) "
+            f"takes {model.obs_dim}"
+        )
+    windows = _choose_windows(ds, episodes, cfg.context, max(horizons), cfg.starts, cfg.seed)
+    rows = min(cfg.video_starts, len(windows)) if env.renders else 0
+    return _Setup(
+        cfg=cfg,
+        horizons=horizons,
+        path=path,
+        model=model,
+        task=task,
+        ds=ds,
+        episodes=episodes,
+        which=which,
+        env=env,
+        obs_var=obs_var,
+        reward_var=reward_var,
+        windows=windows,
+        rows=rows,
+    )
+
+
+def _load_model(cfg: EvalWMCfg) -> tuple[Path, dict[str, Any], WorldModel, str]:
+    """The checkpoint's path, the checkpoint, its model on the device and the task."""
     path = checkpoint_path(cfg.wm)
     ckpt = read_checkpoint(path)
     model = from_checkpoint(ckpt, path).to(cfg.device)
-    sees = model.sees_pixels
     env_args_model = ckpt.get("env_args") or {}
     task = cfg.task or env_args_model.get("env_name")
     if task is None:
         raise ValueError(f"{path}: the checkpoint names no task; pass --task")
     if env_args_model.get("backend") != "isaaclab":
         envs.spec(task)  # an unknown task: an error listing the valid ones
+    return path, ckpt, model, task
+
+
+def _open_data(cfg: EvalWMCfg, path: Path, ckpt: dict[str, Any]) -> tuple[Dataset, list[int], str]:
+    """The dataset and the episodes of it to start from: the held-out ones of the
+    model's training data, else all; (dataset, episodes, "held-out" or "all")."""
     data = cfg.data if cfg.data is not None else ckpt.get("data")
     if data is None:
         raise ValueError(f"{path}: the checkpoint names no training data; pass --data")
@@ -192,9 +332,14 @@ def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
     recorded = set(ds.episodes)
     held_out = [e for e in ckpt.get("val_episodes") or [] if e in recorded]
     if trained_on is not None and Path(trained_on).resolve() == ds.path.resolve() and held_out:
-        episodes, which = held_out, "held-out"
-    else:
-        episodes, which = list(ds.episodes), "all"
+        return ds, held_out, "held-out"
+    return ds, list(ds.episodes), "all"
+
+
+def _probe_task(
+    ds: Dataset, task: str, model: WorldModel, path: Path, video_starts: int
+) -> _TaskEnv:
+    """Probe the task's real env; the env and the model must fit each other."""
     # dimensions: the task's real env and the dataset must fit the model (one env at a
     # time: Isaac Lab holds one simulation per process)
     probe = envs.make_from_args(ds.env_args, 1, task)
@@ -205,26 +350,20 @@ def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
     probe.close()
     notes = []
     if not renders:
-        if sees:
+        if model.sees_pixels:
             raise ValueError(f"{path}: the model sees frames, and task {task!r} renders none")
-        if cfg.video_starts:
+        if video_starts:
             notes.append(f"{task} renders no frames here: no video and no strip")
     if dims != (model.obs_dim, model.action_dim):
         raise ValueError(
             f"task {task!r} has observations of {dims[0]} and actions of {dims[1]} dims, "
             f"the model ({path}) takes {model.obs_dim} and {model.action_dim}"
         )
-    obs_var, reward_var, data_dim = _dataset_scales(ds)
-    if data_dim != model.obs_dim:
-        raise ValueError(
-            f"{ds.path}: observations have {data_dim} dims, the model ({path}) "
-            f"takes {model.obs_dim}"
-        )
-    windows = _choose_windows(ds, episodes, c, longest, cfg.starts, cfg.seed)
-    n = len(windows)
-    rows = min(cfg.video_starts, n) if renders else 0
+    return _TaskEnv(action_repeat, time_limit, renders, render_size, notes)
 
-    # ---- the recorded windows
+
+def _read_windows(ds: Dataset, windows: list[tuple[int, int]], c: int, longest: int) -> _Recorded:
+    """Read the recorded windows (context `c` before each start, `longest` steps after)."""
     keys = ("obs", "next_obs", "actions", "rewards", "states")
     cache: dict[int, dict[str, np.ndarray]] = {}
     rec_obs, actions, rec_rew, states, seeds = [], [], [], [], []
@@ -239,136 +378,177 @@ def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
         rec_rew.append(ep["rewards"][t : t + longest])  # [H]
         states.append(ep["states"][t - c : t + 1])  # [c + 1, nq + nv]
         seeds.append(ep["seed"])
-    rec_obs_t = torch.from_numpy(np.stack(rec_obs))
-    actions_t = torch.from_numpy(np.stack(actions)).float()
-    rec_rew_t = torch.from_numpy(np.stack(rec_rew)).double()
-    states_t = torch.from_numpy(np.stack(states))
-    seeds_t = torch.tensor(seeds, dtype=torch.int64)
-    starts_t = torch.tensor([t for _, t in windows])
+    return _Recorded(
+        obs=torch.from_numpy(np.stack(rec_obs)),
+        actions=torch.from_numpy(np.stack(actions)).float(),
+        rewards=torch.from_numpy(np.stack(rec_rew)).double(),
+        states=torch.from_numpy(np.stack(states)),
+        seeds=torch.tensor(seeds, dtype=torch.int64),
+        starts=torch.tensor([t for _, t in windows]),
+    )
 
-    # ---- the real envs: one replays, one draws a state model's imagined observations
-    frame_hw = tuple(model.frame_shape[:2]) if sees else render_size
+
+def _make_envs(s: _Setup, rec: _Recorded) -> tuple[Any, Any]:
+    """The real envs: one replays every window, one (or None) draws a state model's
+    imagined observations for the video."""
+    c, frame_hw = s.cfg.context, s.frame_hw
     overrides: dict[str, Any] = {  # no autoreset inside any window
-        "episode_length": max(time_limit, (int(starts_t.max()) + longest + 1) * action_repeat)
+        "episode_length": max(
+            s.env.time_limit, (int(rec.starts.max()) + s.longest + 1) * s.env.action_repeat
+        )
     }
-    if renders:
+    if s.env.renders:
         overrides.update(render_height=frame_hw[0], render_width=frame_hw[1])
-    real = envs.make_from_args(ds.env_args, n, task, **overrides)
+    real = envs.make_from_args(s.ds.env_args, s.n, s.task, **overrides)
     viewer = None
-    if rows and not sees:
-        viewer = envs.make_from_args(ds.env_args, rows, task, **overrides)
-        viewer.reset_envs(torch.arange(rows), seeds_t[:rows])
+    if s.rows and not s.sees:
+        viewer = envs.make_from_args(s.ds.env_args, s.rows, s.task, **overrides)
+        viewer.reset_envs(torch.arange(s.rows), rec.seeds[: s.rows])
         try:
-            viewer.set_state_from_obs(rec_obs_t[:rows, c])
+            viewer.set_state_from_obs(rec.obs[: s.rows, c])
         except NotImplementedError as err:
             raise ValueError(
-                f"cannot draw the imagined observations of task {task!r} "
+                f"cannot draw the imagined observations of task {s.task!r} "
                 f"({err}); pass --video-starts 0"
             ) from err
-    bar = tqdm(total=2 * longest, unit="step", disable=not cfg.progress, desc="replay")
+    return real, viewer
 
-    # ---- 1. ground truth in the real sim
-    ids = torch.arange(n)
-    real.reset_envs(ids, seeds_t)
+
+def _replay(
+    s: _Setup, rec: _Recorded, real, bar: tqdm
+) -> tuple[_Rollout, torch.Tensor | None, dict[str, float]]:
+    """Ground truth: replay the windows in the real env (and close it); (the rollout,
+    the context frames for a model that sees, how far it lies from the recording)."""
+    c, longest, rows, frame_hw = s.cfg.context, s.longest, s.rows, s.frame_hw
+    ids = torch.arange(s.n)
+    real.reset_envs(ids, rec.seeds)
     nq = real.sim.nq
     context_frames = None
-    if sees:  # frames of the context states, at the model's frame size
-        context_frames = torch.empty(n, c + 1, *frame_hw, 3, dtype=torch.uint8)
+    if s.sees:  # frames of the context states, at the model's frame size
+        context_frames = torch.empty(s.n, c + 1, *frame_hw, 3, dtype=torch.uint8)
         for k in range(c + 1):
-            real.set_physics_state(states_t[:, k, :nq], states_t[:, k, nq:])
+            real.set_physics_state(rec.states[:, k, :nq], rec.states[:, k, nq:])
             context_frames[:, k] = real.render()
-    real.episode_length_buf[:] = starts_t * action_repeat  # per-step noise as recorded
-    first = real.set_physics_state(states_t[:, c, :nq], states_t[:, c, nq:])
-    real_obs = torch.empty(n, longest + 1, model.obs_dim, dtype=torch.float64)
-    real_obs[:, 0] = first.double()
-    real_rew = torch.empty(n, longest, dtype=torch.float64)
-    real_video = torch.empty(rows, longest, *frame_hw, 3, dtype=torch.uint8)
-    real_frames: dict[int, torch.Tensor] = {}
+    real.episode_length_buf[:] = rec.starts * s.env.action_repeat  # per-step noise as recorded
+    first = real.set_physics_state(rec.states[:, c, :nq], rec.states[:, c, nq:])
+    truth = _Rollout(
+        obs=torch.empty(s.n, longest + 1, s.model.obs_dim, dtype=torch.float64),
+        rew=torch.empty(s.n, longest, dtype=torch.float64),
+        video=torch.empty(rows, longest, *frame_hw, 3, dtype=torch.uint8),
+        frames={},
+    )
+    truth.obs[:, 0] = first.double()
     for k in range(1, longest + 1):
-        _, reward, _, _, info = real.step(actions_t[:, c + k - 1])
-        real_obs[:, k] = info["final_obs"].double()  # (no row ends inside its window)
-        real_rew[:, k - 1] = reward.double()
-        if sees and k in horizons:
-            real_frames[k] = real.render()
-            real_video[:, k - 1] = real_frames[k][:rows]
+        _, reward, _, _, info = real.step(rec.actions[:, c + k - 1])
+        truth.obs[:, k] = info["final_obs"].double()  # (no row ends inside its window)
+        truth.rew[:, k - 1] = reward.double()
+        if s.sees and k in s.horizons:
+            truth.frames[k] = real.render()
+            truth.video[:, k - 1] = truth.frames[k][:rows]
         elif rows:
-            real_video[:, k - 1] = real.render(ids[:rows])
+            truth.video[:, k - 1] = real.render(ids[:rows])
         bar.update(1)
     real.close()
     replay = {
-        "max_abs_obs_diff": float((real_obs - rec_obs_t[:, c:].double()).abs().max()),
-        "max_abs_reward_diff": float((real_rew - rec_rew_t).abs().max()),
+        "max_abs_obs_diff": float((truth.obs - rec.obs[:, c:].double()).abs().max()),
+        "max_abs_reward_diff": float((truth.rew - rec.rewards).abs().max()),
     }
+    return truth, context_frames, replay
 
-    # ---- 2. imagination
-    bar.set_description("imagination")
-    dev = torch.device(cfg.device)
+
+def _imagine(
+    s: _Setup, rec: _Recorded, context_frames: torch.Tensor | None, viewer, bar: tqdm
+) -> _Rollout:
+    """Imagination: the model observes the context, then predicts open loop on the
+    recorded actions."""
+    c, longest, rows, frame_hw = s.cfg.context, s.longest, s.rows, s.frame_hw
+    model, dev = s.model, torch.device(s.cfg.device)
     frames_in = None if context_frames is None else context_frames.to(dev)
     state = model.observe(
-        rec_obs_t[:, : c + 1].float().to(dev), actions_t[:, :c].to(dev), frames_in
+        rec.obs[:, : c + 1].float().to(dev), rec.actions[:, :c].to(dev), frames_in
     )
-    pred_obs = torch.empty(n, longest, model.obs_dim, dtype=torch.float64)
-    pred_rew = torch.empty(n, longest, dtype=torch.float64)
-    imag_video = torch.zeros(rows, longest, *frame_hw, 3, dtype=torch.uint8)
-    imag_frames: dict[int, torch.Tensor] = {}
+    pred = _Rollout(
+        obs=torch.empty(s.n, longest, model.obs_dim, dtype=torch.float64),
+        rew=torch.empty(s.n, longest, dtype=torch.float64),
+        video=torch.zeros(rows, longest, *frame_hw, 3, dtype=torch.uint8),
+        frames={},
+    )
     for k in range(1, longest + 1):
-        step = model.next(state, actions_t[:, c + k - 1].to(dev))
+        step = model.next(state, rec.actions[:, c + k - 1].to(dev))
         state = step.state
-        pred_obs[:, k - 1] = step.obs.double().cpu()
-        pred_rew[:, k - 1] = step.reward.double().cpu()
-        if sees and k in horizons:
-            imag_frames[k] = model.frames(state).cpu()
-            imag_video[:, k - 1] = imag_frames[k][:rows]
-        elif sees and rows:
-            imag_video[:, k - 1] = model.frames(state[:rows]).cpu()
+        pred.obs[:, k - 1] = step.obs.double().cpu()
+        pred.rew[:, k - 1] = step.reward.double().cpu()
+        if s.sees and k in s.horizons:
+            pred.frames[k] = model.frames(state).cpu()
+            pred.video[:, k - 1] = pred.frames[k][:rows]
+        elif s.sees and rows:
+            pred.video[:, k - 1] = model.frames(state[:rows]).cpu()
         elif viewer is not None:
-            finite = torch.isfinite(pred_obs[:rows, k - 1]).all(-1)  # others stay black
+            finite = torch.isfinite(pred.obs[:rows, k - 1]).all(-1)  # others stay black
             if finite.any():
                 shown = finite.nonzero().squeeze(-1)
-                viewer.set_state_from_obs(pred_obs[shown, k - 1], shown)
-                imag_video[shown, k - 1] = viewer.render(shown)
+                viewer.set_state_from_obs(pred.obs[shown, k - 1], shown)
+                pred.video[shown, k - 1] = viewer.render(shown)
         bar.update(1)
-    bar.close()
-    if viewer is not None:
-        viewer.close()
+    return pred
 
-    # ---- 3. metrics
-    scale = obs_var
+
+def _metrics(
+    s: _Setup,
+    rec: _Recorded,
+    truth: _Rollout,
+    pred: _Rollout,
+    context_frames: torch.Tensor | None,
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]], dict[str, Any]]:
+    """Errors per horizon: state (and its copy-last baseline), reward, and for a model
+    that sees, PSNR and SSIM of its frames; (state, reward, frame errors)."""
+    c, scale = s.cfg.context, s.obs_var
     err: dict[str, dict[str, float]] = {"model": {}, "copy_last": {}, "ratio": {}}
     rew_err: dict[str, dict[str, float]] = {"nmse": {}, "mae": {}}
     img: dict[str, dict[str, dict[str, float]]] = {
         "psnr": {"model": {}, "copy_last": {}},
         "ssim": {"model": {}, "copy_last": {}},
     }
-    now = rec_obs_t[:, c].double()
-    for h in horizons:
-        key, truth = str(h), real_obs[:, h]
-        model_err = float(((pred_obs[:, h - 1] - truth) ** 2 / scale).mean())
-        copy_err = float(((now - truth) ** 2 / scale).mean())
+    now = rec.obs[:, c].double()
+    for h in s.horizons:
+        key, truth_h = str(h), truth.obs[:, h]
+        model_err = float(((pred.obs[:, h - 1] - truth_h) ** 2 / scale).mean())
+        copy_err = float(((now - truth_h) ** 2 / scale).mean())
         err["model"][key], err["copy_last"][key] = model_err, copy_err
         err["ratio"][key] = copy_err / model_err if model_err > 0 else math.inf
-        diff = pred_rew[:, h - 1] - real_rew[:, h - 1]
-        rew_err["nmse"][key] = float((diff**2).mean() / reward_var)
+        diff = pred.rew[:, h - 1] - truth.rew[:, h - 1]
+        rew_err["nmse"][key] = float((diff**2).mean() / s.reward_var)
         rew_err["mae"][key] = float(diff.abs().mean())
-        if sees:
+        if s.sees:
             last = context_frames[:, c]
-            for name, guess in (("model", imag_frames[h]), ("copy_last", last)):
+            for name, guess in (("model", pred.frames[h]), ("copy_last", last)):
                 img["psnr"][name][key] = float(
-                    pictures.psnr(guess, real_frames[h]).clamp(max=PSNR_CAP).mean()
+                    pictures.psnr(guess, truth.frames[h]).clamp(max=PSNR_CAP).mean()
                 )
-                img["ssim"][name][key] = float(pictures.ssim(guess, real_frames[h]).mean())
+                img["ssim"][name][key] = float(pictures.ssim(guess, truth.frames[h]).mean())
+    return err, rew_err, img
 
-    # ---- artifacts
-    out = Path(cfg.out) if cfg.out is not None else path.parent / "eval"
-    out.mkdir(parents=True, exist_ok=True)
+
+def _write_artifacts(
+    s: _Setup,
+    out: Path,
+    truth: _Rollout,
+    pred: _Rollout,
+    err: dict[str, dict[str, float]],
+    img: dict[str, Any],
+) -> tuple[dict[str, str], str | None]:
+    """Write the video, the strip and the error plot; (the artifacts' paths, the video's
+    codec or None)."""
+    horizons, sees = s.horizons, s.sees
     artifacts = {"report": str(out / "report.json")}
-    if rows:
+    codec = None
+    if s.rows:
         codec = pictures.write_video(
-            out / "video.mp4", pictures.side_by_side(real_video, imag_video), cfg.fps
+            out / "video.mp4", pictures.side_by_side(truth.video, pred.video), s.cfg.fps
         )
         artifacts["video"] = str(out / "video.mp4")
         at = [h - 1 for h in horizons]
-        pictures.write_png(out / "strip.png", pictures.strip(real_video[0, at], imag_video[0, at]))
+        pictures.write_png(out / "strip.png", pictures.strip(truth.video[0, at], pred.video[0, at]))
         artifacts["strip"] = str(out / "strip.png")
     keys_h = [str(h) for h in horizons]
     pictures.plot_errors(
@@ -378,45 +558,57 @@ def evaluate_world_model(cfg: EvalWMCfg) -> dict[str, Any]:
         [err["copy_last"][k] for k in keys_h],
         [img["psnr"]["model"][k] for k in keys_h] if sees else None,
         [img["psnr"]["copy_last"][k] for k in keys_h] if sees else None,
-        title=f"{model.kind} on {task}",
+        title=f"{s.model.kind} on {s.task}",
     )
     artifacts["plot"] = str(out / "error_vs_horizon.png")
+    return artifacts, codec
+
+
+def _report(
+    s: _Setup,
+    replay: dict[str, float],
+    err: dict[str, dict[str, float]],
+    rew_err: dict[str, dict[str, float]],
+    img: dict[str, Any],
+    artifacts: dict[str, str],
+    codec: str | None,
+) -> dict[str, Any]:
+    """The report, all but its `seconds`."""
+    cfg, model = s.cfg, s.model
     report: dict[str, Any] = {
         "model": {
-            "path": str(path),
+            "path": str(s.path),
             "kind": model.kind,
-            "sees_pixels": sees,
+            "sees_pixels": s.sees,
             "obs_dim": model.obs_dim,
             "action_dim": model.action_dim,
         },
-        "task": task,
-        "data": str(ds.path),
-        "episodes": which,
-        "num_episodes": len(episodes),
+        "task": s.task,
+        "data": str(s.ds.path),
+        "episodes": s.which,
+        "num_episodes": len(s.episodes),
         "settings": {
             "starts": cfg.starts,
-            "context": c,
-            "horizons": list(horizons),
+            "context": cfg.context,
+            "horizons": list(s.horizons),
             "video_starts": cfg.video_starts,
             "fps": cfg.fps,
             "seed": cfg.seed,
             "device": cfg.device,
         },
-        "num_starts": n,
-        "starts": [[e, t] for e, t in windows],
+        "num_starts": s.n,
+        "starts": [[e, t] for e, t in s.windows],
         "replay": replay,
         "state_error": err,
         "reward_error": rew_err,
     }
-    if sees:
+    if s.sees:
         report["frames"] = img
-    if rows:
-        report["video"] = {"rows": rows, "frames": longest, "codec": codec, "fps": cfg.fps}
+    if s.rows:
+        report["video"] = {"rows": s.rows, "frames": s.longest, "codec": codec, "fps": cfg.fps}
     report["artifacts"] = artifacts
-    if notes:
-        report["notes"] = notes
-    report["seconds"] = time.perf_counter() - began
-    write_json_atomic(out / "report.json", report)
+    if s.env.notes:
+        report["notes"] = s.env.notes
     return report
 
 

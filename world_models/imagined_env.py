@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from envs.base import check_action
-from sim.loader import EpisodeData
+from sim.data.loader import EpisodeData
 from world_models.base import WorldModel
 
 

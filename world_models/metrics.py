@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from sim.dataset import Dataset
+from sim.data.dataset import Dataset
 from world_models.base import WorldModel
 
 HORIZONS = (1, 5, 10, 25, 50)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sim.atomic import write_atomic, write_bytes_atomic
+from sim.data.atomic import write_atomic, write_bytes_atomic
 
 SEPARATOR = 2  # [px] between panels
 WHITE = 255

@@ -38,8 +38,9 @@ import gc
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -48,15 +49,23 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from sim.atomic import write_bytes_atomic
-from sim.dataset import Dataset
-from sim.loader import EpisodeData
-from world_models.base import KINDS, load, read_checkpoint, save_atomic, shared_batch
+import world_models.models  # noqa: F401  (registers every model kind)
+from sim.data.atomic import write_bytes_atomic
+from sim.data.dataset import Dataset
+from sim.data.loader import EpisodeData
+from world_models.base import (
+    KINDS,
+    load,
+    model_config,
+    read_checkpoint,
+    save_atomic,
+    shared_batch,
+    with_settings,
+)
 from world_models.metrics import HORIZONS, open_loop_error
 
 CONTEXT = 8  # observed steps before each open-loop start in the report
 
-MODELS = ("ensemble", "rssm", "joint", "cascaded")
 # data statistics, refitted when a model is fine-tuned on new data (`--init`)
 _STATISTICS = (
     "in_mean",
@@ -68,130 +77,10 @@ _STATISTICS = (
     "delta_mean",
     "delta_std",
 )
-_TRAINING = ("batch_size", "lr", "weight_decay", "grad_clip", "sequence_length")
 
 
 @dataclass
-class EnsembleCfg:
-    """Probabilistic ensemble dynamics (MBPO/PETS)."""
-
-    members: int = 7
-    """Ensemble members."""
-    elites: int = 5
-    """Members used for prediction."""
-    hidden: int = 200
-    """Units per hidden layer."""
-    layers: int = 4
-    """Hidden layers."""
-    batch_size: int = 256
-    """Transitions per member per gradient step."""
-    lr: float = 1e-3
-    """AdamW learning rate."""
-    weight_decay: float = 1e-5
-    """Decoupled weight decay."""
-    grad_clip: float = 0.0
-    """Largest gradient norm (0: no clipping)."""
-
-
-@dataclass
-class RssmCfg:
-    """Recurrent state-space model (DreamerV3 style)."""
-
-    deter: int = 256
-    """GRU units (the deterministic state)."""
-    stoch: int = 16
-    """Categorical latent variables."""
-    classes: int = 16
-    """Classes per latent variable."""
-    hidden: int = 256
-    """Units of the MLPs."""
-    layers: int = 2
-    """Hidden layers of the encoder and the heads."""
-    pixels: bool = False
-    """See camera frames (the dataset must hold them) instead of state vectors."""
-    depth: int = 16
-    """Channels of the first conv layer (frames only)."""
-    free_nats: float = 1.0
-    """KL below this many nats is free."""
-    symlog_obs: bool = False
-    """Predict standardised observations in symlog space (else as they are; rewards
-    are always predicted in symlog space)."""
-    obs_residual: bool = True
-    """Predict each step's observation as the last one plus a predicted change (state
-    models; a model that sees pixels decodes its observations from the latent)."""
-    frame_motion: bool = False
-    """Predict each next frame as the last one warped by a decoded flow field, blended
-    by a decoded mask with decoded colours (models that see pixels; sharper frames,
-    but a frame decoded at every imagined step; else frames are decoded from the
-    latent alone, when asked)."""
-    sequence_length: int = 50
-    """Steps per training window."""
-    batch_size: int = 16
-    """Windows per gradient step."""
-    lr: float = 3e-4
-    """AdamW learning rate."""
-    weight_decay: float = 0.0
-    """Decoupled weight decay."""
-    grad_clip: float = 100.0
-    """Largest gradient norm (0: no clipping)."""
-
-
-@dataclass
-class JointCfg:
-    """Joint World Action Model: a causal transformer over observation and action
-    tokens with a policy head (action chunks) and a dynamics head."""
-
-    context: int = 8
-    """Steps in the window the transformer sees."""
-    chunk: int = 4
-    """Actions predicted at every observation token (the policy acts with the first)."""
-    width: int = 128
-    """Token width."""
-    heads: int = 4
-    """Attention heads."""
-    layers: int = 3
-    """Transformer blocks."""
-    action_weight: float = 1.0
-    """Weight of the action loss beside the observation, reward and continuation losses."""
-    pixels: bool = False
-    """Observe camera frames (the dataset must hold them) as patch tokens instead of
-    state vectors; the state vector is decoded."""
-    patch: int = 16
-    """Patch side [px] of a model that sees (frame sides must be multiples)."""
-    batch_size: int = 64
-    """Windows (of context + chunk - 1 steps) per gradient step."""
-    lr: float = 3e-4
-    """AdamW learning rate."""
-    weight_decay: float = 1e-4
-    """Decoupled weight decay."""
-    grad_clip: float = 1.0
-    """Largest gradient norm (0: no clipping)."""
-
-
-@dataclass
-class CascadedCfg:
-    """Cascaded World Action Model: a future predictor trained on demonstrations, an
-    inverse dynamics model that extracts the actions between predicted observations,
-    and a forward dynamics model."""
-
-    chunk: int = 4
-    """Future steps the predictor plans (the agent acts with the first)."""
-    hidden: int = 256
-    """Units per hidden layer."""
-    layers: int = 3
-    """Hidden layers of each MLP."""
-    batch_size: int = 256
-    """Windows (of `chunk` steps) per gradient step."""
-    lr: float = 1e-3
-    """AdamW learning rate."""
-    weight_decay: float = 1e-4
-    """Decoupled weight decay."""
-    grad_clip: float = 10.0
-    """Largest gradient norm (0: no clipping)."""
-
-
-@dataclass
-class TrainWMCfg:
+class _TrainWMCfg:
     """Train a world model (ensemble dynamics, an RSSM, or a joint or cascaded World
     Action Model) on a recorded dataset."""
 
@@ -227,28 +116,17 @@ class TrainWMCfg:
     settings); normalisation statistics are refitted to the data."""
     progress: bool = True
     """Show a progress bar."""
-    ensemble: EnsembleCfg = field(default_factory=EnsembleCfg)
-    """Settings of `--model ensemble`."""
-    rssm: RssmCfg = field(default_factory=RssmCfg)
-    """Settings of `--model rssm`."""
-    joint: JointCfg = field(default_factory=JointCfg)
-    """Settings of `--model joint`."""
-    cascaded: CascadedCfg = field(default_factory=CascadedCfg)
-    """Settings of `--model cascaded`."""
+
+
+TrainWMCfg = with_settings(_TrainWMCfg, sorted(KINDS))
+"""`train-wm`'s config: `_TrainWMCfg` and one settings field per registered model kind
+(`--ensemble.*`, `--rssm.*`, ...)."""
 
 
 def _model_settings(cfg: TrainWMCfg):
     """(model config dict, training settings) of the chosen model."""
-    settings = {
-        "ensemble": cfg.ensemble,
-        "rssm": cfg.rssm,
-        "joint": cfg.joint,
-        "cascaded": cfg.cascaded,
-    }[cfg.model]
-    model_cfg = {f.name: getattr(settings, f.name) for f in fields(settings)}
-    for key in _TRAINING:
-        model_cfg.pop(key, None)
-    return model_cfg, settings
+    settings = getattr(cfg, cfg.model)
+    return model_config(settings), settings
 
 
 class _Loss(nn.Module):
@@ -287,8 +165,8 @@ def _shard(idx: torch.Tensor, members: int, rank: int, world: int) -> torch.Tens
 
 
 def train_world_model(cfg: TrainWMCfg) -> dict:
-    if cfg.model not in MODELS:
-        raise ValueError(f"unknown model {cfg.model!r}; valid models: {', '.join(MODELS)}")
+    if cfg.model not in KINDS:
+        raise ValueError(f"unknown model {cfg.model!r}; valid models: {', '.join(KINDS)}")
     rank, world, device = _process_group(cfg.device)
     try:
         return _train(cfg, rank, world, device)
@@ -299,167 +177,244 @@ def train_world_model(cfg: TrainWMCfg) -> dict:
 
 
 def _train(cfg: TrainWMCfg, rank: int, world: int, device: str) -> dict:
-    cfg = replace(cfg, device=device)
-    torch.manual_seed(cfg.seed)
-    dataset = Dataset(cfg.data)
-    if len(dataset) < 2:
-        raise ValueError(f"{cfg.data}: need at least 2 episodes (one held out), got {len(dataset)}")
-    model_cfg, settings = _model_settings(cfg)
-    pixels = bool(model_cfg.get("pixels"))
-    if pixels:
-        if not dataset.has_pixels():
+    """Split the data, build the model, restore or initialise it, train it epoch by
+    epoch until the budget or early stopping, and report the best model."""
+    run = _Run(replace(cfg, device=device), rank, world)
+    run.restore()
+    run.start()
+    while run.state["epoch"] < cfg.epochs and run.state["since_best"] < cfg.patience:
+        sums = run.gradient_steps()
+        run.end_epoch(sums)
+    return run.finish()
+
+
+class _Run:
+    """One training run: its data and split, model, optimiser, progress and files."""
+
+    def __init__(self, cfg: TrainWMCfg, rank: int, world: int):
+        self.cfg, self.rank, self.world = cfg, rank, world
+        torch.manual_seed(cfg.seed)
+        self.dataset = dataset = Dataset(cfg.data)
+        if len(dataset) < 2:
             raise ValueError(
-                f"{cfg.data}: --{cfg.model}.pixels needs a dataset with frames "
-                "(collect --pixels 64)"
+                f"{cfg.data}: need at least 2 episodes (one held out), got {len(dataset)}"
             )
-        model_cfg["frame_shape"] = list(dataset.frame_shape())
-        if cfg.model == "rssm":
-            model_cfg["obs_residual"] = False
-    elif cfg.model == "rssm":
-        model_cfg["frame_motion"] = False
-    window = getattr(settings, "sequence_length", None)
-    if KINDS[cfg.model].acts:  # a WAM's windows follow from its settings
-        window = KINDS[cfg.model].window({**KINDS[cfg.model].defaults, **model_cfg})
-    data = EpisodeData(dataset, sequence_length=window, pixels=pixels, device=cfg.device)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    order = torch.randperm(len(dataset), generator=gen)
-    n_val = max(1, round(cfg.val_fraction * len(dataset)))
-    val_eps = sorted(order[:n_val].tolist())
-    is_val = torch.zeros(len(dataset), dtype=torch.bool)
-    is_val[val_eps] = True
-    in_val = is_val[data.episode_of.cpu()]
-    train_idx, val_idx = (~in_val).nonzero().squeeze(-1), in_val.nonzero().squeeze(-1)
-    obs_dim, act_dim = data.data["obs"].shape[1], data.data["actions"].shape[1]
-    model = KINDS[cfg.model](obs_dim, act_dim, model_cfg).to(cfg.device)
-    fit = {k: v[train_idx.to(cfg.device)] for k, v in data.data.items()}
-    play = _play_data(cfg, dataset, window, obs_dim, act_dim, pixels)
-    if play is not None:  # statistics of everything the dynamics learn from
-        fit = {k: torch.cat((v, play.data[k])) for k, v in fit.items()}
-    if pixels and model.acts:  # pixel-change statistics from up to 256 training windows
-        fit.update(_frame_sample(data, train_idx, gen))
-    model.prepare(fit)
-    if window is None:
-        val_batch = data.__getitems__(val_idx[torch.randperm(len(val_idx), generator=gen)[:50_000]])
-    else:  # non-overlapping windows over the held-out episodes, at most 64
-        starts = val_idx[data.step[val_idx].cpu() % window == 0]
-        val_batch = data.__getitems__(starts[torch.randperm(len(starts), generator=gen)[:64]])
-    members = getattr(settings, "members", 1)
-    if settings.batch_size % world:
-        raise ValueError(
-            f"batch size {settings.batch_size} does not split over {world} "
-            "processes: use a multiple"
+        model_cfg, self.settings = self._model_config()
+        pixels = bool(model_cfg.get("pixels"))
+        self.window = window = getattr(self.settings, "sequence_length", None)
+        if KINDS[cfg.model].acts:  # a WAM's windows follow from its settings
+            window = self.window = KINDS[cfg.model].window(
+                {**KINDS[cfg.model].defaults, **model_cfg}
+            )
+        self.data = EpisodeData(dataset, sequence_length=window, pixels=pixels, device=cfg.device)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self._split()
+        obs_dim, act_dim = self.data.data["obs"].shape[1], self.data.data["actions"].shape[1]
+        self.model = KINDS[cfg.model](obs_dim, act_dim, model_cfg).to(cfg.device)
+        self.play = _play_data(cfg, dataset, window, obs_dim, act_dim, pixels)
+        self._prepare(pixels)
+        self.val_batch = self._validation_batch()
+        self.members = getattr(self.settings, "members", 1)
+        if self.settings.batch_size % world:
+            raise ValueError(
+                f"batch size {self.settings.batch_size} does not split over {world} "
+                "processes: use a multiple"
+            )
+        self.opt = torch.optim.AdamW(
+            self.model.parameters(), lr=self.settings.lr, weight_decay=self.settings.weight_decay
         )
-    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    train_settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
-    meta = {
-        "env_args": dataset.env_args,
-        "data": str(cfg.data),
-        "val_episodes": val_eps,
-        "train": train_settings,
-    }
-    state = {"epoch": 0, "best": float("inf"), "since_best": 0}
-    last = cfg.out / "last.pt"
-    if cfg.resume and last.exists():
-        ckpt = read_checkpoint(last, cfg.model)
-        if ckpt["config"] != model.config or ckpt["val_episodes"] != val_eps:
-            raise ValueError(f"{last}: was trained with other settings; cannot resume")
-        model.load_state_dict(ckpt["state_dict"])
-        opt.load_state_dict(ckpt["optimizer"])
-        state = ckpt["progress"]
-        gen.set_state(ckpt["generator"])
-        torch.set_rng_state(ckpt["torch_rng"])
-    elif (cfg.out / "model.pt").exists() and not cfg.resume:
-        raise ValueError(f"{cfg.out} already holds a model; pass --resume or another --out")
-    elif cfg.init is not None:
-        ckpt = read_checkpoint(cfg.init, cfg.model)
-        if ckpt["config"] != model.config:
-            raise ValueError(
-                f"{cfg.init}: a model with other settings cannot be fine-tuned as {model.config}"
-            )
-        stats = {k: v for k, v in model.state_dict().items() if k in _STATISTICS}
-        model.load_state_dict({**ckpt["state_dict"], **stats})
-    per_step = members * settings.batch_size * (window or 1)
-    steps = cfg.steps_per_epoch or max(1, len(train_idx) // per_step)
-    lead = rank == 0  # writes the files
-    step_loss: nn.Module = _Loss(model, world)
-    if world > 1:  # replicas start from rank 0's weights; gradients are averaged
-        step_loss = DistributedDataParallel(step_loss)
-    log = SummaryWriter(str(cfg.out / "tb")) if lead else None
-    bar = tqdm(
-        total=cfg.epochs, initial=state["epoch"], unit="epoch", disable=not (cfg.progress and lead)
-    )
-    start, first_epoch = time.perf_counter(), state["epoch"]
-    while state["epoch"] < cfg.epochs and state["since_best"] < cfg.patience:
-        model.train()
+        train_settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
+        self.meta = {
+            "env_args": dataset.env_args,
+            "data": str(cfg.data),
+            "val_episodes": self.val_eps,
+            "train": train_settings,
+        }
+        self.state = {"epoch": 0, "best": float("inf"), "since_best": 0}
+        self.last = cfg.out / "last.pt"
+
+    def _model_config(self) -> tuple[dict, Any]:
+        """The model's config (frame shape included for a model that sees) and the
+        kind's settings."""
+        cfg, dataset = self.cfg, self.dataset
+        model_cfg, settings = _model_settings(cfg)
+        pixels = bool(model_cfg.get("pixels"))
+        if pixels:
+            if not dataset.has_pixels():
+                raise ValueError(
+                    f"{cfg.data}: --{cfg.model}.pixels needs a dataset with frames "
+                    "(collect --pixels 64)"
+                )
+            model_cfg["frame_shape"] = list(dataset.frame_shape())
+        return KINDS[cfg.model].adapt(model_cfg, pixels), settings
+
+    def _split(self) -> None:
+        """Hold out a random `val_fraction` of the episodes (at least one)."""
+        n = len(self.dataset)
+        order = torch.randperm(n, generator=self.gen)
+        n_val = max(1, round(self.cfg.val_fraction * n))
+        self.val_eps = sorted(order[:n_val].tolist())
+        is_val = torch.zeros(n, dtype=torch.bool)
+        is_val[self.val_eps] = True
+        in_val = is_val[self.data.episode_of.cpu()]
+        self.train_idx = (~in_val).nonzero().squeeze(-1)
+        self.val_idx = in_val.nonzero().squeeze(-1)
+
+    def _prepare(self, pixels: bool) -> None:
+        """Fit the model's normalisation statistics to the training data (and play)."""
+        data, model = self.data, self.model
+        fit = {k: v[self.train_idx.to(self.cfg.device)] for k, v in data.data.items()}
+        if self.play is not None:  # statistics of everything the dynamics learn from
+            fit = {k: torch.cat((v, self.play.data[k])) for k, v in fit.items()}
+        if pixels and model.acts:  # pixel-change statistics from up to 256 training windows
+            fit.update(_frame_sample(data, self.train_idx, self.gen))
+        model.prepare(fit)
+
+    def _validation_batch(self) -> dict[str, torch.Tensor]:
+        """Up to 50,000 held-out transitions, or up to 64 non-overlapping windows."""
+        data, val_idx, gen = self.data, self.val_idx, self.gen
+        if self.window is None:
+            pick = val_idx[torch.randperm(len(val_idx), generator=gen)[:50_000]]
+            return data.__getitems__(pick)
+        starts = val_idx[data.step[val_idx].cpu() % self.window == 0]
+        return data.__getitems__(starts[torch.randperm(len(starts), generator=gen)[:64]])
+
+    def restore(self) -> None:
+        """Continue from `last.pt` (--resume), or start from --init's weights with the
+        statistics of this data; refuse to overwrite a finished model."""
+        cfg, model = self.cfg, self.model
+        if cfg.resume and self.last.exists():
+            ckpt = read_checkpoint(self.last, cfg.model)
+            if ckpt["config"] != model.config or ckpt["val_episodes"] != self.val_eps:
+                raise ValueError(f"{self.last}: was trained with other settings; cannot resume")
+            model.load_state_dict(ckpt["state_dict"])
+            self.opt.load_state_dict(ckpt["optimizer"])
+            self.state = ckpt["progress"]
+            self.gen.set_state(ckpt["generator"])
+            torch.set_rng_state(ckpt["torch_rng"])
+        elif (cfg.out / "model.pt").exists() and not cfg.resume:
+            raise ValueError(f"{cfg.out} already holds a model; pass --resume or another --out")
+        elif cfg.init is not None:
+            ckpt = read_checkpoint(cfg.init, cfg.model)
+            if ckpt["config"] != model.config:
+                raise ValueError(
+                    f"{cfg.init}: a model with other settings cannot be fine-tuned as "
+                    f"{model.config}"
+                )
+            stats = {k: v for k, v in model.state_dict().items() if k in _STATISTICS}
+            model.load_state_dict({**ckpt["state_dict"], **stats})
+
+    def start(self) -> None:
+        """Steps per epoch, the (DDP-wrapped) loss, the log and the progress bar."""
+        cfg = self.cfg
+        self.per_step = self.members * self.settings.batch_size * (self.window or 1)
+        self.steps = cfg.steps_per_epoch or max(1, len(self.train_idx) // self.per_step)
+        self.lead = self.rank == 0  # writes the files
+        self.step_loss: nn.Module = _Loss(self.model, self.world)
+        if self.world > 1:  # replicas start from rank 0's weights; gradients are averaged
+            self.step_loss = DistributedDataParallel(self.step_loss)
+        self.log = SummaryWriter(str(cfg.out / "tb")) if self.lead else None
+        self.bar = tqdm(
+            total=cfg.epochs,
+            initial=self.state["epoch"],
+            unit="epoch",
+            disable=not (cfg.progress and self.lead),
+        )
+        self.began, self.first_epoch = time.perf_counter(), self.state["epoch"]
+
+    def gradient_steps(self) -> dict[str, float]:
+        """One epoch of gradient steps; the sums of the loss terms."""
+        members, batch_size = self.members, self.settings.batch_size
+        rank, world, play = self.rank, self.world, self.play
+        self.model.train()
         sums: dict[str, float] = {}
-        for _ in range(steps):
-            pick = torch.randint(len(train_idx), (members * settings.batch_size,), generator=gen)
-            batch = data.__getitems__(train_idx[_shard(pick, members, rank, world)])
+        for _ in range(self.steps):
+            pick = torch.randint(len(self.train_idx), (members * batch_size,), generator=self.gen)
+            batch = self.data.__getitems__(self.train_idx[_shard(pick, members, rank, world)])
             if play is not None:
-                rows = torch.randint(len(play), (settings.batch_size,), generator=gen)
+                rows = torch.randint(len(play), (batch_size,), generator=self.gen)
                 batch = _with_play(batch, play.__getitems__(_shard(rows, 1, rank, world)))
             if members > 1:  # each member its own rows: [E, B, ...]
                 batch = {k: v.reshape(members, -1, *v.shape[1:]) for k, v in batch.items()}
-            loss, scalars = step_loss(batch)
-            opt.zero_grad(set_to_none=True)
+            loss, scalars = self.step_loss(batch)
+            self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            if settings.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            opt.step()
+            if self.settings.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+            self.opt.step()
             for key, value in scalars.items():
                 sums[key] = sums.get(key, 0.0) + value
-        model.eval()
-        score, val_scalars = model.validate(val_batch)
+        return sums
+
+    def end_epoch(self, sums: dict[str, float]) -> None:
+        """Validate, track the best score, log and checkpoint (rank 0)."""
+        self.model.eval()
+        score, val_scalars = self.model.validate(self.val_batch)
+        state = self.state
         state["epoch"] += 1
-        epoch = state["epoch"]
-        if world > 1:  # the losses of the whole global batches
+        if self.world > 1:  # the losses of the whole global batches
             names = sorted(sums)
-            total = torch.tensor([sums[k] for k in names], dtype=torch.float64, device=device)
+            total = torch.tensor(
+                [sums[k] for k in names], dtype=torch.float64, device=self.cfg.device
+            )
             dist.all_reduce(total)
-            sums = dict(zip(names, (total / world).tolist(), strict=True))
+            sums = dict(zip(names, (total / self.world).tolist(), strict=True))
         improved = score < 0.99 * state["best"]
         if improved:
             state["best"], state["since_best"] = score, 0
         else:
             state["since_best"] += 1
-        if lead:
-            for key, value in sums.items():
-                log.add_scalar(f"losses/{key}", value / steps, epoch)
-            log.add_scalar("val/score", score, epoch)
-            for key, value in val_scalars.items():
-                log.add_scalar(f"val/{key}", value, epoch)
-            seen = (epoch - first_epoch) * steps * per_step
-            log.add_scalar("charts/transitions_per_s", seen / (time.perf_counter() - start), epoch)
-            if improved:
-                save_atomic(model.checkpoint(**meta, val_score=score), cfg.out / "model.pt")
-            save_atomic(
-                model.checkpoint(
-                    **meta,
-                    optimizer=opt.state_dict(),
-                    progress=state,
-                    generator=gen.get_state(),
-                    torch_rng=torch.get_rng_state(),
-                ),
-                last,
-            )
-        bar.update(1)
-        bar.set_postfix(val=f"{score:.4f}", best=f"{state['best']:.4f}")
-    bar.close()
-    if not lead:
-        dist.barrier()  # rank 0 writes the report
-        return {"model": cfg.model, "epochs": state["epoch"], "val_score": state["best"]}
-    log.close()
-    best = load(cfg.out / "model.pt").to(cfg.device)
-    report = {
-        "model": cfg.model,
-        "epochs": state["epoch"],
-        "val_score": state["best"],
-        "open_loop": _open_loop(best, dataset, val_eps),
-    }
-    write_bytes_atomic(cfg.out / "report.json", json.dumps(report, indent=1).encode())
-    if world > 1:
-        dist.barrier()
-    return report
+        if self.lead:
+            self._log_epoch(sums, score, val_scalars)
+            self._checkpoint(score, improved)
+        self.bar.update(1)
+        self.bar.set_postfix(val=f"{score:.4f}", best=f"{state['best']:.4f}")
+
+    def _log_epoch(self, sums: dict[str, float], score: float, val_scalars: dict) -> None:
+        log, epoch = self.log, self.state["epoch"]
+        for key, value in sums.items():
+            log.add_scalar(f"losses/{key}", value / self.steps, epoch)
+        log.add_scalar("val/score", score, epoch)
+        for key, value in val_scalars.items():
+            log.add_scalar(f"val/{key}", value, epoch)
+        seen = (epoch - self.first_epoch) * self.steps * self.per_step
+        log.add_scalar("charts/transitions_per_s", seen / (time.perf_counter() - self.began), epoch)
+
+    def _checkpoint(self, score: float, improved: bool) -> None:
+        """`model.pt` when the score improved; `last.pt` (what --resume needs) always."""
+        model = self.model
+        if improved:
+            save_atomic(model.checkpoint(**self.meta, val_score=score), self.cfg.out / "model.pt")
+        save_atomic(
+            model.checkpoint(
+                **self.meta,
+                optimizer=self.opt.state_dict(),
+                progress=self.state,
+                generator=self.gen.get_state(),
+                torch_rng=torch.get_rng_state(),
+            ),
+            self.last,
+        )
+
+    def finish(self) -> dict:
+        """The report of the best model (its open-loop errors), written by rank 0."""
+        cfg, state = self.cfg, self.state
+        self.bar.close()
+        if not self.lead:
+            dist.barrier()  # rank 0 writes the report
+            return {"model": cfg.model, "epochs": state["epoch"], "val_score": state["best"]}
+        self.log.close()
+        best = load(cfg.out / "model.pt").to(cfg.device)
+        report = {
+            "model": cfg.model,
+            "epochs": state["epoch"],
+            "val_score": state["best"],
+            "open_loop": _open_loop(best, self.dataset, self.val_eps),
+        }
+        write_bytes_atomic(cfg.out / "report.json", json.dumps(report, indent=1).encode())
+        if self.world > 1:
+            dist.barrier()
+        return report
 
 
 def _frame_sample(data: EpisodeData, rows: torch.Tensor, gen: torch.Generator) -> dict:

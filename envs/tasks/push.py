@@ -18,6 +18,12 @@ near the goal (1 inside it, falling to 0.1 at `goal_margin` beyond) plus 0.2 for
 the fingertip near the ball; sparse, 1 while the ball is in the goal. Episodes
 are 250 control steps of 0.02 s (two physics steps of 0.01 s); no terminal
 states. The goal lives in the model (a world geom), moved per world.
+
+Scripted expert (`PushExpert`): the reacher's controller with a moving fingertip target:
+with u the unit vector from the ball to the goal, a fingertip lined up behind
+the ball heads for the point one clearance (ball and fingertip radii plus a
+centimetre) short of the goal, pushing the ball's centre onto it; otherwise it
+goes around the ball on its own side and lines up behind it first.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ from dataclasses import dataclass
 import torch
 
 from envs.base import BatchedEnv, EnvCfg
+from envs.registry import register
 from envs.rewards import tolerance
-from envs.tasks.reacher import PlanarArm
+from envs.tasks.reacher import PlanarArm, ReacherExpert
 
 OBS = {
     "arm_cos_sin": slice(0, 4),  # cos q0, sin q0, cos q1, sin q1
@@ -144,3 +151,54 @@ class PushEnv(PlanarArm, BatchedEnv):
         field[env_ids, self._goal(), :2] = goal.to(field)
         qpos = torch.cat((arm, ball), dim=-1)
         self.sim.set_state(qpos, torch.zeros(n, 4, dtype=torch.float64), env_ids, forward=False)
+
+
+# ------------------------------------------------------------ scripted expert
+class PushExpert(ReacherExpert):
+    """The reacher's controller, sent behind the ball and then through it toward the
+    goal (`_push_target`)."""
+
+    margin = 0.01
+    """Gap between fingertip and ball while going around or lining up [m]."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        model = env.sim.model
+        radii = model.geom_size[[env.object_id("geom", g) for g in ("object", "finger")], 0]
+        self.clearance = float(radii.sum()) + self.margin
+
+    def _act(self, obs: torch.Tensor) -> torch.Tensor:
+        target = _push_target(obs, self.clearance)
+        tip = obs[:, OBS["tip"]]
+        return self._toward(arm_angles(obs), obs[:, OBS["arm_vel"]], target - tip)
+
+
+def _push_target(obs: torch.Tensor, clearance: float) -> torch.Tensor:
+    """Where the push expert sends the fingertip, `[N, 2]`, from observations `[N, 18]`.
+
+    With u the unit vector from the ball to the goal and n its normal, a fingertip
+    behind the ball (along u below -clearance / 2, within clearance / 2 of the line)
+    pushes toward the point `clearance` short of the goal, which brings the ball's
+    centre onto it; one in front of the ball first goes around it on its own side
+    (clearance to the side, half of it behind), then to the point `clearance`
+    behind the ball.
+    """
+    tip, ball, goal = (obs[:, OBS[k]] for k in ("tip", "ball", "goal"))
+    to_goal = goal - ball
+    u = to_goal / torch.linalg.vector_norm(to_goal, dim=-1, keepdim=True).clamp_min(1e-6)
+    n = torch.stack((-u[:, 1], u[:, 0]), dim=-1)
+    rel = tip - ball
+    along, across = (rel * u).sum(-1, keepdim=True), (rel * n).sum(-1, keepdim=True)
+    behind = ball - clearance * u
+    aligned = (along < -0.5 * clearance) & (across.abs() < 0.5 * clearance)
+    push = goal - clearance * u
+    side = torch.where(across >= 0, 1.0, -1.0).to(obs.dtype)
+    around = ball + side * clearance * n - 0.5 * clearance * u
+    in_front = along > -0.5 * clearance
+    approach = torch.where(in_front, around, behind)
+    return torch.where(aligned, push, approach)
+
+
+# ------------------------------------------------------------------- tasks
+register("push", PushEnv, PushCfg, "wam/Push-v0", expert=PushExpert, sparse=False)
+register("push_sparse", PushEnv, PushCfg, "wam/PushSparse-v0", expert=PushExpert, sparse=True)

@@ -5,6 +5,15 @@ A planar two-link arm must touch a target sphere with its fingertip. Observation
 while the fingertip touches the target. Episodes are 1000 control steps of
 0.02 s; no terminal states. The target lives in the model (a world geom), moved
 per world, so renders show each world's own target.
+
+Scripted expert (`ReacherExpert`): fingertip p(q) = s + R(q0) (w + R(q1) f) with the link
+offsets of the model; its Jacobian has columns J0 = perp(R(q0) w + R(q0+q1) f) and
+J1 = perp(R(q0+q1) f), perp(x, y) = (-y, x). The observation holds the
+fingertip-to-target vector d, so the damped least-squares joint step
+dq = J' (J J' + l^2 I)^-1 d (well defined at the stretched-arm singularity) is
+driven by a joint-space PD law u = kp dq - kd q' with torques scaled by the
+actuator gear. Joint damping dominates the arm's tiny inertia, so the PD mostly
+sets a joint velocity proportional to the remaining error.
 """
 
 from __future__ import annotations
@@ -16,6 +25,8 @@ import numpy as np
 import torch
 
 from envs.base import BatchedEnv, EnvCfg
+from envs.experts import Expert, action_scale
+from envs.registry import register
 
 
 @dataclass(kw_only=True)
@@ -145,3 +156,74 @@ def reacher_reward(to_target: torch.Tensor, radii: torch.Tensor) -> torch.Tensor
     distance = torch.linalg.vector_norm(to_target, dim=-1)
     inside = distance <= radii
     return inside.to(distance.dtype)
+
+
+# ------------------------------------------------------------ scripted expert
+class ReacherExpert(Expert):
+    """Damped least-squares inverse-Jacobian PD toward the target."""
+
+    kp = 40.0
+    """Joint torque per radian of joint-step error, in units of the damping [1/s]."""
+    kd = 1.0
+    """Extra velocity damping, in units of the joint damping."""
+    damping_length = 0.05
+    """Damped least-squares length l [m]: limits joint steps near singular poses."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        model = env.sim.model
+        links = env._links().numpy()  # shoulder, wrist, fingertip offsets [3, 2]
+        self.wrist, self.finger = (torch.from_numpy(v.copy()) for v in links[1:])
+        dofs = [model.jnt_dofadr[env.object_id("joint", j)] for j in ("shoulder", "wrist")]
+        # gains in torque = damping * velocity: the arm's steady speed per unit torque
+        self.joint_damping = torch.from_numpy(model.dof_damping[dofs].copy())
+        act_ids = [env.object_id("actuator", a) for a in ("shoulder", "wrist")]
+        self.torque_per_action = torch.from_numpy(
+            model.actuator_gear[act_ids, 0] * action_scale(model)[act_ids]
+        )
+
+    def _act(self, obs: torch.Tensor) -> torch.Tensor:
+        return self._toward(obs[:, 0:2], obs[:, 4:6], obs[:, 2:4])
+
+    def _toward(self, q: torch.Tensor, qvel: torch.Tensor, to_target: torch.Tensor):
+        """Actions moving the fingertip by `to_target` `[N, 2]` from joint angles and
+        velocities `[N, 2]`."""
+        q0, q1 = q[:, 0], q[:, 1]
+        wrist, finger = self.wrist.to(q.device), self.finger.to(q.device)
+
+        def rotate(angle: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            c, s = torch.cos(angle), torch.sin(angle)
+            return torch.stack((c * v[0] - s * v[1], s * v[0] + c * v[1]), dim=-1)
+
+        def perp(v: torch.Tensor) -> torch.Tensor:
+            return torch.stack((-v[:, 1], v[:, 0]), dim=-1)
+
+        forearm = rotate(q0 + q1, finger)
+        jac = torch.stack((perp(rotate(q0, wrist) + forearm), perp(forearm)), dim=-1)  # [N,2,2]
+        jjt = jac @ jac.transpose(1, 2)
+        eye = torch.eye(2, dtype=q.dtype, device=q.device)
+        step = jac.transpose(1, 2) @ torch.linalg.solve(
+            jjt + self.damping_length**2 * eye, to_target[:, :, None]
+        )
+        damping = self.joint_damping.to(q.device)
+        torque = damping * (self.kp * step[:, :, 0] - self.kd * qvel)
+        return torque / self.torque_per_action.to(q.device)
+
+
+# ------------------------------------------------------------------- tasks
+register(
+    "reacher_easy",
+    ReacherEnv,
+    ReacherCfg,
+    "wam/ReacherEasy-v0",
+    expert=ReacherExpert,
+    target_size=0.05,
+)
+register(
+    "reacher_hard",
+    ReacherEnv,
+    ReacherCfg,
+    "wam/ReacherHard-v0",
+    expert=ReacherExpert,
+    target_size=0.015,
+)

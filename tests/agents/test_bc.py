@@ -11,8 +11,8 @@ import torch
 import envs
 from agents.base import load, save
 from agents.bc import BcAgent, TrainBCCfg, train_bc
-from agents.collect import CollectCfg, collect
-from agents.experts import make_expert
+from agents.jobs.collect import CollectCfg, collect
+from envs.experts import make_expert
 
 TASK = "cartpole_balance"
 EPISODE_LENGTH = 200

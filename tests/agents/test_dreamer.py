@@ -11,7 +11,7 @@ import torch
 from agents import base
 from agents.dreamer import DreamerAgent, ImaginationLearner, lambda_returns
 from world_models.base import Step, WorldModel
-from world_models.ensemble import EnsembleDynamics
+from world_models.models.ensemble import EnsembleDynamics
 
 
 class PointModel(WorldModel):

@@ -9,8 +9,8 @@ import torch
 import envs
 from agents.base import load, save
 from agents.expert_agent import ExpertAgent
-from agents.experts import make_expert
-from sim.dataset import Dataset
+from envs.experts import make_expert
+from sim.data.dataset import Dataset
 
 
 def _obs(env, steps: int = 30) -> torch.Tensor:
@@ -43,7 +43,7 @@ def test_acts_like_the_expert(task, tmp_path):
 
 
 def test_from_a_datasets_env_args(tmp_path):
-    from agents.collect import CollectCfg, collect
+    from agents.jobs.collect import CollectCfg, collect
 
     cfg = CollectCfg(
         task="pendulum_swingup",

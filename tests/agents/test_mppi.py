@@ -10,12 +10,12 @@ from torch import nn
 import envs
 from agents import base
 from agents.base import Agent
-from agents.collect import CollectCfg, collect
+from agents.jobs.collect import CollectCfg, collect
 from agents.mppi import MppiAgent
 from world_models.base import Step, WorldModel
 from world_models.base import load as load_wm
-from world_models.ensemble import EnsembleDynamics
-from world_models.train import EnsembleCfg, TrainWMCfg, train_world_model
+from world_models.models.ensemble import EnsembleCfg, EnsembleDynamics
+from world_models.train import TrainWMCfg, train_world_model
 
 
 class PointModel(WorldModel):

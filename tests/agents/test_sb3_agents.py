@@ -12,8 +12,8 @@ from torch.distributions.utils import _standard_normal
 import envs
 from agents.base import load, save
 from agents.sb3_agents import PpoAgent, PpoCfg, SacAgent, SacCfg, Sb3Cfg, Sb3Learner, make_agent
-from world_models.ensemble import EnsembleDynamics
 from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
+from world_models.models.ensemble import EnsembleDynamics
 
 OBS, ACT = 5, 2
 SMALL = Sb3Cfg(

@@ -11,11 +11,13 @@ import torch
 
 import envs
 import world_models
-from agents.collect import CollectCfg, collect
+from agents.jobs.collect import CollectCfg, collect
 from envs.checker import check_batched_env
-from sim.loader import EpisodeData
+from sim.data.loader import EpisodeData
 from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
-from world_models.train import EnsembleCfg, RssmCfg, TrainWMCfg, train_world_model
+from world_models.models.ensemble import EnsembleCfg
+from world_models.models.rssm import RssmCfg
+from world_models.train import TrainWMCfg, train_world_model
 
 TASKS = [task for task in envs.list_tasks() if not task.startswith("test_")]
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import envs
-from agents.experts import make_expert
+from envs.experts import make_expert
 from envs.tasks.push import OBS, arm_angles
 
 

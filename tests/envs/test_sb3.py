@@ -46,7 +46,7 @@ def test_episode_return_matches_summed_rewards():
 def test_goal_tasks_report_success_to_sb3():
     """Finished episodes of a task with a goal carry SB3's `is_success`: the expert's
     are successes, a still arm's are not."""
-    from agents.experts import make_expert
+    from envs.experts import make_expert
 
     env = envs.make("push", num_envs=4, seed=0, episode_length=250, nthread=1)
     vec, expert = Sb3VecEnv(env), make_expert(env)

@@ -14,13 +14,14 @@ pytest.importorskip("isaaclab_tasks", reason="Isaac Lab is not installed here")
 
 import json  # noqa: E402
 
-from agents.collect import CollectCfg, collect  # noqa: E402
-from agents.evaluate import EvalCfg, run_eval  # noqa: E402
-from agents.loop import LoopCfg  # noqa: E402
+from agents.jobs.collect import CollectCfg, collect  # noqa: E402
+from agents.jobs.evaluate import EvalCfg, run_eval  # noqa: E402
+from agents.jobs.loop import LoopCfg  # noqa: E402
 from run import closed_loop  # noqa: E402
-from sim.dataset import Dataset  # noqa: E402
+from sim.data.dataset import Dataset  # noqa: E402
 from world_models.evaluate import EvalWMCfg, evaluate_world_model  # noqa: E402
-from world_models.train import EnsembleCfg, TrainWMCfg, train_world_model  # noqa: E402
+from world_models.models.ensemble import EnsembleCfg  # noqa: E402
+from world_models.train import TrainWMCfg, train_world_model  # noqa: E402
 
 pytestmark = pytest.mark.isaac
 

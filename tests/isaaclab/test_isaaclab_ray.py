@@ -12,11 +12,11 @@ import pytest
 pytest.importorskip("isaaclab_tasks", reason="Isaac Lab is not installed here")
 ray = pytest.importorskip("ray")
 
-from agents.collect import CollectCfg, collect  # noqa: E402
-from agents.ray_collect import collect_ray  # noqa: E402
-from sim.dataset import Dataset, read_index  # noqa: E402
-from sim.loader import EpisodeData  # noqa: E402
-from tests.agents.test_ray_collect import _same_episodes  # noqa: E402
+from agents.jobs.collect import CollectCfg, collect  # noqa: E402
+from agents.jobs.ray_collect import collect_ray  # noqa: E402
+from sim.data.dataset import Dataset, read_index  # noqa: E402
+from sim.data.loader import EpisodeData  # noqa: E402
+from tests.agents.jobs.test_ray_collect import _same_episodes  # noqa: E402
 
 pytestmark = pytest.mark.isaac
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.collect import CollectCfg, collect
+from agents.jobs.collect import CollectCfg, collect
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,9 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 import envs
-from agents.collect import CollectCfg, collect
+from agents.jobs.collect import CollectCfg, collect
 from envs import make_from_args
-from sim.dataset import Dataset
+from sim.data.dataset import Dataset
 from sim.randomization import RandomizationCfg
 from world_models import pictures
 from world_models.base import Step, WorldModel, read_checkpoint, save_atomic

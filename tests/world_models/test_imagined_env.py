@@ -9,10 +9,11 @@ import pytest
 import torch
 
 import world_models
-from agents.collect import CollectCfg, collect
+from agents.jobs.collect import CollectCfg, collect
 from envs.sb3 import Sb3VecEnv
 from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
-from world_models.train import EnsembleCfg, TrainWMCfg, train_world_model
+from world_models.models.ensemble import EnsembleCfg
+from world_models.train import TrainWMCfg, train_world_model
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,338 @@
+"""An agent's return in the real simulator, and in a world model from the same starts.
+
+`python run.py eval --agent CKPT [--task T] [--wm DIR]`:
+
+- **Real**: N episodes of the task, started with one seed (`env.reset(seed)`, so
+  every evaluation of every agent starts from the same N states), the agent
+  acting deterministically; the return of each row's first episode and, for a
+  task with a goal, the share of those episodes that reached it.
+- **Imagined**: the world model served as an `ImaginedEnv` from the very same
+  start observations (`ImaginedEnv.from_env` with the same seed), mean
+  predictions, the same horizon; the agent acts on the imagined observations.
+- **Gap**: imagined minus real mean return: how much the model flatters (or
+  wrongs) the policy. Returns are in the task's units (sum of rewards).
+- **Video** (`video_steps` > 0): the first start, real (left) beside imagined
+  (right), one frame per agent step; a state model's imagined panel is the real
+  renderer showing the imagined observation (`env.set_state_from_obs`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import envs
+from agents.base import Agent, read_checkpoint
+from agents.base import from_checkpoint as agent_from_checkpoint
+from sim.data.atomic import write_json_atomic
+from world_models import pictures
+from world_models.base import WorldModel
+from world_models.base import load as load_world_model
+from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
+
+
+@dataclass
+class EvalCfg:
+    """An agent's return in the real simulator and in imagination from the same starts."""
+
+    agent: Path
+    """Agent checkpoint: agent.pt, or a directory holding one (a loop's output)."""
+    task: str | None = None
+    """Task (default: the task the agent was trained on, with its settings)."""
+    wm: Path | None = None
+    """World model for the imagined return (a directory holding model.pt, or a file)."""
+    backend: str = "mujoco"
+    """Physics backend (with --task)."""
+    action_repeat: int | None = None
+    """Override the action repeat (default: the agent's training setting, else the task's)."""
+    episodes: int = 8
+    """Evaluation episodes (all in parallel)."""
+    seed: int = 1000
+    """Seed of the start states."""
+    video_steps: int = 0
+    """Agent steps of the real-vs-imagined video (0: none; needs --wm)."""
+    out: Path | None = None
+    """Directory of report.json and video.mp4 (default: beside the agent)."""
+    device: str = "cpu"
+    """Torch device of the agent and the model."""
+    demos: Path | None = None
+    """Recorded episodes (held-out demonstrations of the task) on which the agent's
+    actions are scored against the recorded ones and the task's scripted expert's
+    (action plausibility); the agent acts along each with the recorded history."""
+
+
+def make_eval_env(env_args: dict | None, task: str | None, n: int, **overrides):
+    """The env an agent is evaluated in: the dataset env it was trained on
+    (`env_args`), or `task` with `overrides`."""
+    if task is None and env_args is None:
+        raise ValueError("the agent checkpoint names no task: pass --task")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if task is None or (env_args is not None and task == env_args["env_name"]):
+        overrides.pop("backend", None)  # the recorded backend
+        return envs.make_from_args(env_args, n, **overrides)
+    return envs.make(task, num_envs=n, **overrides)
+
+
+@torch.no_grad()
+def run_episodes(
+    agent: Agent,
+    env,
+    first_obs: torch.Tensor,
+    video_steps: int = 0,
+    draw=None,
+    noise: torch.Generator | None = None,
+) -> tuple:
+    """Episodes from `first_obs`, deterministic (or exploring with standard normal
+    noise drawn from `noise`): returns `[N]` float64 of each row's first episode,
+    whether it reached the task's goal (bool `[N]`, None for a task without one),
+    and `video_steps` frames of row 0 drawn by `draw(env, obs)`."""
+    n = env.num_envs
+    agent.reset(torch.arange(n))
+    obs, total = first_obs, torch.zeros(n, dtype=torch.float64)
+    running = torch.ones(n, dtype=torch.bool)
+    success = None
+    frames = []
+    while running.any():
+        if len(frames) < video_steps:
+            frames.append(draw(env, obs))
+        if noise is None:
+            action = agent.act(obs)
+        else:
+            action = agent.act(obs, torch.randn(n, agent.action_dim, generator=noise))
+        obs, reward, terminated, truncated, info = env.step(action)
+        total += torch.where(running, reward.double().cpu(), 0.0)
+        if "success" in info:  # the episode's outcome so far, kept when it ends
+            success = torch.zeros(n, dtype=torch.bool) if success is None else success
+            success = torch.where(running, info["success"].cpu(), success)
+        running &= ~(terminated | truncated).cpu()
+    return total, success, frames
+
+
+def evaluate(
+    agent: Agent,
+    env,
+    wm: WorldModel | None = None,
+    seed: int = 1000,
+    video_steps: int = 0,
+    video_path: Path | None = None,
+    noise_seed: int | None = None,
+) -> dict[str, Any]:
+    """Real (and imagined) returns of `agent` on the starts of `env.reset(seed)`;
+    deterministic, or with `noise_seed` exploring with standard normal noise from a
+    generator of that seed (the same sequence in both runs)."""
+
+    def noise() -> torch.Generator | None:
+        return None if noise_seed is None else torch.Generator().manual_seed(noise_seed)
+
+    steps = env.cfg.episode_length // env.cfg.action_repeat
+    video_steps = min(video_steps, steps) if wm is not None and video_path is not None else 0
+    report: dict[str, Any] = {"episodes": env.num_envs, "seed": seed, "steps": steps}
+    imagined_frames: list[torch.Tensor] = []
+    if wm is not None:
+        imagined = ImaginedEnv.from_env(
+            wm,
+            env,
+            ImaginedEnvCfg(
+                num_envs=env.num_envs,
+                seed=seed,
+                episode_length=steps,
+                sample=False,
+                termination="model",
+            ),
+        )
+        viewer = None
+        if video_steps and not wm.sees_pixels:
+            viewer = envs.make(env.name, num_envs=1, **_render_settings(env))
+            viewer.reset()
+
+        def draw(_, obs):
+            if wm.sees_pixels:
+                return imagined.render([0])[0].cpu()
+            if not torch.isfinite(obs[0]).all():
+                return torch.zeros_like(frame_like)
+            viewer.set_state_from_obs(obs[:1].cpu())
+            return viewer.render()[0]
+
+        frame_like = env.render([0])[0] if video_steps else None
+        ret, _, imagined_frames = run_episodes(
+            agent, imagined, imagined.reset(), video_steps, draw, noise()
+        )
+        report["imagined_return"] = _stats(ret)
+        if viewer is not None:
+            viewer.close()
+    obs = env.reset(seed=seed)
+    ret, success, real_frames = run_episodes(
+        agent, env, obs, video_steps, lambda e, _: e.render([0])[0], noise()
+    )
+    report["real_return"] = _stats(ret)
+    if success is not None:
+        report["real_success_rate"] = float(success.float().mean())
+    if wm is not None:
+        report["gap"] = report["imagined_return"]["mean"] - report["real_return"]["mean"]
+    if video_steps:
+        real = torch.stack(real_frames)[None]
+        imag = torch.stack(imagined_frames)
+        if imag.shape[1:] != real.shape[2:]:  # a model's frame size may differ from the camera's
+            imag = (
+                torch.nn.functional.interpolate(
+                    imag.permute(0, 3, 1, 2).float(), size=real.shape[2:4], mode="nearest"
+                )
+                .round()
+                .to(torch.uint8)
+                .permute(0, 2, 3, 1)
+            )
+        padded = torch.zeros_like(real)  # black after an imagined episode that ended early
+        padded[0, : len(imag)] = imag
+        imag = padded
+        pictures.write_video(video_path, pictures.side_by_side(real, imag), fps=25)
+        report["video"] = str(video_path)
+    return report
+
+
+@torch.no_grad()
+def action_errors(agent: Agent, demos: Path, env) -> dict[str, Any]:
+    """Mean squared action errors of `agent` along the recorded episodes of `demos`:
+    at every step it acts on the recorded observation, then is told the recorded
+    action (`executed`), so a stateful agent's history is the recording's. Errors
+    against the recorded action and against `env`'s scripted expert on the same
+    observation (the noise-free target), beside the recorded actions' own error
+    against the expert and the expert actions' variance (the error of their mean)."""
+    from envs.experts import make_expert
+    from sim.data.dataset import Dataset
+    from sim.data.loader import EpisodeData
+
+    dataset = Dataset(demos)
+    task = dataset.env_args.get("env_name")
+    if task != env.name:
+        raise ValueError(f"{demos}: episodes of {task!r}, the agent is evaluated on {env.name!r}")
+    if not dataset.episodes:
+        raise ValueError(f"{demos}: no episodes")
+    # every episode as one window from its first step, masked past its end
+    frames = agent.frame_shape is not None  # an agent that acts on the recorded frames
+    held = tuple(dataset.frame_shape()) if dataset.has_pixels() else "no frames"
+    if frames and held != agent.frame_shape:
+        raise ValueError(
+            f"{demos}: the agent acts on frames of shape {agent.frame_shape}; "
+            f"the episodes hold {held}"
+        )
+    data = EpisodeData(
+        dataset, sequence_length=int(max(map(dataset.length, dataset.episodes))), pixels=frames
+    )
+    episodes = data.__getitems__((data.step == 0).nonzero().squeeze(-1))
+    obs, rec, valid = episodes["obs"].float(), episodes["actions"].float(), episodes["mask"]
+    seen = episodes["pixels"] if frames else obs
+    n, longest = valid.shape
+    # the expert reads state vectors: an env that observes frames lends it the demos' own
+    twin = envs.make_from_args(dataset.env_args, 1) if frames else None
+    try:
+        expert = make_expert(twin or env)
+        acted = torch.zeros_like(rec)
+        agent.reset(torch.arange(n))
+        for t in range(longest):
+            acted[:, t] = agent.act(seen[:, t]).cpu()
+            agent.executed(rec[:, t])
+        target = expert(obs.reshape(-1, agent.obs_dim)).reshape(rec.shape)
+    finally:
+        if twin is not None:
+            twin.close()
+
+    def mse(a, b):
+        return float((a - b)[valid].pow(2).mean())
+
+    return {
+        "demos": str(demos),
+        "episodes": n,
+        "transitions": int(valid.sum()),
+        "mse_recorded": mse(acted, rec),
+        "mse_expert": mse(acted, target),
+        "recorded_mse_expert": mse(rec, target),
+        "expert_action_var": float(target[valid].var(0).mean()),
+    }
+
+
+def _render_settings(env) -> dict[str, Any]:
+    cfg = env.cfg
+    return {
+        "render_width": cfg.render_width,
+        "render_height": cfg.render_height,
+        "action_repeat": cfg.action_repeat,
+    }
+
+
+def _stats(values: torch.Tensor) -> dict[str, float]:
+    n = len(values)
+    std = float(values.std()) if n > 1 else 0.0
+    return {
+        "mean": float(values.mean()),
+        "std": std,
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "stderr": std / math.sqrt(n),
+    }
+
+
+def run_eval(cfg: EvalCfg) -> dict[str, Any]:
+    """Entry point of `python run.py eval`."""
+    ckpt = read_checkpoint(cfg.agent)
+    agent = agent_from_checkpoint(ckpt, cfg.agent).to(cfg.device)
+    camera = {}
+    if agent.frame_shape is not None:  # an agent that acts on frames observes the camera
+        h, w, _ = agent.frame_shape
+        camera = {"obs": "pixels", "render_height": h, "render_width": w}
+        if cfg.wm is not None:
+            raise ValueError(
+                f"{cfg.agent}: the agent acts on camera frames; imagined "
+                "episodes (--wm) serve state vectors"
+            )
+    env = make_eval_env(
+        ckpt.get("env_args"),
+        cfg.task,
+        cfg.episodes,
+        seed=cfg.seed,
+        backend=cfg.backend,
+        action_repeat=cfg.action_repeat,
+        **camera,
+    )
+    obs_dim = env.observation_dim if not camera else tuple(env.observation_space.shape)
+    want = agent.obs_dim if not camera else agent.frame_shape
+    if (obs_dim, env.action_dim) != (want, agent.action_dim):
+        raise ValueError(
+            f"{env.name} has ({obs_dim} obs, {env.action_dim} actions); "
+            f"the agent acts on ({want}, {agent.action_dim})"
+        )
+    wm = None if cfg.wm is None else load_world_model(cfg.wm).to(cfg.device)
+    agent_path = Path(cfg.agent)
+    out = cfg.out or (agent_path if agent_path.is_dir() else agent_path.parent) / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    report = evaluate(agent, env, wm, cfg.seed, cfg.video_steps, out / "video.mp4")
+    report.update(agent=str(cfg.agent), task=env.name, wm=None if cfg.wm is None else str(cfg.wm))
+    if cfg.demos is not None:
+        report["actions"] = action_errors(agent, cfg.demos, env)
+    env.close()
+    write_json_atomic(out / "report.json", report)
+    real = report["real_return"]
+    print(
+        f"{env.name}: real return {real['mean']:.1f} +- {real['std']:.1f} "
+        f"over {report['episodes']} episodes"
+    )
+    if "real_success_rate" in report:
+        print(f"  real success rate {report['real_success_rate']:.2f}")
+    if wm is not None:
+        imag = report["imagined_return"]
+        print(
+            f"  imagined return {imag['mean']:.1f} +- {imag['std']:.1f} from the same starts, "
+            f"gap (imagined - real) {report['gap']:+.1f}"
+        )
+    if "actions" in report:
+        act = report["actions"]
+        print(
+            f"  action error on {act['transitions']:,} recorded steps: {act['mse_expert']:.4f} "
+            f"against the expert (its action variance {act['expert_action_var']:.4f}), "
+            f"{act['mse_recorded']:.4f} against the recorded actions"
+        )
+    print(f"  report: {out / 'report.json'}")
+    return report

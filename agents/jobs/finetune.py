@@ -1,0 +1,542 @@
+"""`python run.py finetune`: BC -> RL. A behaviour-cloned policy is fine-tuned with
+PPO or GRPO inside a world model, then scored in the real simulator, beside the same
+policy fine-tuned the same way in the real simulator for a given number of real steps.
+
+The BC policy becomes an SB3 `ActorCriticPolicy` with exactly its behaviour
+(`bc_to_ppo`): the actor net takes the BC net's hidden layers (SiLU), the input
+standardisation folded into the first layer (W' = W / std, b' = b - W' mean), the
+BC output layer as `action_net` and the BC's fitted log sigma as PPO's state-independent
+log std; its deterministic action clamp(mu, -1, 1) is the BC policy's. The value net
+is new. PPO's first updates with a random critic would move the actor on noise, so
+the critic is warmed up first (`critic_warmup` steps with the actor frozen), as
+done when RL starts from a pretrained policy.
+
+`--algo grpo` is a group-relative objective without a critic (GRPO-style): each
+iteration starts `groups` start states `group_size` times each, rolls the cloned
+policy out with its Gaussian exploration for `horizon` steps, and scores every
+rollout by its return relative to its group's (minus the group mean, over the
+group std). Every step of a rollout takes that advantage; the policy's mean net is
+updated with PPO's clipped ratio objective for `grpo_epochs` passes, optionally
+with a KL penalty towards the cloned policy (`kl_coef`, GRPO's reference term).
+The policy stays a `bc` agent. In the real simulator a group's rollouts start
+from the same episode seed (`reset_envs`), so they start from the same state.
+
+In imagination the reward is the world model's learned reward head
+(`ImaginedEnv`); episodes start from real reset states (no real steps) and run
+`horizon` model steps. The real-sim run fine-tunes the same converted policy with
+the same PPO settings for `real_steps` environment steps; both are then evaluated
+on the same real episodes (deterministic actions): success rate and return.
+Outputs: `report.json`, both fine-tuned agents (`agent_imagined.pt`,
+`agent_real.pt`, loadable by `eval`), TensorBoard scalars under `tb/`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from agents.base import load, read_checkpoint, save
+from agents.bc import BcAgent
+from agents.jobs.evaluate import evaluate, make_eval_env
+from agents.sb3_agents import PpoAgent, PpoCfg, Sb3Cfg, Sb3Learner, StepBar
+from sim.data.atomic import write_bytes_atomic
+from sim.data.loader import EpisodeData
+from world_models import base as wm_base
+from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
+
+
+@dataclass
+class FinetuneCfg:
+    """Fine-tune a BC policy with PPO or GRPO inside a world model; check it in the real sim."""
+
+    agent: Path
+    """The behaviour-cloned agent (train-bc's directory or agent.pt)."""
+    wm: Path
+    """The world model to fine-tune in (train-wm's directory or model.pt), trained on
+    the task the agent was cloned on."""
+    out: Path = Path("runs/finetune")
+    """Output directory (report.json, agent_imagined.pt, agent_real.pt, tb/)."""
+    algo: str = "ppo"
+    """ppo (SB3 PPO with a critic) or grpo (group-relative, no critic)."""
+    imagined_steps: int = 200_000
+    """Transitions in imagination (PPO: after the critic's warm-up; GRPO: whole
+    iterations of groups x group_size x horizon)."""
+    real_steps: int = 16_000
+    """Transitions of the real-sim fine-tuning run beside it (PPO: after the same
+    warm-up, which there costs real steps too); 0 skips that run."""
+    critic_warmup: int = 16_384
+    """Transitions of PPO with the actor frozen, to fit the new value net first."""
+    num_envs: int = 64
+    """PPO: parallel imagined rollouts."""
+    real_envs: int = 16
+    """PPO: parallel real envs of the real-sim fine-tuning run."""
+    horizon: int = 100
+    """Steps of an imagined episode (model errors grow with it)."""
+    start_states: int = 1024
+    """Real reset states imagined episodes start from (drawn at random per episode)."""
+    sample: bool = False
+    """PPO: sample the model's next state (else its mean prediction; GRPO always
+    takes the mean)."""
+    log_std: float | None = None
+    """Log std of the exploration (None: the BC policy's fitted sigma)."""
+    value_hidden: tuple[int, ...] = (256, 256)
+    """Hidden units of the new value net (SiLU)."""
+    learning_rate: float = 1e-4
+    """Adam learning rate (PPO: of actor and critic; GRPO: of the policy)."""
+    n_steps: int = 64
+    """Steps per env per PPO rollout."""
+    batch_size: int = 512
+    """Transitions per PPO minibatch."""
+    n_epochs: int = 5
+    """Passes over each rollout."""
+    clip_range: float = 0.1
+    """Probability-ratio clipping of PPO and GRPO (small: stay near the cloned policy)."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    episodes: int = 64
+    """Real episodes of each evaluation (before, after in imagination, after in the real sim)."""
+    eval_seed: int = 1000
+    """Seed of the evaluation episodes' starts (the same for every policy)."""
+    groups: int = 32
+    """GRPO: start states per iteration."""
+    group_size: int = 8
+    """GRPO: rollouts from each start state."""
+    grpo_epochs: int = 4
+    """GRPO: passes over each iteration's rollouts."""
+    grpo_batch: int = 4096
+    """GRPO: transitions per gradient step."""
+    kl_coef: float = 0.0
+    """GRPO: weight of the KL divergence from the cloned policy."""
+    start_data: Path | None = None
+    """GRPO: start imagined rollouts from every recorded observation of this dataset
+    (branched rollouts, MBPO-style: every phase of the task) instead of reset states."""
+    penalty: float = 0.0
+    """MOPO's lambda (PPO and GRPO): the model's reward minus lambda times its
+    disagreement (an ensemble's spread; models without one report 0)."""
+    seed: int = 0
+    """Seed of PPO and of the imagined starts."""
+    progress: bool = True
+    """Show a progress bar of each fine-tuning run (transitions)."""
+
+
+def bc_to_ppo(
+    bc: BcAgent, value_hidden: tuple[int, ...] = (256, 256), log_std: float | None = None
+) -> PpoAgent:
+    """A PPO agent (SB3 `ActorCriticPolicy`) acting exactly as `bc`; new value net."""
+    linears = [m for m in bc.net if isinstance(m, torch.nn.Linear)]
+    hidden = [lin.out_features for lin in linears[:-1]]
+    init = float(bc.log_std.mean()) if log_std is None else log_std
+    agent = PpoAgent(
+        bc.obs_dim,
+        bc.action_dim,
+        {
+            "net_arch": {"pi": hidden, "vf": list(value_hidden)},
+            "activation": "silu",
+            "log_std_init": init,
+            "ortho_init": False,
+        },
+    )
+    policy = agent.policy
+    targets = [m for m in policy.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        for i, (src, dst) in enumerate(zip(linears[:-1], targets, strict=True)):
+            weight, bias = src.weight, src.bias
+            if i == 0:  # (x - mean) / std folded into the first layer
+                weight = weight / bc.obs_std
+                bias = bias - weight @ bc.obs_mean
+            dst.weight.copy_(weight)
+            dst.bias.copy_(bias)
+        policy.action_net.weight.copy_(linears[-1].weight)
+        policy.action_net.bias.copy_(linears[-1].bias)
+        policy.log_std.copy_(bc.log_std if log_std is None else torch.full_like(bc.log_std, init))
+    return agent
+
+
+def _actor(policy) -> list[torch.nn.Parameter]:
+    return [
+        *policy.mlp_extractor.policy_net.parameters(),
+        *policy.action_net.parameters(),
+        policy.log_std,
+    ]
+
+
+def _learner(agent: PpoAgent, env, cfg: FinetuneCfg, name: str) -> Sb3Learner:
+    ppo = PpoCfg(
+        n_steps=cfg.n_steps,
+        batch_size=cfg.batch_size,
+        n_epochs=cfg.n_epochs,
+        gae_lambda=cfg.gae_lambda,
+        clip_range=cfg.clip_range,
+    )
+    sb3 = Sb3Cfg(
+        algo="ppo",
+        learning_rate=cfg.learning_rate,
+        gamma=cfg.gamma,
+        seed=cfg.seed,
+        tensorboard_log=cfg.out / "tb",
+        tb_log_name=name,
+        ppo=ppo,
+    )
+    return Sb3Learner(agent, env, sb3)
+
+
+def fine_tune(agent: PpoAgent, env, steps: int, cfg: FinetuneCfg, name: str) -> PpoAgent:
+    """PPO on `env`: `cfg.critic_warmup` transitions with the actor frozen, then
+    `steps` with everything training. Returns the agent with the trained weights."""
+    learner = _learner(agent, env, cfg, name)
+    actor = _actor(learner.model.policy)
+    with tqdm(
+        total=cfg.critic_warmup + steps,
+        unit="step",
+        desc=f"ppo {name}",
+        disable=not cfg.progress,
+        dynamic_ncols=True,
+    ) as bar:
+        if cfg.critic_warmup > 0:
+            for p in actor:
+                p.requires_grad_(False)
+            learner.learn(cfg.critic_warmup, StepBar(bar))
+            for p in actor:
+                p.requires_grad_(True)
+        return learner.learn(steps, StepBar(bar)) if steps > 0 else learner.agent
+
+
+# ------------------------------------------------------------------------ GRPO
+Rollouts = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""Observations `[B, H, obs_dim]`, actions before clipping `[B, H, act_dim]`, rewards
+`[B, H]` of B rollouts of H steps; rows g * group_size ... share a start state."""
+
+
+def group_advantages(returns: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Each return minus its group's mean over its group's std, `[B]`; groups are
+    consecutive runs of `group_size` rows. A group of equal returns gets zeros."""
+    if group_size < 2 or returns.numel() % group_size:
+        raise ValueError(
+            f"group_size must be >= 2 and divide {returns.numel()} returns, got {group_size}"
+        )
+    grouped = returns.reshape(-1, group_size)
+    centred = grouped - grouped.mean(1, keepdim=True)
+    return (centred / (grouped.std(1, keepdim=True) + 1e-6)).reshape(-1)
+
+
+@torch.no_grad()
+def _rollouts(
+    obs: torch.Tensor,
+    step: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    policy: BcAgent,
+    std: torch.Tensor,
+    horizon: int,
+    gen: torch.Generator,
+) -> Rollouts:
+    """`horizon` steps of `policy` with Gaussian noise of `std` from `obs`; `step`
+    takes the clipped actions and gives (next observations, rewards)."""
+    steps = []
+    for _ in range(horizon):
+        mean = policy.mean(obs)
+        action = mean + std * torch.randn(mean.shape, generator=gen)
+        next_obs, reward = step(action.clamp(-1.0, 1.0))
+        steps.append((obs, action, reward.float()))
+        obs = next_obs.float()
+    return tuple(torch.stack(x, 1) for x in zip(*steps, strict=True))  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def model_rollouts(
+    wm,
+    starts: torch.Tensor,
+    policy: BcAgent,
+    std: torch.Tensor,
+    horizon: int,
+    gen: torch.Generator,
+    penalty: float = 0.0,
+) -> Rollouts:
+    """Rollouts of `policy` with Gaussian noise of `std` in `wm` from `starts` (mean
+    predictions; the learned reward, minus `penalty` times the model's disagreement)."""
+    state = wm.encode(starts)
+
+    def step(action):
+        nonlocal state
+        out = wm.next(state, action)
+        state = out.state
+        return out.obs, out.reward - penalty * out.disagreement
+
+    return _rollouts(starts, step, policy, std, horizon, gen)
+
+
+def env_rollouts(
+    env, seeds: torch.Tensor, policy: BcAgent, std: torch.Tensor, horizon: int, gen: torch.Generator
+) -> Rollouts:
+    """Rollouts of `policy` with Gaussian noise in the real `env` (one row per seed,
+    `env.num_envs` of them), each episode started from its seed."""
+    if horizon > env.cfg.episode_length // env.cfg.action_repeat:
+        raise ValueError(f"horizon {horizon} is longer than the env's episodes")
+    obs = env.reset_envs(torch.arange(env.num_envs), seeds).float()
+    return _rollouts(obs, lambda a: env.step(a)[:2], policy, std, horizon, gen)
+
+
+def grpo(
+    bc: BcAgent,
+    rollouts: Callable[[BcAgent, torch.Tensor, torch.Generator], Rollouts],
+    iterations: int,
+    cfg: FinetuneCfg,
+    name: str = "grpo",
+) -> BcAgent:
+    """GRPO-style fine-tuning of a copy of `bc` (see the module docstring): each of
+    `iterations` takes `rollouts(policy, std, gen)`, scores them relative to their
+    group and takes clipped-ratio steps on the policy's mean net."""
+    policy, reference = copy.deepcopy(bc), bc
+    log_std = (
+        bc.log_std.detach() if cfg.log_std is None else torch.full_like(bc.log_std, cfg.log_std)
+    )
+    policy.log_std.data.copy_(log_std)  # the saved policy explores as it was trained
+    std = log_std.exp()
+    for p in policy.parameters():
+        p.requires_grad_(False)
+    params = list(policy.net.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=cfg.learning_rate)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    writer = SummaryWriter(str(cfg.out / "tb" / name))
+    bar = tqdm(
+        total=iterations,
+        unit="iter",
+        desc=f"grpo {name}",
+        disable=not cfg.progress,
+        dynamic_ncols=True,
+    )
+    try:
+        for it in range(iterations):
+            obs, actions, rewards = rollouts(policy, std, gen)
+            horizon = rewards.shape[1]
+            discount = cfg.gamma ** torch.arange(horizon, dtype=rewards.dtype)
+            returns = (rewards * discount).sum(1)
+            adv = group_advantages(returns, cfg.group_size)
+            obs, actions = obs.reshape(-1, obs.shape[-1]), actions.reshape(-1, actions.shape[-1])
+            adv = adv[:, None].expand(-1, horizon).reshape(-1)
+            with torch.no_grad():
+                old, ref = policy.mean(obs), reference.mean(obs)
+            for _ in range(cfg.grpo_epochs):
+                order = torch.randperm(len(obs), generator=gen)
+                for rows in order.split(cfg.grpo_batch):
+                    mean = policy.mean(obs[rows])
+                    a = actions[rows]
+                    # log pi(a|s) - log pi_old(a|s): the Gaussians share sigma
+                    log_ratio = ((a - old[rows]) ** 2 - (a - mean) ** 2) / (2 * std**2)
+                    ratio = log_ratio.sum(-1).exp()
+                    clipped = ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)
+                    gain = torch.min(ratio * adv[rows], clipped * adv[rows])
+                    kl = ((mean - ref[rows]) ** 2 / (2 * std**2)).sum(-1)
+                    loss = -(gain - cfg.kl_coef * kl).mean()
+                    opt.zero_grad()
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(params, 1.0)
+                    opt.step()
+            writer.add_scalar("grpo/return", returns.mean().item(), it)
+            best = returns.reshape(-1, cfg.group_size).max(1).values.mean()
+            writer.add_scalar("grpo/best_of_group", best.item(), it)
+            writer.add_scalar("grpo/kl_to_bc", kl.mean().item(), it)
+            bar.update(1)
+            bar.set_postfix(rollout_return=f"{returns.mean().item():.2f}")
+    finally:
+        bar.close()
+        writer.close()
+    for p in params:
+        p.requires_grad_(False)
+    return policy.eval()
+
+
+def _score(agent, env_args, cfg: FinetuneCfg) -> dict[str, Any]:
+    env = make_eval_env(env_args, None, cfg.episodes)
+    report = evaluate(agent, env, seed=cfg.eval_seed)
+    env.close()
+    out = {"return": report["real_return"]["mean"]}
+    if "real_success_rate" in report:
+        out["success_rate"] = report["real_success_rate"]
+    return out
+
+
+def _check(cfg: FinetuneCfg, bc, wm) -> None:
+    if bc.kind != "bc":
+        raise ValueError(
+            f"{cfg.agent}: finetune starts from a behaviour-cloned agent "
+            f"(train-bc), got a {bc.kind!r} agent"
+        )
+    if (wm.obs_dim, wm.action_dim) != (bc.obs_dim, bc.action_dim):
+        raise ValueError(
+            f"{cfg.wm}: observation/action dims ({wm.obs_dim}, {wm.action_dim}) "
+            f"differ from the agent's ({bc.obs_dim}, {bc.action_dim})"
+        )
+    if wm.sees_pixels:
+        raise ValueError(f"{cfg.wm}: finetune needs a world model of state observations")
+    for name in ("imagined_steps", "real_steps", "critic_warmup"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    for name in (
+        "num_envs",
+        "real_envs",
+        "horizon",
+        "start_states",
+        "episodes",
+        "groups",
+        "grpo_epochs",
+        "grpo_batch",
+    ):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.algo not in ("ppo", "grpo"):
+        raise ValueError(f"unknown algo {cfg.algo!r}; valid: ppo, grpo")
+    if cfg.algo == "grpo" and cfg.group_size < 2:
+        raise ValueError(
+            f"group_size must be >= 2 (advantages are relative to the group), got {cfg.group_size}"
+        )
+
+
+def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
+    """BC -> PPO or GRPO in imagination (and in the real sim); writes and returns the
+    report."""
+    env_args, bc, wm = _load_inputs(cfg)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    report: dict[str, Any] = {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        "task": env_args["env_name"],
+    }
+    report["bc"] = _score(bc, env_args, cfg)
+    print(f"finetune {env_args['env_name']}: BC {_line(report['bc'])}", flush=True)
+
+    agent, steps = _improve_in_imagination(cfg, bc, wm, env_args)
+    save(agent, cfg.out / "agent_imagined.pt", env_args=env_args)
+    report["imagined"] = {**_score(agent, env_args, cfg), "steps": steps, "real_steps": 0}
+    print(
+        f"  after {cfg.algo} in imagination ({steps} model steps): {_line(report['imagined'])}",
+        flush=True,
+    )
+
+    if cfg.real_steps > 0:
+        agent, real_steps = _improve_for_real(cfg, bc, env_args)
+        save(agent, cfg.out / "agent_real.pt", env_args=env_args)
+        report["real"] = {**_score(agent, env_args, cfg), "real_steps": real_steps}
+        print(
+            f"  after {cfg.algo} in the real sim ({real_steps} real steps): "
+            f"{_line(report['real'])}",
+            flush=True,
+        )
+    if "success_rate" in report["bc"]:
+        report["success_gain_points"] = 100 * (
+            report["imagined"]["success_rate"] - report["bc"]["success_rate"]
+        )
+    report["seconds"] = time.perf_counter() - started
+    payload = json.dumps(report, indent=2)
+    write_bytes_atomic(cfg.out / "report.json", payload.encode())
+    print(f"wrote {cfg.out / 'report.json'}")
+    return json.loads(payload)  # what the file holds
+
+
+def _load_inputs(cfg: FinetuneCfg) -> tuple[dict[str, Any], BcAgent, wm_base.WorldModel]:
+    """Load the BC agent (and its env_args) and the world model, checked to match."""
+    ckpt = read_checkpoint(cfg.agent)
+    env_args = ckpt.get("env_args")
+    if env_args is None:
+        raise ValueError(f"{cfg.agent}: the agent names no task (train it with train-bc)")
+    bc = load(cfg.agent)
+    wm_ckpt = wm_base.read_checkpoint(cfg.wm)
+    wm = wm_base.from_checkpoint(wm_ckpt, cfg.wm)
+    _check(cfg, bc, wm)
+    wm_task = (wm_ckpt.get("env_args") or {}).get("env_name")
+    if wm_task is not None and wm_task != env_args["env_name"]:
+        raise ValueError(
+            f"{cfg.wm}: a model of {wm_task!r}, the agent was cloned on {env_args['env_name']!r}"
+        )
+    return env_args, bc, wm
+
+
+def _improve_in_imagination(
+    cfg: FinetuneCfg, bc: BcAgent, wm: wm_base.WorldModel, env_args: dict[str, Any]
+) -> tuple[PpoAgent | BcAgent, int]:
+    """Fine-tune the BC agent in the world model; (the agent, the model steps it took)."""
+    reset_env = make_eval_env(env_args, None, cfg.start_states)
+    if cfg.algo == "ppo":
+        imagined = ImaginedEnv.from_env(
+            wm,
+            reset_env,
+            ImaginedEnvCfg(
+                num_envs=cfg.num_envs,
+                seed=cfg.seed,
+                episode_length=cfg.horizon,
+                sample=cfg.sample,
+                termination="never",
+                disagreement_penalty=cfg.penalty,
+            ),
+            name="imagined",
+        )
+        agent = fine_tune(
+            bc_to_ppo(bc, cfg.value_hidden, cfg.log_std),
+            imagined,
+            cfg.imagined_steps,
+            cfg,
+            "imagined",
+        )
+        steps = cfg.imagined_steps
+    else:
+        if cfg.start_data is not None:  # branched: from states all along recorded episodes
+            pool = EpisodeData(cfg.start_data).data["obs"].float()
+        else:
+            pool = reset_env.reset(seed=cfg.seed).clone()
+
+        def imagine(policy, std, gen):
+            pick = torch.randint(len(pool), (cfg.groups,), generator=gen)
+            starts = pool[pick].repeat_interleave(cfg.group_size, 0)
+            return model_rollouts(wm, starts, policy, std, cfg.horizon, gen, cfg.penalty)
+
+        agent, steps = _grpo_within(cfg.imagined_steps, bc, imagine, cfg, "imagined")
+    reset_env.close()
+    return agent, steps
+
+
+def _improve_for_real(
+    cfg: FinetuneCfg, bc: BcAgent, env_args: dict[str, Any]
+) -> tuple[PpoAgent | BcAgent, int]:
+    """Fine-tune the BC agent in the real sim instead; (the agent, the real steps it took)."""
+    if cfg.algo == "ppo":
+        real_env = make_eval_env(env_args, None, cfg.real_envs, seed=cfg.seed)
+        agent = fine_tune(
+            bc_to_ppo(bc, cfg.value_hidden, cfg.log_std), real_env, cfg.real_steps, cfg, "real"
+        )
+        real_steps = cfg.real_steps + cfg.critic_warmup
+    else:
+        real_env = make_eval_env(env_args, None, cfg.groups * cfg.group_size, seed=cfg.seed)
+
+        def act_for_real(policy, std, gen):
+            seeds = torch.randint(-(2**63), 2**63 - 1, (cfg.groups,), generator=gen)
+            seeds = seeds.repeat_interleave(cfg.group_size)
+            return env_rollouts(real_env, seeds, policy, std, cfg.horizon, gen)
+
+        agent, real_steps = _grpo_within(cfg.real_steps, bc, act_for_real, cfg, "real")
+    real_env.close()
+    return agent, real_steps
+
+
+def _grpo_within(budget: int, bc: BcAgent, rollouts, cfg: FinetuneCfg, name: str):
+    """(`grpo` for the whole iterations that fit in `budget` transitions, at least
+    one unless the budget is 0, and the transitions they take)."""
+    per = cfg.groups * cfg.group_size * cfg.horizon
+    iterations = 0 if budget == 0 else max(1, budget // per)
+    return grpo(bc, rollouts, iterations, cfg, name), iterations * per
+
+
+def _line(score: dict[str, Any]) -> str:
+    success = score.get("success_rate")
+    text = f"return {score['return']:.1f}"
+    return text if success is None else f"success {100 * success:.0f}%, {text}"

@@ -1,0 +1,593 @@
+"""The closed loop's steps: collect, fit the world model, improve in imagination, evaluate.
+
+`run.py` strings them together (`closed_loop`); this module holds what each step
+does and what survives a crash. An iteration k:
+
+1. **collect** `episodes_per_iter` episodes into the run's dataset: iteration 0
+   with temporally correlated noise (an AR(1) process, `noise_std`), later ones
+   with the agent exploring (its own noise, drawn from each episode's seed);
+2. **fit** the world model on everything collected, fine-tuning iteration k-1's
+   model (`wm/iter_<k>/`, `train-wm`'s files);
+3. **improve** the policy in imagination, from start states drawn from the
+   dataset: `dreamer`, `updates` actor-critic updates (`agents.dreamer`);
+   `mppi`, the same actor-critic, whose critic then serves as the terminal value
+   of an MPPI planner over the world model, which is what acts (TD-MPC style);
+   `sac` / `ppo`, Stable-Baselines3 on an `ImaginedEnv` of the new model
+   (`sb3_steps` imagined transitions, MBPO style, replay buffer kept across
+   iterations);
+4. **evaluate** the deterministic policy in the real sim from fixed start states
+   (`eval_seed`), and in the world model from the same starts; write the
+   side-by-side video (`eval/iter_<k>/video.mp4`; none where the env renders no
+   frames, as kit-less Isaac Lab tasks). The evaluation env is built for the
+   evaluation and closed after it, as the collector's env is: Isaac Lab holds
+   one simulation per process;
+5. **commit**: `learner.pt` (the learning agent, its optimisers and random
+   state, and the history of every finished iteration) is replaced atomically;
+   this is the one commit point. Then `agent.pt` (the acting agent alone, which
+   `run.py eval` and `collect --policy` take), TensorBoard, `summary.json` and
+   `returns.png`.
+
+**Resume** (`--resume`, after any interruption, SIGKILL included): `learner.pt`
+says which iteration finished last; everything of a later, unfinished
+iteration is redone from there: its world-model directory is removed, and the
+collection resumes the dataset, whose episodes are a function of their seeds and
+the committed policy, so finished episodes are kept and the dataset ends as an
+uninterrupted run's. (An SB3 learner resumes from its policy's weights; its
+replay buffer and optimisers start afresh.)
+
+Env steps are control steps of the simulator (an agent step is `action_repeat`
+of them), the unit of the budget and of every curve.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+import envs
+import world_models
+from agents import base
+from agents.dreamer import DreamerAgent, DreamerCfg, ImaginationLearner
+from agents.jobs.collect import CollectCfg, agent_policy, collect
+from agents.jobs.evaluate import evaluate
+from agents.mppi import MppiAgent, MppiCfg
+from agents.policies import make_policy
+from agents.sb3_agents import Sb3Cfg, Sb3Learner, make_agent
+from sim.data.atomic import write_bytes_atomic, write_json_atomic
+from sim.data.loader import EpisodeData
+from world_models.base import KINDS, with_settings
+from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
+from world_models.train import TrainWMCfg, train_world_model
+
+AGENT_KINDS = ("dreamer", "mppi", "sac", "ppo")
+MODELS = tuple(sorted(kind for kind, cls in KINDS.items() if not cls.acts))
+"""Model kinds that serve the loop: every registered dynamics model (a World Action
+Model would also be trained to imitate the loop's own exploration)."""
+
+
+@dataclass
+class _LoopCfg:
+    """The closed loop: collect -> fit the world model -> improve the policy in
+    imagination -> evaluate in the real simulator, until the env-step budget."""
+
+    task: str = "cartpole_swingup"
+    """Task name (see `envs.list_tasks()`)."""
+    backend: str = "mujoco"
+    """Physics backend."""
+    budget: int = 50_000
+    """Env steps [control steps] to collect in all."""
+    model: str = "ensemble"
+    """World model: a registered dynamics model kind (`MODELS`: ensemble, rssm)."""
+    agent: str = "dreamer"
+    """Agent: dreamer (actor-critic in imagination), mppi (planner over the model with
+    the actor-critic's value at its horizon), sac or ppo (Stable-Baselines3 in the
+    imagined env)."""
+    seed: int = 0
+    """Seed of everything: episodes, model training, imagination."""
+    out: Path | None = None
+    """Output directory (default: runs/loop/<task>-<agent>-<model>-<date>-<time>)."""
+    resume: bool = False
+    """Continue the run at `--out` from its last finished iteration."""
+    action_repeat: int | None = None
+    """Control steps per agent step (default: 2; 1 on isaaclab, whose tasks repeat
+    inside a control step by their decimation)."""
+    episode_length: int | None = None
+    """Override the task's episode length [control steps]."""
+    episodes_per_iter: int = 5
+    """Episodes collected per iteration (all in parallel)."""
+    noise_std: float = 0.5
+    """Std of the correlated noise of the first collection."""
+    wm_epochs: int = 8
+    """World-model epochs per iteration (the first: `wm_first_epochs`), early stopping."""
+    wm_first_epochs: int = 20
+    """World-model epochs of the first iteration (from scratch)."""
+    wm_steps_per_epoch: int = 100
+    """Gradient steps per world-model epoch."""
+    updates: int = 300
+    """Policy updates in imagination per iteration."""
+    sb3_steps: int = 20_000
+    """sac/ppo: imagined transitions per iteration."""
+    imagined_envs: int = 64
+    """sac/ppo: parallel rollouts of the imagined env."""
+    imagined_length: int = 50
+    """sac/ppo: length of an imagined episode [agent steps], from a dataset state."""
+    eval_episodes: int = 4
+    """Real (and imagined) evaluation episodes per iteration."""
+    eval_seed: int = 1000
+    """Seed of the evaluation start states (the same every iteration)."""
+    video_steps: int = 200
+    """Agent steps of each evaluation's real-vs-imagined video (0: none)."""
+    device: str = "cpu"
+    """Torch device of the models."""
+    progress: bool = True
+    """Show progress."""
+    ray: bool = False
+    """Collect every iteration with Ray workers (`collect --ray`, extra dist); with
+    --seeds, run the seeds as Ray tasks instead (each collecting in its own process)."""
+    workers: int = 2
+    """Ray workers of each collection (--ray)."""
+    ray_address: str | None = None
+    """Ray cluster to join (--ray; None starts a Ray instance on this machine)."""
+    worker_gpus: float = 0.0
+    """GPUs Ray reserves for each collection worker and each seed's run (--ray, with
+    --device cuda): the workers' envs and the seeds' models run there."""
+    seeds: tuple[int, ...] = ()
+    """Run the loop once per seed, each into `<out>/seed_<s>/`, then write one
+    `summary.json` over them: the mean and a 95% confidence interval (Student t) of
+    the final and best real returns and of the curve (--seed is then unused)."""
+    dreamer: DreamerCfg = field(default_factory=DreamerCfg)
+    """Settings of the actor-critic (dreamer and mppi)."""
+    mppi: MppiCfg = field(
+        default_factory=lambda: MppiCfg(horizon=10, samples=64, iterations=2, elites=8)
+    )
+    """Settings of the planner (mppi), lighter than MppiCfg's defaults to act quickly."""
+    sb3: Sb3Cfg = field(default_factory=Sb3Cfg)
+    """Settings of SB3 (sac and ppo; its algo is --agent)."""
+
+    def __post_init__(self) -> None:
+        if self.action_repeat is None:
+            self.action_repeat = 1 if self.backend == "isaaclab" else 2
+
+
+LoopCfg = with_settings(_LoopCfg, MODELS)
+"""The closed loop's config: `_LoopCfg` and one settings field per model kind that can
+serve it (`--ensemble.*`, `--rssm.*`)."""
+
+
+def _plain(cfg: LoopCfg) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(cfg), default=str))
+
+
+class Loop:
+    """One closed-loop run: its files, its state and its steps."""
+
+    def __init__(self, cfg: LoopCfg):
+        if cfg.agent not in AGENT_KINDS:
+            raise ValueError(f"unknown agent {cfg.agent!r}; valid agents: {', '.join(AGENT_KINDS)}")
+        if cfg.model not in MODELS:
+            raise ValueError(f"unknown world model {cfg.model!r}; valid: {', '.join(MODELS)}")
+        if cfg.budget < 1 or cfg.episodes_per_iter < 1 or cfg.eval_episodes < 1:
+            raise ValueError("budget, episodes_per_iter and eval_episodes must be positive")
+        if cfg.worker_gpus and not cfg.ray:
+            raise ValueError("--worker-gpus reserves GPUs for Ray workers: it needs --ray")
+        if cfg.out is None:
+            if cfg.resume:
+                raise ValueError("--resume needs the --out of the run to continue")
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            cfg.out = Path("runs/loop") / f"{cfg.task}-{cfg.agent}-{cfg.model}-{stamp}"
+        self.cfg, self.out = cfg, Path(cfg.out)
+        overrides: dict[str, Any] = {"action_repeat": cfg.action_repeat}
+        if cfg.episode_length is not None:
+            overrides["episode_length"] = cfg.episode_length
+        self._env_overrides = overrides
+        # the evaluation env is built for each evaluation and closed after it: Isaac Lab
+        # holds one simulation per process, and the collector builds its own
+        probe = self._make_eval_env()
+        env_cfg = probe.cfg
+        self.episode_steps = env_cfg.episode_length  # [control steps]
+        self.agent_steps = env_cfg.episode_length // env_cfg.action_repeat
+        self.renders = probe.can_render
+        dims = (probe.observation_dim, probe.action_dim)
+        probe.close()
+        self.iterations = math.ceil(cfg.budget / (cfg.episodes_per_iter * self.episode_steps))
+        torch.manual_seed(cfg.seed)  # the networks' initialisation
+        self.sb3 = cfg.agent in ("sac", "ppo")
+        if self.sb3:
+            cfg.sb3.algo, cfg.sb3.seed, cfg.sb3.device = cfg.agent, cfg.seed, cfg.device
+            self.agent = make_agent(cfg.sb3, *dims)
+            self.learner = None  # built with the first imagined env
+        else:
+            self.agent = DreamerAgent(*dims, asdict(cfg.dreamer)).to(cfg.device)
+            self.learner = ImaginationLearner(self.agent, cfg.device, termination=None)
+        self.actor: base.Agent = self.agent  # the agent that acts (mppi: the planner)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.history: list[dict[str, Any]] = []
+        self.wm: world_models.WorldModel | None = None
+        self.record: dict[str, Any] = {}
+        self._start_files()
+        self.log = SummaryWriter(str(self.out / "tb"))
+        done = self.history[-1]["env_steps"] if self.history else 0
+        self.bar = tqdm(
+            total=self.iterations * cfg.episodes_per_iter * self.episode_steps,
+            initial=done,
+            unit="env step",
+            disable=not cfg.progress,
+            dynamic_ncols=True,
+        )
+        self.began = time.perf_counter() - (self.history[-1]["wall_s"] if self.history else 0.0)
+
+    # ----------------------------------------------------------- files and state
+    def _start_files(self) -> None:
+        ckpt_path = self.out / "learner.pt"
+        if self.out.exists() and any(self.out.iterdir()):
+            if not self.cfg.resume:
+                raise ValueError(
+                    f"{self.out} is not empty: pass --resume to continue its "
+                    "run, or choose another --out"
+                )
+            if ckpt_path.exists():
+                ckpt = base.read_checkpoint(ckpt_path, self.agent.kind)
+                if ckpt["loop"]["config"] != self._identity():
+                    raise ValueError(f"{self.out}: was run with other settings; cannot resume")
+                self.agent.load_state_dict(ckpt["state_dict"])
+                if self.learner is not None:
+                    self.learner.load_state_dict(ckpt["learner"])
+                self.gen.set_state(ckpt["generator"])
+                self.history = ckpt["loop"]["history"]
+                self.wm = world_models.load(self._wm_dir(len(self.history) - 1)).to(self.cfg.device)
+                self._set_actor()
+        for stale in sorted((self.out / "wm").glob("iter_*")):  # unfinished iterations
+            if int(stale.name[5:]) >= len(self.history):
+                shutil.rmtree(stale)
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def _set_actor(self) -> None:
+        """The agent that acts: the learner's agent, or (mppi) a planner over the
+        current world model with the critic's value at its horizon."""
+        if self.cfg.agent == "mppi":
+            self.actor = MppiAgent.build(self.wm, self.agent, **asdict(self.cfg.mppi))
+        else:
+            self.actor = self.agent
+
+    def _identity(self) -> dict[str, Any]:
+        """The settings a resumed run must share (not how it is shown or run)."""
+        plain = _plain(self.cfg)
+        for key in ("resume", "progress", "device", "out"):
+            plain.pop(key)
+        for key in ("seed", "device"):  # set from the loop's own
+            plain["sb3"].pop(key)
+        return plain
+
+    def _make_eval_env(self):
+        cfg = self.cfg
+        return envs.make(
+            cfg.task, cfg.eval_episodes, cfg.backend, seed=cfg.eval_seed, **self._env_overrides
+        )
+
+    def _wm_dir(self, k: int) -> Path:
+        return self.out / "wm" / f"iter_{k:03d}"
+
+    @property
+    def iteration(self) -> int:
+        """Index of the iteration under way (= iterations finished)."""
+        return len(self.history)
+
+    @property
+    def done(self) -> bool:
+        return self.iteration >= self.iterations
+
+    # ------------------------------------------------------------------ steps
+    def _phase(self, name: str) -> None:
+        self.bar.set_description(f"iter {self.iteration + 1}/{self.iterations}: {name}")
+
+    def collect(self) -> None:
+        """Episodes of this iteration into the dataset (what a crash left is kept)."""
+        cfg, k = self.cfg, self.iteration
+        self._phase("collect")
+        t = time.perf_counter()
+        settings = CollectCfg(
+            task=cfg.task,
+            backend=cfg.backend,
+            num_envs=cfg.episodes_per_iter,
+            episodes=(k + 1) * cfg.episodes_per_iter,
+            policy="closed-loop",
+            out=self.out / "data",
+            resume=True,
+            seed=cfg.seed,
+            episode_length=cfg.episode_length,
+            action_repeat=cfg.action_repeat,
+            progress=False,
+        )
+        actor, noise = self.actor, cfg.noise_std  # what the policy needs, nothing else
+        if k == 0:
+            policy_fn = lambda env: make_policy("noise", env, noise, 0.9)  # noqa: E731
+        else:
+            policy_fn = lambda env: agent_policy(env, actor)  # noqa: E731
+        if cfg.ray:
+            from agents.jobs.ray_collect import collect_ray
+
+            ray_settings = dataclasses.replace(
+                settings,
+                ray=True,
+                workers=cfg.workers,
+                address=cfg.ray_address,
+                worker_gpus=cfg.worker_gpus,
+                device=cfg.device if cfg.worker_gpus else "cpu",
+            )
+            summary = collect_ray(ray_settings, policy_fn)
+        else:
+            summary = collect(settings, policy_fn)
+        self.record = {
+            "iteration": k,
+            "env_steps": (k + 1) * cfg.episodes_per_iter * self.episode_steps,
+            "collect_return": summary["mean_return"],
+            "collect_s": time.perf_counter() - t,
+        }
+
+    def fit_world_model(self) -> None:
+        """Fit (iteration 0) or fine-tune the world model on the whole dataset."""
+        cfg, k = self.cfg, self.iteration
+        self._phase("world model")
+        t = time.perf_counter()
+        out = self._wm_dir(k)
+        shutil.rmtree(out, ignore_errors=True)
+        report = train_world_model(
+            TrainWMCfg(
+                data=self.out / "data",
+                model=cfg.model,
+                out=out,
+                epochs=cfg.wm_first_epochs if k == 0 else cfg.wm_epochs,
+                steps_per_epoch=cfg.wm_steps_per_epoch,
+                seed=cfg.seed + k,
+                device=cfg.device,
+                init=None if k == 0 else self._wm_dir(k - 1) / "model.pt",
+                progress=False,
+                **{cfg.model: getattr(cfg, cfg.model)},
+            )
+        )
+        self.wm = world_models.load(out).to(cfg.device)
+        self.record["wm_open_loop"] = report["open_loop"]["model"]
+        self.record["wm_copy_last"] = report["open_loop"]["copy_last"]
+        self.record["wm_s"] = time.perf_counter() - t
+
+    def improve(self) -> None:
+        """Improve the policy in imagination, from dataset start states."""
+        cfg = self.cfg
+        self._phase("imagination")
+        t = time.perf_counter()
+        if self.sb3:
+            self._improve_sb3()
+        else:
+            starts = EpisodeData(self.out / "data").data["obs"]
+            sums: dict[str, float] = {}
+            for _ in range(cfg.updates):
+                pick = torch.randint(len(starts), (cfg.dreamer.batch_size,), generator=self.gen)
+                metrics = self.learner.update(self.wm, starts[pick], self.gen)
+                for key, value in metrics.items():
+                    sums[key] = sums.get(key, 0.0) + value / cfg.updates
+            self.record["losses"] = sums
+        self._set_actor()
+        self.record["improve_s"] = time.perf_counter() - t
+
+    def _improve_sb3(self) -> None:
+        """SB3 on an imagined env of the new model (every dataset state a start)."""
+        cfg = self.cfg
+        seed = int(torch.randint(2**31, (1,), generator=self.gen))
+        env = ImaginedEnv.from_dataset(
+            self.wm,
+            self.out / "data",
+            ImaginedEnvCfg(
+                num_envs=cfg.imagined_envs,
+                seed=seed,
+                episode_length=cfg.imagined_length,
+                device=cfg.device,
+                termination="model",
+            ),
+            initial_only=False,
+        )
+        if self.learner is None:
+            self.learner = Sb3Learner(self.agent, env, self.cfg.sb3)
+        else:
+            self.learner.set_env(env)
+        self.learner.learn(cfg.sb3_steps)
+        logger = self.learner.model.logger.name_to_value
+        self.record["losses"] = {
+            k.split("/")[-1]: float(v) for k, v in logger.items() if k.startswith("train/")
+        }
+
+    def evaluate(self) -> None:
+        """Real and imagined returns from the same fixed starts, and the video."""
+        cfg, k = self.cfg, self.iteration
+        self._phase("evaluate")
+        t = time.perf_counter()
+        video = self.out / "eval" / f"iter_{k:03d}" / "video.mp4"
+        video_steps = cfg.video_steps if self.renders else 0  # (an Isaac Lab state task)
+        if video_steps:
+            video.parent.mkdir(parents=True, exist_ok=True)
+        env = self._make_eval_env()
+        try:
+            report = evaluate(
+                self.actor, env, self.wm, cfg.eval_seed, video_steps, video if video_steps else None
+            )
+        finally:
+            env.close()
+        self.record.update(
+            real_return=report["real_return"]["mean"],
+            real_return_std=report["real_return"]["std"],
+            imagined_return=report["imagined_return"]["mean"],
+            gap=report["gap"],
+            video=report.get("video"),
+            eval_s=time.perf_counter() - t,
+        )
+
+    def commit(self) -> None:
+        """Make this iteration durable (atomic learner.pt), then write the rest."""
+        self.record["wall_s"] = time.perf_counter() - self.began
+        history = [*self.history, self.record]
+        env_args = json.loads((self.out / "data" / "index.json").read_text())["env_args"]
+        learner = {} if self.learner is None or self.sb3 else self.learner.state_dict()
+        base.save(
+            self.agent,
+            self.out / "learner.pt",
+            env_args=env_args,
+            learner=learner,
+            generator=self.gen.get_state(),
+            loop={"config": self._identity(), "history": history},
+        )
+        self.history = history
+        base.save(
+            self.actor,
+            self.out / "agent.pt",
+            env_args=env_args,
+            loop={"iteration": self.record["iteration"]},
+        )
+        self._log(self.record)
+        self.write_summary()
+        self.bar.update(self.record["env_steps"] - self.bar.n)
+        self.bar.set_postfix(
+            real=f"{self.record['real_return']:.1f}",
+            imagined=f"{self.record['imagined_return']:.1f}",
+        )
+        if self.cfg.progress:
+            self.bar.write(self.progress_line())
+
+    # ---------------------------------------------------------------- output
+    def _log(self, r: dict[str, Any]) -> None:
+        step = r["env_steps"]
+        scalars = {
+            "charts/real_return": r["real_return"],
+            "charts/imagined_return": r["imagined_return"],
+            "charts/imagination_gap": r["gap"],
+            "charts/collect_return": r["collect_return"],
+            "charts/env_steps": step,
+            "charts/wall_time_s": r["wall_s"],
+            "charts/iteration": r["iteration"],
+        }
+        for h, err in r["wm_open_loop"].items():
+            scalars[f"world_model/open_loop_error_h{h}"] = err
+        for key, value in r["losses"].items():
+            scalars[f"losses/{key}"] = value
+        for key in ("collect_s", "wm_s", "improve_s", "eval_s"):
+            scalars[f"time/{key}"] = r[key]
+        for key, value in scalars.items():
+            self.log.add_scalar(key, value, step)
+        self.log.flush()
+
+    def progress_line(self) -> str:
+        r = self.record
+        return (
+            f"iter {r['iteration'] + 1}/{self.iterations}  env steps {r['env_steps']:,}  "
+            f"real {r['real_return']:7.1f}  imagined {r['imagined_return']:7.1f}  "
+            f"gap {r['gap']:+7.1f}  elapsed {r['wall_s']:6.0f} s"
+        )
+
+    def write_summary(self) -> dict[str, Any]:
+        """`summary.json` and `returns.png` from the finished iterations."""
+        h = self.history
+        best = max(h, key=lambda r: r["real_return"])
+        summary = {
+            "task": self.cfg.task,
+            "agent": self.cfg.agent,
+            "model": self.cfg.model,
+            "iterations": len(h),
+            "planned_iterations": self.iterations,
+            "finished": len(h) >= self.iterations,
+            "env_steps": h[-1]["env_steps"],
+            "final_real_return": h[-1]["real_return"],
+            "final_imagined_return": h[-1]["imagined_return"],
+            "final_gap": h[-1]["gap"],
+            "best_real_return": best["real_return"],
+            "best_at_env_steps": best["env_steps"],
+            "wall_s": h[-1]["wall_s"],
+            "curve": [
+                {
+                    k: r[k]
+                    for k in (
+                        "env_steps",
+                        "real_return",
+                        "real_return_std",
+                        "imagined_return",
+                        "gap",
+                        "wall_s",
+                    )
+                }
+                for r in h
+            ],
+            "config": _plain(self.cfg),
+            "artifacts": {
+                "agent": str(self.out / "agent.pt"),
+                "data": str(self.out / "data"),
+                "world_model": str(self._wm_dir(len(h) - 1)),
+                "tensorboard": str(self.out / "tb"),
+                "plot": str(self.out / "returns.png"),
+                "videos": [r["video"] for r in h if r.get("video")],
+            },
+        }
+        write_json_atomic(self.out / "summary.json", summary)
+        plot_returns(
+            self.out / "returns.png", h, f"{self.cfg.agent} + {self.cfg.model} on {self.cfg.task}"
+        )
+        return summary
+
+    def close(self) -> None:
+        self.bar.close()
+        self.log.close()
+
+
+def plot_returns(path: Path, history: list[dict[str, Any]], title: str) -> None:
+    """PNG of the real (with its std over episodes) and imagined return vs env steps."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    steps = [r["env_steps"] for r in history]
+    real = torch.tensor([r["real_return"] for r in history])
+    std = torch.tensor([r["real_return_std"] for r in history])
+    fig = Figure(figsize=(6, 4), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.plot(steps, real, "o-", label="real (deterministic policy)")
+    ax.fill_between(steps, real - std, real + std, alpha=0.2)
+    ax.plot(steps, [r["imagined_return"] for r in history], "s--", label="imagined, same starts")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("return")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def run_loop(cfg: LoopCfg) -> dict[str, Any]:
+    """One closed-loop run (`python run.py`): iterate until the budget, print where
+    its files are; returns its summary."""
+    loop = Loop(cfg)
+    try:
+        while not loop.done:
+            loop.collect()  # current policy, exploring, into the dataset
+            loop.fit_world_model()  # fine-tune on everything collected
+            loop.improve()  # actor-critic updates in imagination
+            loop.evaluate()  # real vs imagined return from the same starts, video
+            loop.commit()  # atomic checkpoint, TensorBoard, summary.json, returns.png
+        summary = loop.write_summary()
+    finally:
+        loop.close()
+    print(
+        f"{loop.out}: real return {summary['final_real_return']:.1f} after "
+        f"{summary['env_steps']:,} env steps ({summary['wall_s']:.0f} s); "
+        f"summary.json, returns.png, tb/"
+        f"{', eval/*/video.mp4' if summary['artifacts']['videos'] else ''}"
+    )
+    return summary

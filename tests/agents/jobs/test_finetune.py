@@ -1,0 +1,287 @@
+"""BC -> RL: the cloned policy becomes an SB3 PPO policy that acts exactly as it
+does, the critic's warm-up leaves the actor as it was, and `run.py finetune` runs
+from a cloned agent and a world model to scores in the real simulator."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import envs
+from agents.base import load
+from agents.bc import BcAgent, TrainBCCfg, train_bc
+from agents.jobs.collect import CollectCfg, collect
+from agents.jobs.evaluate import evaluate
+from agents.jobs.finetune import (
+    FinetuneCfg,
+    _actor,
+    bc_to_ppo,
+    fine_tune,
+    group_advantages,
+    grpo,
+    model_rollouts,
+    run_finetune,
+)
+from world_models.models.ensemble import EnsembleCfg, EnsembleDynamics
+from world_models.train import TrainWMCfg, train_world_model
+
+
+def _bc(obs_dim: int = 6, action_dim: int = 2) -> BcAgent:
+    torch.manual_seed(0)
+    bc = BcAgent(obs_dim, action_dim, {"hidden": 32, "layers": 2})
+    bc.set_normalization(torch.randn(500, obs_dim) * torch.arange(1.0, obs_dim + 1) + 3.0)
+    bc.log_std.data = torch.tensor([-0.7, -1.2])
+    return bc
+
+
+def test_the_ppo_policy_acts_as_the_cloned_one():
+    bc = _bc()
+    ppo = bc_to_ppo(bc)
+    obs = torch.randn(300, 6) * 4 + 3
+    noise = torch.randn(300, 2)
+    torch.testing.assert_close(ppo.act(obs), bc.act(obs), rtol=0, atol=1e-5)
+    torch.testing.assert_close(ppo.act(obs, noise), bc.act(obs, noise), rtol=0, atol=1e-5)
+    # the same Gaussian: PPO's log-likelihood of an action is the BC policy's
+    dist = ppo.policy.get_distribution(obs)
+    actions = torch.rand(300, 2) * 2 - 1
+    sigma = bc.log_std.exp()
+    expected = (
+        -((actions - bc.mean(obs)) ** 2) / (2 * sigma**2) - bc.log_std - 0.5 * math.log(2 * math.pi)
+    ).sum(-1)
+    torch.testing.assert_close(dist.log_prob(actions), expected.detach(), rtol=1e-4, atol=1e-4)
+    # an exploration std of one's own replaces the fitted one
+    wide = bc_to_ppo(bc, log_std=0.0)
+    torch.testing.assert_close(wide.policy.log_std.detach(), torch.zeros(2))
+    torch.testing.assert_close(wide.act(obs), bc.act(obs), rtol=0, atol=1e-5)
+
+
+def test_critic_warmup_leaves_the_actor_as_it_was(tmp_path):
+    env = envs.make("cartpole_balance", num_envs=4, episode_length=50)
+    bc = BcAgent(env.observation_dim, env.action_dim, {"hidden": 16, "layers": 2})
+    agent = bc_to_ppo(bc, value_hidden=(16,))
+    before = {k: v.clone() for k, v in agent.policy.state_dict().items()}
+    cfg = FinetuneCfg(
+        agent=tmp_path,
+        wm=tmp_path,
+        out=tmp_path,
+        critic_warmup=64,
+        n_steps=16,
+        batch_size=32,
+        n_epochs=2,
+    )
+    tuned = fine_tune(agent, env, 0, cfg, "warmup")
+    after = tuned.policy.state_dict()
+    actor = {
+        n for n, p in tuned.policy.named_parameters() if any(p is q for q in _actor(tuned.policy))
+    }
+    assert actor and all(torch.equal(after[n], before[n]) for n in actor)
+    value = [n for n in after if "value_net" in n]
+    assert any(not torch.equal(after[n], before[n]) for n in value)
+    # afterwards everything trains
+    tuned = fine_tune(tuned, env, 64, cfg, "warmup")
+    assert any(not torch.equal(tuned.policy.state_dict()[n], before[n]) for n in actor)
+
+
+@pytest.fixture(scope="module")
+def push_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("finetune")
+    collect(
+        CollectCfg(
+            task="push",
+            num_envs=4,
+            episodes=4,
+            episode_length=40,
+            policy="expert+noise",
+            out=root / "data",
+            progress=False,
+        )
+    )
+    train_bc(TrainBCCfg(data=root / "data", out=root / "bc", hidden=32, epochs=3, progress=False))
+    small = EnsembleCfg(hidden=32, layers=2, members=2, elites=1)
+    train_world_model(
+        TrainWMCfg(data=root / "data", out=root / "wm", epochs=1, ensemble=small, progress=False)
+    )
+    cfg = FinetuneCfg(
+        agent=root / "bc",
+        wm=root / "wm",
+        out=root / "out",
+        imagined_steps=256,
+        real_steps=128,
+        critic_warmup=64,
+        num_envs=8,
+        real_envs=4,
+        horizon=20,
+        start_states=16,
+        n_steps=16,
+        batch_size=32,
+        n_epochs=2,
+        episodes=4,
+        value_hidden=(16,),
+    )
+    return cfg, run_finetune(cfg)
+
+
+def test_finetune_scores_bc_and_both_fine_tuned_policies(push_run):
+    cfg, report = push_run
+    assert json.loads((cfg.out / "report.json").read_text()) == report
+    bc = load(cfg.agent)
+    # the BC score is the agent's own on the evaluation starts
+    env = envs.make("push", num_envs=cfg.episodes, episode_length=40)
+    own = evaluate(bc, env, seed=cfg.eval_seed)
+    assert report["bc"]["return"] == pytest.approx(own["real_return"]["mean"], rel=1e-6)
+    assert report["bc"]["success_rate"] == own["real_success_rate"]
+    for name in ("imagined", "real"):
+        tuned = load(cfg.out / f"agent_{name}.pt")
+        assert tuned.kind == "ppo"
+        obs = env.reset(seed=3)
+        assert not torch.allclose(tuned.act(obs), bc.act(obs))  # PPO moved it
+        assert 0 <= report[name]["success_rate"] <= 1
+        score = evaluate(tuned, env, seed=cfg.eval_seed)
+        assert report[name]["return"] == pytest.approx(score["real_return"]["mean"], rel=1e-6)
+    assert report["imagined"]["real_steps"] == 0
+    assert report["real"]["real_steps"] == cfg.real_steps + cfg.critic_warmup
+    gain = 100 * (report["imagined"]["success_rate"] - report["bc"]["success_rate"])
+    assert report["success_gain_points"] == pytest.approx(gain)
+    assert (cfg.out / "tb").is_dir()
+
+
+def test_bad_inputs_are_named(push_run, tmp_path):
+    cfg, _ = push_run
+    with pytest.raises(ValueError, match="behaviour-cloned"):
+        run_finetune(FinetuneCfg(agent=cfg.out / "agent_real.pt", wm=cfg.wm, out=tmp_path))
+    with pytest.raises(ValueError, match="imagined_steps must be >= 0"):
+        run_finetune(FinetuneCfg(agent=cfg.agent, wm=cfg.wm, out=tmp_path, imagined_steps=-1))
+    other = tmp_path / "cartpole"
+    collect(
+        CollectCfg(
+            task="cartpole_swingup",
+            num_envs=2,
+            episodes=2,
+            episode_length=20,
+            out=other,
+            progress=False,
+        )
+    )
+    small = EnsembleCfg(hidden=16, layers=1, members=1, elites=1)
+    train_world_model(
+        TrainWMCfg(data=other, out=tmp_path / "wm", epochs=1, ensemble=small, progress=False)
+    )
+    with pytest.raises(ValueError, match="dims"):
+        run_finetune(FinetuneCfg(agent=cfg.agent, wm=tmp_path / "wm", out=tmp_path))
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_group_advantages_are_relative_to_their_group():
+    adv = group_advantages(torch.tensor([1.0, 3.0, 10.0, 10.0, 0.0, 4.0]), 2)
+    h = 1 / math.sqrt(2.0)  # groups (1, 3) and (0, 4): +-1 and +-2 over stds sqrt 2, sqrt 8
+    expected = torch.tensor([-h, h, 0.0, 0.0, -h, h])  # equal returns: no advantage
+    torch.testing.assert_close(adv, expected, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="group_size"):
+        group_advantages(torch.ones(6), 4)
+
+
+def test_grpo_moves_the_policy_towards_higher_group_returns(tmp_path):
+    """A bandit-like check: the reward is -(a - 0.5)^2 per step; starting from a
+    cloned policy that acts near -0.3, GRPO must move its actions towards 0.5."""
+    torch.manual_seed(1)
+    bc = BcAgent(3, 1, {"hidden": 16, "layers": 1})
+    bc.log_std.data.fill_(math.log(0.3))
+    with torch.no_grad():
+        bc.net[-1].weight.zero_()
+        bc.net[-1].bias.fill_(-0.3)
+
+    def rollouts(policy, std, gen):
+        obs = torch.randn(16, 5, 3, generator=gen)
+        with torch.no_grad():
+            mean = policy.mean(obs.reshape(-1, 3)).reshape(16, 5, 1)
+        actions = mean + std * torch.randn(mean.shape, generator=gen)
+        return obs, actions, -((actions.clamp(-1, 1) - 0.5) ** 2).sum(-1)
+
+    cfg = FinetuneCfg(
+        agent=tmp_path,
+        wm=tmp_path,
+        out=tmp_path,
+        group_size=4,
+        learning_rate=3e-3,
+        grpo_epochs=4,
+        grpo_batch=32,
+    )
+    tuned = grpo(bc, rollouts, 30, cfg)
+    probe = torch.randn(64, 3)
+    assert bc.act(probe).mean() == pytest.approx(-0.3, abs=1e-6)  # the original is untouched
+    assert tuned.act(probe).mean() > 0.3
+    torch.testing.assert_close(tuned.log_std, bc.log_std)
+    assert (tmp_path / "tb" / "grpo").is_dir()
+
+
+def test_finetune_with_grpo_in_imagination_and_in_the_real_sim(push_run, tmp_path):
+    cfg, _ = push_run
+    run = FinetuneCfg(
+        agent=cfg.agent,
+        wm=cfg.wm,
+        out=tmp_path / "grpo",
+        algo="grpo",
+        imagined_steps=80,
+        real_steps=40,
+        groups=2,
+        group_size=2,
+        horizon=10,
+        start_states=8,
+        episodes=4,
+        grpo_batch=16,
+    )
+    report = run_finetune(run)
+    assert report["imagined"]["steps"] == 80 and report["real"]["real_steps"] == 40
+    bc = load(cfg.agent)
+    obs = envs.make("push", num_envs=4, episode_length=40).reset(seed=3)
+    for name in ("imagined", "real"):
+        tuned = load(run.out / f"agent_{name}.pt")
+        assert tuned.kind == "bc" and not torch.allclose(tuned.act(obs), bc.act(obs))
+    with pytest.raises(ValueError, match="group_size must be >= 2"):
+        run_finetune(
+            FinetuneCfg(agent=cfg.agent, wm=cfg.wm, out=tmp_path, algo="grpo", group_size=1)
+        )
+    with pytest.raises(ValueError, match="unknown algo"):
+        run_finetune(FinetuneCfg(agent=cfg.agent, wm=cfg.wm, out=tmp_path, algo="sac"))
+
+
+def test_the_penalty_takes_the_models_disagreement_off_each_reward():
+    torch.manual_seed(0)
+    wm = EnsembleDynamics(6, 2, {"members": 3, "elites": 3, "hidden": 16, "layers": 1}).eval()
+    bc, starts, std = _bc(), torch.randn(4, 6), torch.full((2,), 0.3)
+    obs, actions, rewards = model_rollouts(wm, starts, bc, std, 5, torch.Generator().manual_seed(1))
+    penalised = model_rollouts(wm, starts, bc, std, 5, torch.Generator().manual_seed(1), 2.0)
+    torch.testing.assert_close(penalised[1], actions)  # the same steps ...
+    state, spread = wm.encode(starts), []
+    for t in range(5):
+        out = wm.next(state, actions[:, t].clamp(-1.0, 1.0))
+        spread.append(out.disagreement)
+        state = out.state
+    spread = torch.stack(spread, 1)
+    assert spread.min() > 0
+    torch.testing.assert_close(penalised[2], rewards - 2.0 * spread)  # ... lower rewards
+
+
+def test_grpo_starts_from_recorded_states_with_start_data(push_run, tmp_path):
+    cfg, _ = push_run
+    run = FinetuneCfg(
+        agent=cfg.agent,
+        wm=cfg.wm,
+        out=tmp_path / "branched",
+        algo="grpo",
+        imagined_steps=40,
+        real_steps=0,
+        groups=2,
+        group_size=2,
+        horizon=10,
+        episodes=4,
+        grpo_batch=16,
+        start_data=cfg.agent.parent / "data",
+        penalty=1.0,
+    )
+    report = run_finetune(run)
+    assert report["imagined"]["steps"] == 40 and "real" not in report
+    assert report["config"]["start_data"] == str(cfg.agent.parent / "data")

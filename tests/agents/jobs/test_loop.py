@@ -1,0 +1,261 @@
+"""The closed loop end to end on a tiny budget: every artifact, `run.py eval`, and a run
+killed with SIGKILL mid-iteration that `--resume` finishes as if never interrupted."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from agents import base
+from sim.data.dataset import Dataset
+from world_models.pictures import decode_video
+
+ROOT = Path(__file__).resolve().parents[3]
+TINY = [
+    "--task",
+    "cartpole_swingup",
+    "--budget",
+    "600",
+    "--episode-length",
+    "100",
+    "--episodes-per-iter",
+    "2",
+    "--updates",
+    "4",
+    "--wm-first-epochs",
+    "2",
+    "--wm-epochs",
+    "1",
+    "--wm-steps-per-epoch",
+    "4",
+    "--eval-episodes",
+    "2",
+    "--video-steps",
+    "6",
+    "--ensemble.members",
+    "3",
+    "--ensemble.elites",
+    "2",
+    "--ensemble.hidden",
+    "32",
+    "--ensemble.layers",
+    "2",
+    "--dreamer.hidden",
+    "32",
+    "--dreamer.batch-size",
+    "16",
+    "--dreamer.horizon",
+    "5",
+    "--seed",
+    "3",
+]
+ITERATIONS = 3  # 600 env steps / (2 episodes x 100 steps)
+
+
+def _run(out: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    argv = [sys.executable, str(ROOT / "run.py"), "--out", str(out), *TINY, *extra]
+    return subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        check=check,
+        cwd=ROOT,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("loop") / "run"
+    proc = _run(out)
+    assert "iter 3/3" in proc.stdout, proc.stdout + proc.stderr
+    return out
+
+
+def test_the_loop_writes_every_artifact(finished):
+    out = finished
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["finished"] and summary["iterations"] == ITERATIONS
+    assert [r["env_steps"] for r in summary["curve"]] == [200, 400, 600]
+    for r in summary["curve"]:
+        assert abs(r["gap"] - (r["imagined_return"] - r["real_return"])) < 1e-9
+        assert 0.0 <= r["real_return"] <= 50.0  # 50 agent steps of rewards in [0, 1]
+    # the dataset holds each iteration's episodes, recorded with action repeat 2
+    data = Dataset(out / "data")
+    assert data.episodes == list(range(2 * ITERATIONS))
+    assert all(data.length(e) == 50 for e in data.episodes)
+    # a world model per iteration, each fine-tuned from the one before
+    for k in range(ITERATIONS):
+        report = json.loads((out / "wm" / f"iter_{k:03d}" / "report.json").read_text())
+        assert report["model"] == "ensemble"
+    # the agent checkpoint acts alone and knows its env
+    ckpt = base.read_checkpoint(out / "agent.pt")
+    assert ckpt["env_args"]["env_kwargs"]["action_repeat"] == 2
+    agent = base.load(out / "agent.pt")
+    assert agent.act(torch.zeros(3, 5)).shape == (3, 1)
+    # videos: real beside imagined, one frame per agent step
+    for k in range(ITERATIONS):
+        frames = decode_video(out / "eval" / f"iter_{k:03d}" / "video.mp4")
+        assert frames.shape[0] == 6 and frames.shape[2] > 2 * 64
+        real, imagined = frames[:, :, :64].float(), frames[:, :, -64:].float()
+        assert real.std() > 1 and imagined.std() > 1  # pictures, not blank panels
+    png = (out / "returns.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # TensorBoard scalars, one per iteration
+    events = EventAccumulator(str(out / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for tag in (
+        "charts/real_return",
+        "charts/imagined_return",
+        "charts/imagination_gap",
+        "charts/env_steps",
+        "charts/wall_time_s",
+        "world_model/open_loop_error_h1",
+        "losses/actor_loss",
+        "losses/critic_loss",
+    ):
+        assert tag in tags
+        assert [e.step for e in events.Scalars(tag)] == [200, 400, 600]
+
+
+def test_eval_reports_real_and_imagined_returns_from_the_same_starts(finished, tmp_path):
+    out = finished
+    argv = [
+        sys.executable,
+        str(ROOT / "run.py"),
+        "eval",
+        "--agent",
+        str(out),
+        "--wm",
+        str(out / "wm" / "iter_002"),
+        "--episodes",
+        "3",
+        "--video-steps",
+        "5",
+        "--out",
+        str(tmp_path),
+    ]
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["task"] == "cartpole_swingup" and report["episodes"] == 3
+    assert report["steps"] == 50
+    real, imagined = report["real_return"], report["imagined_return"]
+    assert abs(report["gap"] - (imagined["mean"] - real["mean"])) < 1e-9
+    assert real["min"] <= real["mean"] <= real["max"]
+    assert decode_video(tmp_path / "video.mp4").shape[0] == 5
+    # the loop's own evaluation used the same kind of starts: same seed, same returns
+    summary = json.loads((out / "summary.json").read_text())
+    argv[argv.index("--episodes") + 1] = "2"
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["real_return"]["mean"] == pytest.approx(summary["final_real_return"], abs=1e-9)
+    missing = [sys.executable, str(ROOT / "run.py"), "eval", "--agent", str(tmp_path / "no.pt")]
+    bad = subprocess.run(missing, capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "no such agent checkpoint" in bad.stderr
+
+
+def test_refuses_to_overwrite_and_to_resume_other_settings(finished):
+    proc = _run(finished, check=False)
+    assert proc.returncode == 2 and "--resume" in proc.stderr
+    proc = _run(finished, "--resume", "--updates", "5", check=False)
+    assert proc.returncode == 2 and "other settings" in proc.stderr
+
+
+def test_sigkill_mid_iteration_then_resume_finishes_the_same_run(finished, tmp_path):
+    out = tmp_path / "killed"
+    argv = [sys.executable, str(ROOT / "run.py"), "--out", str(out), *TINY]
+    kills = 0
+    for moment in ("wm/iter_001", "eval/iter_002", "data/shard_000002.hdf5"):
+        proc = subprocess.Popen(
+            argv + (["--resume"] if kills else []),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 120
+        while not (out / moment).exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 2, "the run ended before it could be killed"
+    proc = _run(out, "--resume")
+    assert proc.returncode == 0
+    got = json.loads((out / "summary.json").read_text())
+    want = json.loads((finished / "summary.json").read_text())
+    assert got["finished"] and got["iterations"] == ITERATIONS
+    for a, b in zip(got["curve"], want["curve"], strict=True):
+        for key in ("env_steps", "real_return", "imagined_return"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-5), key
+    data, ref = Dataset(out / "data"), Dataset(finished / "data")
+    assert data.episodes == ref.episodes
+    for e in data.episodes:  # nothing lost, nothing duplicated, the same episodes
+        for key, value in ref.episode(e).items():
+            assert (data.episode(e)[key] == value).all(), (e, key)
+
+
+RSSM = [
+    "--model",
+    "rssm",
+    "--rssm.deter",
+    "32",
+    "--rssm.hidden",
+    "32",
+    "--rssm.stoch",
+    "4",
+    "--rssm.classes",
+    "4",
+    "--rssm.sequence-length",
+    "10",
+]
+
+
+@pytest.mark.parametrize(
+    "agent, model", [("mppi", []), ("sac", []), ("ppo", []), ("dreamer", RSSM)]
+)
+def test_other_agents_and_models_run_the_loop(agent, model, tmp_path):
+    extra = [
+        "--agent",
+        agent,
+        "--budget",
+        "400",
+        "--sb3-steps",
+        "256",
+        "--imagined-envs",
+        "8",
+        "--imagined-length",
+        "10",
+        "--mppi.samples",
+        "8",
+        "--mppi.horizon",
+        "3",
+        "--mppi.elites",
+        "2",
+        "--sb3.sac.learning-starts",
+        "16",
+        "--sb3.ppo.n-steps",
+        "16",
+        "--sb3.ppo.batch-size",
+        "32",
+        *model,
+    ]
+    proc = _run(tmp_path / "run", *extra)
+    assert "iter 2/2" in proc.stdout, proc.stdout + proc.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["agent"] == agent and summary["finished"]
+    assert summary["model"] == ("rssm" if model else "ensemble")
+    acting = base.load(tmp_path / "run" / "agent.pt")
+    assert acting.kind == agent
+    assert acting.act(torch.zeros(2, 5)).shape == (2, 1)
+    assert Dataset(tmp_path / "run" / "data").episodes == [0, 1, 2, 3]
