@@ -201,11 +201,11 @@ class _Run:
             )
         model_cfg, self.settings = self._model_config()
         pixels = bool(model_cfg.get("pixels"))
-        self.window = window = getattr(self.settings, "sequence_length", None)
-        if KINDS[cfg.model].acts:  # a WAM's windows follow from its settings
-            window = self.window = KINDS[cfg.model].window(
-                {**KINDS[cfg.model].defaults, **model_cfg}
-            )
+        kind = KINDS[cfg.model]
+        window = getattr(self.settings, "sequence_length", None)
+        if kind.acts:  # a WAM's windows follow from its settings
+            window = kind.window({**kind.defaults, **model_cfg})
+        self.window = window
         self.data = EpisodeData(dataset, sequence_length=window, pixels=pixels, device=cfg.device)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self._split()

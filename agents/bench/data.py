@@ -58,6 +58,15 @@ class DataBenchCfg(CollectionCfg):
     """Window length of the sequence loader measurement."""
 
 
+def with_episode_length(cfg: CollectionCfg) -> CollectionCfg:
+    """`cfg` with the task's episode length where it gives none (an unknown task is an
+    error here, before any work)."""
+    length = envs.make_cfg(cfg.task).episode_length
+    return (
+        cfg if cfg.episode_length is not None else dataclasses.replace(cfg, episode_length=length)
+    )
+
+
 def _stepping_only(cfg: CollectionCfg) -> float:
     """(d) transitions/s of policy + env.step over one batch of whole episodes."""
     env = envs.make(
@@ -114,9 +123,7 @@ def _sampling_rate(data: EpisodeData, batch: int, seconds: float = 0.5) -> float
 
 def bench(cfg: DataBenchCfg) -> dict:
     """Measure (d) to (g) and print them with their ratios."""
-    envs.spec(cfg.task)
-    if cfg.episode_length is None:
-        cfg = dataclasses.replace(cfg, episode_length=envs.make_cfg(cfg.task).episode_length)
+    cfg = with_episode_length(cfg)
     print(
         f"bench data {cfg.task}: N={cfg.num_envs}, {cfg.batches} episodes of "
         f"{cfg.episode_length} steps per env, {cfg.rounds} interleaved rounds; "

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-import envs
 from agents.bench.common import keep
-from agents.bench.data import CollectionCfg, collect_cfg
+from agents.bench.data import CollectionCfg, collect_cfg, with_episode_length
 from agents.jobs.collect import CollectCfg, collect
 
 
@@ -38,15 +37,13 @@ def _cfg(cfg: RayBenchCfg, out: Path, **kw) -> CollectCfg:
 
 
 def bench(cfg: RayBenchCfg) -> dict:
-    envs.spec(cfg.task)
+    cfg = with_episode_length(cfg)
     try:
         import ray
     except ImportError as err:
         raise ImportError("bench ray needs Ray: pip install -e '.[dist]'") from err
     from agents.jobs.ray_collect import collect_ray
 
-    if cfg.episode_length is None:
-        cfg = dataclasses.replace(cfg, episode_length=envs.make_cfg(cfg.task).episode_length)
     episodes = cfg.num_envs * cfg.batches
     print(
         f"bench ray {cfg.task}: {episodes} episodes of {cfg.episode_length} steps, "
