@@ -19,6 +19,7 @@ python run.py bench SUITE  a benchmark beside its peers, measured in one run: en
 
 from __future__ import annotations
 
+import os
 import sys
 
 import tyro
@@ -106,10 +107,27 @@ def main(argv: list[str]) -> int:
         cfg, func = tyro.cli(LoopCfg, args=argv), closed_loop
     try:
         func(cfg)
-    except (ValueError, ImportError) as err:  # bad input or a missing extra
-        print(f"error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        if os.environ.get("WAM_SANDBOX_TRACEBACK"):
+            raise
+        print(f"error: {error_line(err)}", file=sys.stderr)
         return 2
     return 0
+
+
+USER_ERRORS = (ValueError, ImportError, RuntimeError, KeyError, OSError)
+"""What a command raises for bad input, a missing extra, a corrupt or missing file, a
+full disk or a refused resource: one `error:` line and exit status 2
+(`WAM_SANDBOX_TRACEBACK=1` shows the traceback instead)."""
+
+
+def error_line(err: BaseException) -> str:
+    """The message of `err` on one line: a KeyError's without its quotes, an OSError's
+    with the path it names."""
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in text:
+        text = f"{err.filename}: {text}"
+    return " ".join(text.split()) or type(err).__name__
 
 
 if __name__ == "__main__":

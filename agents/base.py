@@ -110,7 +110,8 @@ class Agent(nn.Module, ABC):
 
 
 def save(agent: Agent, path: str | os.PathLike, **extra: Any) -> None:
-    """Write `agent`'s checkpoint atomically (temporary file, fsync, rename)."""
+    """Write `agent`'s checkpoint atomically (temporary file, fsync, rename), sealed
+    with its checksum, which `load` checks (`world_models.base.save_atomic`)."""
     save_atomic(agent.checkpoint(**extra), path)
 
 

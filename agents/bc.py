@@ -20,16 +20,17 @@ saturate, and recorded actions sit exactly at +-1 often; a clamped linear mean
 reaches the bounds at finite weights, a tanh only in the limit. The exploring action
 is clamp(mu + sigma eps, -1, 1).
 
-Whole episodes are held out. An epoch is one shuffled pass over the training
-transitions, then the held-out action MSE is measured; the best agent so far is
+Whole episodes are held out (`sim.data.split`): validation episodes choose, test
+episodes are reported. An epoch is one shuffled pass over the training
+transitions, then the validation action MSE is measured; the best agent so far is
 saved atomically (`agent.pt`), and training stops when that error has not improved
-by 1% for `patience` epochs (the world models' rule), or at `epochs`. TensorBoard
-scalars go to `<out>/tb`, the summary to `report.json`.
+by 1% for `patience` epochs (the world models' rule), or at `epochs`. The report
+gives the kept agent's action MSE and NLL on the test episodes, which chose
+nothing. TensorBoard scalars go to `<out>/tb`, the summary to `report.json`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -42,9 +43,10 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from agents.base import Agent, load, save
-from sim.data.atomic import write_bytes_atomic
+from sim.data.atomic import write_json_atomic
 from sim.data.dataset import Dataset
 from sim.data.loader import EpisodeData
+from sim.data.split import split_episodes
 
 DEFAULTS: dict[str, Any] = {
     "hidden": 256,  # units per hidden layer
@@ -141,7 +143,11 @@ class TrainBCCfg:
     layers: int = 2
     """Hidden layers."""
     val_fraction: float = 0.1
-    """Share of episodes held out for validation (at least one)."""
+    """Share of episodes held out for validation (at least one): the epoch to stop at
+    and the agent kept are chosen on them."""
+    test_fraction: float = 0.1
+    """Share of episodes held out for the test (at least one; 0: none): the report's
+    held-out figures are measured on them."""
     patience: int = 10
     """Epochs without a 1% improvement of the held-out action MSE before stopping."""
     seed: int = 0
@@ -156,21 +162,22 @@ def _check(cfg: TrainBCCfg) -> None:
     for name in ("epochs", "batch_size", "hidden", "layers", "patience"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if not 0.0 < cfg.val_fraction < 1.0:
-        raise ValueError(f"val_fraction must lie in (0, 1), got {cfg.val_fraction}")
     if cfg.lr <= 0:
         raise ValueError(f"lr must be > 0, got {cfg.lr}")
 
 
 @dataclass
 class _Split:
-    """The training and held-out transitions: whole episodes are held out."""
+    """The training, validation and test transitions: whole episodes are held out."""
 
     val_episodes: list[int]
+    test_episodes: list[int]
     train_obs: torch.Tensor
     train_act: torch.Tensor
     val_obs: torch.Tensor
     val_act: torch.Tensor
+    test_obs: torch.Tensor
+    test_act: torch.Tensor
 
 
 def train_bc(cfg: TrainBCCfg) -> dict:
@@ -191,6 +198,7 @@ def train_bc(cfg: TrainBCCfg) -> dict:
         "env_args": dataset.env_args,
         "data": str(cfg.data),
         "val_episodes": split.val_episodes,
+        "test_episodes": split.test_episodes,
         "train": settings,
     }
     epoch, best_val, start = _fit(cfg, agent, opt, split, gen, meta)
@@ -200,15 +208,13 @@ def train_bc(cfg: TrainBCCfg) -> dict:
             "check the dataset for NaNs or lower --lr"
         )
     report = _report(cfg, split, epoch, best_val, start)
-    write_bytes_atomic(cfg.out / "report.json", json.dumps(report, indent=1).encode())
+    write_json_atomic(cfg.out / "report.json", report)
     return report
 
 
 def _open_dataset(cfg: TrainBCCfg) -> Dataset:
-    """Open the dataset, refusing one too small to hold an episode out or an `out` in use."""
+    """Open the dataset, refusing an `out` in use."""
     dataset = Dataset(cfg.data)  # a ValueError (DatasetError) for a missing or foreign path
-    if len(dataset) < 2:
-        raise ValueError(f"{cfg.data}: need at least 2 episodes (one held out), got {len(dataset)}")
     if (cfg.out / "agent.pt").exists():
         raise ValueError(f"{cfg.out} already holds an agent; pass another --out")
     return dataset
@@ -217,15 +223,17 @@ def _open_dataset(cfg: TrainBCCfg) -> Dataset:
 def _split_episodes(
     cfg: TrainBCCfg, dataset: Dataset, data: EpisodeData, gen: torch.Generator
 ) -> _Split:
-    """Hold out `val_fraction` of the episodes (at least one), drawn from `gen`."""
-    order = torch.randperm(len(dataset), generator=gen)
-    n_val = max(1, round(cfg.val_fraction * len(dataset)))
-    val_eps = sorted(order[:n_val].tolist())
-    is_val = torch.zeros(len(dataset), dtype=torch.bool)
-    is_val[val_eps] = True
-    in_val = is_val[data.episode_of.cpu()].to(cfg.device)
+    """Hold out validation and test episodes (`split_episodes`), drawn from `gen`."""
+    split = split_episodes(len(dataset), cfg.val_fraction, cfg.test_fraction, gen, str(cfg.data))
+    part = torch.zeros(len(dataset), dtype=torch.long)  # 0 train, 1 validation, 2 test
+    part[split.val], part[split.test] = 1, 2
+    part = part[data.episode_of.cpu()].to(cfg.device)
     obs, actions = data.data["obs"].float(), data.data["actions"].float()
-    return _Split(val_eps, obs[~in_val], actions[~in_val], obs[in_val], actions[in_val])
+    return _Split(
+        split.val,
+        split.test,
+        *(x[part == p] for p in (0, 1, 2) for x in (obs, actions)),
+    )
 
 
 def _fit(
@@ -306,8 +314,13 @@ def _log_epoch(
 def _report(
     cfg: TrainBCCfg, split: _Split, epoch: int, best_val: dict[str, float], start: float
 ) -> dict[str, Any]:
-    """The report of the training, with the best saved agent's action std."""
+    """The report of the training: the kept agent's action std and test errors."""
     best_agent = load(cfg.out / "agent.pt", kind="bc")
+    test: dict[str, float | None] = {"mse": None, "nll": None, "action_var": None}
+    if split.test_episodes:
+        with torch.no_grad():
+            _, test = best_agent.to(cfg.device).loss(split.test_obs, split.test_act)
+        test["action_var"] = split.test_act.var(0, correction=0).mean().item()
     return {
         "agent": str(cfg.out / "agent.pt"),
         "epochs": epoch,
@@ -319,6 +332,12 @@ def _report(
         "train_transitions": len(split.train_obs),
         "val_transitions": len(split.val_obs),
         "val_episodes": split.val_episodes,
+        # the kept agent on the test episodes (chosen on nothing): the reported figures
+        "test_mse": test["mse"],
+        "test_nll": test["nll"],
+        "test_action_var": test["action_var"],
+        "test_transitions": len(split.test_obs),
+        "test_episodes": split.test_episodes,
         "seconds": time.perf_counter() - start,
     }
 
@@ -330,7 +349,15 @@ def run_train_bc(cfg: TrainBCCfg) -> None:
         f"{report['agent']}: behaviour cloning, {report['epochs']} epochs on "
         f"{report['train_transitions']:,} transitions"
     )
-    print(
-        f"  held-out action MSE {report['val_mse']:.5f} (action variance "
-        f"{report['val_action_var']:.5f}), policy std {report['action_std']}"
-    )
+    if report["test_mse"] is not None:
+        print(
+            f"  test action MSE {report['test_mse']:.5f} (action variance "
+            f"{report['test_action_var']:.5f}; validation {report['val_mse']:.5f}), "
+            f"policy std {report['action_std']}"
+        )
+    else:
+        print(
+            f"  validation action MSE {report['val_mse']:.5f} (action variance "
+            f"{report['val_action_var']:.5f}; no test episodes), policy std "
+            f"{report['action_std']}"
+        )

@@ -1,8 +1,19 @@
 # Importing `sim` first selects headless rendering (MUJOCO_GL=egl) before any test
 # module imports mujoco or dm_control.
+import os
+
+import pytest
+import torch
+
 import sim  # noqa: F401
 from envs.registry import list_tasks, register
 from envs.tasks.cartpole import CartpoleCfg, CartpoleEnv
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one thread per pytest-xdist worker (`-n auto` starts one per core), and in the
+    # processes its tests start: more threads than cores makes OpenMP spin for nothing
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 class FallingCartpole(CartpoleEnv):
@@ -16,3 +27,14 @@ class FallingCartpole(CartpoleEnv):
 
 if "test_cartpole_falls" not in list_tasks():
     register("test_cartpole_falls", FallingCartpole, CartpoleCfg, episode_length=300)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need a CUDA device: skipped without one (`.ci/gpu` runs them
+    on a CUDA machine and fails on any skip)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (bash .ci/gpu on a CUDA machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
+def run(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "run.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
     )
 
 
@@ -64,7 +70,9 @@ def test_bench_writes_json_with_every_peer(tmp_path):
 
 
 def test_wm_bench_trains_each_model_and_compares(tmp_path):
+    """... in a temporary directory it removes afterwards."""
     path = tmp_path / "bench.json"
+    (tmp_path / "tmp").mkdir()
     out = run(
         "bench",
         "wm",
@@ -78,8 +86,10 @@ def test_wm_bench_trains_each_model_and_compares(tmp_path):
         "1",
         "--json",
         str(path),
+        TMPDIR=str(tmp_path / "tmp"),
     )
     assert out.returncode == 0, out.stderr
+    assert not [p for p in (tmp_path / "tmp").iterdir() if p.name.startswith("wam-")]
     wm = json.loads(path.read_text())
     assert wm["real"] > 0 and set(wm["imagined"]) == {"ensemble", "rssm"}
     for kind, rate in wm["imagined"].items():
@@ -161,3 +171,55 @@ def test_collect_then_inspect(tmp_path):
     assert again.returncode == 2 and "already holds a dataset" in again.stderr
     bad = run("inspect", str(tmp_path / "missing"))
     assert bad.returncode == 2 and "no such dataset" in bad.stderr
+
+
+def _one_error_line(proc: subprocess.CompletedProcess) -> str:
+    """The `error:` line of a failed command, checked to be its only one and no traceback."""
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and proc.stderr.rstrip().endswith(lines[0]), proc.stderr
+    return lines[0]
+
+
+def test_an_unwritable_out_is_one_error_line_naming_it(tmp_path):
+    """An OSError (here: --out below a file) reaches the user as one line, and the file
+    in the way is left as it was."""
+    (tmp_path / "notes.txt").write_text("keep me")
+    out = tmp_path / "notes.txt" / "ds"
+    proc = run("collect", "--task", "pendulum_swingup", "--episodes", "2", "--out", str(out))
+    assert str(out) in _one_error_line(proc) and "Not a directory" in proc.stderr
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_a_dataset_without_num_samples_names_the_file_and_the_attribute(tmp_path):
+    """A robomimic-layout file whose episode lacks `num_samples` (a KeyError inside)."""
+    import h5py
+    import numpy as np
+
+    path = tmp_path / "demo.hdf5"
+    with h5py.File(path, "w") as f:
+        demo = f.create_group("data/demo_0")
+        demo["obs/state"] = np.zeros((5, 3), np.float32)
+        demo["actions"] = np.zeros((5, 1), np.float32)
+    line = _one_error_line(run("inspect", str(path)))
+    assert str(path) in line and "num_samples" in line
+
+
+def test_runtime_and_key_errors_become_one_line(monkeypatch, capsys):
+    """What the shard writer, HDF5 or Ray raise as RuntimeError, and any KeyError, end
+    in one `error:` line with exit status 2 (the message on one line)."""
+    import run as cli
+
+    for err in (RuntimeError("shard writer exited with\nstatus 1"), KeyError("num_samples")):
+
+        def fails(cfg, err=err):
+            raise err
+
+        monkeypatch.setitem(cli.SUBCOMMANDS, "inspect", (cli.InspectCfg, fails))
+        assert cli.main(["inspect", "somewhere"]) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert lines in (
+            ["error: shard writer exited with status 1"],
+            ["error: num_samples"],
+        ), lines

@@ -18,12 +18,18 @@ With a generator `next` samples, without one it returns the mean prediction.
 Checkpoints are plain dicts (`format`, `kind`, `config`, `dims`, `state_dict`,
 and whatever the trainer adds) saved atomically and loaded with
 `weights_only=True`; `load` checks the format, the kind and the shapes and says
-what does not match.
+what does not match. A checkpoint file is what `torch.save` writes (a zip archive,
+which plain `torch.load` reads) with the SHA-256 of its bytes as the archive's
+comment; `load` checks it first, since torch checks no checksum of its own and
+would read damaged weights as wrong numbers (`save_atomic`, `read_file`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import struct
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -140,6 +146,12 @@ class WorldModel(nn.Module, ABC):
         self.obs_dim, self.action_dim, self.config = obs_dim, action_dim, dict(config)
 
     @property
+    def has_disagreement(self) -> bool:
+        """Whether `next` reports an epistemic disagreement (else its zeros mean
+        nothing, and a penalty on it would silently do nothing)."""
+        return False
+
+    @property
     def sees_pixels(self) -> bool:
         """Whether the model takes (and decodes) camera frames."""
         return bool(self.config.get("pixels", False))
@@ -217,8 +229,45 @@ def payload(module: nn.Module, fmt: str, **extra: Any) -> dict[str, Any]:
 
 
 def save_atomic(payload: dict[str, Any], path: str | os.PathLike) -> None:
-    """`torch.save` to a temporary file beside `path`, fsync, rename over it."""
-    write_atomic(path, lambda f: torch.save(payload, f))
+    """`torch.save` to a temporary file beside `path` (sealed with its checksum), fsync,
+    rename over it. A failed write (a full disk) raises an OSError naming `path` and
+    leaves the previous file unchanged."""
+    data = sealed(payload)
+    write_atomic(path, lambda f: f.write(data))
+
+
+_SEAL = b"wam-sandbox sha256:"
+_SEAL_SIZE = len(_SEAL) + 64  # the comment: _SEAL and the hex digest
+_END = b"PK\x05\x06"  # a zip archive ends in this record: 22 bytes (then its comment)
+
+
+def sealed(payload: dict[str, Any]) -> bytes:
+    """The bytes `torch.save` writes for `payload`, with the archive's comment (empty
+    as torch writes it) set to the SHA-256 of every byte before it."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    if data[-22:-18] != _END or data[-2:] != b"\0\0":
+        raise RuntimeError("torch.save wrote no zip archive (or one with a comment)")
+    head = data[:-2] + struct.pack("<H", _SEAL_SIZE)  # the comment's length
+    return head + _SEAL + hashlib.sha256(head).hexdigest().encode()
+
+
+def check_seal(data: bytes, path: str | os.PathLike) -> None:
+    """Raise a ValueError naming `path` unless `data`, a checkpoint file's bytes, match
+    their checksum. A file torch saved without one (before checkpoints had it) passes
+    unchecked."""
+    if data[-_SEAL_SIZE:-64] == _SEAL:
+        if hashlib.sha256(data[:-_SEAL_SIZE]).hexdigest().encode() != data[-64:]:
+            raise ValueError(
+                f"{path}: corrupt checkpoint: its bytes do not match its checksum (the "
+                "file was damaged after it was written)"
+            )
+    elif data[-22:-18] != _END or data[-2:] != b"\0\0":  # not a plain torch.save either
+        raise ValueError(
+            f"{path}: not a readable checkpoint (truncated, damaged or not a checkpoint: "
+            "it ends in no checksum)"
+        )
 
 
 def checkpoint_path(path: str | os.PathLike) -> Path:
@@ -259,10 +308,12 @@ def from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint"
 
 def read_file(path: Path, fmt: str | tuple[str, ...], what: str) -> dict[str, Any]:
     """A checkpoint file of format `fmt` (or one of several) read with
-    `weights_only=True`, or a ValueError naming the file and the problem (`what`
-    names the expected content)."""
+    `weights_only=True`, its checksum checked, or a ValueError naming the file and the
+    problem (`what` names the expected content)."""
+    data = Path(path).read_bytes()
+    check_seal(data, path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds for a damaged or foreign file
         raise ValueError(
             f"{path}: not a readable checkpoint ({type(err).__name__}: {err})"

@@ -1,8 +1,9 @@
 """`python run.py eval-wm`: how faithful a world model is, measured in the real simulator.
 
-Start windows (episode e, step t) are drawn from recorded episodes (the
-checkpoint's held-out episodes when the dataset is its training data, else all
-of them). For each window:
+Start windows (episode e, step t) are drawn from recorded episodes: when the
+dataset is the model's training data, its test episodes (never used to choose
+anything; a checkpoint from before test episodes existed offers its validation
+episodes, and the report says so), else all of them. For each window:
 
 1. **Ground truth, replayed.** The real env of the dataset (`envs.make_from_args`
    of its env_args) restarts episode e from its recorded seed (`reset_envs`: its
@@ -20,8 +21,9 @@ of them). For each window:
    open loop on the same actions, mean predictions (no sampling).
 3. **Metrics per horizon h.** State error: squared error over each dimension's
    variance in the dataset, averaged over dimensions and starts (1 = as wrong as
-   guessing the mean), beside the copy-last-observation baseline (obs_t as the
-   prediction of obs_{t+h}) and their ratio; reward error: MSE over the reward's
+   guessing the mean), beside two baselines, copy-last-observation (obs_t as the
+   prediction of obs_{t+h}) and constant velocity (obs_t + h (obs_t - obs_{t-1})),
+   and the ratio of the copy-last error to the model's; reward error: MSE over the reward's
    variance and mean absolute error. For a model that sees, PSNR and SSIM of its
    decoded frames against the real ones, beside the copy-last-frame baseline
    (identical frames count as 100 dB).
@@ -108,8 +110,11 @@ class EvalWMCfg:
 def _check_cfg(cfg: EvalWMCfg) -> tuple[int, ...]:
     if cfg.starts < 1:
         raise ValueError(f"--starts must be >= 1, got {cfg.starts}")
-    if cfg.context < 0:
-        raise ValueError(f"--context must be >= 0, got {cfg.context}")
+    if cfg.context < 1:
+        raise ValueError(
+            f"--context must be >= 1 (the constant-velocity baseline needs the step "
+            f"before the start), got {cfg.context}"
+        )
     if cfg.video_starts < 0:
         raise ValueError(f"--video-starts must be >= 0, got {cfg.video_starts}")
     if cfg.fps < 1:
@@ -320,8 +325,9 @@ def _load_model(cfg: EvalWMCfg) -> tuple[Path, dict[str, Any], WorldModel, str]:
 
 
 def _open_data(cfg: EvalWMCfg, path: Path, ckpt: dict[str, Any]) -> tuple[Dataset, list[int], str]:
-    """The dataset and the episodes of it to start from: the held-out ones of the
-    model's training data, else all; (dataset, episodes, "held-out" or "all")."""
+    """The dataset and the episodes of it to start from: the test episodes of the
+    model's training data (a checkpoint without them: its validation episodes), else
+    all; (dataset, episodes, "test", "validation" or "all")."""
     data = cfg.data if cfg.data is not None else ckpt.get("data")
     if data is None:
         raise ValueError(f"{path}: the checkpoint names no training data; pass --data")
@@ -330,9 +336,11 @@ def _open_data(cfg: EvalWMCfg, path: Path, ckpt: dict[str, Any]) -> tuple[Datase
         raise ValueError(f"{ds.path}: the dataset holds no episodes")
     trained_on = ckpt.get("data")
     recorded = set(ds.episodes)
-    held_out = [e for e in ckpt.get("val_episodes") or [] if e in recorded]
-    if trained_on is not None and Path(trained_on).resolve() == ds.path.resolve() and held_out:
-        return ds, held_out, "held-out"
+    if trained_on is not None and Path(trained_on).resolve() == ds.path.resolve():
+        for which in ("test", "val"):
+            held_out = [e for e in ckpt.get(f"{which}_episodes") or [] if e in recorded]
+            if held_out:
+                return ds, held_out, "test" if which == "test" else "validation"
     return ds, list(ds.episodes), "all"
 
 
@@ -503,18 +511,25 @@ def _metrics(
     """Errors per horizon: state (and its copy-last baseline), reward, and for a model
     that sees, PSNR and SSIM of its frames; (state, reward, frame errors)."""
     c, scale = s.cfg.context, s.obs_var
-    err: dict[str, dict[str, float]] = {"model": {}, "copy_last": {}, "ratio": {}}
+    err: dict[str, dict[str, float]] = {
+        "model": {},
+        "copy_last": {},
+        "const_velocity": {},
+        "ratio": {},
+    }
     rew_err: dict[str, dict[str, float]] = {"nmse": {}, "mae": {}}
     img: dict[str, dict[str, dict[str, float]]] = {
         "psnr": {"model": {}, "copy_last": {}},
         "ssim": {"model": {}, "copy_last": {}},
     }
     now = rec.obs[:, c].double()
+    change = now - rec.obs[:, c - 1].double()
     for h in s.horizons:
         key, truth_h = str(h), truth.obs[:, h]
         model_err = float(((pred.obs[:, h - 1] - truth_h) ** 2 / scale).mean())
         copy_err = float(((now - truth_h) ** 2 / scale).mean())
         err["model"][key], err["copy_last"][key] = model_err, copy_err
+        err["const_velocity"][key] = float(((now + h * change - truth_h) ** 2 / scale).mean())
         err["ratio"][key] = copy_err / model_err if model_err > 0 else math.inf
         diff = pred.rew[:, h - 1] - truth.rew[:, h - 1]
         rew_err["nmse"][key] = float((diff**2).mean() / s.reward_var)
@@ -556,6 +571,7 @@ def _write_artifacts(
         horizons,
         [err["model"][k] for k in keys_h],
         [err["copy_last"][k] for k in keys_h],
+        [err["const_velocity"][k] for k in keys_h],
         [img["psnr"]["model"][k] for k in keys_h] if sees else None,
         [img["psnr"]["copy_last"][k] for k in keys_h] if sees else None,
         title=f"{s.model.kind} on {s.task}",
@@ -626,7 +642,7 @@ def run_eval_wm(cfg: EvalWMCfg) -> None:
         f"  replay check: max |replayed - recorded| obs {replay['max_abs_obs_diff']:.2e}, "
         f"reward {replay['max_abs_reward_diff']:.2e}"
     )
-    head = "     h      model  copy-last    ratio   rew nmse   rew mae"
+    head = "     h      model  copy-last  const-vel    ratio   rew nmse   rew mae"
     if sees:
         head += "   PSNR (copy)   SSIM (copy)"
     print(head)
@@ -634,7 +650,8 @@ def run_eval_wm(cfg: EvalWMCfg) -> None:
     for h in err["model"]:
         line = (
             f"  {h:>4} {err['model'][h]:10.3e} {err['copy_last'][h]:10.3e} "
-            f"{err['ratio'][h]:8.1f} {rew['nmse'][h]:10.3e} {rew['mae'][h]:9.4f}"
+            f"{err['const_velocity'][h]:10.3e} {err['ratio'][h]:8.1f} "
+            f"{rew['nmse'][h]:10.3e} {rew['mae'][h]:9.4f}"
         )
         if sees:
             f = report["frames"]

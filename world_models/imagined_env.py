@@ -80,6 +80,7 @@ class ImaginedEnv:
                 f"{name}: start states have shape {tuple(starts.shape)}, expected "
                 f"(M > 0, {model.obs_dim})"
             )
+        check_penalty(cfg.disagreement_penalty, model, "disagreement_penalty")
         if model.sees_pixels:
             want = (len(starts), *model.frame_shape)
             if start_frames is None or tuple(start_frames.shape) != want:
@@ -207,3 +208,15 @@ class ImaginedEnv:
 
     def close(self) -> None:
         pass
+
+
+def check_penalty(penalty: float, model: WorldModel, flag: str) -> None:
+    """A disagreement penalty must be >= 0, and used only on a model that has one."""
+    if penalty < 0:
+        raise ValueError(f"{flag} must be >= 0 (it lowers the reward), got {penalty}")
+    if penalty > 0 and not model.has_disagreement:
+        what = "a single elite" if model.kind == "ensemble" else "no disagreement"
+        raise ValueError(
+            f"{flag} {penalty}: the {model.kind} model has {what}, so the penalty would "
+            "do nothing; use an ensemble with elites > 1"
+        )

@@ -4,8 +4,9 @@ From a start step t of a held-out episode the model is rolled forward on the
 recorded actions (mean predictions, no sampling) and compared with what the
 real simulator produced: the recorded observation at t + h. Errors are squared
 differences divided by each dimension's variance over the data (1.0 = as wrong
-as guessing the mean), averaged over dimensions and starts. The baseline copies
-the last observation: obs_t as the prediction of obs_{t+h}.
+as guessing the mean), averaged over dimensions and starts. Two baselines that
+need no model: copy-last, obs_t as the prediction of obs_{t+h}, and constant
+velocity, the last change carried on, obs_t + h (obs_t - obs_{t-1}).
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ def open_loop_error(
     stride: int = 10,
     context: int = 8,
 ) -> dict[str, dict[int, float]]:
-    """{"model", "copy_last", "reward_model"}: normalised error per horizon.
+    """{"model", "copy_last", "const_velocity", "reward_model"}: normalised error per
+    horizon.
 
     The model first observes the `context` steps before each start (and their
     frames, for a model that sees), then predicts open loop from the start."""
+    if context < 1:
+        raise ValueError(f"context must be >= 1 (constant velocity needs a change), got {context}")
     longest = max(horizons)
     keys = ("obs", "next_obs", "actions", "rewards") + (("pixels",) if model.sees_pixels else ())
     obs_l, act_l, rew_l, frame_l = [], [], [], []
@@ -52,7 +56,12 @@ def open_loop_error(
     scale = obs.reshape(-1, obs.shape[-1]).var(0).clamp_min(1e-8)
     reward_scale = rewards.var().clamp_min(1e-8)
     device = next(model.parameters()).device
-    out: dict[str, dict[int, float]] = {"model": {}, "copy_last": {}, "reward_model": {}}
+    out: dict[str, dict[int, float]] = {
+        "model": {},
+        "copy_last": {},
+        "const_velocity": {},
+        "reward_model": {},
+    }
     chunks = []
     for rows in torch.arange(len(obs)).split(1024):  # bounded memory for frames
         frames = torch.stack([frame_l[i] for i in rows]).to(device) if frame_l else None
@@ -69,10 +78,12 @@ def open_loop_error(
     pred = torch.cat([c[0] for c in chunks])  # [S, longest, d]
     reward = torch.cat([c[1] for c in chunks])
     now = obs[:, context]
+    change = now - obs[:, context - 1]
     for h in horizons:
         truth = obs[:, context + h]
         out["model"][h] = float(((pred[:, h - 1] - truth) ** 2 / scale).mean())
         out["copy_last"][h] = float(((now - truth) ** 2 / scale).mean())
+        out["const_velocity"][h] = float(((now + h * change - truth) ** 2 / scale).mean())
         out["reward_model"][h] = float(
             ((reward[:, h - 1] - rewards[:, h - 1]) ** 2).mean() / reward_scale
         )

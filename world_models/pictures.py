@@ -171,13 +171,14 @@ def plot_errors(
     horizons: Sequence[int],
     model: Sequence[float],
     copy_last: Sequence[float],
+    const_velocity: Sequence[float],
     psnr_model: Sequence[float] | None = None,
     psnr_copy_last: Sequence[float] | None = None,
     title: str = "",
 ) -> tuple[int, int]:
-    """PNG of the normalised state error against the horizon (model and copy-last,
-    log y axis), and beside it PSNR against the horizon where given. 100 dpi, 5 x 4
-    inches a panel; returns the (width, height) in pixels."""
+    """PNG of the normalised state error against the horizon (model, copy-last and
+    constant velocity, log y axis), and beside it PSNR against the horizon where
+    given. 100 dpi, 5 x 4 inches a panel; returns the (width, height) in pixels."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -188,6 +189,7 @@ def plot_errors(
     ax = axes[0]
     ax.plot(horizons, _positive(model), "o-", label="model")
     ax.plot(horizons, _positive(copy_last), "s--", label="copy last observation")
+    ax.plot(horizons, _positive(const_velocity), "^:", label="constant velocity")
     ax.set_yscale("log")
     ax.set_xlabel("horizon [steps]")
     ax.set_ylabel("state error / variance")

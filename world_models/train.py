@@ -1,8 +1,11 @@
 """`python run.py train-wm`: fit a world model to a recorded dataset.
 
-Whole episodes are held out for validation. An epoch is `steps_per_epoch`
-gradient steps (by default one pass over the training transitions), then the
-model is scored on the held-out episodes and the best model so far is kept.
+Whole episodes are held out: validation episodes choose (the epoch to stop at,
+the model kept, an ensemble's elites), test episodes choose nothing and are what
+the report's open-loop errors are measured on (`sim.data.split`). An epoch is
+`steps_per_epoch` gradient steps (by default one pass over the training
+transitions), then the model is scored on the validation episodes and the best
+model so far is kept.
 Training stops when the validation score has not improved by 1% for `patience`
 epochs (MBPO's rule), or at `epochs`.
 
@@ -19,7 +22,9 @@ epochs (MBPO's rule), or at `epochs`.
 
 Checkpoints are atomic: `model.pt` (the best model) and `last.pt` (everything
 `--resume` needs). TensorBoard scalars go to `<out>/tb`; `report.json` holds the
-open-loop error of the best model on the held-out episodes.
+open-loop error of the best model on the test episodes, beside the copy-last and
+constant-velocity baselines (with `--test-fraction 0` on the validation episodes,
+and the report says so).
 
 Distributed: started by `torchrun --nproc-per-node N run.py train-wm ...`, every
 process trains the model wrapped in `DistributedDataParallel` (gloo on the CPU,
@@ -35,7 +40,6 @@ averaged over the processes.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, replace
@@ -50,9 +54,10 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import world_models.models  # noqa: F401  (registers every model kind)
-from sim.data.atomic import write_bytes_atomic
+from sim.data.atomic import write_json_atomic
 from sim.data.dataset import Dataset
 from sim.data.loader import EpisodeData
+from sim.data.split import split_episodes
 from world_models.base import (
     KINDS,
     load,
@@ -97,7 +102,11 @@ class _TrainWMCfg:
     steps_per_epoch: int = 0
     """Gradient steps per epoch (0: one pass over the training transitions)."""
     val_fraction: float = 0.1
-    """Share of episodes held out for validation (at least one)."""
+    """Share of episodes held out for validation (at least one): early stopping, the
+    model kept and the elites are chosen on them."""
+    test_fraction: float = 0.1
+    """Share of episodes held out for the test (at least one; 0: none): nothing is
+    chosen on them, the report's open-loop errors are measured on them."""
     patience: int = 5
     """Epochs without a 1% improvement of the validation score before stopping."""
     seed: int = 0
@@ -195,10 +204,6 @@ class _Run:
         self.cfg, self.rank, self.world = cfg, rank, world
         torch.manual_seed(cfg.seed)
         self.dataset = dataset = Dataset(cfg.data)
-        if len(dataset) < 2:
-            raise ValueError(
-                f"{cfg.data}: need at least 2 episodes (one held out), got {len(dataset)}"
-            )
         model_cfg, self.settings = self._model_config()
         pixels = bool(model_cfg.get("pixels"))
         kind = KINDS[cfg.model]
@@ -228,6 +233,7 @@ class _Run:
             "env_args": dataset.env_args,
             "data": str(cfg.data),
             "val_episodes": self.val_eps,
+            "test_episodes": self.test_eps,
             "train": train_settings,
         }
         self.state = {"epoch": 0, "best": float("inf"), "since_best": 0}
@@ -249,16 +255,15 @@ class _Run:
         return KINDS[cfg.model].adapt(model_cfg, pixels), settings
 
     def _split(self) -> None:
-        """Hold out a random `val_fraction` of the episodes (at least one)."""
-        n = len(self.dataset)
-        order = torch.randperm(n, generator=self.gen)
-        n_val = max(1, round(self.cfg.val_fraction * n))
-        self.val_eps = sorted(order[:n_val].tolist())
-        is_val = torch.zeros(n, dtype=torch.bool)
-        is_val[self.val_eps] = True
-        in_val = is_val[self.data.episode_of.cpu()]
-        self.train_idx = (~in_val).nonzero().squeeze(-1)
-        self.val_idx = in_val.nonzero().squeeze(-1)
+        """Hold out validation and test episodes; index the others' transitions."""
+        cfg, n = self.cfg, len(self.dataset)
+        split = split_episodes(n, cfg.val_fraction, cfg.test_fraction, self.gen, str(cfg.data))
+        self.val_eps, self.test_eps = split.val, split.test
+        part = torch.zeros(n, dtype=torch.long)  # 0 train, 1 validation, 2 test
+        part[split.val], part[split.test] = 1, 2
+        part = part[self.data.episode_of.cpu()]
+        self.train_idx = (part == 0).nonzero().squeeze(-1)
+        self.val_idx = (part == 1).nonzero().squeeze(-1)
 
     def _prepare(self, pixels: bool) -> None:
         """Fit the model's normalisation statistics to the training data (and play)."""
@@ -285,7 +290,8 @@ class _Run:
         cfg, model = self.cfg, self.model
         if cfg.resume and self.last.exists():
             ckpt = read_checkpoint(self.last, cfg.model)
-            if ckpt["config"] != model.config or ckpt["val_episodes"] != self.val_eps:
+            split = (ckpt["val_episodes"], ckpt.get("test_episodes", []))
+            if ckpt["config"] != model.config or split != (self.val_eps, self.test_eps):
                 raise ValueError(f"{self.last}: was trained with other settings; cannot resume")
             model.load_state_dict(ckpt["state_dict"])
             self.opt.load_state_dict(ckpt["optimizer"])
@@ -405,13 +411,17 @@ class _Run:
             return {"model": cfg.model, "epochs": state["epoch"], "val_score": state["best"]}
         self.log.close()
         best = load(cfg.out / "model.pt").to(cfg.device)
+        on = "test" if self.test_eps else "validation"
         report = {
             "model": cfg.model,
             "epochs": state["epoch"],
             "val_score": state["best"],
-            "open_loop": _open_loop(best, self.dataset, self.val_eps),
+            "open_loop": _open_loop(best, self.dataset, self.test_eps or self.val_eps),
+            "open_loop_on": on,
+            "val_episodes": self.val_eps,
+            "test_episodes": self.test_eps,
         }
-        write_bytes_atomic(cfg.out / "report.json", json.dumps(report, indent=1).encode())
+        write_json_atomic(cfg.out / "report.json", report)
         if self.world > 1:
             dist.barrier()
         return report
@@ -477,7 +487,7 @@ def _open_loop(model, dataset: Dataset, episodes: list[int]) -> dict:
     longest = max(dataset.length(e) for e in episodes)
     horizons = tuple(h for h in HORIZONS if CONTEXT + h <= longest)
     if not horizons:
-        return {"model": {}, "copy_last": {}, "reward_model": {}}
+        return {"model": {}, "copy_last": {}, "const_velocity": {}, "reward_model": {}}
     return open_loop_error(model, dataset, episodes, horizons, context=CONTEXT)
 
 
@@ -490,6 +500,12 @@ def run_train_wm(cfg: TrainWMCfg) -> None:
         f"{cfg.out}: {cfg.model} trained {report['epochs']} epochs, validation score "
         f"{report['val_score']:.4f}"
     )
-    print("  open-loop error (normalised), model vs copy-last baseline:")
+    print(
+        f"  open-loop error (normalised) on the {report['open_loop_on']} episodes: model, "
+        "copy-last and constant-velocity baselines"
+    )
     for h in err["model"]:
-        print(f"    h={h:<3} {err['model'][h]:8.4f}  vs {err['copy_last'][h]:8.4f}")
+        print(
+            f"    h={h:<3} {err['model'][h]:10.3e} {err['copy_last'][h]:10.3e} "
+            f"{err['const_velocity'][h]:10.3e}"
+        )

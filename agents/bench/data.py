@@ -111,13 +111,18 @@ def _collect(cfg: CollectionCfg, out: Path, envs_: int, pixels: int = 0, batches
     return collect(collect_cfg(cfg, out, envs_, pixels, batches))
 
 
+def real_transitions(batch: dict) -> int:
+    """Recorded transitions in a loader batch: every row of a transition batch, the
+    valid steps of a window batch (the steps past an episode's end are padding)."""
+    return int(batch["mask"].sum()) if "mask" in batch else len(batch["rewards"])
+
+
 def _sampling_rate(data: EpisodeData, batch: int, seconds: float = 0.5) -> float:
     gen = torch.Generator().manual_seed(0)
     data.sample(batch, gen)  # warm up
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        out = data.sample(batch, gen)
-        count += out["rewards"].numel()  # one reward per transition, [B] or [B, L]
+        count += real_transitions(data.sample(batch, gen))
     return count / (time.perf_counter() - start)
 
 

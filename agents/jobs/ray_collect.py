@@ -121,12 +121,11 @@ def shares(episodes: int, workers: int) -> list[list[int]]:
 
 
 def _worker_indexes(out: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """(directory, index) of every worker directory of `out` that has committed an index."""
+    """(directory, index) of every worker directory of `out` that has committed an index
+    (one that has not yet is skipped; a damaged index is an error, never left out)."""
     for sub in sorted((out / WORKERS).glob("[0-9][0-9][0-9]")):
-        try:
+        if (sub / INDEX).exists():
             yield sub, read_index(sub)
-        except DatasetError:  # a worker that has not written its index yet
-            continue
 
 
 def _existing(out: Path) -> set[int]:

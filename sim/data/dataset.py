@@ -17,7 +17,13 @@ groups. Here a shard is written whole to `*.tmp`, fsynced, renamed into place, a
 only then listed in the index, itself replaced atomically. A killed writer
 therefore leaves every committed episode readable and no partial episode visible;
 an unlisted shard (killed between the two renames) is ignored and overwritten on
-resume.
+resume. A write that fails (a full disk) raises an OSError naming the file and
+stops the writer, leaving the committed shards and the index as they were.
+
+Damage is detected, never read as data: the shards checksum every byte that
+holds data (see `sim.data.shards`) and the index carries the SHA-256 of its
+content (`sim.data.atomic.read_json`). Any damaged, truncated or foreign file
+reads as a `DatasetError` naming the file (and the episode).
 """
 
 from __future__ import annotations
@@ -26,13 +32,14 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from sim.data.atomic import fsync_dir, write_bytes_atomic
+from sim.data.atomic import fsync_dir, read_json, write_json_atomic
 from sim.data.shards import Episode, write_shard
 
 FORMAT = "wam-sandbox/episodes"
@@ -40,6 +47,10 @@ VERSION = 1
 INDEX = "index.json"
 _SHARD = re.compile(r"shard_(\d{6})\.hdf5")
 _STEP_FIELDS = ("actions", "rewards", "dones", "terminated", "truncated", "states")
+_LEGACY_FIELDS = {"format", "version", "env_args", "total", "num_episodes", "shards", "workers"}
+"""The fields of an index written before indexes had a checksum."""
+_HDF5_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError)
+"""What h5py raises when a file's structure is damaged."""
 
 
 class DatasetError(ValueError):
@@ -74,6 +85,7 @@ class DatasetWriter:
         self.compression = compression
         self._pending: list[Episode] = []
         self._in_flight: list[tuple[str, list[Episode]]] = []  # with the background writer
+        self._failed = False  # a write failed: commit nothing more
         if (self.path / INDEX).exists():
             if not resume:
                 raise DatasetError(
@@ -135,24 +147,45 @@ class DatasetWriter:
     def flush(self, wait: bool = False) -> None:
         """Turn every queued episode into one new shard. With the background writer the
         shard is committed once written (see `poll`); `wait` blocks until then."""
-        if self._pending:
-            name = f"shard_{self._next_shard:06d}.hdf5"
-            self._next_shard += 1
-            episodes = sorted(self._pending, key=lambda e: e.index)
-            self._pending = []
-            tmp = self.path / (name + ".tmp")
-            if self._worker is None:
-                write_shard(tmp, episodes, self.env_args, self.compression)
-                self._commit(name, episodes)
-                return
-            self._worker.submit(tmp, episodes, self.env_args, self.compression)
-            self._in_flight.append((name, episodes))
-        # wait for all (`wait`), else bound what is held in flight to two shards
-        self.poll(keep=0 if wait else 2)
+        self._check_usable()
+        try:
+            if self._pending:
+                name = f"shard_{self._next_shard:06d}.hdf5"
+                self._next_shard += 1
+                episodes = sorted(self._pending, key=lambda e: e.index)
+                self._pending = []
+                tmp = self.path / (name + ".tmp")
+                if self._worker is None:
+                    write_shard(tmp, episodes, self.env_args, self.compression)
+                    self._commit(name, episodes)
+                    return
+                try:
+                    self._worker.submit(tmp, episodes, self.env_args, self.compression)
+                except RuntimeError:  # the writer stopped: its answers say why
+                    self._receive(keep=0)  # commits what it finished, raises its error
+                    raise
+                self._in_flight.append((name, episodes))
+            # wait for all (`wait`), else bound what is held in flight to two shards
+            self._receive(keep=0 if wait else 2)
+        except Exception:  # a failed write (not Ctrl-C: `close` still commits then)
+            self._failed = True
+            raise
 
     def poll(self, keep: int | None = None) -> None:
         """Commit the shards the background writer has finished. With `keep`, first
         wait until at most `keep` shards are still being written."""
+        self._check_usable()
+        try:
+            self._receive(keep)
+        except Exception:
+            self._failed = True
+            raise
+
+    def _check_usable(self) -> None:
+        if self._failed:
+            raise DatasetError(f"{self.path}: a write failed before; the writer has stopped")
+
+    def _receive(self, keep: int | None) -> None:
         while self._in_flight:
             must_wait = keep is not None and len(self._in_flight) > keep
             if not must_wait and not self._worker.ready():
@@ -181,9 +214,11 @@ class DatasetWriter:
         write_index(self.path, self.env_args, self._shards)
 
     def close(self) -> None:
-        """Commit everything queued or in flight, then stop the background writer."""
+        """Commit everything queued or in flight, then stop the background writer. After
+        a failed write (whose error was raised) it commits nothing more."""
         try:
-            self.flush(wait=True)
+            if not self._failed:
+                self.flush(wait=True)
         finally:
             if self._worker is not None:
                 self._worker.close()
@@ -217,12 +252,12 @@ def write_index(
         "shards": shards,
         **extra,
     }
-    write_bytes_atomic(Path(path) / INDEX, json.dumps(index, indent=1).encode())
+    write_json_atomic(Path(path) / INDEX, index, checksum=True, indent=1)
     return index
 
 
 def read_index(path: str | os.PathLike) -> dict[str, Any]:
-    """The parsed, checked index of a dataset directory."""
+    """The parsed, checked index of a dataset directory (its checksum verified)."""
     path = Path(path)
     file = path / INDEX
     if not path.exists():
@@ -230,10 +265,11 @@ def read_index(path: str | os.PathLike) -> dict[str, Any]:
     if not file.exists():
         raise DatasetError(f"{path}: not a wam-sandbox dataset (no {INDEX})")
     try:
-        index = json.loads(file.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DatasetError(f"{file}: corrupt index ({err})") from err
-    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        index = read_json(file, legacy=_LEGACY_FIELDS)
+    except ValueError as err:
+        problem = str(err).removeprefix(f"{file}: ").removeprefix("corrupt: ")
+        raise DatasetError(f"{file}: corrupt index ({problem})") from err
+    if index.get("format") != FORMAT:
         raise DatasetError(f"{file}: not a wam-sandbox dataset index (format is not {FORMAT!r})")
     if index.get("version") != VERSION:
         raise DatasetError(
@@ -247,7 +283,8 @@ class Dataset:
 
     `episodes` lists global episode indices in order; `episode(e)` loads one whole.
     Files are opened lazily and per process, so the object can be handed to
-    DataLoader workers.
+    DataLoader workers. A damaged, truncated or foreign file raises `DatasetError`
+    naming it (and the episode), whatever h5py raised.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -260,30 +297,54 @@ class Dataset:
             self.total = 0
         else:
             index = read_index(self.path)
-            self.env_args = index["env_args"]
-            self.total = int(index["total"])
-            files = {s["file"]: s["episodes"] for s in index["shards"]}
+            try:
+                self.env_args = index["env_args"]
+                self.total = int(index["total"])
+                files = {s["file"]: [int(e) for e in s["episodes"]] for s in index["shards"]}
+            except (KeyError, TypeError, ValueError) as err:
+                raise DatasetError(
+                    f"{self.path / INDEX}: corrupt index ({type(err).__name__}: {err})"
+                ) from err
         self._where: dict[int, str] = {}
         for name, listed in files.items():
-            numbers = listed if listed is not None else self._demos(name)
-            for e in numbers:
-                self._where[int(e)] = name
+            for e in listed if listed is not None else self._demos(name):
+                self._where[e] = name
         if self.path.is_file():
             self.total = sum(self.length(e) for e in self._where)
         self.episodes = sorted(self._where)
 
-    def _single_file_args(self) -> dict[str, Any]:
-        f = self._open(self.path.name)
+    def _file(self, name: str) -> Path:
+        return self.path / name if self.path.is_dir() else self.path
+
+    @contextmanager
+    def reading(self, e: int | None = None, name: str | None = None) -> Iterator[None]:
+        """Inside, what h5py raises for a damaged file (of episode `e`, or named
+        `name`) is a `DatasetError` naming the file and the episode."""
         try:
-            return json.loads(f["data"].attrs.get("env_args", "{}"))
-        except json.JSONDecodeError as err:
+            yield
+        except DatasetError:
+            raise
+        except _HDF5_ERRORS as err:
+            name = name if e is None else self._where[e]
+            what = "damaged" if e is None else f"demo_{e} is damaged"
+            raise DatasetError(f"{self._file(name)}: {what} ({type(err).__name__}: {err})") from err
+
+    def _single_file_args(self) -> dict[str, Any]:
+        with self.reading(name=self.path.name):
+            f = self._open(self.path.name)
+            raw = f["data"].attrs.get("env_args", "{}")
+        try:
+            return json.loads(raw)
+        except (TypeError, ValueError) as err:
             raise DatasetError(f"{self.path}: corrupt env_args attribute ({err})") from err
 
     def _demos(self, name: str) -> list[int]:
         demos = []
-        for key in self._open(name)["data"]:
+        with self.reading(name=name):
+            keys = list(self._open(name)["data"])
+        for key in keys:
             if not key.startswith("demo_") or not key[5:].isdigit():
-                raise DatasetError(f"{self.path / name}: unexpected group data/{key}")
+                raise DatasetError(f"{self._file(name)}: unexpected group data/{key}")
             demos.append(int(key[5:]))
         return demos
 
@@ -291,14 +352,19 @@ class Dataset:
         if self._pid != os.getpid():  # a forked worker: never share HDF5 handles
             self._handles, self._pid = {}, os.getpid()
         if name not in self._handles:
-            file = self.path / name if self.path.is_dir() else self.path
+            file = self._file(name)
             if not file.exists():
                 raise DatasetError(f"{file}: shard listed in the index is missing")
             try:
                 handle = h5py.File(file, "r")
-            except OSError as err:
+            except _HDF5_ERRORS as err:
                 raise DatasetError(f"{file}: corrupt or truncated HDF5 file ({err})") from err
-            if "data" not in handle:
+            try:
+                has_data = isinstance(handle.get("data"), h5py.Group)
+            except _HDF5_ERRORS as err:
+                handle.close()
+                raise DatasetError(f"{file}: damaged ({type(err).__name__}: {err})") from err
+            if not has_data:
                 handle.close()
                 raise DatasetError(f"{file}: not in the robomimic layout (no 'data' group)")
             self._handles[name] = handle
@@ -307,28 +373,39 @@ class Dataset:
     def _group(self, e: int) -> h5py.Group:
         if e not in self._where:
             raise KeyError(f"{self.path}: no episode {e}")
-        group = self._open(self._where[e])["data"].get(f"demo_{e}")
+        with self.reading(e):
+            group = self._open(self._where[e])["data"].get(f"demo_{e}")
         if group is None:
-            raise DatasetError(f"{self.path / self._where[e]}: demo_{e} listed but missing")
+            raise DatasetError(f"{self._file(self._where[e])}: demo_{e} listed but missing")
         return group
 
     def __len__(self) -> int:
         return len(self.episodes)
 
     def length(self, e: int) -> int:
-        return int(self._group(e).attrs["num_samples"])
+        group = self._group(e)
+        with self.reading(e):
+            return int(group.attrs["num_samples"])
 
     def attrs(self, e: int) -> dict[str, Any]:
-        return {k: _plain(v) for k, v in self._group(e).attrs.items()}
+        group = self._group(e)
+        with self.reading(e):
+            return {k: _plain(v) for k, v in group.attrs.items()}
 
     def has_pixels(self) -> bool:
-        return bool(self.episodes) and "pixels" in self._group(self.episodes[0])["obs"]
+        if not self.episodes:
+            return False
+        group = self._group(self.episodes[0])
+        with self.reading(self.episodes[0]):
+            return "pixels" in group["obs"]
 
     def frame_shape(self) -> tuple[int, int, int]:
         """(H, W, 3) of the recorded frames."""
         if not self.has_pixels():
             raise ValueError(f"{self.path}: the dataset has no pixels")
-        return tuple(self._group(self.episodes[0])["obs/pixels"].shape[1:])
+        group = self._group(self.episodes[0])
+        with self.reading(self.episodes[0]):
+            return tuple(group["obs/pixels"].shape[1:])
 
     def episode(self, e: int, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
         """Arrays of episode `e`: obs, next_obs, the step fields, and pixels if recorded
@@ -336,7 +413,8 @@ class Dataset:
         group = self._group(e)
         want = keys or ("obs", "next_obs", *_STEP_FIELDS, "pixels")
         out: dict[str, np.ndarray] = {}
-        try:
+        with self.reading(e):
+            length = int(group.attrs["num_samples"])
             for key in want:
                 if key in ("obs", "next_obs"):
                     out[key] = group[f"{key}/state"][()]
@@ -347,9 +425,13 @@ class Dataset:
                         out[key] = np.concatenate((frames[()], last))
                 else:
                     out[key] = group[key][()]
-        except (KeyError, OSError) as err:
-            where = self.path / self._where[e]
-            raise DatasetError(f"{where}: demo_{e} is damaged ({err})") from err
+        for key, value in out.items():  # a cheap check of the episode's structure
+            steps = value.shape[0] if value.ndim else None
+            if steps != length + (key == "pixels"):
+                raise DatasetError(
+                    f"{self._file(self._where[e])}: demo_{e} is damaged ({key} holds "
+                    f"{steps} steps, num_samples says {length})"
+                )
         return out
 
     def __iter__(self) -> Iterator[int]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from typing import Any
 import numpy as np
 import tyro
 
+from sim.data import ownership
 from sim.data.dataset import Dataset
 
 CODEBASE_VERSION = "v3.0"
@@ -64,7 +66,8 @@ class ExportCfg:
     path: tyro.conf.Positional[Path]
     """Source dataset directory (or a robomimic-layout HDF5 file)."""
     out: Path
-    """Output directory; written whole to `<out>.tmp`, then renamed."""
+    """Output directory; written whole to a hidden staging folder beside it, then
+    renamed (a killed export leaves `out` as it was)."""
     format: str = "lerobot"
     """Output format: lerobot (dataset v3.0: parquet + mp4)."""
     task: str | None = None
@@ -106,9 +109,10 @@ def export_lerobot(
         raise ValueError(f"{out} exists and is not a LeRobot dataset: refusing to replace it")
     fps = _fps(ds, fps)
     task = task or ds.env_args.get("env_name") or "default"
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)  # a killed export's leftovers
-    tmp.mkdir(parents=True)
+    _remove_leftovers(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=_staging(out), dir=out.parent))
+    ownership.mark(tmp, "export")
     try:
         _write(ds, tmp, task, fps, data_files_size_in_mb, video_files_size_in_mb)
     except BaseException:
@@ -473,12 +477,31 @@ def _write_tasks(path: Path, tasks: list[str]) -> None:
     pq.write_table(table.replace_schema_metadata({"pandas": json.dumps(pandas)}), path)
 
 
+def _staging(out: Path) -> str:
+    """Name prefix of the export's own staging folders beside `out` (hidden, unique)."""
+    return f".{out.name}.export-"
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Remove the staging folders that killed exports to `out` left (each marked as an
+    export's); nothing else beside `out` is touched."""
+    if not out.parent.is_dir():
+        return
+    for path in out.parent.glob(_staging(out) + "*"):
+        if path.is_dir() and ownership.made_by(path) == "export":
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _replace(tmp: Path, out: Path) -> None:
-    """Rename the finished `tmp` to `out`; an old `out` is removed only afterwards."""
-    old = out.with_name(out.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        os.replace(out, old)
+    """Rename the finished `tmp` to `out`; an old `out` is moved into a staging folder
+    of its own first and removed only afterwards."""
+    os.remove(tmp / ownership.MARKER)
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=_staging(out), dir=out.parent))
+    ownership.mark(old, "export")
+    os.replace(out, old / out.name)
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
 

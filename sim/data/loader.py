@@ -10,7 +10,8 @@ and TD-MPC2 replay windows, with an explicit mask instead of crossing episodes).
 State data (observations, actions, rewards, flags) lives in memory as flat
 tensors and batches are gathered with one indexed read per field
 (`__getitems__`, used by DataLoader's batched fetching, and `sample`). Pixels are
-streamed: read from the HDF5 shards per item, files opened lazily in each worker.
+streamed: read from the HDF5 shards per item, files opened lazily in each worker;
+a damaged shard raises `sim.data.dataset.DatasetError` naming it and the episode.
 """
 
 from __future__ import annotations
@@ -107,12 +108,14 @@ class EpisodeData(torch.utils.data.Dataset):
         for i in idx.tolist():
             e = int(self.episode_of[i])
             step, ep_len = int(self.step[i]), int(self.lengths[e])
-            group = self.dataset._group(self.dataset.episodes[e])
+            episode = self.dataset.episodes[e]
+            group = self.dataset._group(episode)
             n = min(length, ep_len - step)  # valid steps in the window
             # frames of observations step .. step + n: the last may be the final one
-            frames = group["obs/pixels"][step : min(step + n + 1, ep_len)]
-            if step + n == ep_len:
-                frames = np.concatenate((frames, group["next_obs/pixels"][-1:]))
+            with self.dataset.reading(episode):  # a damaged shard: DatasetError
+                frames = group["obs/pixels"][step : min(step + n + 1, ep_len)]
+                if step + n == ep_len:
+                    frames = np.concatenate((frames, group["next_obs/pixels"][-1:]))
             if n < length:  # past the end: repeat the last step
                 pad = length - n
                 now.append(np.concatenate((frames[:n], np.repeat(frames[n - 1 : n], pad, 0))))

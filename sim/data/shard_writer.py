@@ -7,7 +7,9 @@ back to stepping; the child writes `<shard>.tmp`, fsyncs it and answers with its
 path; the parent renames it into place and lists it in the index. The child
 only ever writes temporaries, so whatever happens to either process, committed
 data stays exactly as committed; if the parent dies the pipe closes and the
-child exits after its current shard (which no index lists).
+child exits after its current shard (which no index lists). A shard that cannot
+be written (a full disk) is removed, and the parent raises the child's OSError,
+which names the file and the problem.
 
 The child runs `python -m sim.data.shard_writer`: a fresh interpreter importing h5py
 and numpy only (not torch, not the collecting program), so it starts in ~0.2 s.
@@ -79,6 +81,8 @@ class ShardWriterProcess:
             status, detail = _receive(self._proc.stdout)
         except EOFError:
             raise RuntimeError(self._failure("exited without answering")) from None
+        if status == "oserror":  # a failed write (a full disk): the child's OSError
+            raise OSError(*detail)
         if status != "ok":
             raise RuntimeError(f"dataset shard writer failed: {detail}")
         return detail
@@ -118,6 +122,10 @@ def main() -> None:
         try:
             write_shard(Path(path), episodes, env_args, compression)
             _send(sink, ("ok", path))
+        except OSError as err:  # write_shard's: names the file and the problem
+            detail = (str(err),) if err.errno is None else (err.errno, err.strerror)
+            _send(sink, ("oserror", detail))
+            return
         except Exception:  # report it to the parent, which raises it
             _send(sink, ("error", traceback.format_exc()))
             return

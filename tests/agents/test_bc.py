@@ -103,7 +103,9 @@ def test_bad_inputs(expert_data, tmp_path):
             nthread=1,
         )
     )
-    with pytest.raises(ValueError, match="at least 2 episodes"):
+    with pytest.raises(
+        ValueError, match="need at least 3 episodes .training, validation and test."
+    ):
         train_bc(TrainBCCfg(data=one, out=tmp_path / "b", progress=False))
     with pytest.raises(ValueError, match="val_fraction"):
         train_bc(TrainBCCfg(data=expert_data, out=tmp_path / "c", val_fraction=1.0))

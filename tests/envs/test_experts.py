@@ -103,7 +103,7 @@ def test_expert_rejects_wrong_observation_shape():
         expert(torch.zeros(1, 5))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_actions_on_the_observation_device():
     for name in tasks_with_experts():
         env = envs.make(name, num_envs=4, seed=1)

@@ -233,7 +233,7 @@ def test_pixel_observations_pass_the_protocol_checker(name):
     )
 
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+cuda = pytest.mark.gpu
 
 
 @cuda

@@ -13,6 +13,10 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from sim.data.dataset import Dataset
+from sim.data.loader import EpisodeData
+from world_models.base import KINDS, model_config, shared_batch
+from world_models.models.rssm import RssmCfg
 from world_models.train import TrainWMCfg, _shard, _train, train_world_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +76,10 @@ def _losses(out: Path) -> dict[str, list[float]]:
     }
 
 
-@pytest.mark.parametrize("model", ["ensemble", "joint", "cascaded"])
+@pytest.mark.parametrize(
+    "model",  # the WAMs' masked means are also checked by the RSSM's test below
+    ["ensemble", pytest.param("joint", marks=pytest.mark.slow), "cascaded"],
+)
 def test_two_processes_train_what_one_trains_on_the_same_global_batches(
     swingup_data, tmp_path, model
 ):
@@ -107,3 +114,50 @@ def test_a_global_batch_splits_into_each_members_share_per_process(swingup_data,
     cfg.ensemble.batch_size = 33
     with pytest.raises(ValueError, match="batch size 33 does not split over 2 processes"):
         _train(cfg, 0, 2, "cpu")
+
+
+def _halves_grads(rank: int, init: str, model, batch: dict, out: str) -> None:
+    """One of two gloo processes: the gradient of the loss of its half of `batch`
+    inside `shared_batch(2)`, averaged over the processes as DDP averages them."""
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        half = {k: v.chunk(2)[rank] for k, v in batch.items()}
+        with shared_batch(2):
+            loss, _ = model.loss(half)
+        loss.backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        for g in grads:
+            torch.distributed.all_reduce(g)
+            g /= 2
+        if rank == 0:
+            torch.save(grads, out)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_rssm_halves_with_unequal_valid_steps_average_to_the_whole_batch(swingup_data, tmp_path):
+    """The RSSM's masked means divide by the global batch's count (`masked_count`): two
+    processes holding halves with unequal numbers of valid steps (windows that run
+    past an episode's end) average to the gradient of the whole batch. In eval mode
+    the latents are their modes, so both sides see the same samples."""
+    data = EpisodeData(Dataset(swingup_data), sequence_length=16)
+    model = KINDS["rssm"](5, 1, model_config(RssmCfg(deter=32, hidden=32, stoch=4, classes=4)))
+    rows = torch.arange(len(data))
+    cut = rows[data.__getitems__(rows)["mask"].sum(1) < 15]  # windows that cross an end
+    assert len(cut) >= 4
+    batch = data.__getitems__(torch.cat((cut[:4], rows[100:104], rows[200:208])))
+    mask = batch["mask"].sum(1)
+    assert mask[:8].sum() < mask[8:].sum()  # the first half holds fewer valid steps
+    model.prepare(data.data)  # the statistics of every transition
+    model.eval()
+    out = tmp_path / "grads.pt"
+    torch.multiprocessing.spawn(
+        _halves_grads, args=(f"file://{tmp_path / 'rdv'}", model, batch, str(out)), nprocs=2
+    )
+    loss, _ = model.loss(batch)
+    loss.backward()
+    whole = [p.grad for p in model.parameters() if p.grad is not None]
+    halves = torch.load(out, weights_only=True)
+    assert len(halves) == len(whole) > 0
+    for a, b in zip(halves, whole, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

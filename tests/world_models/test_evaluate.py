@@ -5,7 +5,6 @@ and the errors a user can make."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 import envs
 from agents.jobs.collect import CollectCfg, collect
 from envs import make_from_args
+from sim.data.atomic import read_json
 from sim.data.dataset import Dataset
 from sim.randomization import RandomizationCfg
 from world_models import pictures
@@ -75,14 +75,17 @@ def test_the_model_beats_copy_last_and_the_replay_is_exact(evaluated):
     assert report["replay"]["max_abs_reward_diff"] < 1e-6
     assert set(report["reward_error"]) == {"nmse", "mae"}
     assert all(v >= 0 for v in report["reward_error"]["mae"].values())
-    # start windows: held-out episodes, room for the context and the longest horizon
-    val = read_checkpoint(cfg.wm / "model.pt")["val_episodes"]
-    assert report["episodes"] == "held-out" and report["num_starts"] == 64
-    assert all(e in val and 8 <= t <= 500 - 50 for e, t in report["starts"])
+    # start windows: the test episodes, which chose nothing; room for the context and
+    # the longest horizon
+    ckpt = read_checkpoint(cfg.wm / "model.pt")
+    test = ckpt["test_episodes"]
+    assert test and not set(test) & set(ckpt["val_episodes"])
+    assert report["episodes"] == "test" and report["num_starts"] == 64
+    assert all(e in test and 8 <= t <= 500 - 50 for e, t in report["starts"])
     assert len({tuple(s) for s in report["starts"]}) == 64
     # the report on disk is the one returned
     out = cfg.wm / "eval"
-    assert json.loads((out / "report.json").read_text()) == report
+    assert read_json(out / "report.json") == report
     assert report["model"]["kind"] == "ensemble" and report["task"] == "cartpole_swingup"
     assert "frames" not in report  # a state model has no pictures of its own
     assert not list(out.glob("*.tmp"))

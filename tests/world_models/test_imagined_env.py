@@ -11,6 +11,7 @@ import torch
 import world_models
 from agents.jobs.collect import CollectCfg, collect
 from envs.sb3 import Sb3VecEnv
+from world_models.base import KINDS, Step, WorldModel, model_config
 from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
 from world_models.models.ensemble import EnsembleCfg
 from world_models.train import TrainWMCfg, train_world_model
@@ -82,6 +83,20 @@ def test_penalty_and_checks(model_and_data):
         plain.step(torch.full((6, 1), float("nan")))
     with pytest.raises(ValueError, match=r"start states have shape \(4, 2\)"):
         ImaginedEnv(plain.model, torch.zeros(4, 2), ImaginedEnvCfg())
+    with pytest.raises(ValueError, match="disagreement_penalty must be >= 0"):
+        _env(model_and_data, disagreement_penalty=-1.0)
+
+
+@pytest.mark.parametrize("kind", ["ensemble", "joint", "rssm"])
+def test_a_penalty_on_a_model_without_disagreement_is_refused(kind):
+    """One elite, or a kind with no disagreement: the penalty would silently do nothing."""
+    config = {"members": 2, "elites": 1, "hidden": 8, "layers": 1} if kind == "ensemble" else {}
+    settings = KINDS[kind].settings
+    model = KINDS[kind](3, 1, {**model_config(settings()), **config})
+    assert not model.has_disagreement
+    cfg = ImaginedEnvCfg(num_envs=2, disagreement_penalty=0.5)
+    with pytest.raises(ValueError, match=f"the {kind} model has .* the penalty would do nothing"):
+        ImaginedEnv(model, torch.zeros(4, 3), cfg)
 
 
 def test_sb3_trains_in_imagination(model_and_data):
@@ -97,3 +112,54 @@ def test_sb3_trains_in_imagination(model_and_data):
     vec.step_async(actions)
     obs, rewards, dones, infos = vec.step_wait()
     assert obs.shape == (6, 3) and np.isfinite(rewards).all()
+
+
+class _TargetAction(WorldModel):
+    """A model whose reward is highest for the action 0.5 in every state: what an
+    agent that learns through the imagined env must end up doing."""
+
+    kind = "test_target_action"
+
+    def encode(self, obs, frames=None):
+        return obs
+
+    def next(self, state, action, generator=None):
+        reward = 1.0 - 4.0 * (action[:, 0] - 0.5) ** 2
+        zero = reward.new_zeros(len(state))
+        return Step(state, state, reward, zero + 1, zero)
+
+    def loss(self, batch):
+        raise NotImplementedError
+
+
+def test_sb3_learns_from_the_imagined_rewards():
+    """PPO on the imagined env moves its deterministic action from about 0 to the
+    model's best action, 0.5, and its imagined return rises with it."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
+
+    model = _TargetAction(2, 1, {})
+    model.register_parameter("unused", torch.nn.Parameter(torch.zeros(1)))
+    cfg = ImaginedEnvCfg(num_envs=8, episode_length=16, termination="never", seed=0)
+    vec = Sb3VecEnv(ImaginedEnv(model, torch.zeros(4, 2), cfg))
+    agent = PPO(
+        "MlpPolicy",
+        vec,
+        n_steps=32,
+        batch_size=64,
+        n_epochs=5,
+        learning_rate=1e-3,
+        policy_kwargs={"log_std_init": -1.0},  # exploration the action bounds hardly clip
+        seed=0,
+        device="cpu",
+    )
+    agent.set_logger(Logger(folder=None, output_formats=[]))
+
+    def act() -> np.ndarray:
+        return agent.predict(vec.reset(), deterministic=True)[0][:, 0]
+
+    before = act()
+    agent.learn(total_timesteps=8 * 32 * 12)
+    after = act()
+    assert np.abs(before - 0.5).mean() > 0.3, before  # it starts far from the target
+    assert np.abs(after - 0.5).mean() < 0.1, after

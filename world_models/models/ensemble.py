@@ -157,6 +157,11 @@ class EnsembleDynamics(WorldModel):
         mean, _, _ = self(x.expand(e, *x.shape))
         return ((mean - y) ** 2).mean(dim=(1, 2))
 
+    @property
+    def has_disagreement(self) -> bool:
+        """The spread of the elites' means: there is one with two elites or more."""
+        return self.config["elites"] > 1
+
     def set_elites(self, errors: torch.Tensor) -> None:
         self.elite_ids.copy_(torch.argsort(errors)[: self.config["elites"]])
 

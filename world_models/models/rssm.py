@@ -54,13 +54,13 @@ which is also what `encode` does; `observe` filters a history the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from world_models.base import Step, WorldModel
+from world_models.base import Step, WorldModel, masked_count
 
 OBSERVED = 8  # steps of a validation window observed before predicting open loop
 
@@ -143,6 +143,14 @@ class RssmCfg:
     """Decoupled weight decay."""
     grad_clip: float = 100.0
     """Largest gradient norm (0: no clipping)."""
+
+
+class _Counts(NamedTuple):
+    """Denominators of a window's masked means (`masked_count`): its observations and
+    its transitions."""
+
+    observations: torch.Tensor
+    transitions: torch.Tensor
 
 
 class FrameEncoder(nn.Module):
@@ -366,23 +374,25 @@ class RSSM(WorldModel):
             frames = frames.flatten(0, 1)
         embed = self._embed(obs.flatten(0, 1), frames).reshape(b, steps, -1)
         valid = torch.cat((torch.ones_like(batch["mask"][:, :1]), batch["mask"]), 1).float()
+        w = valid[:, 1:]  # the transitions' weights
+        # masked means over the global batch (under DDP the counts of every process)
+        counts = _Counts(masked_count(valid), masked_count(w))
         feat, posts, priors = self._filter_window(obs, embed, batch["actions"])
         scalars: dict[str, float] = {}
-        obs_err, recon = self._reconstruction_terms(feat, obs, frames, valid, scalars)
+        obs_err, recon = self._reconstruction_terms(feat, obs, frames, valid, counts, scalars)
         recon, reward_loss, cont_loss = self._transition_terms(
-            batch, obs, feat, valid, recon, scalars
+            batch, obs, feat, valid, counts, recon, scalars
         )
-        w = valid[:, 1:]  # the transitions' weights
-        kl_loss, dyn = self._kl_terms(posts, priors, w)
+        kl_loss, dyn = self._kl_terms(posts, priors, w, counts.transitions)
         loss = recon + reward_loss + cont_loss + kl_loss
-        obs_mse = (obs_err * valid).sum() / valid.sum() / self.obs_dim
+        obs_mse = (obs_err * valid).sum() / counts.observations / self.obs_dim
         scalars.update(
             {
                 "loss": loss.item(),
                 "obs_mse": obs_mse.item(),
                 "reward": reward_loss.item(),
                 "cont": cont_loss.item(),
-                "kl": float((dyn.detach() * w).sum() / w.sum()),
+                "kl": float((dyn.detach() * w).sum() / counts.transitions),
             }
         )
         return loss, scalars
@@ -414,14 +424,15 @@ class RSSM(WorldModel):
         obs: torch.Tensor,
         frames: torch.Tensor | None,
         valid: torch.Tensor,
+        counts: _Counts,
         scalars: dict[str, float],
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Reconstruction terms: each observation's error `[B, L+1]`, the mean loss."""
         obs_err = ((self.obs_head(feat) - self._target(obs)) ** 2).sum(-1)
         recon = obs_err
         if self.sees_pixels:
-            recon = self._frame_terms(recon, feat, frames, valid, scalars)
-        recon = (recon * valid).sum() / valid.sum()
+            recon = self._frame_terms(recon, feat, frames, valid, counts, scalars)
+        recon = (recon * valid).sum() / counts.observations
         return obs_err, recon
 
     def _frame_terms(
@@ -430,6 +441,7 @@ class RSSM(WorldModel):
         feat: torch.Tensor,
         frames: torch.Tensor,
         valid: torch.Tensor,
+        counts: _Counts,
         scalars: dict[str, float],
     ) -> torch.Tensor:
         """Frame terms: `recon` `[B, L+1]` plus each frame's (and warped frame's) error."""
@@ -439,7 +451,7 @@ class RSSM(WorldModel):
         pix_err = ((out[:, :3] - target) ** 2).sum((1, 2, 3))
         recon = recon + pix_err.reshape(b, steps)
         scalars["pixel_mse"] = float(
-            (pix_err.detach().reshape(b, steps) * valid).sum() / valid.sum()
+            (pix_err.detach().reshape(b, steps) * valid).sum() / counts.observations
         )
         if self.motion:  # each next frame from the recorded one before it
             out, target = out.unflatten(0, (b, steps)), target.unflatten(0, (b, steps))
@@ -453,7 +465,7 @@ class RSSM(WorldModel):
             motion_err = motion_err + torch.stack(errs, 1)
             recon = recon + torch.cat((torch.zeros_like(motion_err[:, :1]), motion_err), 1)
             scalars["motion_mse"] = float(
-                (motion_err.detach() * valid[:, 1:]).sum() / valid[:, 1:].sum()
+                (motion_err.detach() * valid[:, 1:]).sum() / counts.transitions
             )
         return recon
 
@@ -463,6 +475,7 @@ class RSSM(WorldModel):
         obs: torch.Tensor,
         feat: torch.Tensor,
         valid: torch.Tensor,
+        counts: _Counts,
         recon: torch.Tensor,
         scalars: dict[str, float],
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -478,15 +491,19 @@ class RSSM(WorldModel):
             x = self._standard(obs)
             change = (x[:, 1:] - x[:, :-1] - self.delta_mean) / self.delta_std
             delta_err = ((self._delta(later, x[:, :-1]) - change) ** 2).sum(-1)
-            delta_loss = (delta_err * w).sum() / w.sum()
+            delta_loss = (delta_err * w).sum() / counts.transitions
             scalars["delta_mse"] = delta_loss.item() / self.obs_dim
             recon = recon + delta_loss
-        reward_loss = (reward_err * w).sum() / w.sum()
-        cont_loss = (cont_err * w).sum() / w.sum()
+        reward_loss = (reward_err * w).sum() / counts.transitions
+        cont_loss = (cont_err * w).sum() / counts.transitions
         return recon, reward_loss, cont_loss
 
     def _kl_terms(
-        self, posts: list[torch.Tensor], priors: list[torch.Tensor], w: torch.Tensor
+        self,
+        posts: list[torch.Tensor],
+        priors: list[torch.Tensor],
+        w: torch.Tensor,
+        count: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """KL terms, balanced with free bits: the loss and each step's dynamics KL."""
         c = self.config
@@ -495,7 +512,7 @@ class RSSM(WorldModel):
         rep = _kl(post, prior.detach())
         free = c["free_nats"]
         kl_loss = c["kl_dyn"] * dyn.clamp_min(free) + c["kl_rep"] * rep.clamp_min(free)
-        kl_loss = (kl_loss * w).sum() / w.sum()
+        kl_loss = (kl_loss * w).sum() / count
         return kl_loss, dyn
 
     @torch.no_grad()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
 from agents.jobs.collect import CollectCfg, collect
 from sim.data.dataset import INDEX, Dataset
@@ -64,6 +65,7 @@ def _check_against(out: Path, ref: Dataset) -> list[int]:
     return ds.episodes
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments(tmp_path):
     ref_cfg = CollectCfg(out=tmp_path / "ref", progress=False, **SETTINGS)
     collect(ref_cfg)

@@ -4,7 +4,7 @@ from a cloned agent and a world model to scores in the real simulator."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 
 import pytest
@@ -25,6 +25,7 @@ from agents.jobs.finetune import (
     model_rollouts,
     run_finetune,
 )
+from sim.data.atomic import read_json
 from world_models.models.ensemble import EnsembleCfg, EnsembleDynamics
 from world_models.train import TrainWMCfg, train_world_model
 
@@ -100,7 +101,7 @@ def push_run(tmp_path_factory):
         )
     )
     train_bc(TrainBCCfg(data=root / "data", out=root / "bc", hidden=32, epochs=3, progress=False))
-    small = EnsembleCfg(hidden=32, layers=2, members=2, elites=1)
+    small = EnsembleCfg(hidden=32, layers=2, members=2, elites=2)
     train_world_model(
         TrainWMCfg(data=root / "data", out=root / "wm", epochs=1, ensemble=small, progress=False)
     )
@@ -126,7 +127,7 @@ def push_run(tmp_path_factory):
 
 def test_finetune_scores_bc_and_both_fine_tuned_policies(push_run):
     cfg, report = push_run
-    assert json.loads((cfg.out / "report.json").read_text()) == report
+    assert read_json(cfg.out / "report.json") == report
     bc = load(cfg.agent)
     # the BC score is the agent's own on the evaluation starts
     env = envs.make("push", num_envs=cfg.episodes, episode_length=40)
@@ -167,11 +168,48 @@ def test_bad_inputs_are_named(push_run, tmp_path):
     )
     small = EnsembleCfg(hidden=16, layers=1, members=1, elites=1)
     train_world_model(
-        TrainWMCfg(data=other, out=tmp_path / "wm", epochs=1, ensemble=small, progress=False)
+        TrainWMCfg(
+            data=other,
+            out=tmp_path / "wm",
+            epochs=1,
+            ensemble=small,
+            test_fraction=0.0,
+            progress=False,
+        )
     )
     with pytest.raises(ValueError, match="dims"):
         run_finetune(FinetuneCfg(agent=cfg.agent, wm=tmp_path / "wm", out=tmp_path))
+    with pytest.raises(ValueError, match="--penalty must be >= 0"):
+        run_finetune(FinetuneCfg(agent=cfg.agent, wm=cfg.wm, out=tmp_path, penalty=-0.5))
+    single = EnsembleCfg(hidden=16, layers=1, members=2, elites=1)
+    train_world_model(
+        TrainWMCfg(
+            data=cfg.agent.parent / "data",
+            out=tmp_path / "single",
+            epochs=1,
+            ensemble=single,
+            progress=False,
+        )
+    )
+    with pytest.raises(ValueError, match="--penalty 1.0: the ensemble model has a single elite"):
+        run_finetune(
+            FinetuneCfg(agent=cfg.agent, wm=tmp_path / "single", out=tmp_path, penalty=1.0)
+        )
     assert not (tmp_path / "report.json").exists()
+
+
+def test_an_out_that_holds_anything_is_refused_and_left_alone(push_run, tmp_path):
+    cfg, report = push_run
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "agent_real.pt").write_bytes(b"the user's own agent")
+    with pytest.raises(ValueError, match=f"--out {theirs}: is not empty"):
+        run_finetune(dataclasses.replace(cfg, out=theirs))
+    assert [p.name for p in theirs.iterdir()] == ["agent_real.pt"]
+    assert (theirs / "agent_real.pt").read_bytes() == b"the user's own agent"
+    with pytest.raises(ValueError, match="is not empty"):  # nor over a finished run's files
+        run_finetune(dataclasses.replace(cfg))
+    assert read_json(cfg.out / "report.json") == report
 
 
 def test_group_advantages_are_relative_to_their_group():

@@ -171,6 +171,22 @@ def test_refuses_to_overwrite_and_to_resume_other_settings(finished):
     assert proc.returncode == 2 and "other settings" in proc.stderr
 
 
+def test_resume_refuses_a_folder_no_loop_wrote(tmp_path):
+    """`--resume` into a user's folder that looks like a run (a `wm/iter_000`) touches
+    nothing there: it is refused before anything is written or deleted."""
+    theirs = tmp_path / "theirs"
+    (theirs / "wm" / "iter_000").mkdir(parents=True)
+    (theirs / "wm" / "iter_000" / "notes.txt").write_text("keep me")
+    (theirs / "data.csv").write_text("1,2,3")
+    before = sorted(p.relative_to(theirs) for p in theirs.rglob("*"))
+    proc = _run(theirs, "--resume", check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "holds files that no closed loop wrote" in proc.stderr
+    assert sorted(p.relative_to(theirs) for p in theirs.rglob("*")) == before
+    assert (theirs / "wm" / "iter_000" / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.slow
 def test_sigkill_mid_iteration_then_resume_finishes_the_same_run(finished, tmp_path):
     out = tmp_path / "killed"
     argv = [sys.executable, str(ROOT / "run.py"), "--out", str(out), *TINY]
@@ -222,7 +238,13 @@ RSSM = [
 
 
 @pytest.mark.parametrize(
-    "agent, model", [("mppi", []), ("sac", []), ("ppo", []), ("dreamer", RSSM)]
+    "agent, model",
+    [  # one of them in the default suite, the others with the slow tests
+        ("mppi", []),
+        pytest.param("sac", [], marks=pytest.mark.slow),
+        pytest.param("ppo", [], marks=pytest.mark.slow),
+        pytest.param("dreamer", RSSM, marks=pytest.mark.slow),
+    ],
 )
 def test_other_agents_and_models_run_the_loop(agent, model, tmp_path):
     extra = [

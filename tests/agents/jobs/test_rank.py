@@ -4,8 +4,6 @@ the same starts, with the same noise, into policies.json and policies.png."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from scipy import stats
@@ -16,6 +14,7 @@ from agents.expert_agent import ExpertAgent
 from agents.jobs.collect import CollectCfg, collect
 from agents.jobs.evaluate import run_episodes
 from agents.jobs.rank import pearson, rank_policies, ranks, spearman
+from sim.data.atomic import read_json
 from world_models.evaluate import EvalWMCfg
 from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
 from world_models.models.ensemble import EnsembleCfg
@@ -63,7 +62,7 @@ def test_eval_wm_policies_reports_real_and_imagined_returns(tmp_path):
     assert -1 <= report["spearman"] <= 1 and -1 <= report["pearson"] <= 1
     assert len({row["real_return"] for row in report["policies"]}) == 3
     assert (tmp_path / "wm" / "eval" / "policies.png").stat().st_size > 1000
-    assert json.loads((tmp_path / "wm" / "eval" / "policies.json").read_text()) == report
+    assert read_json(tmp_path / "wm" / "eval" / "policies.json") == report
     # the real return is the policy's own, from the seed's starts, with its seeded noise
     env = envs.make("cartpole_swingup", num_envs=3, episode_length=60)
     agent = ExpertAgent.for_env(env, noise_std=0.5)

@@ -199,7 +199,7 @@ def test_a_worker_given_a_gpu_torch_cannot_see_stops_before_recording(local_ray,
     assert not list(tmp_path.glob("ray/workers/*/index.json"))  # nothing was recorded
 
 
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_gpu_workers_record_what_one_gpu_process_records(local_ray, tmp_path):
     pytest.importorskip("mujoco_warp")
     cfg = CollectCfg(

@@ -3,13 +3,12 @@ and Student-t 95% confidence interval checked against scipy."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from scipy import stats
 
 from agents.jobs.loop import Loop, LoopCfg
 from agents.jobs.seeds import aggregate_seeds, mean_ci, run_seeds, seed_configs
+from sim.data.atomic import read_json
 
 
 @pytest.mark.parametrize("n", [2, 3, 5, 12, 31, 40])
@@ -45,7 +44,7 @@ def _summary(final: float, curve: list[float], finished: bool = True) -> dict:
 def test_the_seeds_summary_covers_the_iterations_every_run_finished(tmp_path):
     summaries = {4: _summary(3.0, [1.0, 3.0]), 2: _summary(5.0, [2.0, 4.0, 5.0], False)}
     out = aggregate_seeds(summaries, tmp_path)
-    assert out == json.loads((tmp_path / "summary.json").read_text())
+    assert out == read_json(tmp_path / "summary.json")
     assert out["seeds"] == [2, 4] and not out["finished"]
     assert out["final_real_return"]["values"] == [5.0, 3.0]
     assert out["final_real_return"]["mean"] == 4.0

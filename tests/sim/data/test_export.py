@@ -297,6 +297,24 @@ def test_overwrite_is_refused_then_atomic(state_ds, tmp_path, monkeypatch):
         export_lerobot(state_ds, state_ds.path / "lerobot")
 
 
+def test_only_the_exports_own_staging_folders_are_removed(state_ds, tmp_path):
+    """`out.tmp` and `out.old` are the user's; a killed export's staging folder (marked
+    as the export's) is cleared, an unmarked look-alike kept."""
+    for name in ("out.tmp", "out.old", ".out.export-mine"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "notes.txt").write_text(f"the user's {name}")
+    killed = tmp_path / ".out.export-abc123"
+    (killed / "data").mkdir(parents=True)
+    (killed / ".wam-sandbox.json").write_text('{"made_by": "export"}')
+    export_lerobot(state_ds, tmp_path / "out")
+    export_lerobot(state_ds, tmp_path / "out", overwrite=True)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [".out.export-mine", "out", "out.old", "out.tmp"]
+    for name in ("out.tmp", "out.old", ".out.export-mine"):
+        assert (tmp_path / name / "notes.txt").read_text() == f"the user's {name}"
+    assert not (tmp_path / "out" / ".wam-sandbox.json").exists()
+
+
 def test_bad_input_raises_clear_errors(state_ds, tmp_path):
     missing = tmp_path / "missing"
     with pytest.raises(ValueError, match=f"{missing}: no such dataset"):
@@ -307,7 +325,7 @@ def test_bad_input_raises_clear_errors(state_ds, tmp_path):
         export_lerobot(state_ds, tmp_path / "out", fps=33.3)
     with pytest.raises(ValueError, match="valid formats: lerobot"):
         run_export(ExportCfg(path=state_ds.path, out=tmp_path / "out", format="rlds"))
-    assert not (tmp_path / "out").exists() and not (tmp_path / "out.tmp").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
 
 
 def test_run_export_prints_a_summary(state_ds, tmp_path, capsys):

@@ -248,15 +248,13 @@ def _unit8(frames: torch.Tensor) -> torch.Tensor:
 SMALL = RssmCfg(deter=128, hidden=128, stoch=16, classes=16, sequence_length=32, batch_size=16)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, swingup_data):
-    root = tmp_path_factory.mktemp("rssm")
+def _train_small(root, swingup_data, epochs: int, steps: int) -> tuple[TrainWMCfg, dict]:
     cfg = TrainWMCfg(
         data=swingup_data,
         model="rssm",
         out=root / "wm",
-        epochs=4,
-        steps_per_epoch=75,
+        epochs=epochs,
+        steps_per_epoch=steps,
         val_fraction=0.2,
         progress=False,
         rssm=SMALL,
@@ -264,10 +262,16 @@ def trained(tmp_path_factory, swingup_data):
     return cfg, train_world_model(cfg)
 
 
-def test_learns_the_dynamics_and_the_reward(trained):
-    """A short run: open-loop errors far below the untrained model's (the slow test
-    below checks the margin over copying the last observation)."""
-    cfg, report = trained
+@pytest.fixture(scope="module")
+def briefly_trained(tmp_path_factory, swingup_data):
+    return _train_small(tmp_path_factory.mktemp("rssm"), swingup_data, epochs=1, steps=10)
+
+
+@pytest.mark.slow
+def test_learns_the_dynamics_and_the_reward(tmp_path, swingup_data):
+    """A short run: on the test episodes, open-loop errors far below the untrained
+    model's (a slow test below checks the margin over copying the last observation)."""
+    cfg, report = _train_small(tmp_path, swingup_data, epochs=4, steps=75)
     err = report["open_loop"]
     dataset = Dataset(cfg.data)
     ckpt = read_checkpoint(cfg.out / "model.pt")
@@ -275,7 +279,8 @@ def test_learns_the_dynamics_and_the_reward(trained):
     untrained = RSSM(5, 1, ckpt["config"])
     stats = {k: v for k, v in ckpt["state_dict"].items() if k.endswith(("_mean", "_std"))}
     untrained.load_state_dict(stats, strict=False)  # the same normalisation, no learning
-    before = open_loop_error(untrained.eval(), dataset, ckpt["val_episodes"])
+    assert report["open_loop_on"] == "test"
+    before = open_loop_error(untrained.eval(), dataset, ckpt["test_episodes"])
     for h in (1, 10):
         assert err["model"][h] < 0.2 * before["model"][h], (h, err, before)
     for h in (1, 10, 50):
@@ -283,8 +288,8 @@ def test_learns_the_dynamics_and_the_reward(trained):
     assert err["model"][1] < err["model"][10] < err["model"][50]
 
 
-def test_reload_resume_and_sampling(trained):
-    cfg, report = trained
+def test_reload_resume_and_sampling(briefly_trained):
+    cfg, report = briefly_trained
     model = world_models.load(cfg.out / "model.pt", kind="rssm")
     again = world_models.load(cfg.out / "model.pt")
     obs, act = torch.randn(8, 4, 5), torch.rand(8, 3, 1) * 2 - 1
@@ -306,8 +311,9 @@ def test_reload_resume_and_sampling(trained):
 
 @pytest.mark.slow
 def test_rssm_beats_copy_last_on_cartpole_swingup(tmp_path):
-    """The default architecture, 1500 steps: far ahead of copying the last
-    observation at every horizon."""
+    """The default architecture, 1,000 steps: far ahead of copying the last
+    observation at every horizon of the test episodes (docs/world-models.md measured
+    34x, 29x, 16x and 8.4x at h = 1, 10, 25, 50 after 1,000 steps)."""
     collect(
         CollectCfg(
             task="cartpole_swingup",
@@ -325,12 +331,13 @@ def test_rssm_beats_copy_last_on_cartpole_swingup(tmp_path):
             data=tmp_path / "data",
             model="rssm",
             out=tmp_path / "wm",
-            epochs=15,
+            epochs=10,
             steps_per_epoch=100,
             progress=False,
         )
     )
     err = report["open_loop"]
+    assert report["open_loop_on"] == "test"
     print({h: (err["model"][h], err["copy_last"][h]) for h in err["model"]})
     for h in (1, 10):
         assert err["copy_last"][h] / err["model"][h] > 10.0, (h, err)
@@ -378,7 +385,9 @@ def test_a_model_that_sees_learns_from_frames(tmp_path):
     stats = {k: ckpt["state_dict"][k] for k in ("obs_mean", "obs_std")}
     untrained.load_state_dict(stats, strict=False)
     save_atomic(
-        untrained.checkpoint(**{k: ckpt[k] for k in ("env_args", "data", "val_episodes")}),
+        untrained.checkpoint(
+            **{k: ckpt[k] for k in ("env_args", "data", "val_episodes", "test_episodes")}
+        ),
         tmp_path / "untrained.pt",
     )
     reports = {}

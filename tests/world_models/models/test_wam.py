@@ -116,6 +116,7 @@ def test_fine_tuning_on_new_data_refits_every_statistic(trained, tmp_path):
         epochs=1,
         steps_per_epoch=1,
         init=wm / "model.pt",
+        test_fraction=0.0,  # two play episodes: one trains, one validates
         progress=False,
     )
     cfg.joint, cfg.cascaded = JointCfg(**TINY["joint"]), CascadedCfg(**TINY["cascaded"])
@@ -307,10 +308,10 @@ def test_wams_learn_dynamics_and_actions_from_push_demonstrations(kind, tmp_path
     for h in (1, 10):
         assert err["model"][h] < 0.5 * err["copy_last"][h], (h, err)
     model = world_models.load(tmp_path / "wm")
-    # the first planned action on held-out episodes, from their own history
+    # the first planned action on test episodes, from their own history
     data = EpisodeData(tmp_path / "data", sequence_length=model.window(model.config))
     ckpt = torch.load(tmp_path / "wm" / "model.pt", weights_only=True)
-    rows = torch.isin(data.episode_of, torch.tensor(ckpt["val_episodes"])).nonzero()[::5, 0]
+    rows = torch.isin(data.episode_of, torch.tensor(ckpt["test_episodes"])).nonzero()[::5, 0]
     batch = data.__getitems__(rows)
     _, scalars = model.validate(batch)
     action_var = batch["actions"].reshape(-1, 2).var(0).mean().item()
