@@ -76,10 +76,8 @@ def _losses(out: Path) -> dict[str, list[float]]:
     }
 
 
-@pytest.mark.parametrize(
-    "model",  # the WAMs' masked means are also checked by the RSSM's test below
-    ["ensemble", pytest.param("joint", marks=pytest.mark.slow), "cascaded"],
-)
+@pytest.mark.slow  # three torchrun launches; the default suite keeps the RSSM's test below
+@pytest.mark.parametrize("model", ["ensemble", "joint", "cascaded"])
 def test_two_processes_train_what_one_trains_on_the_same_global_batches(
     swingup_data, tmp_path, model
 ):
