@@ -225,9 +225,7 @@ def _split_episodes(
 ) -> _Split:
     """Hold out validation and test episodes (`split_episodes`), drawn from `gen`."""
     split = split_episodes(len(dataset), cfg.val_fraction, cfg.test_fraction, gen, str(cfg.data))
-    part = torch.zeros(len(dataset), dtype=torch.long)  # 0 train, 1 validation, 2 test
-    part[split.val], part[split.test] = 1, 2
-    part = part[data.episode_of.cpu()].to(cfg.device)
+    part = split.part_of(data.episode_of).to(cfg.device)  # 0 train, 1 validation, 2 test
     obs, actions = data.data["obs"].float(), data.data["actions"].float()
     return _Split(
         split.val,

@@ -57,7 +57,7 @@ from sim.data.atomic import write_json_atomic
 from sim.data.dataset import Dataset
 from world_models import pictures
 from world_models.base import WorldModel, checkpoint_path, from_checkpoint, read_checkpoint
-from world_models.metrics import HORIZONS
+from world_models.metrics import HORIZONS, baseline_errors
 
 PSNR_CAP = 100.0  # [dB] what identical frames count as in the averages
 
@@ -523,13 +523,13 @@ def _metrics(
         "ssim": {"model": {}, "copy_last": {}},
     }
     now = rec.obs[:, c].double()
-    change = now - rec.obs[:, c - 1].double()
+    before = rec.obs[:, c - 1].double()
     for h in s.horizons:
         key, truth_h = str(h), truth.obs[:, h]
         model_err = float(((pred.obs[:, h - 1] - truth_h) ** 2 / scale).mean())
-        copy_err = float(((now - truth_h) ** 2 / scale).mean())
+        copy_err, velocity_err = baseline_errors(now, before, truth_h, h, scale)
         err["model"][key], err["copy_last"][key] = model_err, copy_err
-        err["const_velocity"][key] = float(((now + h * change - truth_h) ** 2 / scale).mean())
+        err["const_velocity"][key] = velocity_err
         err["ratio"][key] = copy_err / model_err if model_err > 0 else math.inf
         diff = pred.rew[:, h - 1] - truth.rew[:, h - 1]
         rew_err["nmse"][key] = float((diff**2).mean() / s.reward_var)

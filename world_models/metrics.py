@@ -19,6 +19,17 @@ from world_models.base import WorldModel
 HORIZONS = (1, 5, 10, 25, 50)
 
 
+def baseline_errors(
+    now: torch.Tensor, before: torch.Tensor, truth: torch.Tensor, h: int, scale: torch.Tensor
+) -> tuple[float, float]:
+    """Normalised errors (as the module describes) of the two baselines at horizon `h`:
+    copy-last and constant velocity, from the observations at the start `now`, the
+    step `before` it, and `truth` h steps later."""
+    copy_last = float(((now - truth) ** 2 / scale).mean())
+    velocity = float(((now + h * (now - before) - truth) ** 2 / scale).mean())
+    return copy_last, velocity
+
+
 @torch.no_grad()
 def open_loop_error(
     model: WorldModel,
@@ -77,13 +88,13 @@ def open_loop_error(
         chunks.append((torch.stack(preds, 1), torch.stack(rews, 1)))
     pred = torch.cat([c[0] for c in chunks])  # [S, longest, d]
     reward = torch.cat([c[1] for c in chunks])
-    now = obs[:, context]
-    change = now - obs[:, context - 1]
+    now, before = obs[:, context], obs[:, context - 1]
     for h in horizons:
         truth = obs[:, context + h]
         out["model"][h] = float(((pred[:, h - 1] - truth) ** 2 / scale).mean())
-        out["copy_last"][h] = float(((now - truth) ** 2 / scale).mean())
-        out["const_velocity"][h] = float(((now + h * change - truth) ** 2 / scale).mean())
+        out["copy_last"][h], out["const_velocity"][h] = baseline_errors(
+            now, before, truth, h, scale
+        )
         out["reward_model"][h] = float(
             ((reward[:, h - 1] - rewards[:, h - 1]) ** 2).mean() / reward_scale
         )

@@ -259,9 +259,7 @@ class _Run:
         cfg, n = self.cfg, len(self.dataset)
         split = split_episodes(n, cfg.val_fraction, cfg.test_fraction, self.gen, str(cfg.data))
         self.val_eps, self.test_eps = split.val, split.test
-        part = torch.zeros(n, dtype=torch.long)  # 0 train, 1 validation, 2 test
-        part[split.val], part[split.test] = 1, 2
-        part = part[self.data.episode_of.cpu()]
+        part = split.part_of(self.data.episode_of)
         self.train_idx = (part == 0).nonzero().squeeze(-1)
         self.val_idx = (part == 1).nonzero().squeeze(-1)
 

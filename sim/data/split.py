@@ -20,6 +20,13 @@ class Split(NamedTuple):
     val: list[int]
     test: list[int]
 
+    def part_of(self, episode_of: torch.Tensor) -> torch.Tensor:
+        """The part of each transition, 0 training, 1 validation, 2 test, from the
+        position of its episode (`EpisodeData.episode_of`); on the CPU."""
+        part = torch.zeros(len(self.train) + len(self.val) + len(self.test), dtype=torch.long)
+        part[self.val], part[self.test] = 1, 2
+        return part[episode_of.cpu()]
+
 
 def split_episodes(
     n: int, val_fraction: float, test_fraction: float, generator: torch.Generator, what: str
