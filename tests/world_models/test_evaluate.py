@@ -64,8 +64,8 @@ def _replayed_frames(data: Path, e: int, t: int, steps: list[int], **render) -> 
 def test_the_model_beats_copy_last_and_the_replay_is_exact(evaluated):
     cfg, report = evaluated
     err = report["state_error"]
-    for h in ("1", "10"):
-        assert err["ratio"][h] > 4.0, err
+    for h in ("1", "10"):  # measured (one thread): 8.4x and 9.1x
+        assert err["ratio"][h] > 7.0, err
         assert err["ratio"][h] == pytest.approx(err["copy_last"][h] / err["model"][h])
     assert err["model"]["1"] < err["model"]["10"] < err["model"]["50"]  # errors grow
     assert err["copy_last"]["1"] < err["copy_last"]["10"] < err["copy_last"]["50"]

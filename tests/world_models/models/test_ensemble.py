@@ -35,9 +35,11 @@ def trained(tmp_path_factory, swingup_data):
 def test_beats_copy_last_observation(trained):
     cfg, report = trained
     err = report["open_loop"]
+    # measured (one thread): 6.1x and 6.7x at h = 1 and 10 for this small, briefly
+    # trained ensemble; the documented figure is checked by the slow test below
     for h in (1, 10):
         ratio = err["copy_last"][h] / err["model"][h]
-        assert ratio > 4.0, (h, err)
+        assert ratio > 5.0, (h, err)
     # errors grow with the horizon, as open-loop errors do
     assert err["model"][1] < err["model"][10] < err["model"][50]
     saved = json.loads((cfg.out / "report.json").read_text())
