@@ -84,6 +84,12 @@ class BatchedEnv(ABC):
     name: str = "env"  # registry name, set by `envs.make`
     render_mode = "rgb_array"  # `render()` returns frames (read by the SB3 adapter)
     capture_final_frames = False  # put frames of finished episodes' last states in info
+    unobserved_qpos: tuple[int, ...] = ()
+    """qpos coordinates the observation leaves out (a legged body's forward position):
+    `set_state_from_obs` keeps each world's own."""
+    contact_obs: tuple[int, ...] = ()
+    """Observation entries read from the contact forces of the last physics step (touch
+    sensors): no physics state gives them back, so `set_state_from_obs` cannot."""
     can_render = True  # `render()` draws the scene (kit-less Isaac Lab tasks cannot)
 
     def __init__(self, cfg: EnvCfg):
@@ -92,6 +98,7 @@ class BatchedEnv(ABC):
         self.num_envs = cfg.num_envs
         self.device = torch.device(cfg.device)
         self._ids: dict[tuple[str, str], int] = {}
+        self._spans: dict[tuple[str, str], slice] = {}
         # the warp backend simulates on the env's device (CUDA graphs on a GPU); the
         # MuJoCo backend on the CPU, its tensors moved to `device` on the way out
         on_device = {"device": cfg.device} if cfg.backend == "warp" else {}
@@ -180,6 +187,15 @@ class BatchedEnv(ABC):
         if key not in self._ids:
             self._ids[key] = self.sim.object_id(kind, name)
         return self._ids[key]
+
+    def sensor(self, name: str) -> torch.Tensor:
+        """Readings of the named MJCF sensor in every world, `[N, dim]`, current after `step`."""
+        if ("sensor_span", name) not in self._spans:
+            sensor = self.object_id("sensor", name)
+            model = self.sim.model
+            adr, dim = int(model.sensor_adr[sensor]), int(model.sensor_dim[sensor])
+            self._spans[("sensor_span", name)] = slice(adr, adr + dim)
+        return self.sim.data("sensordata")[:, self._spans[("sensor_span", name)]]
 
     # ------------------------------------------------------------ protocol
     @property

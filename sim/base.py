@@ -52,6 +52,12 @@ class BatchedSim(ABC):
         """
 
     @abstractmethod
+    def settle(self, env_ids: torch.Tensor, nstep: int) -> None:
+        """Advance only the worlds `env_ids` by `nstep` physics steps under their `ctrl`
+        (an initial-state law that lets a body come to rest); the others keep their
+        state. Derived fields are current afterwards, as after `step`."""
+
+    @abstractmethod
     def forward(self, env_ids: torch.Tensor | None = None) -> None:
         """Recompute derived fields (body frames, sensors) at the current state."""
 

@@ -205,6 +205,10 @@ class MujocoSim(MjModelSim):
         self._diverged = np.zeros(self.num_worlds, dtype=bool)
         return torch.from_numpy(diverged)
 
+    def settle(self, env_ids: torch.Tensor, nstep: int) -> None:
+        stage = _STAGE_VEL if self._derived else _STAGE_NONE
+        self._guarded(lambda: self._batch.step(_ids(env_ids), nstep=nstep, stage=stage))
+
     def _guarded(self, call) -> None:
         """Run a batch call and record the worlds the engine reset or failed in it."""
         before = self._batch.warning[:, _DIVERGENCE_WARNINGS, 1].sum(axis=1)
@@ -301,8 +305,10 @@ def _close_renderers() -> None:
 
 
 def _ids(env_ids: torch.Tensor | Sequence[int] | None) -> np.ndarray | None:
+    """World ids as the batch takes them: sorted and unique (the calls that take ids
+    act on each world alone, so their order does not matter)."""
     if env_ids is None:
         return None
     if isinstance(env_ids, torch.Tensor):
-        return env_ids.detach().cpu().numpy().astype(np.int64, copy=False)
-    return np.asarray(env_ids, dtype=np.int64)
+        env_ids = env_ids.detach().cpu().numpy()
+    return np.unique(np.asarray(env_ids, dtype=np.int64))

@@ -193,8 +193,13 @@ class WarpSim(MjModelSim):
             self._static_geoms()
 
     def _kinematics(self) -> None:
+        """Position- and velocity-dependent fields and sensors at the current state, as
+        MuJoCo's mj_step1 computes them (acceleration sensors, such as touch, keep the
+        values of the last physics step there too)."""
         mjw.fwd_position(self._m, self._d)
+        mjw.sensor_pos(self._m, self._d)
         mjw.fwd_velocity(self._m, self._d)
+        mjw.sensor_vel(self._m, self._d)
 
     def _static_geoms(self) -> None:
         """Frames of geoms welded to the world from per-world `geom_pos` / `geom_quat`.
@@ -234,6 +239,20 @@ class WarpSim(MjModelSim):
             self._static_geoms()
         state = torch.cat((self.qpos, self.qvel), 1)
         return ~(state.abs() <= MAXVAL).all(1)  # NaN fails the comparison too
+
+    def settle(self, env_ids: torch.Tensor, nstep: int) -> None:
+        """Steps every world (mujoco_warp steps all at once) and puts the others'
+        state back: what their next step reads and their sensors."""
+        keep = torch.ones(self.num_worlds, dtype=torch.bool, device=self.qpos.device)
+        keep[torch.as_tensor(env_ids, device=keep.device).long()] = False
+        fields = [wp.to_torch(getattr(self._d, name)) for name in _SETTLE_KEEPS]
+        saved = [field[keep].clone() for field in fields]
+        with wp.ScopedDevice(self.device):
+            for _ in range(nstep):
+                mjw.step(self._m, self._d)
+        for field, value in zip(fields, saved, strict=True):
+            field[keep] = value
+        self.forward()
 
     def reset_worlds(self, env_ids: torch.Tensor | None = None) -> None:
         mask = wp.to_torch(self._reset_mask)
@@ -290,6 +309,7 @@ class WarpSim(MjModelSim):
         context, rgb = self._contexts[key]
         with wp.ScopedDevice(self.device):
             mjw.kinematics(self._m, self._d)  # body, geom and camera frames of the state
+            mjw.com_pos(self._m, self._d)  # subtree centres of mass: trackcom cameras, lights
             mjw.camlight(self._m, self._d)
         self._static_geoms()
         with wp.ScopedDevice(self.device):
@@ -303,6 +323,12 @@ class WarpSim(MjModelSim):
 
     def close(self) -> None:
         self._contexts.clear()
+
+
+# Data fields of a world that `settle` restores when it steps the others: its state
+# (time, qpos, qvel, act, the solver's warm start) and its sensors (touch sensors keep
+# the last step's contact forces)
+_SETTLE_KEEPS = ("time", "qpos", "qvel", "act", "qacc_warmstart", "sensordata")
 
 
 def _quat_to_mat(q: torch.Tensor) -> torch.Tensor:

@@ -8,11 +8,14 @@ many resets, with independent random streams).
 
 from __future__ import annotations
 
+import mujoco
 import numpy as np
 import pytest
 import torch
 
 import envs
+from envs.base import ASSETS
+from envs.registry import spec
 
 suite = pytest.importorskip("dm_control.suite")
 stats = pytest.importorskip("scipy.stats")
@@ -26,6 +29,12 @@ DMC = {
     "pendulum_swingup": ("pendulum", "swingup"),
     "reacher_easy": ("reacher", "easy"),
     "reacher_hard": ("reacher", "hard"),
+    "walker_stand": ("walker", "stand"),
+    "walker_walk": ("walker", "walk"),
+    "walker_run": ("walker", "run"),
+    "hopper_stand": ("hopper", "stand"),
+    "hopper_hop": ("hopper", "hop"),
+    "cheetah_run": ("cheetah", "run"),
 }
 TASKS = [t for t in DMC if t in envs.list_tasks()]
 
@@ -89,6 +98,79 @@ def test_trajectories_match_dm_control(name):
         )
         assert truncated.tolist() == [r.last() for r in ref], f"{name} step {t + 1}"
         assert not terminated.any()
+
+
+# what only drawing uses (names, materials, textures, lights, cameras, sites), which
+# our assets give their own look
+_LOOKS = (
+    "name",
+    "tex",
+    "mat",
+    "vis",
+    "stat",
+    "light",
+    "cam",
+    "skin",
+    "mesh",
+    "hfield",
+    "text",
+    "tuple",
+    "key",
+    "plugin",
+    "flex",
+    "font",
+    "paths",
+    "signature",
+    "nbuffer",
+    "nnames",
+    "nmat",
+    "ntex",
+    "nlight",
+    "ncam",
+    "nsite",
+    "site_",
+    "bvh",
+    "nbvh",
+    "oct",
+    "noct",
+)
+
+
+def _physics_fields(model) -> dict[str, np.ndarray]:
+    """Every numeric MjModel field and option that the dynamics read."""
+    fields = {}
+    for name in dir(model):
+        if name.startswith("_") or name.startswith(_LOOKS):
+            continue
+        if name.endswith(("rgba", "matid", "group", "user", "dataid")):
+            continue
+        value = getattr(model, name)
+        if isinstance(value, np.ndarray | int | float) and not isinstance(value, bool):
+            fields[name] = np.asarray(value)
+    for name in dir(model.opt):
+        value = getattr(model.opt, name)
+        if not name.startswith("_") and isinstance(value, np.ndarray | int | float):
+            fields[f"opt.{name}"] = np.asarray(value)
+    return fields
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_compiled_physics_equals_dm_control(name):
+    """Our MJCF asset compiles to dm_control's physics, field for field (masses,
+    inertias, joints, geoms, actuators, sensors, options); only the look differs."""
+    domain, task = DMC[name]
+    asset = ASSETS / spec(name).env_cls.model_file
+    ours = _physics_fields(mujoco.MjModel.from_xml_path(str(asset)))
+    ref = _physics_fields(suite.load(domain, task).physics.model.ptr)
+    assert set(ours) == set(ref)
+    # equal, or within 1e-12 where a mass is scaled by a density rather than by
+    # MuJoCo's deprecated settotalmass (cheetah): float rounding of the same numbers
+    differ = [
+        k
+        for k in ours
+        if ours[k].shape != ref[k].shape or not np.allclose(ours[k], ref[k], rtol=1e-12, atol=0)
+    ]
+    assert not differ, f"{name}: physics fields differ from dm_control's: {differ}"
 
 
 def _initial_states(name: str, count: int):

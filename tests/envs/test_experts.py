@@ -1,4 +1,5 @@
-"""Scripted experts: every task has one, and it far outperforms a random policy."""
+"""Scripted experts: every task but the legged ones has one, and it far outperforms a
+random policy."""
 
 from __future__ import annotations
 
@@ -30,6 +31,16 @@ EXPERT_FLOOR = {
     "push": 200.0,
     "push_sparse": 165.0,
 }
+# Legged locomotion has no natural scripted controller: its demonstrations come from
+# a trained agent (`collect --policy agent.pt`, docs/tasks.md).
+NO_EXPERT = {
+    "walker_stand",
+    "walker_walk",
+    "walker_run",
+    "hopper_stand",
+    "hopper_hop",
+    "cheetah_run",
+}
 MIN_GAIN_OVER_RANDOM = 0.5  # expert mean return minus random mean return, per episode step
 
 
@@ -50,10 +61,11 @@ def _episode_returns(name: str, policy: str) -> torch.Tensor:
     return info["episode_return"]
 
 
-def test_every_task_has_an_expert():
+def test_every_task_has_an_expert_but_the_legged_ones():
     # the suite's tasks all have Gymnasium ids; test-only tasks (conftest) have none
     suite = {name for name in envs.list_tasks() if spec(name).gym_id is not None}
-    assert set(tasks_with_experts()) == suite
+    assert set(tasks_with_experts()) == suite - NO_EXPERT
+    assert suite >= NO_EXPERT
     assert set(EXPERT_FLOOR) == set(tasks_with_experts())
 
 

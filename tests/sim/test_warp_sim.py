@@ -17,6 +17,7 @@ pytest.importorskip("mujoco_warp")
 
 import envs  # noqa: E402
 from envs.base import ASSETS  # noqa: E402
+from envs.registry import spec  # noqa: E402
 from sim import make_sim  # noqa: E402
 from sim.randomization import RandomizationCfg  # noqa: E402
 
@@ -24,7 +25,8 @@ pytestmark = pytest.mark.warp
 CARTPOLE = str(ASSETS / "cartpole.xml")
 STEPS = 200
 # float32 physics against float64: the largest observation difference seen over
-# 200 steps of random actions is below 1e-5 on every task; 1e-4 leaves room.
+# 200 steps of random actions is below 1e-5 of 1 + |x| on every task (cheetah: 8e-5
+# of a 3 rad/s velocity); 1e-4 of 1 + |x| leaves room.
 TOL = 1e-4
 
 
@@ -35,23 +37,56 @@ def pair(name: str, n: int = 4, **cfg):
     )
 
 
-@pytest.mark.parametrize("name", envs.list_tasks())
+# Legged tasks fall onto the floor from random poses under random actions: float32
+# contact dynamics part from float64 within a few dozen steps there (measured: 1e-4
+# relative at step 20, whole trajectories apart by step 60), as two float64 runs
+# would on any change of summation order. They are compared step by step instead.
+CHAOTIC = tuple(t for t in envs.list_tasks() if t.startswith(("walker_", "hopper_")))
+
+
+@pytest.mark.parametrize("name", [t for t in envs.list_tasks() if t not in CHAOTIC])
 def test_trajectories_match_the_mujoco_backend(name):
     ref, env = pair(name, episode_length=150)
     assert isinstance(env.sim.qpos, torch.Tensor) and env.sim.qpos.dtype == torch.float32
-    torch.testing.assert_close(env.reset(), ref.reset(), rtol=0, atol=1e-6)
+    # a start drawn directly is float32-equal; one that settles first (cheetah: 200
+    # physics steps) carries their rounding (measured 6e-6)
+    start_tol = TOL if getattr(ref.cfg, "settle_steps", 0) else 1e-6
+    torch.testing.assert_close(env.reset(), ref.reset(), rtol=0, atol=start_tol)
     gen = torch.Generator().manual_seed(0)
     ends = 0
     for _ in range(STEPS):
         action = torch.rand(ref.num_envs, ref.action_dim, generator=gen) * 2 - 1
         r_obs, r_rew, r_term, r_trunc, r_info = ref.step(action)
         obs, rew, term, trunc, info = env.step(action)
-        torch.testing.assert_close(obs, r_obs, rtol=0, atol=TOL)
+        torch.testing.assert_close(obs, r_obs, rtol=TOL, atol=TOL)
         torch.testing.assert_close(rew, r_rew, rtol=0, atol=TOL)
-        torch.testing.assert_close(info["final_obs"], r_info["final_obs"], rtol=0, atol=TOL)
+        torch.testing.assert_close(info["final_obs"], r_info["final_obs"], rtol=TOL, atol=TOL)
         assert torch.equal(term, r_term) and torch.equal(trunc, r_trunc)
         ends += int((r_term | r_trunc).sum())
     assert ends >= ref.num_envs  # the comparison spans an autoreset
+    assert env.num_diverged == 0
+
+
+@pytest.mark.parametrize("name", CHAOTIC)
+def test_contact_rich_tasks_match_the_mujoco_backend_step_by_step(name):
+    """From the MuJoCo backend's state at every step, one control step on each backend
+    gives the same observation and reward (float32 against float64, through contacts:
+    measured 1.2e-4 and 2.3e-4 of 1 + |x| at most); the first 20 steps run freely
+    agree too, and resets across an episode boundary start the same episodes."""
+    ref, env = pair(name, episode_length=150)
+    torch.testing.assert_close(env.reset(), ref.reset(), rtol=0, atol=1e-6)
+    gen = torch.Generator().manual_seed(0)
+    for t in range(STEPS):
+        if t >= 20:  # after 20 free steps, start each step from the reference's state
+            env.set_physics_state(ref.sim.qpos.float(), ref.sim.qvel.float())
+        action = torch.rand(ref.num_envs, ref.action_dim, generator=gen) * 2 - 1
+        r_obs, r_rew, r_term, r_trunc, r_info = ref.step(action)
+        obs, rew, term, trunc, info = env.step(action)
+        scale = 1 + r_info["final_obs"].abs()
+        assert ((info["final_obs"] - r_info["final_obs"]).abs() / scale).max() < 1e-3, t
+        assert ((obs - r_obs).abs() / (1 + r_obs.abs())).max() < 1e-3, t
+        torch.testing.assert_close(rew, r_rew, rtol=0, atol=1e-3)
+        assert torch.equal(term, r_term) and torch.equal(trunc, r_trunc)
     assert env.num_diverged == 0
 
 
@@ -215,7 +250,16 @@ def test_fields_without_a_batch_dimension_stay_shared():
         sim.model_field("actuator_trntype")  # one actuator: a leading 1 that is no batch
 
 
-@pytest.mark.parametrize("name", [t for t in envs.list_tasks() if not t.startswith("test_")])
+def _one_task_per_model() -> list[str]:
+    """The first task of each MJCF asset: tasks of one asset render alike."""
+    first: dict[str, str] = {}
+    for name in envs.list_tasks():
+        if not name.startswith("test_"):
+            first.setdefault(spec(name).env_cls.model_file, name)
+    return sorted(first.values())
+
+
+@pytest.mark.parametrize("name", _one_task_per_model())
 def test_pixel_observations_pass_the_protocol_checker(name):
     from envs.checker import check_batched_env
 

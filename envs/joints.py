@@ -1,0 +1,70 @@
+"""Random joint configurations by the Control Suite's initial-state law, for the
+tasks that start from one (walker, hopper, cheetah, ...).
+
+`random_joints(env, n)` draws, from the seeds of the episodes being started (the
+env's `uniform` / `normal`, so it is only called inside `_reset_idx`), qpos rows
+that start from the model's `qpos0` and then set
+- a limited hinge or slide uniformly within its range;
+- an unlimited hinge uniformly on [-pi, pi);
+- a limited ball joint to a rotation about a uniform random axis by an angle
+  uniform in [0, range max);
+- an unlimited ball joint uniformly on the unit 3-sphere (a normalised Gaussian);
+- the orientation of a free joint to a normalised vector of four uniform [0, 1)
+  numbers (the Control Suite's law for it, kept for comparability), its position
+  untouched;
+and leave unlimited slides at qpos0. With `limited_only=True` only limited hinges
+and slides move (the cheetah's law).
+"""
+
+from __future__ import annotations
+
+import math
+
+import mujoco
+import torch
+
+
+def random_joints(env, n: int, limited_only: bool = False) -> torch.Tensor:
+    """float64 qpos `[n, nq]` of `n` new episodes, drawn as the module docstring says."""
+    model = env.sim.model
+    qpos = torch.as_tensor(model.qpos0, dtype=torch.float64).repeat(n, 1)
+    qpos = qpos.to(env.sim_device)
+    hinge, slide, ball, free = (
+        int(t)
+        for t in (
+            mujoco.mjtJoint.mjJNT_HINGE,
+            mujoco.mjtJoint.mjJNT_SLIDE,
+            mujoco.mjtJoint.mjJNT_BALL,
+            mujoco.mjtJoint.mjJNT_FREE,
+        )
+    )
+    for j in range(model.njnt):
+        kind, adr = int(model.jnt_type[j]), int(model.jnt_qposadr[j])
+        limited = bool(model.jnt_limited[j])
+        low, high = (float(v) for v in model.jnt_range[j])
+        if kind in (hinge, slide):
+            if limited:
+                qpos[:, adr] = env.uniform(low, high, n)
+            elif kind == hinge and not limited_only:
+                qpos[:, adr] = env.uniform(-math.pi, math.pi, n)
+        elif limited_only:
+            continue
+        elif kind == ball:
+            qpos[:, adr : adr + 4] = (
+                _limited_rotation(env, n, high) if limited else _unit(env.normal((n, 4)))
+            )
+        elif kind == free:
+            qpos[:, adr + 3 : adr + 7] = _unit(env.uniform(0.0, 1.0, (n, 4)))
+    return qpos
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+
+
+def _limited_rotation(env, n: int, limit: float) -> torch.Tensor:
+    """Quaternions `[n, 4]` of rotations about uniform random axes by angles uniform
+    in [0, limit)."""
+    axis = _unit(env.normal((n, 3)))
+    half = env.uniform(0.0, limit, n)[:, None] / 2
+    return torch.cat((torch.cos(half), axis * torch.sin(half)), dim=-1)
