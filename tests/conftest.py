@@ -29,9 +29,19 @@ if "test_cartpole_falls" not in list_tasks():
     register("test_cartpole_falls", FallingCartpole, CartpoleCfg, episode_length=300)
 
 
+def _seconds(item) -> float:
+    """The duration a slow test declares (`@pytest.mark.slow(seconds=...)`), else 0."""
+    mark = item.get_closest_marker("slow")
+    return float(mark.kwargs.get("seconds", 0)) if mark is not None else 0.0
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `gpu` need a CUDA device: skipped without one (`.ci/gpu` runs them
-    on a CUDA machine and fails on any skip)."""
+    """Longest slow tests first: with pytest-xdist handing out one test at a time
+    (`--maxschedchunk 1`, the CI's slow step) that is longest-first list scheduling,
+    so no worker is left running a long test alone at the end. Tests marked `gpu` need
+    a CUDA device: skipped without one (`.ci/gpu` runs them on a CUDA machine and fails
+    on any skip)."""
+    items.sort(key=_seconds, reverse=True)  # stable: tests without a duration keep their order
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device (bash .ci/gpu on a CUDA machine)")

@@ -180,7 +180,7 @@ def test_learner_on_an_imagined_env(algo):
     assert learner.agent.act(real.reset()).abs().max() <= 1.0
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=155)
 def test_sac_learns_cartpole_balance():
     """SAC through the learner balances the cart-pole within 12k transitions (about a
     minute on one thread). Measured on one thread (seeds 0, 1, 2): return 982, 997,

@@ -35,6 +35,7 @@ DMC = {
     "hopper_stand": ("hopper", "stand"),
     "hopper_hop": ("hopper", "hop"),
     "cheetah_run": ("cheetah", "run"),
+    "acrobot_swingup": ("acrobot", "swingup"),
 }
 TASKS = [t for t in DMC if t in envs.list_tasks()]
 

@@ -65,7 +65,7 @@ def _check_against(out: Path, ref: Dataset) -> list[int]:
     return ds.episodes
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=185)
 def test_sigkill_at_random_moments(tmp_path):
     ref_cfg = CollectCfg(out=tmp_path / "ref", progress=False, **SETTINGS)
     collect(ref_cfg)

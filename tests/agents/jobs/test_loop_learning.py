@@ -10,7 +10,7 @@ from agents.jobs.loop import LoopCfg
 from run import closed_loop
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=730)
 def test_closed_loop_learns_cartpole_balance(tmp_path):
     cfg = LoopCfg(
         task="cartpole_balance",

@@ -94,7 +94,7 @@ def test_bad_checkpoints_are_named(tmp_path, trained):
     assert other["format"] == FORMAT
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=57)
 def test_ensemble_fidelity_as_documented(tmp_path):
     """docs/world-models.md's table, by its commands: 48 swing-up episodes of the noisy
     expert, `train-wm` with defaults. On the test episodes the ensemble is far ahead

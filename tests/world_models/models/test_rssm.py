@@ -267,7 +267,7 @@ def briefly_trained(tmp_path_factory, swingup_data):
     return _train_small(tmp_path_factory.mktemp("rssm"), swingup_data, epochs=1, steps=10)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=43)
 def test_learns_the_dynamics_and_the_reward(tmp_path, swingup_data):
     """A short run: on the test episodes, open-loop errors far below the untrained
     model's (a slow test below checks the margin over copying the last observation)."""
@@ -309,7 +309,7 @@ def test_reload_resume_and_sampling(briefly_trained):
         world_models.load(cfg.out / "model.pt", kind="ensemble")
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=495)
 def test_rssm_beats_copy_last_on_cartpole_swingup(tmp_path):
     """The default architecture, 1,000 steps: far ahead of copying the last
     observation at every horizon of the test episodes (docs/world-models.md measured
@@ -345,7 +345,7 @@ def test_rssm_beats_copy_last_on_cartpole_swingup(tmp_path):
         assert err["copy_last"][h] / err["model"][h] > 4.0, (h, err)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=650)
 def test_a_model_that_sees_learns_from_frames(tmp_path):
     """64 x 64 frames only, frame motion: after a short run the imagined frames and
     the decoded state are far better than an untrained model's, the frames beat

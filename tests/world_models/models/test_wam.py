@@ -299,7 +299,7 @@ def test_play_windows_train_the_cascade_dynamics_but_not_its_plan():
         assert mixed[key] == pytest.approx(plain[key], rel=1e-6)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=350)  # joint; cascaded 170
 @pytest.mark.parametrize("kind", WAMS)
 def test_wams_learn_dynamics_and_actions_from_push_demonstrations(kind, tmp_path):
     _collect(tmp_path, demos=32, play=16)
