@@ -98,7 +98,7 @@ class BatchedEnv(ABC):
         self.num_envs = cfg.num_envs
         self.device = torch.device(cfg.device)
         self._ids: dict[tuple[str, str], int] = {}
-        self._spans: dict[tuple[str, str], slice] = {}
+        self._sensor_spans: dict[str, slice] = {}
         # the warp backend simulates on the env's device (CUDA graphs on a GPU); the
         # MuJoCo backend on the CPU, its tensors moved to `device` on the way out
         on_device = {"device": cfg.device} if cfg.backend == "warp" else {}
@@ -190,12 +190,12 @@ class BatchedEnv(ABC):
 
     def sensor(self, name: str) -> torch.Tensor:
         """Readings of the named MJCF sensor in every world, `[N, dim]`, current after `step`."""
-        if ("sensor_span", name) not in self._spans:
+        if name not in self._sensor_spans:
             sensor = self.object_id("sensor", name)
             model = self.sim.model
             adr, dim = int(model.sensor_adr[sensor]), int(model.sensor_dim[sensor])
-            self._spans[("sensor_span", name)] = slice(adr, adr + dim)
-        return self.sim.data("sensordata")[:, self._spans[("sensor_span", name)]]
+            self._sensor_spans[name] = slice(adr, adr + dim)
+        return self.sim.data("sensordata")[:, self._sensor_spans[name]]
 
     # ------------------------------------------------------------ protocol
     @property
@@ -395,13 +395,19 @@ class BatchedEnv(ABC):
                 f"({len(ids)}, {self.observation_dim}) for {len(ids)} env ids"
             )
         qpos, qvel = self._state_from_obs(obs.to(torch.float64), ids)
+        if self.unobserved_qpos:  # each world keeps its own
+            full = self.sim.qpos[ids.to(self.sim_device)].to(qpos)
+            observed = [i for i in range(self.sim.nq) if i not in self.unobserved_qpos]
+            full[:, observed] = qpos
+            qpos = full
         return self.set_physics_state(qpos, qvel, ids)
 
     def _state_from_obs(
         self, obs: torch.Tensor, env_ids: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(qpos `[n, nq]`, qvel `[n, nv]`) whose observation is `obs` (float64 `[n, obs_dim]`);
-        tasks whose observation determines their state implement this."""
+        tasks whose observation determines their state implement this. qpos leaves out
+        the `unobserved_qpos` columns, which `set_state_from_obs` fills in."""
         raise NotImplementedError(
             f"{self.name}: {type(self).__name__} does not implement set_state_from_obs "
             "(its observation does not give back a physics state)"

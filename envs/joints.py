@@ -13,7 +13,8 @@ that start from the model's `qpos0` and then set
   numbers (the Control Suite's law for it, kept for comparability), its position
   untouched;
 and leave unlimited slides at qpos0. With `limited_only=True` only limited hinges
-and slides move (the cheetah's law).
+and slides move (the cheetah's law). `start_at_random_joints` starts worlds there
+at rest; `wrap_angle` maps joint angles recovered from an observation to [-pi, pi).
 """
 
 from __future__ import annotations
@@ -56,6 +57,20 @@ def random_joints(env, n: int, limited_only: bool = False) -> torch.Tensor:
         elif kind == free:
             qpos[:, adr + 3 : adr + 7] = _unit(env.uniform(0.0, 1.0, (n, 4)))
     return qpos
+
+
+def start_at_random_joints(env, env_ids: torch.Tensor) -> None:
+    """Put the worlds `env_ids` at rest in `random_joints` configurations (inside
+    `_reset_idx`)."""
+    n = len(env_ids)
+    qpos = random_joints(env, n)
+    qvel = torch.zeros(n, env.sim.nv, dtype=torch.float64, device=env.sim_device)
+    env.sim.set_state(qpos, qvel, env_ids, forward=False)
+
+
+def wrap_angle(angle: torch.Tensor) -> torch.Tensor:
+    """Angles wrapped to [-pi, pi)."""
+    return torch.remainder(angle + math.pi, 2 * math.pi) - math.pi
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:

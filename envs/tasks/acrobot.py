@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from envs.base import BatchedEnv, EnvCfg
+from envs.joints import wrap_angle
 from envs.registry import register
 from envs.rewards import tolerance
 
@@ -41,8 +42,7 @@ class AcrobotEnv(BatchedEnv):
     def _state_from_obs(self, obs: torch.Tensor, env_ids: torch.Tensor):
         upper = torch.atan2(obs[:, 0], obs[:, 2])
         lower = torch.atan2(obs[:, 1], obs[:, 3])
-        elbow = torch.remainder(lower - upper + math.pi, 2 * math.pi) - math.pi
-        return torch.stack((upper, elbow), dim=-1), obs[:, 4:6]
+        return torch.stack((upper, wrap_angle(lower - upper)), dim=-1), obs[:, 4:6]
 
     def _get_rewards(self) -> torch.Tensor:
         sites = self.sim.data("site_xpos")

@@ -39,8 +39,7 @@ class CheetahEnv(BatchedEnv):
         return torch.cat((self.sim.qpos[:, 1:], self.sim.qvel), dim=-1).float()
 
     def _state_from_obs(self, obs: torch.Tensor, env_ids: torch.Tensor):
-        rootx = self.sim.qpos[env_ids.to(self.sim_device), 0:1].to(obs)
-        return torch.cat((rootx, obs[:, 0:8]), dim=-1), obs[:, 8:17]
+        return obs[:, 0:8], obs[:, 8:17]  # qpos but rootx
 
     def _get_rewards(self) -> torch.Tensor:
         speed = self.sensor("torso_subtreelinvel")[:, 0]  # of the centre of mass
@@ -57,7 +56,7 @@ class CheetahEnv(BatchedEnv):
         v0 = self._first_step_velocity().to(qpos)
         qpos = qpos + self.sim.timestep * v0  # hinges and slides only: a plain sum
         self.sim.set_state(qpos, v0.expand(n, -1), env_ids, forward=False)
-        self.sim.ctrl[env_ids] = 0.0
+        # motors off: `reset_worlds` (in super()._reset_idx) zeroed these worlds' controls
         self.sim.settle(env_ids, self.cfg.settle_steps - 1)
         self.sim.time[env_ids] = 0.0
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from envs.base import BatchedEnv, EnvCfg
-from envs.joints import random_joints
+from envs.joints import start_at_random_joints
 from envs.registry import register
 from envs.rewards import tolerance
 
@@ -42,8 +42,7 @@ class HopperEnv(BatchedEnv):
     contact_obs = (13, 14)  # the touch sensors
 
     def _state_from_obs(self, obs: torch.Tensor, env_ids: torch.Tensor):
-        rootx = self.sim.qpos[env_ids.to(self.sim_device), 0:1].to(obs)
-        return torch.cat((rootx, obs[:, 0:6]), dim=-1), obs[:, 6:13]
+        return obs[:, 0:6], obs[:, 6:13]  # qpos but rootx
 
     def _get_observations(self) -> torch.Tensor:
         touch = torch.log1p(torch.cat((self.sensor("touch_toe"), self.sensor("touch_heel")), -1))
@@ -72,10 +71,7 @@ class HopperEnv(BatchedEnv):
 
     def _reset_idx(self, env_ids: torch.Tensor) -> None:
         super()._reset_idx(env_ids)
-        n = len(env_ids)
-        qpos = random_joints(self, n)
-        qvel = torch.zeros(n, self.sim.nv, dtype=torch.float64, device=self.sim_device)
-        self.sim.set_state(qpos, qvel, env_ids, forward=False)
+        start_at_random_joints(self, env_ids)
 
 
 register("hopper_stand", HopperEnv, HopperCfg, "wam/HopperStand-v0", hopping=False)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from envs.base import BatchedEnv, EnvCfg
-from envs.joints import random_joints
+from envs.joints import start_at_random_joints, wrap_angle
 from envs.registry import register
 from envs.rewards import tolerance
 
@@ -44,10 +44,9 @@ class WalkerEnv(BatchedEnv):
         # torso's is rooty, each leg joint (axis -y) the parent's pitch minus the child's
         pitch = torch.atan2(obs[:, 1:14:2], obs[:, 0:14:2])  # torso, right x3, left x3
         parent = pitch[:, [0, 1, 2, 0, 4, 5]]
-        joints = torch.remainder(parent - pitch[:, 1:] + torch.pi, 2 * torch.pi) - torch.pi
+        joints = wrap_angle(parent - pitch[:, 1:])
         torso_z = float(self.sim.model.body_pos[self.object_id("body", "torso"), 2])
-        rootx = self.sim.qpos[env_ids.to(self.sim_device), 1:2].to(obs)
-        qpos = torch.cat((obs[:, 14:15] - torso_z, rootx, pitch[:, :1], joints), dim=-1)
+        qpos = torch.cat((obs[:, 14:15] - torso_z, pitch[:, :1], joints), dim=-1)  # but rootx
         return qpos, obs[:, 15:24]
 
     def _get_observations(self) -> torch.Tensor:
@@ -77,10 +76,7 @@ class WalkerEnv(BatchedEnv):
 
     def _reset_idx(self, env_ids: torch.Tensor) -> None:
         super()._reset_idx(env_ids)
-        n = len(env_ids)
-        qpos = random_joints(self, n)
-        qvel = torch.zeros(n, self.sim.nv, dtype=torch.float64, device=self.sim_device)
-        self.sim.set_state(qpos, qvel, env_ids, forward=False)
+        start_at_random_joints(self, env_ids)
 
 
 for _name, _gym_id, _speed in (
