@@ -104,7 +104,7 @@ class BatchedEnv(ABC):
         on_device = {"device": cfg.device} if cfg.backend == "warp" else {}
         self.sim = make_sim(
             cfg.backend,
-            str(ASSETS / self.model_file),
+            self.compile_model(cfg),
             cfg.num_envs,
             substeps=cfg.substeps,
             nthread=cfg.nthread,
@@ -151,6 +151,22 @@ class BatchedEnv(ABC):
                 -np.inf, np.inf, shape=(self._obs.shape[1],), dtype=np.float32
             )
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(self.action_dim,), dtype=np.float32)
+
+    @classmethod
+    def compile_model(cls, cfg: EnvCfg):
+        """The task's MjModel: its MJCF asset, changed by `edit_spec` (every world and
+        every peer that simulates the task starts from this model)."""
+        import mujoco  # here: Isaac Lab tasks (no MJCF) never load it
+
+        spec = mujoco.MjSpec.from_file(str(ASSETS / cls.model_file))
+        cls.edit_spec(spec, cfg)
+        return spec.compile()
+
+    @classmethod
+    def edit_spec(cls, spec, cfg: EnvCfg) -> None:
+        """Change the asset's `mujoco.MjSpec` before it compiles, for a task whose model
+        differs from its domain's asset (a finger's spinner damping); default: none."""
+        del spec, cfg
 
     # ----------------------------------------------------------- task hooks
     @abstractmethod
@@ -218,7 +234,7 @@ class BatchedEnv(ABC):
         are untouched. Returns the observations of every env, `[N, obs_dim]`."""
         ids, seeds = check_reset_rows(env_ids, seeds, self.num_envs, self.name)
         self._start_episodes(ids, seeds)
-        self.sim.forward(ids)
+        self.sim.forward(ids, acceleration=True)
         self._fresh = False
         self._obs = self._observe()
         return self._obs.to(self.device)
@@ -274,7 +290,7 @@ class BatchedEnv(ABC):
 
     def _reset_all(self) -> torch.Tensor:
         self._start_episodes(torch.arange(self.num_envs, device=self.sim_device))
-        self.sim.forward()
+        self.sim.forward(acceleration=True)
         return self._observe()
 
     def step(
@@ -317,7 +333,7 @@ class BatchedEnv(ABC):
             if self.capture_final_frames:  # the last state is gone once the env resets
                 info["final_frames"] = self.render(ids)
             self._start_episodes(ids)
-            self.sim.forward(ids)
+            self.sim.forward(ids, acceleration=True)
             obs = self._observe()
         self._obs = obs
         info["final_obs"] = final_obs
@@ -402,6 +418,12 @@ class BatchedEnv(ABC):
             qpos = full
         return self.set_physics_state(qpos, qvel, ids)
 
+    @property
+    def can_set_state_from_obs(self) -> bool:
+        """Whether the task's observation gives back a physics state (`set_state_from_obs`):
+        false where it leaves out orientations it cannot be drawn without (a quadruped's)."""
+        return type(self)._state_from_obs is not BatchedEnv._state_from_obs
+
     def _state_from_obs(
         self, obs: torch.Tensor, env_ids: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -413,15 +435,28 @@ class BatchedEnv(ABC):
             "(its observation does not give back a physics state)"
         )
 
-    def render(self, env_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """RGB frames uint8 `[n, H, W, 3]` of `env_ids` (all if None)."""
-        return self._frames(env_ids).to(self.device)
+    def render(
+        self,
+        env_ids: torch.Tensor | None = None,
+        *,
+        width: int | None = None,
+        height: int | None = None,
+    ) -> torch.Tensor:
+        """RGB frames uint8 `[n, H, W, 3]` of `env_ids` (all if None), at the env's
+        render size or at `width` x `height` (a video for people; the camera and scene
+        are the env's)."""
+        return self._frames(env_ids, width, height).to(self.device)
 
-    def _frames(self, env_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def _frames(
+        self,
+        env_ids: torch.Tensor | None = None,
+        width: int | None = None,
+        height: int | None = None,
+    ) -> torch.Tensor:
         return self.sim.render(
             env_ids,
-            width=self.cfg.render_width,
-            height=self.cfg.render_height,
+            width=width or self.cfg.render_width,
+            height=height or self.cfg.render_height,
             camera=self.cfg.render_camera,
             scene_hook=self._scene_hook,
         )

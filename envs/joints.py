@@ -14,12 +14,15 @@ that start from the model's `qpos0` and then set
   untouched;
 and leave unlimited slides at qpos0. With `limited_only=True` only limited hinges
 and slides move (the cheetah's law). `start_at_random_joints` starts worlds there
-at rest; `wrap_angle` maps joint angles recovered from an observation to [-pi, pi).
+at rest; `start_without_contacts` repeats a draw until no world's bodies touch
+(the Control Suite's rejection of interpenetrating starts); `wrap_angle` maps
+joint angles recovered from an observation to [-pi, pi).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import mujoco
 import torch
@@ -66,6 +69,29 @@ def start_at_random_joints(env, env_ids: torch.Tensor) -> None:
     qpos = random_joints(env, n)
     qvel = torch.zeros(n, env.sim.nv, dtype=torch.float64, device=env.sim_device)
     env.sim.set_state(qpos, qvel, env_ids, forward=False)
+
+
+MAX_REJECTIONS = 10_000
+
+
+def start_without_contacts(env, env_ids: torch.Tensor, draw: Callable[[int], torch.Tensor]) -> None:
+    """Start the worlds `env_ids` at rest in configurations `draw(n)` (qpos `[n, nq]`,
+    from the env's episode draws), drawing again for every world that has a contact
+    until none has (inside `_reset_idx`, after every other draw: each round draws for
+    all rows so that a row's values follow from its own episode seed)."""
+    n = len(env_ids)
+    sim = env.sim
+    pending = torch.ones(n, dtype=torch.bool, device=env.sim_device)
+    qvel = torch.zeros(n, sim.nv, dtype=torch.float64, device=env.sim_device)
+    for _ in range(MAX_REJECTIONS):
+        qpos = draw(n)
+        ids = env_ids[pending]
+        sim.set_state(qpos[pending], qvel[pending], ids, forward=False)
+        sim.forward(ids)  # positions and contacts (the reset refreshes the rest)
+        pending[pending.clone()] = sim.contact_counts()[ids.to(env.sim_device)] > 0
+        if not pending.any():
+            return
+    raise RuntimeError(f"{env.name}: no contact-free initial state in {MAX_REJECTIONS} draws")
 
 
 def wrap_angle(angle: torch.Tensor) -> torch.Tensor:

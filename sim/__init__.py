@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 BACKENDS = ("mujoco", "warp", "isaaclab")  # isaaclab: Isaac Lab's own tasks (envs.isaaclab)
 
 
-def make_sim(backend: str, model_xml: str, num_worlds: int, **kwargs) -> BatchedSim:
-    """Build `num_worlds` worlds of an MJCF model on the named backend."""
+def make_sim(backend: str, model_xml, num_worlds: int, **kwargs) -> BatchedSim:
+    """Build `num_worlds` worlds of a model on the named backend: an MJCF file or
+    string, or a compiled `mujoco.MjModel`."""
     if backend == "mujoco":
         from sim.mujoco_sim import MujocoSim, load_model
 

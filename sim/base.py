@@ -58,8 +58,17 @@ class BatchedSim(ABC):
         state. Derived fields are current afterwards, as after `step`."""
 
     @abstractmethod
-    def forward(self, env_ids: torch.Tensor | None = None) -> None:
-        """Recompute derived fields (body frames, sensors) at the current state."""
+    def forward(self, env_ids: torch.Tensor | None = None, *, acceleration: bool = False) -> None:
+        """Recompute derived fields (body frames, sensors) at the current state.
+        Acceleration-stage sensors (accelerometers, forces, touch) keep the values of the
+        last physics step, as after a step; `acceleration=True` recomputes them at the
+        current state too, as `mj_forward` does (a new episode's first observation)."""
+
+    @abstractmethod
+    def contact_counts(self) -> torch.Tensor:
+        """Number of contacts of every world at its current state (as of the last
+        `forward`, `step` or `settle`), int64 `[N]`: initial-state laws that reject
+        interpenetrating configurations read it."""
 
     @abstractmethod
     def data(self, name: str) -> torch.Tensor:

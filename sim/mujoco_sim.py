@@ -51,6 +51,7 @@ _DIVERGENCE_WARNINGS = [
     int(mujoco.mjtWarning.mjWARN_BADQACC),
 ]
 _STAGE_VEL = int(mujoco.mjtStage.mjSTAGE_VEL)
+_STAGE_ACC = int(mujoco.mjtStage.mjSTAGE_ACC)
 _STAGE_NONE = int(mujoco.mjtStage.mjSTAGE_NONE)
 
 
@@ -61,8 +62,11 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(view)
 
 
-def load_model(xml: str | os.PathLike) -> mujoco.MjModel:
-    """Compile an MJCF file, or an MJCF string, into an MjModel."""
+def load_model(xml: str | os.PathLike | mujoco.MjModel) -> mujoco.MjModel:
+    """Compile an MJCF file, or an MJCF string, into an MjModel (a compiled model is
+    returned as it is)."""
+    if isinstance(xml, mujoco.MjModel):
+        return xml
     text = str(xml)
     if text.lstrip().startswith("<"):
         return mujoco.MjModel.from_xml_string(text)
@@ -112,13 +116,14 @@ class MjModelSim(BatchedSim):
         forward: bool = True,
     ) -> None:
         """Write `qpos` `[n, nq]` and `qvel` `[n, nv]` into the given worlds; `forward`
-        refreshes their derived fields (tasks that write the state of a whole reset
-        and refresh once afterwards pass False)."""
+        refreshes their derived fields, acceleration-stage sensors included, as a
+        Control Suite reset does (tasks that write the state of a whole reset and
+        refresh once afterwards pass False)."""
         ids = slice(None) if env_ids is None else env_ids.to(self.qpos.device)
         self.qpos[ids] = qpos.to(self.qpos)
         self.qvel[ids] = qvel.to(self.qvel)
         if forward:
-            self.forward(env_ids)
+            self.forward(env_ids, acceleration=True)
 
 
 class MujocoSim(MjModelSim):
@@ -160,6 +165,7 @@ class MujocoSim(MjModelSim):
         self._render_model: mujoco.MjModel | None = None
         self._render_data: mujoco.MjData | None = None
         self.nthread = self._batch.nthread
+        self._acc_sensors = torch.from_numpy(_acceleration_sensor_entries(model))
 
     # ------------------------------------------------------------------ state
     def data(self, name: str) -> torch.Tensor:
@@ -171,8 +177,13 @@ class MujocoSim(MjModelSim):
         """
         if name not in self._derived:
             self._derived[name] = _tensor(self._batch.bind(name))
-            self.forward()  # fill it now; afterwards every call refreshes it
+            # fill it now (afterwards every call refreshes it); new sensor readings
+            # need the acceleration stage for the accelerometers, forces and touch
+            self.forward(acceleration=name == "sensordata")
         return self._derived[name]
+
+    def contact_counts(self) -> torch.Tensor:
+        return self.data("ncon").reshape(self.num_worlds).long()
 
     def model_field(self, name: str) -> torch.Tensor:
         """Make an MjModel field per-world and return its live `[N, ...]` tensor.
@@ -189,14 +200,27 @@ class MujocoSim(MjModelSim):
         """Recompute derived model constants after writing per-world fields."""
         self._batch.set_const(_ids(env_ids))
 
-    def forward(self, env_ids: torch.Tensor | None = None) -> None:
-        """Recompute position- and velocity-dependent fields at the current state.
+    def forward(self, env_ids: torch.Tensor | None = None, *, acceleration: bool = False) -> None:
+        """Recompute position- and velocity-dependent fields at the current state (and
+        with `acceleration`, the acceleration stage: all of `mj_forward`).
 
         A no-op while no derived field is bound. A state the engine rejects here
         (huge or non-finite) is reset by it and reported as diverged by the next `step`.
         """
-        if self._derived:
-            self._guarded(lambda: self._batch.forward(_ids(env_ids), stage=_STAGE_VEL))
+        if not self._derived:
+            return
+        ids = _ids(env_ids)
+        if acceleration:
+            self._guarded(lambda: self._batch.forward(ids, stage=_STAGE_ACC))
+            return
+        # the batch's threads leave another world's acceleration-stage sensors in the
+        # outputs of a call that stops before that stage: put each world's own back
+        sensors = self._derived.get("sensordata")
+        keep = self._acc_sensors if sensors is not None else None
+        saved = sensors[:, keep].clone() if keep is not None and len(keep) else None
+        self._guarded(lambda: self._batch.forward(ids, stage=_STAGE_VEL))
+        if saved is not None:
+            sensors[:, keep] = saved
 
     def step(self) -> torch.Tensor:
         stage = _STAGE_VEL if self._derived else _STAGE_NONE
@@ -265,6 +289,11 @@ class MujocoSim(MjModelSim):
             # difference 0.05/255 at 64x64) and renders 64x64 frames 2-3x faster.
             quality = self._render_model.vis.quality
             quality.shadowsize = min(int(self.model.vis.quality.shadowsize), 4 * max(key))
+            # the offscreen buffer (the model's 640 x 480 unless it says otherwise) must
+            # hold the frame: a video pane may be larger than any camera frame
+            buffer = self._render_model.vis.global_
+            buffer.offwidth = max(buffer.offwidth, width)
+            buffer.offheight = max(buffer.offheight, height)
             try:
                 self._renderers[key] = mujoco.Renderer(self._render_model, height, width)
             except Exception as err:  # GL context creation fails in many distinct ways
@@ -302,6 +331,20 @@ def _close_renderers() -> None:
     for sim in list(_RENDERING):
         with contextlib.suppress(Exception):
             sim.close()
+
+
+def _acceleration_sensor_entries(model: mujoco.MjModel) -> np.ndarray:
+    """sensordata indices of the sensors computed in the acceleration stage."""
+    acc = int(mujoco.mjtStage.mjSTAGE_ACC)
+    return np.array(
+        [
+            int(model.sensor_adr[k]) + i
+            for k in range(model.nsensor)
+            if int(model.sensor_needstage[k]) == acc
+            for i in range(int(model.sensor_dim[k]))
+        ],
+        dtype=np.int64,
+    )
 
 
 def _ids(env_ids: torch.Tensor | Sequence[int] | None) -> np.ndarray | None:

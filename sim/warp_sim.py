@@ -120,6 +120,13 @@ class WarpSim(MjModelSim):
             self.forward()
         return self._derived[name]
 
+    def contact_counts(self) -> torch.Tensor:
+        if not self._derived:  # forward is a no-op until a derived field is bound
+            self.data("qfrc_constraint")
+        n = int(wp.to_torch(self._d.nacon)[0])
+        world = wp.to_torch(self._d.contact.worldid)[:n].long()
+        return torch.bincount(world, minlength=self.num_worlds)
+
     def model_field(self, name: str) -> torch.Tensor:
         """Make a Model field per-world and return its live `[N, ...]` tensor.
 
@@ -183,14 +190,28 @@ class WarpSim(MjModelSim):
         ratio = torch.where(derived > 0, mujoco_value.reshape(-1, 2) / derived, 1.0)
         return ratio.to(self.qpos)
 
-    def forward(self, env_ids: torch.Tensor | None = None) -> None:
+    def forward(self, env_ids: torch.Tensor | None = None, *, acceleration: bool = False) -> None:
         """Recompute position- and velocity-dependent fields (of every world) at the
-        current state; a no-op while no derived field is bound."""
-        del env_ids
-        if self._derived:
+        current state; a no-op while no derived field is bound. With `acceleration`,
+        all of `mj_forward` for every world, then the other worlds' sensors put back
+        (theirs are the last step's)."""
+        if not self._derived:
+            return
+        if not acceleration:
             with wp.ScopedDevice(self.device):
                 self._kinematics()
-            self._static_geoms()
+        else:
+            sensors = wp.to_torch(self._d.sensordata)
+            keep = torch.ones(self.num_worlds, dtype=torch.bool, device=sensors.device)
+            if env_ids is not None:
+                keep[torch.as_tensor(env_ids, device=keep.device).long()] = False
+            else:
+                keep[:] = False
+            saved = sensors[keep].clone()
+            with wp.ScopedDevice(self.device):
+                mjw.forward(self._m, self._d)
+            sensors[keep] = saved
+        self._static_geoms()
 
     def _kinematics(self) -> None:
         """Position- and velocity-dependent fields and sensors at the current state, as

@@ -8,6 +8,11 @@
   three channels (what `skimage.metrics.structural_similarity` computes with
   `gaussian_weights=True, use_sample_covariance=False, channel_axis=-1`).
 - `side_by_side`, `strip`: frame layouts with thin white separators.
+- `resize` (nearest-neighbour), `label`: frames for people: a pane scaled to the
+  size a video shows, and lines of white text on a darkened box in its top-left
+  corner. The font is Pillow's own (`ImageFont.load_default`: Aileron Regular at
+  `font_size(height)` px, built into Pillow, where Pillow has FreeType; else its
+  bitmap font, scaled by a whole factor); nothing is read from disk or downloaded.
 - `write_video` (H.264 through PyAV, MPEG-4 Part 2 where the build lacks libx264),
   `write_png` (Pillow), `plot_errors` (matplotlib's Agg canvas, no pyplot state).
 Every file is written atomically: to a temporary file beside it, then renamed.
@@ -15,6 +20,7 @@ Every file is written atomically: to a temporary file beside it, then renamed.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -119,6 +125,98 @@ def strip(real: torch.Tensor, imagined: torch.Tensor) -> torch.Tensor:
         image[:h, left : left + w] = real[k]
         image[h + SEPARATOR :, left : left + w] = imagined[k]
     return image
+
+
+# ------------------------------------------------------------- frames for people
+LABEL_PAD = 3  # [px] between a label's text and the edge of its box
+LABEL_SHADE = 0.45  # what is left of the picture under a label's box (0: black)
+
+
+def resize(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """uint8 frames `[N, h, w, 3]` scaled to `[N, height, width, 3]`, nearest neighbour
+    (a whole factor turns every pixel into a block: what a model predicted, not a
+    smoothed guess)."""
+    if frames.dim() != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be [N, H, W, 3], got {tuple(frames.shape)}")
+    if tuple(frames.shape[1:3]) == (height, width):
+        return frames
+    chw = frames.permute(0, 3, 1, 2).float()
+    out = F.interpolate(chw, size=(height, width), mode="nearest")
+    return out.round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def font_size(height: int) -> int:
+    """Label font size [px] on a pane `height` px high: 1/16 of it (16 px on 256 px),
+    at least 10."""
+    return max(10, round(height / 16))
+
+
+@functools.cache
+def label_font(size: int) -> tuple:
+    """(font, scale): Pillow's built-in Aileron Regular at `size` px (needs Pillow's
+    FreeType support) and scale 1; without FreeType, Pillow's bitmap font and the
+    whole factor that brings its capitals (6 px) nearest to Aileron's (0.7 `size`)."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size), 1
+    except (ImportError, OSError, TypeError):  # no FreeType (DeferredError: ImportError)
+        bitmap = getattr(ImageFont, "load_default_imagefont", ImageFont.load_default)
+        return bitmap(), max(1, round(0.7 * size / 6))
+
+
+def _label_mask(lines: Sequence[str], size: int) -> np.ndarray:
+    """The text of `lines` as coverage uint8 `[h, w]` (255: ink), `LABEL_PAD` around."""
+    from PIL import Image, ImageDraw
+
+    font, scale = label_font(size)
+    text = "\n".join(lines)
+    spacing = max(1, round(size / 6 / scale))  # between lines
+    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+    left, top, right, bottom = probe.multiline_textbbox((0, 0), text, font=font, spacing=spacing)
+    pad = math.ceil(LABEL_PAD / scale)
+    mask = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), 0)
+    ImageDraw.Draw(mask).multiline_text(
+        (pad - left, pad - top), text, fill=255, font=font, spacing=spacing
+    )
+    if scale > 1:
+        mask = mask.resize((mask.width * scale, mask.height * scale), Image.Resampling.NEAREST)
+    return np.asarray(mask)
+
+
+def _fitted_mask(lines: Sequence[str], height: int, width: int) -> np.ndarray:
+    """`_label_mask` at `font_size(height)`, smaller where that is wider than the pane
+    (down to 10 px; what still does not fit is cut off)."""
+    size = font_size(height)
+    mask = _label_mask(lines, size)
+    while mask.shape[1] > width and size > 10:
+        size = max(10, int(size * 0.85))
+        mask = _label_mask(lines, size)
+    return mask[:height, :width]
+
+
+def label_box(lines: Sequence[str], height: int, width: int) -> tuple[int, int]:
+    """(rows, columns) [px] of the top-left corner that `label` changes on a pane of
+    `height` x `width` px."""
+    rows, cols = _fitted_mask(lines, height, width).shape
+    return rows, cols
+
+
+def label(image: torch.Tensor, lines: Sequence[str]) -> torch.Tensor:
+    """A copy of the uint8 pane `[H, W, 3]` with `lines` of white text on a darkened
+    box in its top-left corner (font: `label_font(font_size(H))`, smaller where the
+    text would be wider than the pane)."""
+    image = torch.as_tensor(image)
+    if image.dim() != 3 or image.shape[-1] != 3 or image.dtype != torch.uint8:
+        raise ValueError(f"a pane must be uint8 [H, W, 3], got {image.dtype} {tuple(image.shape)}")
+    height, width = image.shape[:2]
+    mask = _fitted_mask(lines, height, width)
+    rows, cols = mask.shape
+    out = image.cpu().numpy().copy()
+    ink = mask[..., None].astype(np.float32) / 255.0
+    box = out[:rows, :cols].astype(np.float32) * LABEL_SHADE
+    out[:rows, :cols] = np.rint(box * (1.0 - ink) + WHITE * ink).astype(np.uint8)
+    return torch.from_numpy(out)
 
 
 # --------------------------------------------------------------------- files

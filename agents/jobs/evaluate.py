@@ -11,13 +11,22 @@
   predictions, the same horizon; the agent acts on the imagined observations.
 - **Gap**: imagined minus real mean return: how much the model flatters (or
   wrongs) the policy. Returns are in the task's units (sum of rewards).
-- **Video** (`video_steps` > 0): the first start, real (left) beside imagined
-  (right), one frame per agent step; a state model's imagined panel is the real
-  renderer showing the imagined observation (`env.set_state_from_obs`).
+- **Video** (`video_steps` > 0): row 0's first episode, real (left) beside
+  imagined (right), one frame per agent step, each pane `video_size` px high (256
+  by default; as wide as the env's camera frames are for that height) whatever
+  the size the agent and the model see. The real pane is drawn by the simulator
+  at that size; a state model's imagined pane by a second env of the task (the
+  same episode seed, so what the observation leaves out matches) set to the
+  imagined observation (`set_state_from_obs`); a pixel model's predicted frames
+  are scaled up to it, nearest neighbour. Each pane is labelled "real" or
+  "imagined" with the step and the episode's return so far; a pane whose episode
+  ended first stays black with its last step and return. `video_steps` frames at
+  most, 25 a second.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +42,10 @@ from world_models import pictures
 from world_models.base import WorldModel
 from world_models.base import load as load_world_model
 from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
+
+VIDEO_SIZE = 256  # [px] height of a video pane
+MIN_VIDEO_SIZE = 16
+VIDEO_FPS = 25
 
 
 @dataclass
@@ -55,6 +68,9 @@ class EvalCfg:
     """Seed of the start states."""
     video_steps: int = 0
     """Agent steps of the real-vs-imagined video (0: none; needs --wm)."""
+    video_size: int = VIDEO_SIZE
+    """Height [px] of each pane of the video (its width follows the camera's aspect),
+    rendered by the simulator at that size whatever the size the agent and model see."""
     out: Path | None = None
     """Directory of report.json and video.mp4 (default: beside the agent)."""
     device: str = "cpu"
@@ -89,7 +105,8 @@ def run_episodes(
     """Episodes from `first_obs`, deterministic (or exploring with standard normal
     noise drawn from `noise`): returns `[N]` float64 of each row's first episode,
     whether it reached the task's goal (bool `[N]`, None for a task without one),
-    and `video_steps` frames of row 0 drawn by `draw(env, obs)`."""
+    and up to `video_steps` frames of row 0's first episode, one before each of its
+    steps, drawn by `draw(env, obs, step, ret)` (`ret`: the episode's return so far)."""
     n = env.num_envs
     agent.reset(torch.arange(n))
     obs, total = first_obs, torch.zeros(n, dtype=torch.float64)
@@ -97,8 +114,8 @@ def run_episodes(
     success = None
     frames = []
     while running.any():
-        if len(frames) < video_steps:
-            frames.append(draw(env, obs))
+        if len(frames) < video_steps and running[0]:
+            frames.append(draw(env, obs, len(frames), float(total[0])))
         if noise is None:
             action = agent.act(obs)
         else:
@@ -120,10 +137,13 @@ def evaluate(
     video_steps: int = 0,
     video_path: Path | None = None,
     noise_seed: int | None = None,
+    video_size: int = VIDEO_SIZE,
 ) -> dict[str, Any]:
     """Real (and imagined) returns of `agent` on the starts of `env.reset(seed)`;
     deterministic, or with `noise_seed` exploring with standard normal noise from a
-    generator of that seed (the same sequence in both runs)."""
+    generator of that seed (the same sequence in both runs). With a model and
+    `video_steps`, the video at `video_path`, panes `video_size` px high (see the
+    module docstring)."""
 
     def noise() -> torch.Generator | None:
         return None if noise_seed is None else torch.Generator().manual_seed(noise_seed)
@@ -132,6 +152,13 @@ def evaluate(
     video_steps = min(video_steps, steps) if wm is not None and video_path is not None else 0
     report: dict[str, Any] = {"episodes": env.num_envs, "seed": seed, "steps": steps}
     imagined_frames: list[torch.Tensor] = []
+    if video_steps and not getattr(env, "can_render", True):
+        raise ValueError(f"{env.name} renders no frames (a kit-less Isaac Lab task): no video")
+    pane = pane_size(env, video_size) if video_steps else (0, 0)
+
+    def labelled(frame: torch.Tensor, who: str, step: int, ret: float) -> torch.Tensor:
+        return pictures.label(frame, [who, f"step {step}  return {ret:.2f}"])
+
     if wm is not None:
         imagined = ImaginedEnv.from_env(
             wm,
@@ -145,52 +172,88 @@ def evaluate(
             ),
         )
         viewer = None
-        if video_steps and not wm.sees_pixels:
-            viewer = envs.make(env.name, num_envs=1, **_render_settings(env))
-            viewer.reset()
+        drawable = wm.sees_pixels or getattr(env, "can_set_state_from_obs", False)
+        if video_steps and not wm.sees_pixels and drawable:
+            viewer = state_viewer(env, *pane)
 
-        def draw(_, obs):
-            if wm.sees_pixels:
-                return imagined.render([0])[0].cpu()
-            if not torch.isfinite(obs[0]).all():
-                return torch.zeros_like(frame_like)
-            viewer.set_state_from_obs(obs[:1].cpu())
-            return viewer.render()[0]
+        def draw(_, obs, step, ret):
+            if wm.sees_pixels:  # the model's frame, scaled up to the pane
+                frame = pictures.resize(imagined.render([0]).cpu(), *pane)[0]
+            elif not drawable:  # the observation holds no whole state to draw
+                blank = torch.zeros(*pane, 3, dtype=torch.uint8)
+                lines = ["imagined (not drawable)", f"step {step}  return {ret:.2f}"]
+                return pictures.label(blank, lines)
+            elif not torch.isfinite(obs[0]).all():
+                frame = torch.zeros(*pane, 3, dtype=torch.uint8)
+            else:
+                viewer.set_state_from_obs(obs[:1].cpu())
+                frame = viewer.render()[0].cpu()
+            return labelled(frame, "imagined", step, ret)
 
-        frame_like = env.render([0])[0] if video_steps else None
-        ret, _, imagined_frames = run_episodes(
+        imagined_ret, _, imagined_frames = run_episodes(
             agent, imagined, imagined.reset(), video_steps, draw, noise()
         )
-        report["imagined_return"] = _stats(ret)
+        report["imagined_return"] = _stats(imagined_ret)
         if viewer is not None:
             viewer.close()
     obs = env.reset(seed=seed)
-    ret, success, real_frames = run_episodes(
-        agent, env, obs, video_steps, lambda e, _: e.render([0])[0], noise()
-    )
+
+    def draw_real(e, _, step, ret):
+        return labelled(render_at(e, *pane)[0].cpu(), "real", step, ret)
+
+    ret, success, real_frames = run_episodes(agent, env, obs, video_steps, draw_real, noise())
     report["real_return"] = _stats(ret)
     if success is not None:
         report["real_success_rate"] = float(success.float().mean())
     if wm is not None:
         report["gap"] = report["imagined_return"]["mean"] - report["real_return"]["mean"]
     if video_steps:
-        real = torch.stack(real_frames)[None]
-        imag = torch.stack(imagined_frames)
-        if imag.shape[1:] != real.shape[2:]:  # a model's frame size may differ from the camera's
-            imag = (
-                torch.nn.functional.interpolate(
-                    imag.permute(0, 3, 1, 2).float(), size=real.shape[2:4], mode="nearest"
-                )
-                .round()
-                .to(torch.uint8)
-                .permute(0, 2, 3, 1)
-            )
-        padded = torch.zeros_like(real)  # black after an imagined episode that ended early
-        padded[0, : len(imag)] = imag
-        imag = padded
-        pictures.write_video(video_path, pictures.side_by_side(real, imag), fps=25)
+        length = max(len(real_frames), len(imagined_frames))
+
+        def film(frames: list[torch.Tensor], who: str, total: float) -> torch.Tensor:
+            """The pane's frames, black after its episode ended (with its last step and
+            return) until the other's ends."""
+            end = labelled(torch.zeros(*pane, 3, dtype=torch.uint8), who, len(frames), total)
+            return torch.stack(frames + [end] * (length - len(frames)))[None]
+
+        real = film(real_frames, "real", float(ret[0]))
+        imag = film(imagined_frames, "imagined", float(imagined_ret[0]))
+        pictures.write_video(video_path, pictures.side_by_side(real, imag), fps=VIDEO_FPS)
         report["video"] = str(video_path)
     return report
+
+
+def pane_size(env, video_size: int) -> tuple[int, int]:
+    """(height, width) [px] of a video pane `video_size` px high showing `env`'s
+    camera: as wide as the env's own frames are for that height."""
+    if video_size < MIN_VIDEO_SIZE:
+        raise ValueError(f"video_size must be at least {MIN_VIDEO_SIZE} px, got {video_size}")
+    cfg = env.cfg
+    return video_size, max(1, round(video_size * cfg.render_width / cfg.render_height))
+
+
+def render_at(env, height: int, width: int, env_ids=(0,)) -> torch.Tensor:
+    """`env.render(env_ids)` at `height` x `width` px: the env's own camera, scene and
+    renderer, drawn at another size; the env's frames, and its observations, keep
+    their size."""
+    cfg = env.cfg
+    if (cfg.render_height, cfg.render_width) == (height, width):
+        return env.render(list(env_ids))
+    return env.render(list(env_ids), width=width, height=height)
+
+
+def state_viewer(env, height: int, width: int):
+    """A one-world copy of `env` (its task and settings) that renders `height` x
+    `width` frames, in the episode that `env`'s row 0 runs (the same episode seed, so
+    what an observation leaves out, a reacher's target, matches): the imagined pane
+    of a state model, set to each imagined observation by `set_state_from_obs`."""
+    cfg = dataclasses.replace(
+        env.cfg, num_envs=1, render_height=height, render_width=width, obs="state"
+    )
+    viewer = type(env)(cfg)
+    viewer.name = env.name
+    viewer.reset_envs(torch.zeros(1, dtype=torch.int64), env.episode_seed[:1].cpu())
+    return viewer
 
 
 @torch.no_grad()
@@ -254,15 +317,6 @@ def action_errors(agent: Agent, demos: Path, env) -> dict[str, Any]:
     }
 
 
-def _render_settings(env) -> dict[str, Any]:
-    cfg = env.cfg
-    return {
-        "render_width": cfg.render_width,
-        "render_height": cfg.render_height,
-        "action_repeat": cfg.action_repeat,
-    }
-
-
 def _stats(values: torch.Tensor) -> dict[str, float]:
     n = len(values)
     std = float(values.std()) if n > 1 else 0.0
@@ -308,7 +362,9 @@ def run_eval(cfg: EvalCfg) -> dict[str, Any]:
     agent_path = Path(cfg.agent)
     out = cfg.out or (agent_path if agent_path.is_dir() else agent_path.parent) / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    report = evaluate(agent, env, wm, cfg.seed, cfg.video_steps, out / "video.mp4")
+    report = evaluate(
+        agent, env, wm, cfg.seed, cfg.video_steps, out / "video.mp4", video_size=cfg.video_size
+    )
     report.update(agent=str(cfg.agent), task=env.name, wm=None if cfg.wm is None else str(cfg.wm))
     if cfg.demos is not None:
         report["actions"] = action_errors(agent, cfg.demos, env)

@@ -19,10 +19,12 @@ does and what survives a crash. An iteration k:
    iterations);
 4. **evaluate** the deterministic policy in the real sim from fixed start states
    (`eval_seed`), and in the world model from the same starts; write the
-   side-by-side video (`eval/iter_<k>/video.mp4`; none where the env renders no
-   frames, as kit-less Isaac Lab tasks). The evaluation env is built for the
-   evaluation and closed after it, as the collector's env is: Isaac Lab holds
-   one simulation per process;
+   side-by-side video (`eval/iter_<k>/video.mp4`: row 0's first episode, real
+   beside imagined, labelled with the step and the return so far, panes
+   `video_size` px high drawn by the simulator at that size; none where the env
+   renders no frames, as kit-less Isaac Lab tasks). The evaluation env is built
+   for the evaluation and closed after it, as the collector's env is: Isaac Lab
+   holds one simulation per process;
 5. **commit**: `learner.pt` (the learning agent, its optimisers and random
    state, and the history of every finished iteration) is replaced atomically;
    this is the one commit point. Then `agent.pt` (the acting agent alone, which
@@ -61,7 +63,7 @@ import world_models
 from agents import base
 from agents.dreamer import DreamerAgent, DreamerCfg, ImaginationLearner
 from agents.jobs.collect import CollectCfg, agent_policy, collect
-from agents.jobs.evaluate import evaluate
+from agents.jobs.evaluate import MIN_VIDEO_SIZE, VIDEO_SIZE, evaluate
 from agents.mppi import MppiAgent, MppiCfg
 from agents.policies import make_policy
 from agents.sb3_agents import Sb3Cfg, Sb3Learner, make_agent
@@ -134,6 +136,9 @@ class _LoopCfg:
     """Seed of the evaluation start states (the same every iteration)."""
     video_steps: int = 200
     """Agent steps of each evaluation's real-vs-imagined video (0: none)."""
+    video_size: int = VIDEO_SIZE
+    """Height [px] of each pane of the video (its width follows the camera's aspect),
+    rendered by the simulator at that size whatever the size the model sees."""
     device: str = "cpu"
     """Torch device of the models."""
     progress: bool = True
@@ -185,6 +190,8 @@ class Loop:
             raise ValueError(f"unknown world model {cfg.model!r}; valid: {', '.join(MODELS)}")
         if cfg.budget < 1 or cfg.episodes_per_iter < 1 or cfg.eval_episodes < 1:
             raise ValueError("budget, episodes_per_iter and eval_episodes must be positive")
+        if cfg.video_steps and cfg.video_size < MIN_VIDEO_SIZE:
+            raise ValueError(f"--video-size must be at least {MIN_VIDEO_SIZE} px")
         if cfg.worker_gpus and not cfg.ray:
             raise ValueError("--worker-gpus reserves GPUs for Ray workers: it needs --ray")
         if cfg.out is None:
@@ -277,7 +284,7 @@ class Loop:
     def _identity(self) -> dict[str, Any]:
         """The settings a resumed run must share (not how it is shown or run)."""
         plain = _plain(self.cfg)
-        for key in ("resume", "progress", "device", "out"):
+        for key in ("resume", "progress", "device", "out", "video_size"):
             plain.pop(key)
         for key in ("seed", "device"):  # set from the loop's own
             plain["sb3"].pop(key)
@@ -438,7 +445,13 @@ class Loop:
         env = self._make_eval_env()
         try:
             report = evaluate(
-                self.actor, env, self.wm, cfg.eval_seed, video_steps, video if video_steps else None
+                self.actor,
+                env,
+                self.wm,
+                cfg.eval_seed,
+                video_steps,
+                video if video_steps else None,
+                video_size=cfg.video_size,
             )
         finally:
             env.close()

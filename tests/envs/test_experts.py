@@ -36,6 +36,15 @@ EXPERT_FLOOR = {
 # swing-up expert is still to be written.
 NO_EXPERT = {
     "acrobot_swingup",
+    "ball_in_cup_catch",
+    "finger_spin",
+    "finger_turn_easy",
+    "finger_turn_hard",
+    "quadruped_walk",
+    "quadruped_run",
+    "humanoid_stand",
+    "humanoid_walk",
+    "humanoid_run",
     "walker_stand",
     "walker_walk",
     "walker_run",

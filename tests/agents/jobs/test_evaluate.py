@@ -1,5 +1,6 @@
 """Evaluation in the real simulator: tasks with a goal report the success rate of
-each row's first episode; action errors along recorded demonstrations."""
+each row's first episode; action errors along recorded demonstrations; the
+real-vs-imagined video, drawn at its own size and labelled."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from agents.jobs.collect import CollectCfg, collect
 from agents.jobs.evaluate import action_errors, evaluate
 from envs.experts import make_expert
 from sim.data.dataset import Dataset
+from world_models import pictures
+from world_models.base import Step, WorldModel
 
 
 class Still(Agent):
@@ -79,3 +82,148 @@ def test_action_errors_against_the_recording_and_the_expert(tmp_path):
     torch.testing.assert_close(torch.stack(still.seen, 1), rec)
     with pytest.raises(ValueError, match="of 'push', the agent is evaluated on 'reacher_easy'"):
         action_errors(still, tmp_path / "demos", envs.make("reacher_easy", num_envs=1))
+
+
+class Frozen(WorldModel):
+    """A state model that imagines no motion and a reward of 0.5 a step; with
+    `cont` 0 its episodes end after one step. A model that sees (config `pixels`)
+    decodes every state to a checkerboard of its pixels."""
+
+    kind = "test_frozen"
+
+    def encode(self, obs, frames=None):
+        return obs
+
+    def next(self, state, action, generator=None):
+        zero = state.new_zeros(len(state))
+        return Step(state, state, zero + 0.5, zero + self.config.get("cont", 1.0), zero)
+
+    def frames(self, state):
+        h, w, _ = self.frame_shape
+        board = (torch.arange(h)[:, None] + torch.arange(w)) % 2 * 200 + 20
+        return board.to(torch.uint8)[None, :, :, None].expand(len(state), h, w, 3).clone()
+
+    def loss(self, batch):
+        raise NotImplementedError
+
+
+def _real_run(size: int, steps: int, seed: int, **cfg):
+    """Frames of row 0 rendered by the env itself at `size` px, and its returns so
+    far, under zero actions from the starts of `reset(seed)`."""
+    cfg = {**cfg, "render_width": size, "render_height": size}
+    env = envs.make("cartpole_swingup", num_envs=2, **cfg)
+    env.reset(seed=seed)
+    frames, returns, ret = [], [], 0.0
+    for _ in range(steps):
+        frames.append(env.render([0])[0])
+        returns.append(ret)
+        _, reward, *_ = env.step(torch.zeros(2, 1))
+        ret += float(reward[0])
+    env.close()
+    return torch.stack(frames), returns
+
+
+def _outside(lines: list[str], size: int) -> torch.Tensor:
+    """Mask `[size, size]` of a pane's pixels that a label of `lines` leaves alone."""
+    rows, cols = pictures.label_box(lines, size, size)
+    mask = torch.ones(size, size, dtype=torch.bool)
+    mask[:rows, :cols] = False
+    return mask
+
+
+def _filmed(monkeypatch) -> dict:
+    """The frames `write_video` encodes (exact, before the codec's losses), checked
+    against the decoded file: the same size, equal up to compression."""
+    seen = {}
+    write = pictures.write_video
+
+    def spy(out, frames, fps):
+        seen["frames"], seen["fps"] = frames.clone(), fps
+        return write(out, frames, fps)
+
+    monkeypatch.setattr(pictures, "write_video", spy)
+    return seen
+
+
+def _check_decoded(path, frames: torch.Tensor) -> None:
+    video = pictures.decode_video(path)
+    assert video.shape == frames.shape
+    assert (video.float() - frames.float()).abs().mean() < 3  # H.264 crf 12 or MPEG-4
+
+
+def test_the_video_shows_labelled_panes_rendered_at_the_video_size(tmp_path, monkeypatch):
+    """64 px camera frames, a 96 px video: the real pane is the env's own render at
+    96 px (not a 64 px frame scaled up), the imagined one the same renderer set to
+    the imagined state; each labelled with the step and the return so far."""
+    size, steps, seed = 96, 4, 3
+    cfg = {"episode_length": 10, "nthread": 1}
+    env = envs.make("cartpole_swingup", num_envs=2, **cfg)  # renders 64 x 64
+    seen = _filmed(monkeypatch)
+    report = evaluate(
+        Still(5, 1, {}), env, Frozen(5, 1, {}), seed, steps, tmp_path / "v.mp4", video_size=size
+    )
+    assert report["video"] == str(tmp_path / "v.mp4") and seen["fps"] == 25
+    frames = seen["frames"]
+    assert frames.shape == (steps, size, 2 * size + pictures.SEPARATOR, 3)
+    _check_decoded(tmp_path / "v.mp4", frames)
+    assert env.render().shape == (2, 64, 64, 3)  # the env's own frames keep their size
+    truth, returns = _real_run(size, steps, seed, **cfg)
+    assert truth.float().std() > 10  # a picture of the cart-pole
+    small, _ = _real_run(64, 1, seed, **cfg)
+    assert not torch.equal(pictures.resize(small, size, size)[0], truth[0])
+    real, imagined = frames[:, :, :size], frames[:, :, size + pictures.SEPARATOR :]
+    for t in range(steps):
+        for pane, who, frame, ret in (
+            (real[t], "real", truth[t], returns[t]),
+            (imagined[t], "imagined", truth[0], 0.5 * t),  # the model keeps the start
+        ):
+            lines = [who, f"step {t}  return {ret:.2f}"]
+            keep = _outside(lines, size)
+            # the env's own render at the video size outside the label; the label on it
+            assert torch.equal(pane[keep], frame[keep]), (t, who)
+            assert (pane.float() - frame.float()).abs()[~keep].mean() > 20, (t, who)
+            assert torch.equal(pane, pictures.label(frame, lines)), (t, who)
+
+
+def test_a_pixel_models_frames_are_scaled_up_and_an_ended_episode_is_black(tmp_path, monkeypatch):
+    """A model that sees 32 px frames: its pane is its frame scaled up 3x, nearest
+    neighbour; after its episode ended (one step) the pane is black, labelled with
+    its last step and return, until the real episode's video ends."""
+    size, steps, seed = 96, 4, 5
+    cfg = {"episode_length": 10, "nthread": 1, "render_width": 32, "render_height": 32}
+    env = envs.make("cartpole_swingup", num_envs=2, **cfg)
+    model = Frozen(5, 1, {"pixels": True, "frame_shape": [32, 32, 3], "cont": 0.0})
+    seen = _filmed(monkeypatch)
+    evaluate(Still(5, 1, {}), env, model, seed, steps, tmp_path / "v.mp4", video_size=size)
+    frames = seen["frames"]
+    assert frames.shape == (steps, size, 2 * size + pictures.SEPARATOR, 3)
+    _check_decoded(tmp_path / "v.mp4", frames)
+    imagined = frames[:, :, size + pictures.SEPARATOR :]
+    board = pictures.resize(model.frames(torch.zeros(1, 5)), size, size)[0]
+    assert torch.equal(board[:3, :3, 0], torch.full((3, 3), 20, dtype=torch.uint8))
+    assert torch.equal(board[3:6, :3, 0], torch.full((3, 3), 220, dtype=torch.uint8))
+    assert torch.equal(imagined[0], pictures.label(board, ["imagined", "step 0  return 0.00"]))
+    black = torch.zeros(size, size, 3, dtype=torch.uint8)
+    for t in range(1, steps):  # the episode ended after its first step: black
+        assert torch.equal(imagined[t], pictures.label(black, ["imagined", "step 1  return 0.50"]))
+    truth, returns = _real_run(size, steps, seed, **cfg)
+    for t in range(steps):  # the real episode goes on, drawn at 96 px
+        lines = ["real", f"step {t}  return {returns[t]:.2f}"]
+        assert torch.equal(frames[t, :, :size], pictures.label(truth[t], lines))
+
+
+def test_the_imagined_pane_shows_what_the_observation_leaves_out(tmp_path, monkeypatch):
+    """A reacher's observation does not give its target's place: the state model's
+    viewer runs row 0's own episode (its seed), so at the start both panes agree."""
+    size = 64
+    env = envs.make("reacher_easy", num_envs=2, episode_length=4, nthread=1)
+    seen = _filmed(monkeypatch)
+    evaluate(Still(6, 2, {}), env, Frozen(6, 2, {}), 3, 2, tmp_path / "v.mp4", video_size=size)
+    first = seen["frames"][0]
+    real, imagined = first[:, :size], first[:, size + pictures.SEPARATOR :]
+    below = max(
+        pictures.label_box([who, "step 0  return 0.00"], size, size)[0]
+        for who in ("real", "imagined")
+    )
+    assert real[below:].float().std() > 10
+    assert torch.equal(real[below:], imagined[below:])

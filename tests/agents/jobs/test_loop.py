@@ -40,6 +40,8 @@ TINY = [
     "2",
     "--video-steps",
     "6",
+    "--video-size",
+    "96",
     "--ensemble.members",
     "3",
     "--ensemble.elites",
@@ -101,12 +103,12 @@ def test_the_loop_writes_every_artifact(finished):
     assert ckpt["env_args"]["env_kwargs"]["action_repeat"] == 2
     agent = base.load(out / "agent.pt")
     assert agent.act(torch.zeros(3, 5)).shape == (3, 1)
-    # videos: real beside imagined, one frame per agent step
+    # videos: real beside imagined, one frame per agent step, 96 px panes
     for k in range(ITERATIONS):
         frames = decode_video(out / "eval" / f"iter_{k:03d}" / "video.mp4")
-        assert frames.shape[0] == 6 and frames.shape[2] > 2 * 64
-        real, imagined = frames[:, :, :64].float(), frames[:, :, -64:].float()
-        assert real.std() > 1 and imagined.std() > 1  # pictures, not blank panels
+        assert frames.shape == (6, 96, 2 * 96 + 2, 3)
+        real, imagined = frames[:, 40:, :96].float(), frames[:, 40:, -96:].float()
+        assert real.std() > 1 and imagined.std() > 1  # pictures (below the labels)
     png = (out / "returns.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     # TensorBoard scalars, one per iteration
@@ -152,7 +154,7 @@ def test_eval_reports_real_and_imagined_returns_from_the_same_starts(finished, t
     real, imagined = report["real_return"], report["imagined_return"]
     assert abs(report["gap"] - (imagined["mean"] - real["mean"])) < 1e-9
     assert real["min"] <= real["mean"] <= real["max"]
-    assert decode_video(tmp_path / "video.mp4").shape[0] == 5
+    assert decode_video(tmp_path / "video.mp4").shape == (5, 256, 2 * 256 + 2, 3)  # default
     # the loop's own evaluation used the same kind of starts: same seed, same returns
     summary = json.loads((out / "summary.json").read_text())
     argv[argv.index("--episodes") + 1] = "2"
