@@ -14,7 +14,8 @@ python run.py train-wm   fit a world model to a dataset
 python run.py eval-wm    a world model's fidelity in the real simulator: errors, video, plots;
                          with --policies, how well it ranks policies (imagined vs real return)
 python run.py bench SUITE  a benchmark beside its peers, measured in one run: env, data,
-                         wm, ray, loop (the closed loop beside SAC) or isaaclab
+                         wm, ray, loop (the closed loop beside SAC), dmc (methods x
+                         tasks x seeds beside published curves) or isaaclab
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import tyro
 
 from agents.bc import TrainBCCfg, run_train_bc
 from agents.bench import data as bench_data
+from agents.bench import dmc as bench_dmc
 from agents.bench import env as bench_env
 from agents.bench import isaaclab as bench_isaaclab
 from agents.bench import loop as bench_loop
@@ -59,6 +61,7 @@ BENCH_SUITES = {
     "wm": (bench_wm.WmBenchCfg, bench_wm.bench),
     "ray": (bench_ray.RayBenchCfg, bench_ray.bench),
     "loop": (bench_loop.LoopBenchCfg, bench_loop.bench),
+    "dmc": (bench_dmc.DmcBenchCfg, bench_dmc.bench),
     "isaaclab": (bench_isaaclab.IsaacLabBenchCfg, bench_isaaclab.bench),
 }
 

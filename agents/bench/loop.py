@@ -49,8 +49,9 @@ def bench(cfg: LoopBenchCfg) -> dict[str, Any]:
     return run_loop_bench(cfg.tasks, cfg.budget, cfg.seeds, cfg.out)
 
 
-def _sac_curve(task: str, budget: int, seed: int, loop: LoopCfg, every: int) -> dict[str, Any]:
-    """SAC on the real env: the real return every `every` env steps."""
+def sac_curve(task: str, budget: int, seed: int, loop: LoopCfg, every: int) -> dict[str, Any]:
+    """SAC on the real env (SB3's defaults, one env, the loop's action repeat): the
+    real return on the loop's evaluation starts every `every` env steps."""
     settings = {"action_repeat": loop.action_repeat}
     if loop.episode_length is not None:
         settings["episode_length"] = loop.episode_length
@@ -67,6 +68,7 @@ def _sac_curve(task: str, budget: int, seed: int, loop: LoopCfg, every: int) -> 
             {
                 "env_steps": steps,
                 "real_return": report["real_return"]["mean"],
+                "real_return_std": report["real_return"]["std"],
                 "wall_s": time.perf_counter() - start,
             }
         )
@@ -115,7 +117,7 @@ def run_loop_bench(
             length = cfg.episode_length or envs.make_cfg(task).episode_length
             every = cfg.episodes_per_iter * length
             print(f"SAC: {task}, seed {seed}", flush=True)
-            sac = _sac_curve(task, budget, seed, cfg, every)
+            sac = sac_curve(task, budget, seed, cfg, every)
             results[f"{task}/seed{seed}"] = {
                 "task": task,
                 "seed": seed,
