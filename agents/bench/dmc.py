@@ -28,7 +28,7 @@ commit (`docs/results/dmc/`), so the table accumulates across machines and sessi
 table of the mean and 95% confidence interval (Student t over seeds) at 100k and 500k
 env steps where runs reached them, beside the published means, and the mean over tasks
 of return / 1000; and one plot per task, ours with a 95% band, the published curves
-as lines (`<out>/report/`).
+as dashed lines through their points (`<out>/report/`).
 """
 
 from __future__ import annotations
@@ -464,13 +464,15 @@ def _plot(path: Path, task: str, by_method: dict[str, dict[int, dict[str, Any]]]
         ax.fill_between(steps, mean - half, mean + half, alpha=0.2, color=line.get_color())
         longest = max(longest, steps[-1])
     curves = anchors.load_anchors()
-    for method in ANCHOR_METHODS:
+    # markers at the published points: the TD-MPC2 files have one every 100k env steps,
+    # DreamerV3's own scores (dreamerv3_paper) one every 10k
+    for method in (*ANCHOR_METHODS, "dreamerv3_paper"):
         c = curves.get((method, task))
         if c is None:
             continue
         keep = c.steps <= max(longest, MILESTONES[0])
         mean = np.nanmean(c.returns[keep], axis=1)
-        ax.plot(c.steps[keep], mean, "--", alpha=0.8, label=f"{method} (published)")
+        ax.plot(c.steps[keep], mean, "x--", alpha=0.8, label=f"{method} (published)")
     ax.set_xlabel("env steps")
     ax.set_ylabel("return")
     ax.set_ylim(0, 1000)
