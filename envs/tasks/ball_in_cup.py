@@ -8,6 +8,23 @@ the target box shrunk by the ball's radius), else 0. Episodes are 1000 control
 steps of 0.02 s (10 physics steps); no terminal states. Each episode starts with
 the cup at rest at its origin and the ball at rest, uniform in x in [-0.2, 0.2] and
 z in [0.2, 0.5], drawn again while it touches the cup.
+
+Scripted expert (`BallInCupExpert`): the slides are stiff and heavily damped
+(a 65 g cup under 3 N s/m: a time constant of 20 ms), so the motors act as a
+position servo: ctrl = (k x* + c b (x* - x) + m g [z]) / gear holds the cup at a
+target x* with bandwidth b. The ball hangs from the string's anchor (the cup's
+site) as a pendulum, angle p from hanging, r the ball relative to the anchor;
+its energy per unit mass e = |v_ball|^2 / 2 + g r_z is 0 at the anchor's height.
+Three modes, chosen from the state alone:
+- swing (ball below the cup's interior): the cup's target is
+  A tanh(k p') (cos p, sin p) sat(e* - e), a small excursion along the
+  pendulum's tangent in phase with its swing, which pumps energy up to
+  e* = g h (enough to rise h = 0.2 m above the anchor, 9 cm above the rim) and
+  takes it out beyond; the string then slackens with the ball above the rim,
+  flying toward the cup's axis;
+- catch (ball above the interior's centre): the cup moves under the point where
+  the ball's parabola will cross that height;
+- hold (ball in the cup): the cup stays still under the ball.
 """
 
 from __future__ import annotations
@@ -17,6 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from envs.base import BatchedEnv, EnvCfg
+from envs.experts import Expert, action_scale
 from envs.joints import start_without_contacts
 from envs.registry import register
 
@@ -63,4 +81,100 @@ class BallInCupEnv(BatchedEnv):
         start_without_contacts(self, env_ids, draw)
 
 
-register("ball_in_cup_catch", BallInCupEnv, BallInCupCfg, "wam/BallInCupCatch-v0")
+# ------------------------------------------------------------ scripted expert
+class BallInCupExpert(Expert):
+    """Pump the ball's swing with the cup to a throw height, move the cup under
+    the falling ball, then hold it still."""
+
+    swing_amplitude = 0.07
+    """Largest cup excursion of the swing [m]."""
+    swing_gain = 5.0
+    """Slope of the swing's tanh in the pendulum's angular velocity [s/rad]."""
+    throw_height = 0.2
+    """Height above the string's anchor that the pumped energy reaches [m]."""
+    energy_band = 1.0
+    """Energy error at which the swing is at full amplitude [J/kg]."""
+    bandwidth = 20.0
+    """Position servo bandwidth of the cup [1/s]."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        model = env.sim.model
+        cup, ball = (env.object_id("body", b) for b in ("cup", "ball"))
+        joints = [env.object_id("joint", j) for j in ("cup_x", "cup_z", "ball_x", "ball_z")]
+        if list(model.jnt_qposadr[joints]) != [0, 1, 2, 3] or model.nu != 2:
+            raise ValueError(
+                f"{self.task}: expected slides cup_x, cup_z, ball_x, ball_z and 2 motors"
+            )
+
+        def xz(v) -> torch.Tensor:
+            return torch.tensor([float(v[0]), float(v[2])], dtype=torch.float64)
+
+        self.cup_origin, self.ball_origin = xz(model.body_pos[cup]), xz(model.body_pos[ball])
+        self.anchor = xz(model.site_pos[env.object_id("site", "cup")])  # string's end on the cup
+        target = env.object_id("site", "target")
+        self.inside_centre = xz(model.site_pos[target])  # the cup's interior (reward box)
+        self.inside_half = xz(model.site_size[target])
+        self.ball_radius = float(model.geom_size[env.object_id("geom", "ball"), 0])
+        self.gravity = float(-model.opt.gravity[2])
+        self.stiffness = torch.from_numpy(model.jnt_stiffness[joints[:2]].astype("float64"))
+        self.damping = torch.from_numpy(
+            model.dof_damping[model.jnt_dofadr[joints[:2]]].astype("float64")
+        )
+        actuators = [env.object_id("actuator", a) for a in ("x", "z")]
+        self.force_per_action = torch.from_numpy(
+            model.actuator_gear[actuators, 0] * action_scale(model)[actuators]
+        )
+        self.cup_weight = float(model.body_mass[cup]) * self.gravity
+
+    def _act(self, obs: torch.Tensor) -> torch.Tensor:
+        dev = obs.device
+        cup = obs[:, 0:2] + self.cup_origin.to(dev)
+        ball = obs[:, 2:4] + self.ball_origin.to(dev)
+        ball_vel = obs[:, 6:8]
+        g = self.gravity
+
+        # swing: the ball as a pendulum from the string's anchor
+        r = ball - (cup + self.anchor.to(dev))
+        angle = torch.atan2(r[:, 0], -r[:, 1])  # from hanging, toward +x
+        radius_sq = (r * r).sum(-1).clamp_min(1e-6)
+        rate = (r[:, 0] * ball_vel[:, 1] - r[:, 1] * ball_vel[:, 0]) / radius_sq
+        energy = 0.5 * (ball_vel * ball_vel).sum(-1) + g * r[:, 1]
+        gate = ((g * self.throw_height - energy) / self.energy_band).clamp(-1.0, 1.0)
+        tangent = torch.stack((torch.cos(angle), torch.sin(angle)), -1)
+        swing = (
+            self.swing_amplitude * (torch.tanh(self.swing_gain * rate) * gate)[:, None] * tangent
+        )
+
+        # catch: under the point where the ball's parabola crosses the interior's centre
+        centre_z = cup[:, 1] + self.inside_centre[1].item()
+        height = ball[:, 1] - centre_z
+        vz = ball_vel[:, 1]
+        fall_time = (vz + (vz * vz + 2 * g * height.clamp_min(0)).sqrt()) / g
+        landing_x = ball[:, 0] + ball_vel[:, 0] * fall_time
+
+        # hold: the ball in the cup (its interior, a ball's radius deeper and higher)
+        rel = ball - cup - self.inside_centre.to(dev)
+        half = self.inside_half.to(dev)
+        inside = (rel[:, 0].abs() < half[0]) & (rel[:, 1].abs() < half[1] + self.ball_radius)
+        above = height > 0
+        rest = torch.zeros_like(landing_x)
+        target_x = torch.where(inside, ball[:, 0], torch.where(above, landing_x, swing[:, 0]))
+        target_x = torch.where(inside | above, target_x - self.cup_origin[0].item(), target_x)
+        target_z = torch.where(inside | above, rest, swing[:, 1])
+        target = torch.stack((target_x, target_z), -1)
+
+        # position servo through the spring and the damper
+        stiffness, damping = self.stiffness.to(dev), self.damping.to(dev)
+        force = stiffness * target + damping * self.bandwidth * (target - obs[:, 0:2])
+        force[:, 1] += self.cup_weight
+        return force / self.force_per_action.to(dev)
+
+
+register(
+    "ball_in_cup_catch",
+    BallInCupEnv,
+    BallInCupCfg,
+    "wam/BallInCupCatch-v0",
+    expert=BallInCupExpert,
+)

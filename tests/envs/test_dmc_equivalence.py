@@ -234,10 +234,7 @@ SAME_LAW_AS = {
 
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(t, marks=pytest.mark.slow(seconds=10)) if t in SAME_LAW_AS else t
-        for t in TASKS
-    ],
+    [pytest.param(t, marks=pytest.mark.slow(seconds=10)) if t in SAME_LAW_AS else t for t in TASKS],
 )
 def test_initial_state_distribution_matches(name):
     ours, ref = _initial_states(name, RESETS.get(name, 2000))
