@@ -215,9 +215,8 @@ class MujocoSim(MjModelSim):
             return
         # the batch's threads leave another world's acceleration-stage sensors in the
         # outputs of a call that stops before that stage: put each world's own back
-        sensors = self._derived.get("sensordata")
-        keep = self._acc_sensors if sensors is not None else None
-        saved = sensors[:, keep].clone() if keep is not None and len(keep) else None
+        sensors, keep = self._derived.get("sensordata"), self._acc_sensors
+        saved = sensors[:, keep].clone() if sensors is not None and len(keep) else None
         self._guarded(lambda: self._batch.forward(ids, stage=_STAGE_VEL))
         if saved is not None:
             sensors[:, keep] = saved

@@ -202,11 +202,10 @@ class WarpSim(MjModelSim):
                 self._kinematics()
         else:
             sensors = wp.to_torch(self._d.sensordata)
-            keep = torch.ones(self.num_worlds, dtype=torch.bool, device=sensors.device)
-            if env_ids is not None:
+            keep = torch.zeros(self.num_worlds, dtype=torch.bool, device=sensors.device)
+            if env_ids is not None:  # every world but these
+                keep.fill_(True)
                 keep[torch.as_tensor(env_ids, device=keep.device).long()] = False
-            else:
-                keep[:] = False
             saved = sensors[keep].clone()
             with wp.ScopedDevice(self.device):
                 mjw.forward(self._m, self._d)

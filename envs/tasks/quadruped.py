@@ -18,13 +18,14 @@ nothing touches. The floor is drawn 20 s times the target speed wide (10 m, 100 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import mujoco
 import torch
 
 from envs.base import BatchedEnv, EnvCfg
-from envs.joints import MAX_REJECTIONS
+from envs.joints import start_without_contacts
 from envs.registry import register
 from envs.rewards import tolerance
 
@@ -51,13 +52,19 @@ class QuadrupedEnv(BatchedEnv):
     def edit_spec(cls, spec, cfg: QuadrupedCfg) -> None:
         spec.geom("floor").size = [cfg.floor_size, cfg.floor_size, 0.5]
 
+    _hinge_ids: tuple[list[int], list[int]] | None = None
+
     def _hinges(self) -> tuple[list[int], list[int]]:
-        """qpos and qvel addresses of the hinge joints, in joint order."""
-        model = self.sim.model
-        hinges = [j for j in range(model.njnt) if model.jnt_type[j] == mujoco.mjtJoint.mjJNT_HINGE]
-        return [int(model.jnt_qposadr[j]) for j in hinges], [
-            int(model.jnt_dofadr[j]) for j in hinges
-        ]
+        """qpos and qvel addresses of the hinge joints, in joint order (read once)."""
+        if self._hinge_ids is None:
+            model = self.sim.model
+            hinge = mujoco.mjtJoint.mjJNT_HINGE
+            joints = [j for j in range(model.njnt) if model.jnt_type[j] == hinge]
+            self._hinge_ids = (
+                [int(model.jnt_qposadr[j]) for j in joints],
+                [int(model.jnt_dofadr[j]) for j in joints],
+            )
+        return self._hinge_ids
 
     def _get_observations(self) -> torch.Tensor:
         qpos_ids, qvel_ids = self._hinges()
@@ -99,22 +106,14 @@ class QuadrupedEnv(BatchedEnv):
         qpos = torch.as_tensor(self.sim.model.qpos0, device=self.sim_device).repeat(n, 1)
         qpos[:, 3:7] = orientation
         qpos[:, 0:2] = 0.0
-        self._drop_until_free(env_ids, qpos)
+        heights = itertools.count()
 
-    def _drop_until_free(self, env_ids: torch.Tensor, qpos: torch.Tensor) -> None:
-        """Raise each world's body from the floor (z = 0) on the `drop_step` grid until
-        it touches nothing, and leave it there at rest."""
-        qvel = torch.zeros(len(env_ids), self.sim.nv, dtype=torch.float64, device=self.sim_device)
-        pending = torch.ones(len(env_ids), dtype=torch.bool, device=self.sim_device)
-        for k in range(MAX_REJECTIONS):
-            qpos[pending, 2] = k * self.cfg.drop_step
-            ids = env_ids[pending]
-            self.sim.set_state(qpos[pending], qvel[pending], ids, forward=False)
-            self.sim.forward(ids)  # positions and contacts (the reset refreshes the rest)
-            pending[pending.clone()] = self.sim.contact_counts()[ids] > 0
-            if not pending.any():
-                return
-        raise RuntimeError(f"{self.name}: no contact-free height in {MAX_REJECTIONS} steps")
+        def raised(rows: int) -> torch.Tensor:
+            """The body one `drop_step` higher than the last try, from the floor (z = 0)."""
+            qpos[:, 2] = next(heights) * self.cfg.drop_step
+            return qpos
+
+        start_without_contacts(self, env_ids, raised)
 
 
 for _name, _gym_id, _speed in (
