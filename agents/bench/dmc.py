@@ -37,6 +37,7 @@ import io
 import json
 import math
 import multiprocessing
+import multiprocessing.connection
 import time
 import traceback
 from dataclasses import asdict, dataclass, field, replace
@@ -217,7 +218,8 @@ def result_path(out: Path, task: str, method: str, seed: int) -> Path:
 
 # --------------------------------------------------------------------- executing
 def execute(runs: list[Run], jobs: int) -> list[str]:
-    """Run each in its own spawned process, `jobs` at once; the names of failed runs."""
+    """Run each in its own spawned process, `jobs` at once (a slot is refilled as soon as
+    any run ends); the names of failed runs."""
     context = multiprocessing.get_context("spawn")
     pending, active, failed = list(runs), [], []
     while pending or active:
@@ -227,10 +229,12 @@ def execute(runs: list[Run], jobs: int) -> list[str]:
             process = context.Process(target=_child, args=(run,), name=run.method)
             process.start()
             active.append((run, process))
-        run, process = active.pop(0)
-        process.join()
-        if process.exitcode != 0 or not run.result.exists():
-            failed.append(f"{run.task}/{run.method}/seed{run.seed}")
+        ended = multiprocessing.connection.wait([p.sentinel for _, p in active])
+        for run, process in [(r, p) for r, p in active if p.sentinel in ended]:
+            active.remove((run, process))
+            process.join()
+            if process.exitcode != 0 or not run.result.exists():
+                failed.append(f"{run.task}/{run.method}/seed{run.seed}")
     return failed
 
 
