@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from agents.base import Agent
+from envs.features import angle_features, feature_dim
 from world_models.base import WorldModel
 
 
@@ -101,16 +102,20 @@ def _mlp(fan_in: int, hidden: int, layers: int, fan_out: int) -> nn.Sequential:
 
 
 class DreamerAgent(Agent):
-    """Actor and critic on observations; the config is a `DreamerCfg` as a dict."""
+    """Actor and critic on observations; the config is a `DreamerCfg` as a dict, and
+    `periodic`: the observation entries that are unbounded angles, which the networks
+    see as (cos, sin) (`envs.features`; the loop fills it in from the task)."""
 
     kind = "dreamer"
 
     def __init__(self, obs_dim: int, action_dim: int, config: dict[str, Any] | None = None):
-        config = {**asdict(DreamerCfg()), **(config or {})}
+        config = {**asdict(DreamerCfg()), "periodic": [], **(config or {})}
         super().__init__(obs_dim, action_dim, config)
-        c = DreamerCfg(**config)
-        self.actor = _mlp(obs_dim, c.hidden, c.layers, 2 * action_dim)
-        self.critic = _mlp(obs_dim, c.hidden, c.layers, 1)
+        self.periodic = tuple(int(i) for i in config["periodic"])
+        c = self.settings()
+        fan_in = feature_dim(obs_dim, self.periodic)
+        self.actor = _mlp(fan_in, c.hidden, c.layers, 2 * action_dim)
+        self.critic = _mlp(fan_in, c.hidden, c.layers, 1)
         self.slow = copy.deepcopy(self.critic).requires_grad_(False)
         self.register_buffer("return_scale", torch.ones(()))  # S of the return normalisation
         with torch.no_grad():  # start near zero actions and zero values
@@ -118,10 +123,14 @@ class DreamerAgent(Agent):
             self.critic[-1].weight.zero_()
             self.slow.load_state_dict(self.critic.state_dict())
 
+    def settings(self) -> DreamerCfg:
+        """The agent's `DreamerCfg` (its config less `periodic`)."""
+        return DreamerCfg(**{k: v for k, v in self.config.items() if k != "periodic"})
+
     def _dist(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, sigma) of the pre-squash Gaussian."""
         c = self.config
-        mu, raw = self.actor(symlog(obs)).chunk(2, -1)
+        mu, raw = self.actor(self.inputs(obs)).chunk(2, -1)
         std = c["min_std"] + (c["max_std"] - c["min_std"]) * torch.sigmoid(raw + 2.0)
         return mu, std
 
@@ -133,7 +142,12 @@ class DreamerAgent(Agent):
     @torch.no_grad()
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """The critic's value of observations `[B, obs_dim]` -> `[B]`."""
-        return self.critic(symlog(self.check_obs(obs))).squeeze(-1)
+        return self.critic(self.inputs(self.check_obs(obs))).squeeze(-1)
+
+    def inputs(self, obs: torch.Tensor) -> torch.Tensor:
+        """What the actor and the critic see of observations: symlog, the unbounded
+        angles as (cos, sin)."""
+        return symlog(angle_features(obs, self.periodic))
 
 
 class ImaginationLearner:
@@ -148,7 +162,7 @@ class ImaginationLearner:
         """`termination`: None (the model's continuation probability), "never", or a
         function obs -> bool `[B]` (the task's own termination)."""
         self.agent, self.device = agent.to(device), torch.device(device)
-        self.cfg = DreamerCfg(**agent.config)
+        self.cfg = agent.settings()
         self.termination = termination
         self.actor_opt = torch.optim.Adam(agent.actor.parameters(), lr=self.cfg.actor_lr, eps=1e-5)
         self.critic_opt = torch.optim.Adam(
@@ -176,6 +190,11 @@ class ImaginationLearner:
         """Rollout of H steps from `starts`: observations `[H+1, B, obs]`, rewards,
         continuations `[H, B]`, and the policy's entropies `[H, B]`, log-probs `[H, B]`."""
         agent, c = self.agent, self.cfg
+        if not wm.predicts_obs:
+            raise ValueError(
+                f"dreamer: the actor and critic act on observations; the {wm.kind} model "
+                "predicts none (it has no decoder): plan over it with the mppi agent"
+            )
         state = wm.encode(starts)
         obs = [starts]
         rewards, conts, entropies, logps = [], [], [], []
@@ -211,7 +230,7 @@ class ImaginationLearner:
         agent, c = self.agent, self.cfg
         wm.requires_grad_(False)
         obs, rewards, conts, entropies, logps = self.imagine(wm, starts.to(self.device), generator)
-        values = agent.slow(symlog(obs)).squeeze(-1)  # [H+1, B] bootstrap values
+        values = agent.slow(agent.inputs(obs)).squeeze(-1)  # [H+1, B] bootstrap values
         ret = lambda_returns(rewards, conts, values, c.gamma, c.lam)
         with torch.no_grad():  # weight of step t: the discount of the steps before it
             weight = torch.cumprod(torch.cat((torch.ones_like(conts[:1]), c.gamma * conts[:-1])), 0)
@@ -221,7 +240,7 @@ class ImaginationLearner:
         if c.actor_grad == "dynamics":
             objective = ret / scale
         else:
-            base = agent.critic(symlog(obs[:-1].detach())).squeeze(-1).detach()
+            base = agent.critic(agent.inputs(obs[:-1].detach())).squeeze(-1).detach()
             objective = logps * ((ret - base) / scale).detach()
         actor_loss = -(weight * (objective + c.entropy * entropies)).mean()
         self.actor_opt.zero_grad(set_to_none=True)
@@ -229,7 +248,7 @@ class ImaginationLearner:
         nn.utils.clip_grad_norm_(agent.actor.parameters(), c.grad_clip)
         self.actor_opt.step()
 
-        inputs = symlog(obs[:-1].detach())
+        inputs = agent.inputs(obs[:-1].detach())
         pred = agent.critic(inputs).squeeze(-1)
         with torch.no_grad():
             slow_pred = agent.slow(inputs).squeeze(-1)

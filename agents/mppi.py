@@ -8,8 +8,15 @@ scored by rolling the world model's mean prediction out from the env's state:
     G = sum_{t<H} gamma^t c_{<t} r_t + gamma^H c_{<H} V(o_H),   c_{<t} = prod_{k<t} cont_k
 
 (`cont_k` the model's continuation probability after step k; V a learned
-terminal value, else 0). The `elites` highest returns G_k refit the Gaussian
-with exponential weights
+terminal value, else 0). V is a value agent's `value(o_H)` of the predicted
+observation if one is given; else, for a world model that carries its own value
+and policy prior (`plans`, the `tdmpc2` model), the model's `value(z_H)` of its
+state (TD-MPC2: Q(z_H, a ~ pi(z_H)), the mean of two random Q-functions), unless
+`model_value` is off. Over such a model `policy_samples` of the samples are not
+drawn from the Gaussian but are trajectories of its policy prior, rolled out once
+per agent step from the env's state and scored again in every iteration (TD-MPC2's
+24 of 512). TD-MPC2's own settings are `TDMPC2_PLANNER`. The `elites` highest
+returns G_k refit the Gaussian with exponential weights
 
     w_k = softmax_k(temperature * G_k)          (TD-MPC's convention: larger is greedier;
     mean = sum_k w_k a_k                          Williams' lambda is 1 / temperature)
@@ -24,7 +31,9 @@ plan as one batch of N * samples model rows, and sampling draws from a
 generator seeded by the config, so planning is reproducible.
 
 The agent's config holds the world model's checkpoint (and a value agent's, if
-any), so an agent checkpoint alone plans.
+any), so an agent checkpoint alone plans. `act_latent` acts on the model's own
+states instead of observations: in the imagined env of a model that predicts no
+observations, whose observations are its latent states.
 """
 
 from __future__ import annotations
@@ -41,6 +50,19 @@ from world_models.base import KINDS, MODEL_KEYS, WorldModel
 from world_models.base import from_checkpoint as wm_from_checkpoint
 
 _DIVERGED = -1e9  # the return a non-finite rollout counts as
+
+TDMPC2_PLANNER: dict[str, Any] = {
+    "horizon": 3,
+    "samples": 512,
+    "elites": 64,
+    "policy_samples": 24,
+    "iterations": 6,
+    "temperature": 0.5,
+    "min_std": 0.05,
+    "max_std": 2.0,
+}
+"""TD-MPC2's planner (github.com/nicklashansen/tdmpc2, `config.yaml`), as `MppiCfg`
+fields."""
 
 
 @dataclass
@@ -65,6 +87,12 @@ class MppiCfg:
     """Discount per step."""
     warm_start: bool = True
     """Start each step from the previous mean shifted by one step."""
+    policy_samples: int = 0
+    """Of the samples, trajectories of the world model's own policy prior (a model
+    that `plans`; TD-MPC2: 24 of 512)."""
+    model_value: bool = True
+    """Without a value agent, bootstrap with the world model's own value at the horizon
+    (a model that `plans`; its discount must equal gamma)."""
     seed: int = 0
     """Seed of the sampling generator."""
 
@@ -73,6 +101,11 @@ class MppiCfg:
             raise ValueError(
                 f"mppi: horizon, samples and iterations must be >= 1, got "
                 f"{self.horizon}, {self.samples}, {self.iterations}"
+            )
+        if not 0 <= self.policy_samples < self.samples:
+            raise ValueError(
+                f"mppi: policy_samples must lie in [0, samples={self.samples}), got "
+                f"{self.policy_samples}"
             )
         if not 1 <= self.elites <= self.samples:
             raise ValueError(
@@ -133,6 +166,23 @@ class MppiAgent(Agent):
                 "mppi: plans from state vectors; a world model that sees frames cannot encode them"
             )
         value_agent = None
+        if config.get("value") is not None and not world_model.predicts_obs:
+            raise ValueError(
+                f"mppi: the {world_model.kind} model predicts no observations, so a value "
+                "agent of observations cannot score its states; it plans with its own value"
+            )
+        if cfg.policy_samples and not world_model.plans:
+            raise ValueError(
+                f"mppi: policy_samples {cfg.policy_samples} need a world model with a policy "
+                f"prior; the {world_model.kind} model has none"
+            )
+        model_value = config.get("value") is None and cfg.model_value and world_model.plans
+        if model_value and world_model.config.get("discount", cfg.gamma) != cfg.gamma:
+            raise ValueError(
+                f"mppi: gamma {cfg.gamma} differs from the discount "
+                f"{world_model.config['discount']} that the {world_model.kind} model's value "
+                "was trained with"
+            )
         if config.get("value") is not None:
             value_agent = base.from_checkpoint(config["value"], "mppi value agent")
             if not callable(getattr(value_agent, "value", None)):
@@ -152,6 +202,7 @@ class MppiAgent(Agent):
         self.cfg = cfg
         self.world_model: WorldModel = world_model
         self.value_agent: Agent | None = value_agent
+        self.model_value = model_value
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self._prev_mean: torch.Tensor | None = None  # warm start `[N, H, A]`, zeros: cold
         self._refresh_config()
@@ -219,6 +270,8 @@ class MppiAgent(Agent):
             state, obs = step.state, step.obs
         if self.value_agent is not None and obs is not None:
             ret = ret + discount * alive * self.value_agent.value(obs).reshape(-1)
+        elif self.model_value:
+            ret = ret + discount * alive * self.world_model.value(state, self.generator)
         # a diverged rollout is the worst, never an elite ahead of a finite one
         return torch.nan_to_num(ret, nan=_DIVERGED, posinf=_DIVERGED, neginf=_DIVERGED)
 
@@ -227,18 +280,27 @@ class MppiAgent(Agent):
         """The refitted Gaussian over action sequences for observations `[N, obs_dim]`,
         started from the warm start (if any, and of the same N)."""
         obs = self.check_obs(obs)
-        cfg, device = self.cfg, obs.device
-        n, s, k, h, a = len(obs), cfg.samples, cfg.elites, cfg.horizon, self.action_dim
+        return self.plan_from(self.world_model.encode(obs))
+
+    @torch.no_grad()
+    def plan_from(self, start: torch.Tensor) -> Plan:
+        """`plan` from the world model's states `[N, ...]` of the envs."""
+        cfg, device = self.cfg, start.device
+        n, s, k, h, a = len(start), cfg.samples, cfg.elites, cfg.horizon, self.action_dim
+        p = cfg.policy_samples
         mean = torch.zeros(n, h, a, device=device)
         if cfg.warm_start and self._prev_mean is not None and len(self._prev_mean) == n:
             mean[:, :-1] = self._prev_mean[:, 1:].to(device)
         std = torch.full_like(mean, cfg.max_std)
-        state = self.world_model.encode(obs).repeat_interleave(s, 0)  # row i * s + j: env i
+        prior = self._prior_trajectories(start) if p else None  # [N, P, H, A]
+        state = start.repeat_interleave(s, 0)  # row i * s + j: env i
         rows = torch.arange(n, device=device)[:, None]
         for _ in range(cfg.iterations):
-            eps = torch.randn(n, s, h, a, generator=self.generator).to(device)
-            eps[:, 0] = 0.0  # sample 0: the current mean
-            actions = (mean[:, None] + std[:, None] * eps).clamp(-1.0, 1.0)  # [N, S, H, A]
+            eps = torch.randn(n, s - p, h, a, generator=self.generator).to(device)
+            eps[:, 0] = 0.0  # the first Gaussian sample: the current mean
+            actions = (mean[:, None] + std[:, None] * eps).clamp(-1.0, 1.0)  # [N, S - P, H, A]
+            if prior is not None:
+                actions = torch.cat((prior, actions), 1)
             ret = self._rollout(state, actions.flatten(0, 1)).view(n, s)
             elite_ret, idx = ret.topk(k, dim=1)  # [N, K]
             elite = actions[rows, idx]  # [N, K, H, A]
@@ -247,14 +309,42 @@ class MppiAgent(Agent):
             std = (w * (elite - mean[:, None]) ** 2).sum(1).sqrt().clamp(cfg.min_std, cfg.max_std)
         return Plan(mean, std)
 
+    def _prior_trajectories(self, start: torch.Tensor) -> torch.Tensor:
+        """`policy_samples` action sequences `[N, P, H, A]` per env: the model's policy
+        prior sampled along its own rollout from the env's state."""
+        cfg, wm = self.cfg, self.world_model
+        state = start.repeat_interleave(cfg.policy_samples, 0)
+        steps = []
+        for t in range(cfg.horizon):
+            steps.append(wm.policy(state, self.generator))
+            if t + 1 < cfg.horizon:
+                state = wm.next(state, steps[-1], None).state
+        return torch.stack(steps, 1).view(len(start), cfg.policy_samples, cfg.horizon, -1)
+
     @torch.no_grad()
     def act(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """First step of the planned mean; with `noise` `[N, A]`, plus the planned std
         times it (clamped to [-1, 1])."""
         obs = self.check_obs(obs)
+        return self._act(self.world_model.encode(obs), noise)
+
+    @torch.no_grad()
+    def act_latent(self, state: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """`act` on the world model's own states `[N, ...]` (the observations of an
+        imagined env over a model that predicts no observations)."""
+        state = torch.as_tensor(state).float()
+        want = self.world_model.encode(torch.zeros(1, self.obs_dim, device=state.device))
+        if tuple(state.shape[1:]) != tuple(want.shape[1:]):
+            raise ValueError(
+                f"mppi: model states have shape {tuple(state.shape)}, the "
+                f"{self.world_model.kind} model's are (N, {', '.join(map(str, want.shape[1:]))})"
+            )
+        return self._act(state, noise)
+
+    def _act(self, start: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         if noise is not None:  # before planning, which moves the warm start
-            noise = self.check_noise(noise, obs.new_empty(len(obs), self.action_dim))
-        mean, std = self.plan(obs)
+            noise = self.check_noise(noise, start.new_empty(len(start), self.action_dim))
+        mean, std = self.plan_from(start)
         self._prev_mean = mean  # a new N replaces the buffer whole
         action = mean[:, 0]
         if noise is not None:

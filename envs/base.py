@@ -90,6 +90,9 @@ class BatchedEnv(ABC):
     contact_obs: tuple[int, ...] = ()
     """Observation entries read from the contact forces of the last physics step (touch
     sensors): no physics state gives them back, so `set_state_from_obs` cannot."""
+    periodic_obs: tuple[int, ...] = ()
+    """Observation entries that are joint angles without bounds [rad] (observed as they
+    are, spanning many turns): learners see them as (cos, sin) (`envs.features`)."""
     can_render = True  # `render()` draws the scene (kit-less Isaac Lab tasks cannot)
 
     def __init__(self, cfg: EnvCfg):

@@ -7,6 +7,8 @@ A world model is a `torch.nn.Module` with a few verbs (TD-MPC2 style):
     step = wm.next(state, action, generator)        # Step: state, obs, reward, cont, disagreement
     step = wm.imagine(state, action, generator)     # a sampled step that gradients flow through
     images = wm.frames(state)                       # decoded frames (models that see)
+    v = wm.value(state, generator)                  # models that `plans`: their own value
+    action = wm.policy(state, generator)            # ... and policy prior (TD-MPC2)
     actions = wm.action_chunk(state)                # World Action Models (`acts`): the
     state = wm.advance(state, action, obs)          # policy, and its history after a real step
     loss, metrics = wm.loss(batch)                  # batch from `sim.data.loader.EpisodeData`
@@ -15,6 +17,10 @@ A world model is a `torch.nn.Module` with a few verbs (TD-MPC2 style):
 `cont` is the probability that the episode continues (1 - termination);
 `disagreement` is the model's epistemic uncertainty per row (0 if it has none).
 With a generator `next` samples, without one it returns the mean prediction.
+A model without a decoder (`predicts_obs` False, TD-MPC2's latent model) cannot
+predict observations: its `Step.obs` is its latent state, which `ImaginedEnv`
+serves as the observation and the fidelity metrics refuse to compare with real
+observations.
 Checkpoints are plain dicts (`format`, `kind`, `config`, `dims`, `state_dict`,
 and whatever the trainer adds) saved atomically and loaded with
 `weights_only=True`; `load` checks the format, the kind and the shapes and says
@@ -42,6 +48,7 @@ import torch.distributed as dist
 import tyro
 from torch import nn
 
+from envs.features import angle_features
 from sim.data.atomic import write_atomic
 
 FORMAT = "wam-sandbox/world-model"
@@ -126,9 +133,19 @@ class WorldModel(nn.Module, ABC):
     kind: str
     acts: bool = False
     """A World Action Model: also `action_chunk(state)` and `advance(state, action, obs)`."""
+    predicts_obs: bool = True
+    """`next` predicts observations; False for a model without a decoder, whose
+    `Step.obs` is its latent state (as wide as `state_dim`)."""
+    plans: bool = False
+    """The model carries its own value and policy prior (`value`, `policy`), trained
+    by its `loss`, so that a planner over it needs nothing else (TD-MPC2)."""
     settings: type
     """The kind's settings dataclass (`--<kind>.*` of `train-wm`): the model's config
     plus its training settings (`TRAINING`)."""
+    periodic_inputs: bool = False
+    """The kind feeds its networks `features(obs)`: the task's unbounded angles
+    (`config["periodic"]`, which `train-wm` fills in from the dataset's task) as (cos,
+    sin), and predicts their changes wrapped (`envs.features`)."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -146,10 +163,26 @@ class WorldModel(nn.Module, ABC):
         self.obs_dim, self.action_dim, self.config = obs_dim, action_dim, dict(config)
 
     @property
+    def periodic(self) -> tuple[int, ...]:
+        """Observation entries that are unbounded angles (empty unless `periodic_inputs`)."""
+        return tuple(self.config.get("periodic", ())) if self.periodic_inputs else ()
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        """What the networks see of observations `[..., obs_dim]`: the periodic entries as
+        (cos, sin), `[..., obs_dim + len(periodic)]`."""
+        return angle_features(obs, self.periodic)
+
+    @property
     def has_disagreement(self) -> bool:
         """Whether `next` reports an epistemic disagreement (else its zeros mean
         nothing, and a penalty on it would silently do nothing)."""
         return False
+
+    @property
+    def state_dim(self) -> int:
+        """Width of a model state `[B, state_dim]` (models whose states are flat vectors;
+        for one that `predicts_obs` not, also the width of `Step.obs`)."""
+        raise ValueError(f"a {self.kind} model does not declare its state's width")
 
     @property
     def sees_pixels(self) -> bool:
@@ -186,6 +219,27 @@ class WorldModel(nn.Module, ABC):
     def frames(self, state: torch.Tensor) -> torch.Tensor:
         """Decoded camera frames of model states, uint8 `[B, H, W, 3]`."""
         raise ValueError(f"a {self.kind} model has no pixel decoder")
+
+    def value(self, state: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The model's own value of states `[B]` (models that `plans`)."""
+        raise ValueError(f"a {self.kind} model has no value of its own")
+
+    def policy(self, state: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Actions `[B, action_dim]` of the model's own policy prior (models that `plans`):
+        sampled with a generator, else its deterministic action."""
+        raise ValueError(f"a {self.kind} model has no policy prior")
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups (a kind may give parts their own learning
+        rate or settings); by default one group of every parameter."""
+        return [{"params": list(self.parameters())}]
+
+    def clip_gradients(self, max_norm: float) -> None:
+        """Clip the gradients after `loss(...).backward()`: by default their global norm."""
+        nn.utils.clip_grad_norm_(self.parameters(), max_norm)
+
+    def after_step(self) -> None:  # noqa: B027 - optional
+        """Called after each optimiser step (a kind's slow target networks follow here)."""
 
     @abstractmethod
     def next(

@@ -34,6 +34,12 @@ renderer showing the imagined observation, `set_state_from_obs`),
 `strip.png` (first start, real above imagined, at the horizons) and
 `error_vs_horizon.png`. Every file is written atomically.
 
+A model that predicts no observations (`predicts_obs` False: no decoder, the
+`tdmpc2` model) is measured by its reward alone: its state errors (and their
+ratio) are left empty and the report's `notes` say that the observation error is
+not available; it gets no video, strip or error plot, having no observation to
+draw, and the baselines are still reported.
+
 Isaac Lab tasks (`backend="isaaclab"`) are replayed from their recorded joint
 state the same way. They render no frames kit-less, so they get no video and no
 strip (the report's `notes` say so), and their envs are built one at a time:
@@ -57,7 +63,7 @@ from sim.data.atomic import write_json_atomic
 from sim.data.dataset import Dataset
 from world_models import pictures
 from world_models.base import WorldModel, checkpoint_path, from_checkpoint, read_checkpoint
-from world_models.metrics import HORIZONS, baseline_errors
+from world_models.metrics import HORIZONS, baseline_errors, no_obs_error
 
 PSNR_CAP = 100.0  # [dB] what identical frames count as in the averages
 
@@ -293,6 +299,11 @@ def _setup(cfg: EvalWMCfg) -> _Setup:
         )
     windows = _choose_windows(ds, episodes, cfg.context, max(horizons), cfg.starts, cfg.seed)
     rows = min(cfg.video_starts, len(windows)) if env.renders else 0
+    if not model.predicts_obs:
+        env.notes.append(no_obs_error(model))
+        if rows:
+            env.notes.append(f"no video, strip or plot: the {model.kind} model draws nothing")
+        rows = 0
     return _Setup(
         cfg=cfg,
         horizons=horizons,
@@ -484,7 +495,8 @@ def _imagine(
     for k in range(1, longest + 1):
         step = model.next(state, rec.actions[:, c + k - 1].to(dev))
         state = step.state
-        pred.obs[:, k - 1] = step.obs.double().cpu()
+        if model.predicts_obs:  # else its obs are latents: pred.obs stays unset
+            pred.obs[:, k - 1] = step.obs.double().cpu()
         pred.rew[:, k - 1] = step.reward.double().cpu()
         if s.sees and k in s.horizons:
             pred.frames[k] = model.frames(state).cpu()
@@ -526,11 +538,12 @@ def _metrics(
     before = rec.obs[:, c - 1].double()
     for h in s.horizons:
         key, truth_h = str(h), truth.obs[:, h]
-        model_err = float(((pred.obs[:, h - 1] - truth_h) ** 2 / scale).mean())
         copy_err, velocity_err = baseline_errors(now, before, truth_h, h, scale)
-        err["model"][key], err["copy_last"][key] = model_err, copy_err
-        err["const_velocity"][key] = velocity_err
-        err["ratio"][key] = copy_err / model_err if model_err > 0 else math.inf
+        err["copy_last"][key], err["const_velocity"][key] = copy_err, velocity_err
+        if s.model.predicts_obs:
+            model_err = float(((pred.obs[:, h - 1] - truth_h) ** 2 / scale).mean())
+            err["model"][key] = model_err
+            err["ratio"][key] = copy_err / model_err if model_err > 0 else math.inf
         diff = pred.rew[:, h - 1] - truth.rew[:, h - 1]
         rew_err["nmse"][key] = float((diff**2).mean() / s.reward_var)
         rew_err["mae"][key] = float(diff.abs().mean())
@@ -566,6 +579,8 @@ def _write_artifacts(
         pictures.write_png(out / "strip.png", pictures.strip(truth.video[0, at], pred.video[0, at]))
         artifacts["strip"] = str(out / "strip.png")
     keys_h = [str(h) for h in horizons]
+    if not s.model.predicts_obs:  # no state error to plot
+        return artifacts, codec
     pictures.plot_errors(
         out / "error_vs_horizon.png",
         horizons,
@@ -642,11 +657,23 @@ def run_eval_wm(cfg: EvalWMCfg) -> None:
         f"  replay check: max |replayed - recorded| obs {replay['max_abs_obs_diff']:.2e}, "
         f"reward {replay['max_abs_reward_diff']:.2e}"
     )
+    err, rew = report["state_error"], report["reward_error"]
+    if not err["model"]:  # a model that predicts no observations
+        print("     h  copy-last  const-vel   rew nmse   rew mae")
+        for h in rew["nmse"]:
+            print(
+                f"  {h:>4} {err['copy_last'][h]:10.3e} {err['const_velocity'][h]:10.3e} "
+                f"{rew['nmse'][h]:10.3e} {rew['mae'][h]:9.4f}"
+            )
+        for name, file in report["artifacts"].items():
+            print(f"  {name:<7} {file}")
+        for note in report.get("notes", []):
+            print(f"  note: {note}")
+        return
     head = "     h      model  copy-last  const-vel    ratio   rew nmse   rew mae"
     if sees:
         head += "   PSNR (copy)   SSIM (copy)"
     print(head)
-    err, rew = report["state_error"], report["reward_error"]
     for h in err["model"]:
         line = (
             f"  {h:>4} {err['model'][h]:10.3e} {err['copy_last'][h]:10.3e} "

@@ -19,7 +19,12 @@ A row whose prediction is not finite ends as truncated, flagged in
 
 Observations are state vectors (a model that sees decodes them from its latent
 state); a model that sees also starts from frames and `render()` returns its
-decoded frames, uint8 `[n, H, W, 3]`, like a real env's camera.
+decoded frames, uint8 `[n, H, W, 3]`, like a real env's camera. A model without a
+decoder (`predicts_obs` False, the `tdmpc2` model) predicts no observations: its
+imagined env observes the model's latent state (`observation_dim` is the latent's
+size, `latent_obs` is True), so only an agent that acts on that latent acts in it
+(`agents.mppi.MppiAgent.act_latent`, over the same model); a termination rule of the
+observation does not apply to it and is refused.
 """
 
 from __future__ import annotations
@@ -81,6 +86,13 @@ class ImaginedEnv:
                 f"(M > 0, {model.obs_dim})"
             )
         check_penalty(cfg.disagreement_penalty, model, "disagreement_penalty")
+        self.latent_obs = not model.predicts_obs
+        if self.latent_obs and termination is not None:
+            raise ValueError(
+                f"{name}: the {model.kind} model predicts no observations (its imagined "
+                "observations are its latent states): a termination rule of the "
+                "observation cannot apply; use termination='model' or 'never'"
+            )
         if model.sees_pixels:
             want = (len(starts), *model.frame_shape)
             if start_frames is None or tuple(start_frames.shape) != want:
@@ -95,14 +107,17 @@ class ImaginedEnv:
         self.model.to(self.device)
         self.starts = starts.to(self.device, torch.float32)
         self.termination = termination
-        self.action_dim, self.observation_dim = model.action_dim, model.obs_dim
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (model.obs_dim,), np.float32)
+        self.action_dim = model.action_dim
+        self.observation_dim = model.state_dim if self.latent_obs else model.obs_dim
+        self.observation_space = gym.spaces.Box(
+            -np.inf, np.inf, (self.observation_dim,), np.float32
+        )
         self.action_space = gym.spaces.Box(-1.0, 1.0, (model.action_dim,), np.float32)
         self._gen = torch.Generator().manual_seed(cfg.seed)
         n = cfg.num_envs
         self.episode_length_buf = torch.zeros(n, dtype=torch.long, device=self.device)
         self._episode_return = torch.zeros(n, dtype=torch.float64, device=self.device)
-        self._obs = torch.empty(n, model.obs_dim, device=self.device)
+        self._obs = torch.empty(n, self.observation_dim, device=self.device)
         self._state: torch.Tensor | None = None
         self._start(torch.arange(n, device=self.device))
         self._fresh = True  # the first reset() keeps these starts, as real envs do
@@ -189,9 +204,9 @@ class ImaginedEnv:
         pick = torch.randint(len(self.starts), (len(env_ids),), generator=self._gen)
         pick = pick.to(self.device)
         start = self.starts[pick]
-        self._obs[env_ids] = start
         frames = None if self.start_frames is None else self.start_frames[pick]
         state = self.model.encode(start, frames)
+        self._obs[env_ids] = state if self.latent_obs else start
         if self._state is None:
             self._state = state.new_zeros(self.num_envs, *state.shape[1:])
         self._state = self._state.clone()  # a model may return its obs as its state

@@ -7,6 +7,9 @@ differences divided by each dimension's variance over the data (1.0 = as wrong
 as guessing the mean), averaged over dimensions and starts. Two baselines that
 need no model: copy-last, obs_t as the prediction of obs_{t+h}, and constant
 velocity, the last change carried on, obs_t + h (obs_t - obs_{t-1}).
+A model that predicts no observations (`predicts_obs` False: no decoder) has no
+observation error: its "model" errors are left empty, never filled with a stand-in,
+and its reward errors are measured as for every model.
 """
 
 from __future__ import annotations
@@ -17,6 +20,14 @@ from sim.data.dataset import Dataset
 from world_models.base import WorldModel
 
 HORIZONS = (1, 5, 10, 25, 50)
+
+
+def no_obs_error(model: WorldModel) -> str:
+    """What a report says in place of the observation error of a model without a decoder."""
+    return (
+        f"observation error not available: the {model.kind} model predicts no "
+        "observations (it has no decoder); its reward error is measured"
+    )
 
 
 def baseline_errors(
@@ -91,7 +102,8 @@ def open_loop_error(
     now, before = obs[:, context], obs[:, context - 1]
     for h in horizons:
         truth = obs[:, context + h]
-        out["model"][h] = float(((pred[:, h - 1] - truth) ** 2 / scale).mean())
+        if model.predicts_obs:
+            out["model"][h] = float(((pred[:, h - 1] - truth) ** 2 / scale).mean())
         out["copy_last"][h], out["const_velocity"][h] = baseline_errors(
             now, before, truth, h, scale
         )

@@ -19,6 +19,11 @@ epochs (MBPO's rule), or at `epochs`.
   (dynamics and actions) on held-out demonstration windows.
 - cascaded: the same with windows of `chunk` steps (play windows train its inverse
   and forward dynamics, not its future predictor).
+- tdmpc2: windows of `sequence_length` (its latent rollout horizon, 3) steps; its
+  loss also trains its value and policy prior, its encoder has its own learning rate
+  (`param_groups`), the policy's gradient is clipped apart (`clip_gradients`) and
+  its target Q-functions follow after every step (`after_step`); validation is its
+  latent consistency and reward error on held-out windows.
 
 Checkpoints are atomic: `model.pt` (the best model) and `last.pt` (everything
 `--resume` needs). TensorBoard scalars go to `<out>/tb`; `report.json` holds the
@@ -54,6 +59,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import world_models.models  # noqa: F401  (registers every model kind)
+from envs.features import periodic_obs
 from sim.data.atomic import write_json_atomic
 from sim.data.dataset import Dataset
 from sim.data.loader import EpisodeData
@@ -67,7 +73,7 @@ from world_models.base import (
     shared_batch,
     with_settings,
 )
-from world_models.metrics import HORIZONS, open_loop_error
+from world_models.metrics import HORIZONS, no_obs_error, open_loop_error
 
 CONTEXT = 8  # observed steps before each open-loop start in the report
 
@@ -127,7 +133,9 @@ class _TrainWMCfg:
     """Show a progress bar."""
 
 
-TrainWMCfg = with_settings(_TrainWMCfg, sorted(KINDS))
+TrainWMCfg = with_settings(
+    _TrainWMCfg, sorted(k for k, c in KINDS.items() if hasattr(c, "settings"))
+)
 """`train-wm`'s config: `_TrainWMCfg` and one settings field per registered model kind
 (`--ensemble.*`, `--rssm.*`, ...)."""
 
@@ -226,7 +234,9 @@ class _Run:
                 "processes: use a multiple"
             )
         self.opt = torch.optim.AdamW(
-            self.model.parameters(), lr=self.settings.lr, weight_decay=self.settings.weight_decay
+            self.model.param_groups(self.settings.lr),
+            lr=self.settings.lr,
+            weight_decay=self.settings.weight_decay,
         )
         train_settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
         self.meta = {
@@ -252,6 +262,8 @@ class _Run:
                     "(collect --pixels 64)"
                 )
             model_cfg["frame_shape"] = list(dataset.frame_shape())
+        if KINDS[cfg.model].periodic_inputs:
+            model_cfg["periodic"] = list(periodic_obs(dataset.env_args.get("env_name")))
         return KINDS[cfg.model].adapt(model_cfg, pixels), settings
 
     def _split(self) -> None:
@@ -274,13 +286,15 @@ class _Run:
         model.prepare(fit)
 
     def _validation_batch(self) -> dict[str, torch.Tensor]:
-        """Up to 50,000 held-out transitions, or up to 64 non-overlapping windows."""
+        """Up to 50,000 held-out transitions, or up to 64 non-overlapping windows (a kind's
+        `validation_windows`, if it sets one: short windows need more)."""
         data, val_idx, gen = self.data, self.val_idx, self.gen
         if self.window is None:
             pick = val_idx[torch.randperm(len(val_idx), generator=gen)[:50_000]]
             return data.__getitems__(pick)
         starts = val_idx[data.step[val_idx].cpu() % self.window == 0]
-        return data.__getitems__(starts[torch.randperm(len(starts), generator=gen)[:64]])
+        count = getattr(self.model, "validation_windows", 64)
+        return data.__getitems__(starts[torch.randperm(len(starts), generator=gen)[:count]])
 
     def restore(self) -> None:
         """Continue from `last.pt` (--resume), or start from --init's weights with the
@@ -344,8 +358,9 @@ class _Run:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if self.settings.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+                self.model.clip_gradients(self.settings.grad_clip)
             self.opt.step()
+            self.model.after_step()
             for key, value in scalars.items():
                 sums[key] = sums.get(key, 0.0) + value
         return sums
@@ -416,6 +431,7 @@ class _Run:
             "val_score": state["best"],
             "open_loop": _open_loop(best, self.dataset, self.test_eps or self.val_eps),
             "open_loop_on": on,
+            **({} if best.predicts_obs else {"open_loop_note": no_obs_error(best)}),
             "val_episodes": self.val_eps,
             "test_episodes": self.test_eps,
         }
@@ -498,6 +514,14 @@ def run_train_wm(cfg: TrainWMCfg) -> None:
         f"{cfg.out}: {cfg.model} trained {report['epochs']} epochs, validation score "
         f"{report['val_score']:.4f}"
     )
+    if "open_loop_note" in report:
+        print(
+            f"  {report['open_loop_note']}: reward error / its variance on the "
+            f"{report['open_loop_on']} episodes"
+        )
+        for h, value in err["reward_model"].items():
+            print(f"    h={h:<3} {value:10.3e}")
+        return
     print(
         f"  open-loop error (normalised) on the {report['open_loop_on']} episodes: model, "
         "copy-last and constant-velocity baselines"

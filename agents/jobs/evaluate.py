@@ -8,7 +8,11 @@
   task with a goal, the share of those episodes that reached it.
 - **Imagined**: the world model served as an `ImaginedEnv` from the very same
   start observations (`ImaginedEnv.from_env` with the same seed), mean
-  predictions, the same horizon; the agent acts on the imagined observations.
+  predictions, the same horizon; the agent acts on the imagined observations. A
+  model without a decoder (`tdmpc2`) imagines no observations: in it, only an MPPI
+  planner over that same model acts (on the model's latent states,
+  `MppiAgent.act_latent`), and its video pane has no picture; any other agent is
+  refused with a message.
 - **Gap**: imagined minus real mean return: how much the model flatters (or
   wrongs) the policy. Returns are in the task's units (sum of rewards).
 - **Video** (`video_steps` > 0): row 0's first episode, real (left) beside
@@ -173,6 +177,8 @@ def evaluate(
         )
         viewer = None
         drawable = wm.sees_pixels or getattr(env, "can_set_state_from_obs", False)
+        drawable = drawable and not imagined.latent_obs
+        actor = latent_actor(agent, wm) if imagined.latent_obs else agent
         if video_steps and not wm.sees_pixels and drawable:
             viewer = state_viewer(env, *pane)
 
@@ -181,7 +187,8 @@ def evaluate(
                 frame = pictures.resize(imagined.render([0]).cpu(), *pane)[0]
             elif not drawable:  # the observation holds no whole state to draw
                 blank = torch.zeros(*pane, 3, dtype=torch.uint8)
-                lines = ["imagined (not drawable)", f"step {step}  return {ret:.2f}"]
+                what = "latent: no picture" if imagined.latent_obs else "not drawable"
+                lines = [f"imagined ({what})", f"step {step}  return {ret:.2f}"]
                 return pictures.label(blank, lines)
             elif not torch.isfinite(obs[0]).all():
                 frame = torch.zeros(*pane, 3, dtype=torch.uint8)
@@ -191,7 +198,7 @@ def evaluate(
             return labelled(frame, "imagined", step, ret)
 
         imagined_ret, _, imagined_frames = run_episodes(
-            agent, imagined, imagined.reset(), video_steps, draw, noise()
+            actor, imagined, imagined.reset(), video_steps, draw, noise()
         )
         report["imagined_return"] = _stats(imagined_ret)
         if viewer is not None:
@@ -221,6 +228,42 @@ def evaluate(
         pictures.write_video(video_path, pictures.side_by_side(real, imag), fps=VIDEO_FPS)
         report["video"] = str(video_path)
     return report
+
+
+class _LatentActor:
+    """An MPPI planner acting on its world model's latent states (the observations of
+    that model's imagined env), behind `run_episodes`' part of the agent interface."""
+
+    def __init__(self, planner):
+        self.planner, self.action_dim = planner, planner.action_dim
+
+    def act(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        return self.planner.act_latent(obs, noise)
+
+    def reset(self, env_ids: torch.Tensor) -> None:
+        self.planner.reset(env_ids)
+
+
+def latent_actor(agent: Agent, wm: WorldModel) -> _LatentActor:
+    """What acts in the imagination of `wm`, a model that predicts no observations:
+    `agent` itself if it is an MPPI planner over the same model (its weights), acting
+    on the latent states; else a ValueError saying why nothing can."""
+    planner_wm = getattr(agent, "world_model", None)
+    if not callable(getattr(agent, "act_latent", None)) or planner_wm is None:
+        raise ValueError(
+            f"the {wm.kind} world model predicts no observations (it has no decoder): "
+            f"a {agent.kind} agent, which acts on observations, cannot act in its "
+            "imagination; only an mppi agent planning over this same model can"
+        )
+    mine, theirs = planner_wm.state_dict(), wm.state_dict()
+    same = planner_wm.kind == wm.kind and mine.keys() == theirs.keys()
+    if not same or not all(torch.equal(mine[k].cpu(), theirs[k].cpu()) for k in mine):
+        raise ValueError(
+            f"the {wm.kind} world model predicts no observations: its imagined "
+            "observations are its own latent states, which only a planner over this same "
+            "model reads; the mppi agent plans over another model"
+        )
+    return _LatentActor(agent)
 
 
 def pane_size(env, video_size: int) -> tuple[int, int]:

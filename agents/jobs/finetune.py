@@ -380,8 +380,11 @@ def _check(cfg: FinetuneCfg, bc, wm) -> None:
             f"{cfg.wm}: observation/action dims ({wm.obs_dim}, {wm.action_dim}) "
             f"differ from the agent's ({bc.obs_dim}, {bc.action_dim})"
         )
-    if wm.sees_pixels:
-        raise ValueError(f"{cfg.wm}: finetune needs a world model of state observations")
+    if wm.sees_pixels or not wm.predicts_obs:
+        raise ValueError(
+            f"{cfg.wm}: finetune needs a world model that predicts state observations "
+            f"(a {wm.kind} model{' sees frames' if wm.sees_pixels else ' predicts none'})"
+        )
     check_penalty(cfg.penalty, wm, "--penalty")
     for name in ("imagined_steps", "real_steps", "critic_warmup"):
         if getattr(cfg, name) < 0:

@@ -14,6 +14,10 @@ does and what survives a crash. An iteration k:
    dataset: `dreamer`, `updates` actor-critic updates (`agents.dreamer`);
    `mppi`, the same actor-critic, whose critic then serves as the terminal value
    of an MPPI planner over the world model, which is what acts (TD-MPC style);
+   over a model that carries its own value and policy prior (`tdmpc2`, trained
+   with them in step 2) nothing is learned here: the planner uses the model's
+   value and prior (settings `mppi_tdmpc2`, TD-MPC2's planner made lighter). Such a model
+   predicts no observations, so it serves the `mppi` agent only;
    `sac` / `ppo`, Stable-Baselines3 on an `ImaginedEnv` of the new model
    (`sb3_steps` imagined transitions, MBPO style, replay buffer kept across
    iterations);
@@ -64,9 +68,10 @@ from agents import base
 from agents.dreamer import DreamerAgent, DreamerCfg, ImaginationLearner
 from agents.jobs.collect import CollectCfg, agent_policy, collect
 from agents.jobs.evaluate import MIN_VIDEO_SIZE, VIDEO_SIZE, evaluate
-from agents.mppi import MppiAgent, MppiCfg
+from agents.mppi import TDMPC2_PLANNER, MppiAgent, MppiCfg
 from agents.policies import make_policy
 from agents.sb3_agents import Sb3Cfg, Sb3Learner, make_agent
+from envs.features import periodic_obs
 from sim.data import ownership
 from sim.data.atomic import write_bytes_atomic, write_json_atomic
 from sim.data.dataset import read_index
@@ -96,7 +101,8 @@ class _LoopCfg:
     budget: int = 50_000
     """Env steps [control steps] to collect in all."""
     model: str = "ensemble"
-    """World model: a registered dynamics model kind (`MODELS`: ensemble, rssm)."""
+    """World model: a registered dynamics model kind (`MODELS`: ensemble, rssm, tdmpc2;
+    tdmpc2, which predicts no observations, with --agent mppi only)."""
     agent: str = "dreamer"
     """Agent: dreamer (actor-critic in imagination), mppi (planner over the model with
     the actor-critic's value at its horizon), sac or ppo (Stable-Baselines3 in the
@@ -163,6 +169,16 @@ class _LoopCfg:
         default_factory=lambda: MppiCfg(horizon=10, samples=64, iterations=2, elites=8)
     )
     """Settings of the planner (mppi), lighter than MppiCfg's defaults to act quickly."""
+    mppi_tdmpc2: MppiCfg = field(
+        default_factory=lambda: MppiCfg(
+            **{**TDMPC2_PLANNER, "samples": 128, "elites": 16, "policy_samples": 8, "iterations": 3}
+        )
+    )
+    """Settings of the planner (mppi) over a model with its own value and policy prior
+    (--model tdmpc2): TD-MPC2's horizon 3, temperature and std bounds, with 128 samples
+    (8 of them policy trajectories), 16 elites and 3 iterations instead of its 512, 24,
+    64 and 6 (`agents.mppi.TDMPC2_PLANNER`), which take 0.7 s per action of one env
+    on a 2-core CPU shared with another job."""
     sb3: Sb3Cfg = field(default_factory=Sb3Cfg)
     """Settings of SB3 (sac and ppo; its algo is --agent)."""
 
@@ -188,6 +204,12 @@ class Loop:
             raise ValueError(f"unknown agent {cfg.agent!r}; valid agents: {', '.join(AGENT_KINDS)}")
         if cfg.model not in MODELS:
             raise ValueError(f"unknown world model {cfg.model!r}; valid: {', '.join(MODELS)}")
+        if not KINDS[cfg.model].predicts_obs and cfg.agent != "mppi":
+            raise ValueError(
+                f"--model {cfg.model} predicts no observations (it has no decoder): "
+                f"--agent {cfg.agent} learns on imagined observations; use --agent mppi, "
+                "which plans in the model's latent with its own value and policy prior"
+            )
         if cfg.budget < 1 or cfg.episodes_per_iter < 1 or cfg.eval_episodes < 1:
             raise ValueError("budget, episodes_per_iter and eval_episodes must be positive")
         if cfg.video_steps and cfg.video_size < MIN_VIDEO_SIZE:
@@ -221,7 +243,9 @@ class Loop:
             self.agent = make_agent(cfg.sb3, *dims)
             self.learner = None  # built with the first imagined env
         else:
-            self.agent = DreamerAgent(*dims, asdict(cfg.dreamer)).to(cfg.device)
+            periodic = list(periodic_obs(cfg.task))  # the task's unbounded angles
+            agent_cfg = {**asdict(cfg.dreamer), "periodic": periodic}
+            self.agent = DreamerAgent(*dims, agent_cfg).to(cfg.device)
             self.learner = ImaginationLearner(self.agent, cfg.device, termination=None)
         self.actor: base.Agent = self.agent  # the agent that acts (mppi: the planner)
         self.gen = torch.Generator().manual_seed(cfg.seed)
@@ -276,7 +300,9 @@ class Loop:
     def _set_actor(self) -> None:
         """The agent that acts: the learner's agent, or (mppi) a planner over the
         current world model with the critic's value at its horizon."""
-        if self.cfg.agent == "mppi":
+        if self.cfg.agent == "mppi" and self.wm.plans:  # the model's own value and prior
+            self.actor = MppiAgent.build(self.wm, None, **asdict(self.cfg.mppi_tdmpc2))
+        elif self.cfg.agent == "mppi":
             self.actor = MppiAgent.build(self.wm, self.agent, **asdict(self.cfg.mppi))
         else:
             self.actor = self.agent
@@ -395,6 +421,8 @@ class Loop:
         t = time.perf_counter()
         if self.sb3:
             self._improve_sb3()
+        elif self.wm.plans and cfg.agent == "mppi":  # trained with the model in `fit`
+            self.record["losses"] = {}
         else:
             starts = EpisodeData(self.out / "data").data["obs"]
             sums: dict[str, float] = {}

@@ -138,8 +138,14 @@ def rank_policies(cfg: EvalWMCfg) -> dict[str, Any]:
     if cfg.worker_gpus and not cfg.ray:
         raise ValueError("--worker-gpus reserves GPUs for Ray tasks: it needs --ray")
     ckpt = read_checkpoint(cfg.wm)
-    if wm_from_checkpoint(ckpt, cfg.wm).sees_pixels:
+    model = wm_from_checkpoint(ckpt, cfg.wm)
+    if model.sees_pixels:
         raise ValueError("--policies: policies act on state vectors; this model sees frames")
+    if not model.predicts_obs:
+        raise ValueError(
+            f"--policies: policies act on observations; the {model.kind} model predicts "
+            "none (it has no decoder), so it cannot run them in imagination"
+        )
     rows = _score_all(cfg)
     task, steps = [(row.pop("task"), row.pop("steps")) for row in rows][0]  # the same for all
     real = torch.tensor([r["real_return"] for r in rows])

@@ -32,6 +32,7 @@ class CheetahCfg(EnvCfg):
 
 class CheetahEnv(BatchedEnv):
     cfg: CheetahCfg
+    periodic_obs = (1,)  # the body's pitch (rooty) turns without limit
     model_file = "cheetah.xml"
     unobserved_qpos = (0,)  # rootx, the forward position
 

@@ -37,6 +37,7 @@ class HopperCfg(EnvCfg):
 
 class HopperEnv(BatchedEnv):
     cfg: HopperCfg
+    periodic_obs = (1,)  # the body's pitch (rooty) turns without limit
     model_file = "hopper.xml"
     unobserved_qpos = (0,)  # rootx, the forward position
     contact_obs = (13, 14)  # the touch sensors

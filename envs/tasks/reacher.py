@@ -88,6 +88,7 @@ class PlanarArm:
 
 class ReacherEnv(PlanarArm, BatchedEnv):
     cfg: ReacherCfg
+    periodic_obs = (0,)  # the shoulder turns without limit
     model_file = "reacher.xml"
 
     def _target(self) -> int:

@@ -15,7 +15,9 @@ cart-pole data this halves the validation error), plus 0.01 (max_lv - min_lv),
 which keeps the bounds tight. The trainer holds out whole episodes and keeps
 the `elites` members with the lowest validation error; a prediction draws one
 elite per row (trajectory sampling, "TS-1") and returns the spread of the
-elites' means as disagreement, the epistemic signal MOPO penalises.
+elites' means as disagreement, the epistemic signal MOPO penalises. A task's
+unbounded angles enter as (cos, sin), and their changes are predicted wrapped
+(`envs.features`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from envs.features import feature_dim, wrap_angle
 from world_models.base import Step, WorldModel
 
 DEFAULTS: dict[str, Any] = {
@@ -81,6 +84,7 @@ class EnsembleDynamics(WorldModel):
 
     kind = "ensemble"
     settings = EnsembleCfg
+    periodic_inputs = True
 
     def __init__(self, obs_dim: int, action_dim: int, config: dict[str, Any] | None = None):
         config = {**DEFAULTS, **(config or {})}
@@ -89,7 +93,8 @@ class EnsembleDynamics(WorldModel):
         if not 1 <= config["elites"] <= e:
             raise ValueError(f"elites must lie in [1, members={e}], got {config['elites']}")
         self.out_dim = obs_dim + 1  # change of observation, reward
-        dims = [obs_dim + action_dim] + [h] * config["layers"]
+        in_dim = feature_dim(obs_dim, self.periodic) + action_dim
+        dims = [in_dim] + [h] * config["layers"]
         layers: list[nn.Module] = []
         for fan_in, fan_out in zip(dims[:-1], dims[1:], strict=True):
             layers += [EnsembleLinear(e, fan_in, fan_out), nn.SiLU()]
@@ -98,8 +103,8 @@ class EnsembleDynamics(WorldModel):
         self.max_logvar = nn.Parameter(torch.full((self.out_dim,), float(config["max_logvar"])))
         self.min_logvar = nn.Parameter(torch.full((self.out_dim,), float(config["min_logvar"])))
         # normalisation statistics and elites, saved with the weights
-        self.register_buffer("in_mean", torch.zeros(obs_dim + action_dim))
-        self.register_buffer("in_std", torch.ones(obs_dim + action_dim))
+        self.register_buffer("in_mean", torch.zeros(in_dim))
+        self.register_buffer("in_std", torch.ones(in_dim))
         self.register_buffer("out_mean", torch.zeros(self.out_dim))
         self.register_buffer("out_std", torch.ones(self.out_dim))
         self.register_buffer("elite_ids", torch.arange(config["elites"]))
@@ -114,11 +119,19 @@ class EnsembleDynamics(WorldModel):
         self.out_std.copy_(y.std(0).clamp_min(1e-6))
 
     def _inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.cat((batch["obs"], batch["actions"]), dim=-1)
+        return torch.cat((self.features(batch["obs"]), batch["actions"]), dim=-1)
 
     def _targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         delta = batch["next_obs"] - batch["obs"]
+        if self.periodic:  # an angle's change, whatever turn it is on
+            angles = list(self.periodic)
+            delta = delta.clone()
+            delta[..., angles] = wrap_angle(delta[..., angles])
         return torch.cat((delta, batch["rewards"][..., None]), dim=-1)
+
+    def _x(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Normalised network inputs of observations and actions `[B, ...]`."""
+        return (torch.cat((self.features(obs), action), dim=-1) - self.in_mean) / self.in_std
 
     def _normalized(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets) of a batch in the normalised units the network works in."""
@@ -187,7 +200,7 @@ class EnsembleDynamics(WorldModel):
     ) -> dict[str, torch.Tensor]:
         """One step for a batch `[B, ...]`: each row from a random elite, sampled from
         its Gaussian when a generator is given, else the elites' mean prediction."""
-        x = (torch.cat((obs, action), dim=-1) - self.in_mean) / self.in_std
+        x = self._x(obs, action)
         elites = self.elite_ids
         mean, logvar, term = self(x.expand(self.config["members"], *x.shape))
         mean, logvar, term = mean[elites], logvar[elites], term[elites]  # [K, B, ...]
@@ -223,7 +236,7 @@ class EnsembleDynamics(WorldModel):
         group runs through its elite only, then each row samples that elite's Gaussian.
         Differentiable; no disagreement (it needs every elite on every row)."""
         b, k = len(state), len(self.elite_ids)
-        x = (torch.cat((state, action), dim=-1) - self.in_mean) / self.in_std
+        x = self._x(state, action)
         perm = torch.randperm(b, generator=generator).to(state.device)
         per = -(-b // k)  # rows per elite, the last group padded with repeated rows
         dealt = torch.cat((perm, perm[: per * k - b])).reshape(k, per)

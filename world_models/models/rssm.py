@@ -26,7 +26,8 @@ standardised with training-set statistics instead, so that every dimension
 counts alike however small its spread; symlog of the standardised values
 (`symlog_obs`) is an option, but it shrinks the errors of large values: on
 cart-pole swing-up, at equal training (1,500 steps), it left 3x the open-loop
-error at horizons 1 and 10.
+error at horizons 1 and 10. The encoder and the change head see a task's unbounded
+angles as (cos, sin) (`envs.features`).
 Frames (with `pixels`) are encoded by a strided CNN and decoded by its
 transpose (squared error per pixel, summed); such a model sees only frames and
 still decodes the state vector, so its predictions can be compared with the
@@ -60,6 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from envs.features import feature_dim
 from world_models.base import Step, WorldModel, masked_count
 
 OBSERVED = 8  # steps of a validation window observed before predicting open loop
@@ -200,6 +202,7 @@ class RSSM(WorldModel):
 
     kind = "rssm"
     settings = RssmCfg
+    periodic_inputs = True
 
     @classmethod
     def adapt(cls, config: dict[str, Any], pixels: bool) -> dict[str, Any]:
@@ -243,7 +246,7 @@ class RSSM(WorldModel):
                 self.register_buffer("pixel_grid", grid, persistent=False)
                 self.register_buffer("flow_scale", scale, persistent=False)
         else:
-            self.encoder = mlp(obs_dim, hid, layers)
+            self.encoder = mlp(feature_dim(obs_dim, self.periodic), hid, layers)
             embed = hid
         self.img_in = mlp(self.latent + action_dim, hid, 1)
         self.gru = nn.GRUCell(hid, self.deter)
@@ -258,7 +261,7 @@ class RSSM(WorldModel):
         self.register_buffer("obs_mean", torch.zeros(obs_dim))
         self.register_buffer("obs_std", torch.ones(obs_dim))
         if self.residual:  # one-step change of the standardised observation
-            self.delta_head = mlp(feat + obs_dim, hid, layers, obs_dim)
+            self.delta_head = mlp(feat + feature_dim(obs_dim, self.periodic), hid, layers, obs_dim)
             self.register_buffer("delta_mean", torch.zeros(obs_dim))
             self.register_buffer("delta_std", torch.ones(obs_dim))
 
@@ -286,6 +289,16 @@ class RSSM(WorldModel):
         x = self._standard(obs)
         return symlog(x) if self.config["symlog_obs"] else x
 
+    def _with_angles(self, x: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """`x` (a transform of observations `obs`, entry by entry) with the periodic
+        entries replaced by the cosines and sines of `obs`'s angles (`envs.features`)."""
+        if not self.periodic:
+            return x
+        angles = list(self.periodic)
+        keep = [i for i in range(self.obs_dim) if i not in set(angles)]
+        theta = obs[..., angles]
+        return torch.cat((x[..., keep], torch.cos(theta), torch.sin(theta)), -1)
+
     def _decode_obs(self, feat: torch.Tensor) -> torch.Tensor:
         x = self.obs_head(feat)
         return (symexp(x) if self.config["symlog_obs"] else x) * self.obs_std + self.obs_mean
@@ -302,7 +315,7 @@ class RSSM(WorldModel):
                     f"{tuple(self.config['frame_shape'])}"
                 )
             return self.encoder(frames)
-        return self.encoder(self._target(obs))
+        return self.encoder(self._with_angles(self._target(obs), obs))
 
     def _probs(self, logits: torch.Tensor) -> torch.Tensor:
         """Categorical probabilities `[B, stoch, classes]` with the uniform mix."""
@@ -335,7 +348,8 @@ class RSSM(WorldModel):
     def _delta(self, feat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Predicted change of the standardised observation into the step of `feat`
         from the observation x before it, in units of the change's spread."""
-        return self.delta_head(torch.cat((feat, x), -1))
+        obs = x * self.obs_std + self.obs_mean
+        return self.delta_head(torch.cat((feat, self._with_angles(x, obs)), -1))
 
     def _state(
         self, h: torch.Tensor, z: torch.Tensor, obs: torch.Tensor, frames: torch.Tensor | None
