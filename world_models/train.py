@@ -129,6 +129,14 @@ class _TrainWMCfg:
     init: Path | None = None
     """Fine-tune: start from this model's weights (a model of the same kind and
     settings); normalisation statistics are refitted to the data."""
+    continue_from: Path | None = None
+    """Continue another run's training on this data: the model of the same kind and
+    settings in that run's `last.pt`, with its normalisation statistics and its
+    optimiser's state, as if its training had gone on (the closed loop's one model
+    trained across iterations at a fixed ratio of gradient steps to data)."""
+    keep_last: bool = False
+    """Write the last epoch's model as `model.pt` (continual training: the newest
+    weights act), not the one with the best validation score."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -184,6 +192,11 @@ def _shard(idx: torch.Tensor, members: int, rank: int, world: int) -> torch.Tens
 def train_world_model(cfg: TrainWMCfg) -> dict:
     if cfg.model not in KINDS:
         raise ValueError(f"unknown model {cfg.model!r}; valid models: {', '.join(KINDS)}")
+    if cfg.init is not None and cfg.continue_from is not None:
+        raise ValueError(
+            "--init starts from a model's weights, --continue-from goes on with "
+            "its training: give one of them"
+        )
     rank, world, device = _process_group(cfg.device)
     try:
         return _train(cfg, rank, world, device)
@@ -312,6 +325,15 @@ class _Run:
             torch.set_rng_state(ckpt["torch_rng"])
         elif (cfg.out / "model.pt").exists() and not cfg.resume:
             raise ValueError(f"{cfg.out} already holds a model; pass --resume or another --out")
+        elif cfg.continue_from is not None:
+            ckpt = read_checkpoint(Path(cfg.continue_from) / "last.pt", cfg.model)
+            if ckpt["config"] != model.config:
+                raise ValueError(
+                    f"{cfg.continue_from}: a model with other settings cannot be continued "
+                    f"as {model.config}"
+                )
+            model.load_state_dict(ckpt["state_dict"])  # its statistics included
+            self.opt.load_state_dict(ckpt["optimizer"])
         elif cfg.init is not None:
             ckpt = read_checkpoint(cfg.init, cfg.model)
             if ckpt["config"] != model.config:
@@ -402,7 +424,7 @@ class _Run:
     def _checkpoint(self, score: float, improved: bool) -> None:
         """`model.pt` when the score improved; `last.pt` (what --resume needs) always."""
         model = self.model
-        if improved:
+        if improved or self.cfg.keep_last:
             save_atomic(model.checkpoint(**self.meta, val_score=score), self.cfg.out / "model.pt")
         save_atomic(
             model.checkpoint(

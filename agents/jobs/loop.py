@@ -9,7 +9,9 @@ does and what survives a crash. An iteration k:
 2. **fit** the world model on everything collected, fine-tuning iteration k-1's
    model (`wm/iter_<k>/`, `train-wm`'s files; no test episodes: the real
    simulator is the loop's test, and the open-loop errors it records are on the
-   validation episodes, beside the copy-last and constant-velocity baselines);
+   validation episodes, beside the copy-last and constant-velocity baselines); or,
+   with `wm_train_ratio`, going on with its training (optimiser and statistics
+   carried on) for a number of gradient steps proportional to the new data;
 3. **improve** the policy in imagination, from start states drawn from the
    dataset: `dreamer`, `updates` actor-critic updates (`agents.dreamer`);
    `mppi`, the same actor-critic, whose critic then serves as the terminal value
@@ -128,6 +130,13 @@ class _LoopCfg:
     """World-model epochs of the first iteration (from scratch)."""
     wm_steps_per_epoch: int = 100
     """Gradient steps per world-model epoch."""
+    wm_train_ratio: float = 0.0
+    """World-model gradient steps per agent step collected. 0: each iteration fine-tunes
+    the last model for `wm_epochs` epochs of `wm_steps_per_epoch` steps (statistics
+    refitted, early stopping, the best epoch kept). Above 0: one model trains on across
+    the iterations, its optimiser state and statistics carried on, taking `ratio x` the
+    iteration's agent steps in gradient steps, and its newest weights act (TD-MPC2
+    updates once per agent step: 1)."""
     updates: int = 300
     """Policy updates in imagination per iteration."""
     sb3_steps: int = 20_000
@@ -389,17 +398,29 @@ class Loop:
         t = time.perf_counter()
         out = self._wm_dir(k)
         shutil.rmtree(out, ignore_errors=True)
+        if cfg.wm_train_ratio > 0:  # one model trained on at a ratio to the data
+            new_steps = cfg.episodes_per_iter * self.agent_steps
+            schedule = {
+                "epochs": 1,
+                "steps_per_epoch": max(1, round(cfg.wm_train_ratio * new_steps)),
+                "continue_from": None if k == 0 else self._wm_dir(k - 1),
+                "keep_last": True,
+            }
+        else:
+            schedule = {
+                "epochs": cfg.wm_first_epochs if k == 0 else cfg.wm_epochs,
+                "steps_per_epoch": cfg.wm_steps_per_epoch,
+                "init": None if k == 0 else self._wm_dir(k - 1) / "model.pt",
+            }
         report = train_world_model(
             TrainWMCfg(
                 data=self.out / "data",
                 model=cfg.model,
                 out=out,
-                epochs=cfg.wm_first_epochs if k == 0 else cfg.wm_epochs,
-                steps_per_epoch=cfg.wm_steps_per_epoch,
                 seed=cfg.seed + k,
                 device=cfg.device,
-                init=None if k == 0 else self._wm_dir(k - 1) / "model.pt",
                 progress=False,
+                **schedule,
                 # every episode either trains or validates the model: the loop's test
                 # is the real simulator, and its open-loop errors are a diagnostic on
                 # the validation episodes (the record says so)

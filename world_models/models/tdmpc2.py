@@ -65,8 +65,8 @@ gradient clip 20, tau 0.01, consistency / reward / value / termination weights 2
 0.01, SimNorm groups of 8, policy log-std in [-10, 2], entropy weight 1e-4; the
 default model ("5M") has latent 512, MLPs of 512 and an encoder of 256 (2 layers),
 the smallest ("1M") latent 128, MLPs of 384 and 2 Q-functions. The defaults here
-are sized for a 2-core CPU: latent 128, MLPs of 256, encoder 256, 5 Q-functions
-(about 1.1M parameters for cart-pole). Its discount is a setting (0.99, which
+are sized for a 2-core CPU: latent 128, MLPs of 256, encoder 256, 2 Q-functions
+(0.75M trained parameters for cart-pole, 0.76M for the walker). Its discount is a setting (0.99, which
 TD-MPC2's episode-length rule gives for 500-step episodes). Differences: inputs
 are standardised with the training set's statistics (TD-MPC2 feeds state
 observations raw), the termination head is always trained (TD-MPC2 only on
@@ -94,7 +94,7 @@ DEFAULTS: dict[str, Any] = {
     "enc_hidden": 256,  # units of the encoder's hidden layers
     "enc_layers": 2,  # encoder layers (hidden layers + 1)
     "simnorm_dim": 8,  # entries per SimNorm group
-    "num_q": 5,  # Q-functions
+    "num_q": 2,  # Q-functions (TD-MPC2: 5; its smallest model, 2)
     "dropout": 0.01,  # dropout of each Q's first layer
     "num_bins": 101,  # bins of the discrete regression
     "vmin": -10.0,  # lowest bin [symlog units]
@@ -113,6 +113,23 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def mish(x: torch.Tensor) -> torch.Tensor:
+    """Mish, x tanh(softplus(x)), written as x n / (n + 2) with n = e^x (e^x + 2) (the
+    same function: tanh(log(1 + e^x)) = n / (n + 2)): 2.5x faster than `F.mish` on
+    this CPU build (0.73 against 1.80 ms for 512 x 256 on one thread), which took 41%
+    of planning. Agrees with `F.mish` to 2e-6 on [-30, 30]."""
+    e = torch.exp(x.clamp(max=20.0))
+    n = e * (e + 2.0)
+    return x * n / (n + 2.0)
+
+
+class Mish(nn.Module):
+    """`mish` as a layer."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return mish(x)
+
+
 @dataclass
 class TdMpc2Cfg:
     """Decoder-less latent model with value and policy prior (TD-MPC2 style)."""
@@ -127,8 +144,9 @@ class TdMpc2Cfg:
     """Encoder layers (TD-MPC2: 2)."""
     simnorm_dim: int = 8
     """Entries per SimNorm group (a softmax each)."""
-    num_q: int = 5
-    """Q-functions (at least 2: targets take the lesser of two)."""
+    num_q: int = 2
+    """Q-functions (at least 2: targets take the lesser of two). TD-MPC2 uses 5, its
+    smallest (1M) model 2; 2 cost 0.69x the update time of 5 here."""
     dropout: float = 0.01
     """Dropout of each Q-function's first layer."""
     num_bins: int = 101
@@ -179,7 +197,7 @@ def mlp(
     mods: list[nn.Module] = []
     dims = [fan_in, *hidden]
     for a, b in zip(dims[:-1], dims[1:], strict=True):
-        mods += [nn.Linear(a, b), nn.LayerNorm(b), nn.Mish()]
+        mods += [nn.Linear(a, b), nn.LayerNorm(b), Mish()]
     mods.append(nn.Linear(dims[-1], fan_out))
     if out is not None:
         mods += [nn.LayerNorm(fan_out), out]
@@ -254,8 +272,8 @@ class QEnsemble(nn.Module):
         h = torch.baddbmm(b0, x.expand(len(w0), *x.shape), w0)
         if self.training and self.dropout:
             h = F.dropout(h, self.dropout)
-        h = F.mish(F.layer_norm(h, h.shape[-1:]) * g0 + s0)
-        h = F.mish(F.layer_norm(torch.baddbmm(b1, h, w1), h.shape[-1:]) * g1 + s1)
+        h = mish(F.layer_norm(h, h.shape[-1:]) * g0 + s0)
+        h = mish(F.layer_norm(torch.baddbmm(b1, h, w1), h.shape[-1:]) * g1 + s1)
         return torch.baddbmm(b2, h, w2)
 
     @torch.no_grad()

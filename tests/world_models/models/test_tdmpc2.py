@@ -305,17 +305,16 @@ def test_the_loop_refuses_agents_that_need_observations(tmp_path):
 
 @pytest.mark.slow(seconds=30)
 def test_the_loop_runs_with_the_latent_model(tmp_path):
-    """Two iterations of the closed loop with the latent model and its planner (13 s
-    on the 2-core machine; no video: it adds minutes of offscreen rendering)."""
+    """Two iterations of the closed loop with the latent model and its planner, the
+    model trained on across them at a ratio to the data (13 s on the 2-core machine;
+    no video: it adds minutes of offscreen rendering)."""
     cfg = LoopCfg(
         model="tdmpc2",
         agent="mppi",
         budget=400,
         episode_length=100,
         episodes_per_iter=2,
-        wm_first_epochs=2,
-        wm_epochs=1,
-        wm_steps_per_epoch=10,
+        wm_train_ratio=0.05,  # 100 agent steps per iteration: 5 gradient steps
         eval_episodes=2,
         video_steps=0,
         out=tmp_path / "run",
@@ -331,5 +330,8 @@ def test_the_loop_runs_with_the_latent_model(tmp_path):
         torch.set_num_threads(threads)
     assert summary["finished"] and summary["model"] == "tdmpc2"
     assert all(math.isfinite(r["imagined_return"]) for r in summary["curve"])
+    # one model trained on across the iterations: its optimiser went 5 + 5 steps
+    last = read_checkpoint(tmp_path / "run" / "wm" / "iter_001" / "last.pt")
+    assert {int(s["step"]) for s in last["optimizer"]["state"].values()} == {10}
     acting = base.load(tmp_path / "run" / "agent.pt")
     assert acting.kind == "mppi" and acting.model_value and acting.value_agent is None
