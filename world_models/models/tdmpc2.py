@@ -66,8 +66,8 @@ gradient clip 20, tau 0.01, consistency / reward / value / termination weights 2
 default model ("5M") has latent 512, MLPs of 512 and an encoder of 256 (2 layers),
 the smallest ("1M") latent 128, MLPs of 384 and 2 Q-functions. The defaults here
 are sized for a 2-core CPU: latent 128, MLPs of 256, encoder 256, 2 Q-functions
-(0.75M trained parameters for cart-pole, 0.76M for the walker). Its discount is a setting (0.99, which
-TD-MPC2's episode-length rule gives for 500-step episodes). Differences: inputs
+(0.75M trained parameters for cart-pole, 0.76M for the walker). Its discount is a
+setting (0.99, which TD-MPC2's episode-length rule gives for 500-step episodes). Differences: inputs
 are standardised with the training set's statistics (TD-MPC2 feeds state
 observations raw), the termination head is always trained (TD-MPC2 only on
 episodic tasks; on others it learns to predict 0), and windows cut at an episode's
