@@ -90,7 +90,7 @@ def _fit(model: EnsembleDynamics, batch: dict[str, torch.Tensor], steps: int) ->
     model.set_elites(errors)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=50)
 def test_angle_features_let_a_model_predict_the_reacher(tmp_path):
     """Correlated noise spins the reacher's shoulder through about eight turns each way
     (32 episodes of 500 steps: -26 to 26 rad). The same ensemble, trained the same way
