@@ -333,11 +333,11 @@ class MppiAgent(Agent):
         """`act` on the world model's own states `[N, ...]` (the observations of an
         imagined env over a model that predicts no observations)."""
         state = torch.as_tensor(state).float()
-        want = self.world_model.encode(torch.zeros(1, self.obs_dim, device=state.device))
-        if tuple(state.shape[1:]) != tuple(want.shape[1:]):
+        width = self.world_model.state_dim
+        if state.dim() != 2 or state.shape[1] != width:
             raise ValueError(
                 f"mppi: model states have shape {tuple(state.shape)}, the "
-                f"{self.world_model.kind} model's are (N, {', '.join(map(str, want.shape[1:]))})"
+                f"{self.world_model.kind} model's are (N, {width})"
             )
         return self._act(state, noise)
 

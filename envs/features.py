@@ -38,15 +38,19 @@ def feature_dim(obs_dim: int, periodic: Sequence[int]) -> int:
     return obs_dim + len(periodic)
 
 
-def angle_features(obs: torch.Tensor, periodic: Sequence[int]) -> torch.Tensor:
+def angle_features(
+    obs: torch.Tensor, periodic: Sequence[int], angles_of: torch.Tensor | None = None
+) -> torch.Tensor:
     """`obs` `[..., obs_dim]` with its `periodic` entries replaced by their cosines and
     sines (the other entries first, in order), `[..., obs_dim + len(periodic)]`; `obs`
-    itself when there are none."""
+    itself when there are none. With `angles_of` (the raw observations of which `obs` is
+    an entry-by-entry transform, such as a standardised copy) the cosines and sines are
+    of its angles."""
     if not periodic:
         return obs
     angles = list(periodic)
     keep = [i for i in range(obs.shape[-1]) if i not in set(angles)]
-    theta = obs[..., angles]
+    theta = (obs if angles_of is None else angles_of)[..., angles]
     return torch.cat((obs[..., keep], torch.cos(theta), torch.sin(theta)), -1)
 
 

@@ -658,28 +658,18 @@ def run_eval_wm(cfg: EvalWMCfg) -> None:
         f"reward {replay['max_abs_reward_diff']:.2e}"
     )
     err, rew = report["state_error"], report["reward_error"]
-    if not err["model"]:  # a model that predicts no observations
-        print("     h  copy-last  const-vel   rew nmse   rew mae")
-        for h in rew["nmse"]:
-            print(
-                f"  {h:>4} {err['copy_last'][h]:10.3e} {err['const_velocity'][h]:10.3e} "
-                f"{rew['nmse'][h]:10.3e} {rew['mae'][h]:9.4f}"
-            )
-        for name, file in report["artifacts"].items():
-            print(f"  {name:<7} {file}")
-        for note in report.get("notes", []):
-            print(f"  note: {note}")
-        return
-    head = "     h      model  copy-last  const-vel    ratio   rew nmse   rew mae"
+    predicts = bool(err["model"])  # else a model that predicts no observations
+    head = "     h" + ("      model" if predicts else "") + "  copy-last  const-vel"
+    head += ("    ratio" if predicts else "") + "   rew nmse   rew mae"
     if sees:
         head += "   PSNR (copy)   SSIM (copy)"
     print(head)
-    for h in err["model"]:
-        line = (
-            f"  {h:>4} {err['model'][h]:10.3e} {err['copy_last'][h]:10.3e} "
-            f"{err['const_velocity'][h]:10.3e} {err['ratio'][h]:8.1f} "
-            f"{rew['nmse'][h]:10.3e} {rew['mae'][h]:9.4f}"
-        )
+    for h in rew["nmse"]:
+        cells = [f"{err['model'][h]:10.3e}"] if predicts else []
+        cells += [f"{err['copy_last'][h]:10.3e}", f"{err['const_velocity'][h]:10.3e}"]
+        cells += [f"{err['ratio'][h]:8.1f}"] if predicts else []
+        cells += [f"{rew['nmse'][h]:10.3e}", f"{rew['mae'][h]:9.4f}"]
+        line = f"  {h:>4} " + " ".join(cells)
         if sees:
             f = report["frames"]
             line += (

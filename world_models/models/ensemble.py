@@ -119,6 +119,7 @@ class EnsembleDynamics(WorldModel):
         self.out_std.copy_(y.std(0).clamp_min(1e-6))
 
     def _inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Network inputs of a batch before normalisation (features, then actions)."""
         return torch.cat((self.features(batch["obs"]), batch["actions"]), dim=-1)
 
     def _targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -131,11 +132,11 @@ class EnsembleDynamics(WorldModel):
 
     def _x(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Normalised network inputs of observations and actions `[B, ...]`."""
-        return (torch.cat((self.features(obs), action), dim=-1) - self.in_mean) / self.in_std
+        return (self._inputs({"obs": obs, "actions": action}) - self.in_mean) / self.in_std
 
     def _normalized(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets) of a batch in the normalised units the network works in."""
-        x = (self._inputs(batch) - self.in_mean) / self.in_std
+        x = self._x(batch["obs"], batch["actions"])
         return x, (self._targets(batch) - self.out_mean) / self.out_std
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from envs.features import feature_dim
+from envs.features import angle_features, feature_dim
 from world_models.base import Step, WorldModel, masked_count
 
 OBSERVED = 8  # steps of a validation window observed before predicting open loop
@@ -289,16 +289,6 @@ class RSSM(WorldModel):
         x = self._standard(obs)
         return symlog(x) if self.config["symlog_obs"] else x
 
-    def _with_angles(self, x: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
-        """`x` (a transform of observations `obs`, entry by entry) with the periodic
-        entries replaced by the cosines and sines of `obs`'s angles (`envs.features`)."""
-        if not self.periodic:
-            return x
-        angles = list(self.periodic)
-        keep = [i for i in range(self.obs_dim) if i not in set(angles)]
-        theta = obs[..., angles]
-        return torch.cat((x[..., keep], torch.cos(theta), torch.sin(theta)), -1)
-
     def _decode_obs(self, feat: torch.Tensor) -> torch.Tensor:
         x = self.obs_head(feat)
         return (symexp(x) if self.config["symlog_obs"] else x) * self.obs_std + self.obs_mean
@@ -315,7 +305,7 @@ class RSSM(WorldModel):
                     f"{tuple(self.config['frame_shape'])}"
                 )
             return self.encoder(frames)
-        return self.encoder(self._with_angles(self._target(obs), obs))
+        return self.encoder(angle_features(self._target(obs), self.periodic, obs))
 
     def _probs(self, logits: torch.Tensor) -> torch.Tensor:
         """Categorical probabilities `[B, stoch, classes]` with the uniform mix."""
@@ -349,7 +339,7 @@ class RSSM(WorldModel):
         """Predicted change of the standardised observation into the step of `feat`
         from the observation x before it, in units of the change's spread."""
         obs = x * self.obs_std + self.obs_mean
-        return self.delta_head(torch.cat((feat, self._with_angles(x, obs)), -1))
+        return self.delta_head(torch.cat((feat, angle_features(x, self.periodic, obs)), -1))
 
     def _state(
         self, h: torch.Tensor, z: torch.Tensor, obs: torch.Tensor, frames: torch.Tensor | None
