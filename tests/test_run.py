@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -223,3 +225,25 @@ def test_runtime_and_key_errors_become_one_line(monkeypatch, capsys):
             ["error: shard writer exited with status 1"],
             ["error: num_samples"],
         ), lines
+
+
+@pytest.mark.render
+def test_the_command_line_renders_headless_whatever_it_imports_first():
+    # `python run.py` imports the task modules (which import mujoco) through many
+    # paths; whichever comes first, headless GL must be chosen before mujoco loads.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DISPLAY", "MUJOCO_GL", "PYOPENGL_PLATFORM")
+    }
+    code = (
+        "import run, envs, mujoco\n"
+        "e = envs.make('cartpole_swingup', num_envs=1, seed=0); e.reset()\n"
+        "f = e.render(width=32, height=24)\n"
+        "print(mujoco.GLContext.__module__, tuple(f.shape), int(f.float().std() > 0))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["mujoco.egl", "(1,", "24,", "32,", "3)", "1"]

@@ -5,6 +5,8 @@ package imports them all, so a new task is one new module here."""
 import importlib
 import pkgutil
 
+import sim  # noqa: F401  (before any task module imports mujoco: it picks headless GL)
+
 
 def _import_task_modules() -> None:
     for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
