@@ -76,8 +76,28 @@ def copy_task_state(name: str, env, k: int, dmc_env) -> None:
         )
 
 
-@pytest.mark.parametrize("name", TASKS)
+# tasks whose start law is a sibling's (the same asset and draws; only the reward, or
+# the drawn floor's size, differs): checked in the slow step, the sibling by default
+SAME_LAW_AS = {
+    "cartpole_balance_sparse": "cartpole_balance",
+    "cartpole_swingup_sparse": "cartpole_swingup",
+    "walker_stand": "walker_walk",
+    "walker_run": "walker_walk",
+    "hopper_stand": "hopper_hop",
+    "quadruped_run": "quadruped_walk",
+    "humanoid_stand": "humanoid_walk",
+    "humanoid_run": "humanoid_walk",
+    "finger_turn_hard": "finger_turn_easy",
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(t, marks=pytest.mark.slow(seconds=6)) if t in SAME_LAW_AS else t for t in TASKS],
+)
 def test_trajectories_match_dm_control(name):
+    """A thousand steps of random actions from dm_control's own starts (the tasks that
+    share a sibling's asset, in the slow step: only their reward differs)."""
     domain, task = DMC[name]
     n = 3
     dmc_envs = [suite.load(domain, task, task_kwargs={"random": 100 + k}) for k in range(n)]
@@ -215,21 +235,6 @@ def _initial_states(name: str, count: int):
 # dm_control finds a quadruped's starting height in up to a hundred 1 cm steps (12 ms a
 # reset): fewer resets keep the test within seconds
 RESETS = {"quadruped_walk": 600, "quadruped_run": 600}
-
-
-# tasks whose start law is a sibling's (the same asset and draws; only the reward, or
-# the drawn floor's size, differs): checked in the slow step, the sibling by default
-SAME_LAW_AS = {
-    "cartpole_balance_sparse": "cartpole_balance",
-    "cartpole_swingup_sparse": "cartpole_swingup",
-    "walker_stand": "walker_walk",
-    "walker_run": "walker_walk",
-    "hopper_stand": "hopper_hop",
-    "quadruped_run": "quadruped_walk",
-    "humanoid_stand": "humanoid_walk",
-    "humanoid_run": "humanoid_walk",
-    "finger_turn_hard": "finger_turn_easy",
-}
 
 
 @pytest.mark.parametrize(
