@@ -19,9 +19,11 @@ balance law a = -K x.
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import mujoco
+import mujoco.rollout
 import numpy as np
 import torch
 
@@ -122,6 +124,93 @@ def pole_constants(model: mujoco.MjModel, qpos, dof: int) -> tuple[float, float]
     inertia = np.zeros((model.nv, model.nv))
     mujoco.mj_fullM(model, data, inertia)
     return float(inertia[dof, dof]), float(abs(data.qfrc_bias[dof]))
+
+
+class SimulatorPlanner:
+    """Cross-entropy planning on the task's own MuJoCo model, for experts whose control
+    law is a search rather than a formula: from each world's physics state, `samples`
+    action sequences of `horizon` agent steps (piecewise linear through `knots`, held
+    over each agent step's physics steps) are rolled out with `mujoco.rollout`, scored,
+    and the `elites` best refit the sampling distribution for `iterations` rounds; the
+    first action of the final mean is returned.
+
+    Stateless: every call starts from the same zero-mean distribution with a generator
+    seeded by `seed` and the states themselves, so the same states give the same
+    actions while successive states draw fresh samples."""
+
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        physics_steps: int,
+        *,
+        horizon: int = 12,
+        knots: int = 3,
+        samples: int = 32,
+        iterations: int = 2,
+        elites: int = 6,
+        seed: int = 0,
+    ):
+        if model.na or not 2 <= knots <= horizon or not 1 <= elites <= samples:
+            raise ValueError(
+                "planner needs no actuator state, 2 <= knots <= horizon, elites <= samples"
+            )
+        self.model = model
+        self.physics_steps = physics_steps
+        self.horizon, self.knots, self.samples = horizon, knots, samples
+        self.iterations, self.elites, self.seed = iterations, elites, seed
+        lo, hi = np.asarray(model.actuator_ctrlrange, dtype=np.float64).T
+        self.scale, self.offset = (
+            action_scale(model),
+            np.where(model.actuator_ctrllimited, (hi + lo) / 2, 0.0),
+        )
+        self.data = mujoco.MjData(model)
+        self.state_size = mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_FULLPHYSICS)
+        # piecewise-linear interpolation from knots to agent steps
+        t = np.linspace(0, knots - 1, horizon)
+        self._left = np.floor(t).astype(int).clip(0, knots - 2)
+        self._weight = (t - self._left)[None, :, None]
+
+    def qpos(self, states: np.ndarray) -> np.ndarray:
+        """Joint positions of rolled-out states `[..., state]` (time comes first)."""
+        return states[..., 1 : 1 + self.model.nq]
+
+    def qvel(self, states: np.ndarray) -> np.ndarray:
+        return states[..., 1 + self.model.nq : 1 + self.model.nq + self.model.nv]
+
+    def plan(self, qpos: np.ndarray, qvel: np.ndarray, score) -> np.ndarray:
+        """First actions `[N, nu]` in [-1, 1] from physics states `[N, nq]`, `[N, nv]`.
+        `score(states)` maps the states after each agent step, `[N, samples, horizon,
+        state]`, to the sequences' scores `[N, samples]` (higher is better)."""
+        n, nu, k = len(qpos), self.model.nu, self.knots
+        start = np.empty((n, self.state_size))
+        for i in range(n):
+            mujoco.mj_resetData(self.model, self.data)
+            self.data.qpos[:], self.data.qvel[:] = qpos[i], qvel[i]
+            mujoco.mj_getState(self.model, self.data, start[i], mujoco.mjtState.mjSTATE_FULLPHYSICS)
+        start = np.repeat(start, self.samples, axis=0)
+        digest = hashlib.blake2b(start.tobytes(), digest_size=16).digest()
+        rng = np.random.default_rng([self.seed, *np.frombuffer(digest, dtype=np.uint32)])
+        mean, std = np.zeros((n, k, nu)), np.ones((n, k, nu))
+        for _ in range(self.iterations):
+            noise = rng.standard_normal((n, self.samples, k, nu))
+            knots = np.clip(mean[:, None] + std[:, None] * noise, -1.0, 1.0)
+            knots[:, 0] = np.clip(mean, -1.0, 1.0)  # the current mean is always a candidate
+            actions = self._interpolate(knots.reshape(n * self.samples, k, nu))
+            control = np.repeat(actions * self.scale + self.offset, self.physics_steps, axis=1)
+            states, _ = mujoco.rollout.rollout(self.model, self.data, start, control)
+            after = states[:, self.physics_steps - 1 :: self.physics_steps]
+            scores = np.nan_to_num(
+                score(after.reshape(n, self.samples, self.horizon, -1)), nan=-np.inf
+            )
+            best = np.argsort(-scores, axis=1)[:, : self.elites]
+            elite = np.take_along_axis(knots, best[:, :, None, None], axis=1)
+            mean, std = elite.mean(1), elite.std(1) + 0.05
+        return np.clip(mean[:, 0], -1.0, 1.0)
+
+    def _interpolate(self, knots: np.ndarray) -> np.ndarray:
+        """Actions `[B, horizon, nu]` through knots `[B, knots, nu]`."""
+        left, w = self._left, self._weight
+        return knots[:, left] * (1 - w) + knots[:, left + 1] * w
 
 
 def signum(x: torch.Tensor) -> torch.Tensor:
