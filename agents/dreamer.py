@@ -75,6 +75,13 @@ class DreamerCfg:
     """Largest policy std (pre-squash)."""
     grad_clip: float = 100.0
     """Largest gradient norm of each network."""
+    explore: float = 0.0
+    """Weight of the exploration bonus added to each imagined reward: the world model's
+    disagreement at the imagined step (its members' spread, the signal Plan2Explore
+    explores with), in units of its running mean, so the bonus is `explore` per step
+    where the model is as unsure as usual. 0: none; needs a model with disagreement."""
+    explore_updates: int = 3000
+    """Updates over which the bonus's weight falls linearly to 0."""
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:
@@ -168,16 +175,48 @@ class ImaginationLearner:
         self.critic_opt = torch.optim.Adam(
             agent.critic.parameters(), lr=self.cfg.critic_lr, eps=1e-5
         )
+        if self.cfg.explore < 0 or self.cfg.explore_updates < 1:
+            raise ValueError("dreamer: explore must be >= 0 and explore_updates >= 1")
+        self.updates = 0  # done so far: the exploration bonus anneals over them
+        self.disagreement_scale = 0.0  # running mean of the model's disagreement
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "actor_opt": self.actor_opt.state_dict(),
             "critic_opt": self.critic_opt.state_dict(),
+            "updates": self.updates,
+            "disagreement_scale": self.disagreement_scale,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.actor_opt.load_state_dict(state["actor_opt"])
         self.critic_opt.load_state_dict(state["critic_opt"])
+        self.updates = int(state.get("updates", 0))
+        self.disagreement_scale = float(state.get("disagreement_scale", 0.0))
+
+    def explore_weight(self) -> float:
+        """The bonus's weight now: `explore`, falling linearly to 0 over `explore_updates`."""
+        c = self.cfg
+        return c.explore * max(0.0, 1.0 - self.updates / c.explore_updates)
+
+    @torch.no_grad()
+    def exploration_bonus(
+        self, wm: WorldModel, states: torch.Tensor, actions: torch.Tensor
+    ) -> torch.Tensor:
+        """Bonus `[H, B]` at imagined model states `[H, B, *]` and actions `[H, B, act]`:
+        the weight times the disagreement over its running mean."""
+        if not wm.has_disagreement:
+            raise ValueError(
+                f"dreamer: --dreamer.explore needs a model with disagreement; the {wm.kind} "
+                "model has none"
+            )
+        h, b = actions.shape[:2]
+        step = wm.next(states.flatten(0, 1), actions.flatten(0, 1))
+        disagreement = step.disagreement.reshape(h, b).float()
+        mean = float(disagreement.mean())
+        rate = 1.0 if self.disagreement_scale == 0 else 0.01
+        self.disagreement_scale += rate * (mean - self.disagreement_scale)
+        return self.explore_weight() * disagreement / max(self.disagreement_scale, 1e-8)
 
     def _cont(self, step) -> torch.Tensor:
         if self.termination is None:
@@ -188,7 +227,8 @@ class ImaginationLearner:
 
     def imagine(self, wm: WorldModel, starts: torch.Tensor, generator: torch.Generator):
         """Rollout of H steps from `starts`: observations `[H+1, B, obs]`, rewards,
-        continuations `[H, B]`, and the policy's entropies `[H, B]`, log-probs `[H, B]`."""
+        continuations `[H, B]`, the policy's entropies `[H, B]` and log-probs `[H, B]`,
+        and the model states and actions each step started from (`[H, B, *]`, detached)."""
         agent, c = self.agent, self.cfg
         if not wm.predicts_obs:
             raise ValueError(
@@ -197,7 +237,7 @@ class ImaginationLearner:
             )
         state = wm.encode(starts)
         obs = [starts]
-        rewards, conts, entropies, logps = [], [], [], []
+        rewards, conts, entropies, logps, states, actions = [], [], [], [], [], []
         for _ in range(c.horizon):
             mu, std = agent._dist(obs[-1] if c.actor_grad == "dynamics" else obs[-1].detach())
             eps = torch.randn(mu.shape, generator=generator).to(mu)
@@ -210,6 +250,8 @@ class ImaginationLearner:
             normal = torch.distributions.Normal(mu, std)
             logps.append((normal.log_prob(pre) - log_det).sum(-1))
             entropies.append(normal.entropy().sum(-1))
+            states.append(state.detach())
+            actions.append(action.detach())
             step = wm.imagine(state, action, generator)
             state = step.state
             obs.append(step.obs)
@@ -221,6 +263,8 @@ class ImaginationLearner:
             torch.stack(conts),
             torch.stack(entropies),
             torch.stack(logps),
+            torch.stack(states),
+            torch.stack(actions),
         )
 
     def update(
@@ -229,7 +273,14 @@ class ImaginationLearner:
         """One actor and one critic step on imagined rollouts from `starts` `[B, obs]`."""
         agent, c = self.agent, self.cfg
         wm.requires_grad_(False)
-        obs, rewards, conts, entropies, logps = self.imagine(wm, starts.to(self.device), generator)
+        obs, rewards, conts, entropies, logps, states, actions = self.imagine(
+            wm, starts.to(self.device), generator
+        )
+        model_rewards, bonus = rewards, torch.zeros_like(rewards)
+        if self.explore_weight() > 0:
+            bonus = self.exploration_bonus(wm, states, actions)
+            rewards = rewards + bonus
+        self.updates += 1
         values = agent.slow(agent.inputs(obs)).squeeze(-1)  # [H+1, B] bootstrap values
         ret = lambda_returns(rewards, conts, values, c.gamma, c.lam)
         with torch.no_grad():  # weight of step t: the discount of the steps before it
@@ -266,8 +317,9 @@ class ImaginationLearner:
         return {
             "actor_loss": actor_loss.item(),
             "critic_loss": critic_loss.item(),
-            "imagined_reward": rewards.detach().mean().item(),
+            "imagined_reward": model_rewards.detach().mean().item(),
             "imagined_return": ret[0].detach().mean().item(),
             "entropy": entropies.detach().mean().item(),
             "return_scale": float(scale),
+            "explore_bonus": bonus.mean().item(),
         }

@@ -177,3 +177,61 @@ def test_checkpoint_round_trip_and_exploration(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         base.load(tmp_path / "bad.pt")
+
+
+class UnsureModel(PointModel):
+    """The point on the line with no reward at all; the model is unsure (disagrees)
+    only right of 0, so only an exploration bonus gives the actor a direction."""
+
+    kind = "test_unsure_dreamer"
+
+    @property
+    def has_disagreement(self) -> bool:
+        return True
+
+    def next(self, state, action, generator=None):
+        nxt = state + 0.2 * action
+        zero = torch.zeros_like(nxt[:, 0])
+        return Step(nxt, nxt, zero, torch.ones_like(zero), nxt[:, 0].clamp_min(0))
+
+    def imagine(self, state, action, generator):
+        return self.next(state, action)
+
+
+def _mean_action_after(explore: float, updates: int = 150) -> tuple[float, ImaginationLearner]:
+    torch.manual_seed(0)
+    agent = DreamerAgent(
+        1,
+        1,
+        {
+            "hidden": 32,
+            "layers": 1,
+            "horizon": 8,
+            "actor_lr": 1e-3,
+            "explore": explore,
+            "explore_updates": 2 * updates,
+        },
+    )
+    learner = ImaginationLearner(agent, termination="never")
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(updates):
+        metrics = learner.update(UnsureModel(), 0.2 * torch.rand(64, 1, generator=gen) - 0.1, gen)
+    assert metrics["imagined_reward"] == 0  # the bonus is not reported as model reward
+    return float(agent.act(torch.zeros(9, 1)).mean()), learner
+
+
+def test_exploration_bonus_drives_the_actor_where_the_model_is_unsure():
+    curious, learner = _mean_action_after(explore=1.0)
+    plain, _ = _mean_action_after(explore=0.0)
+    assert curious > 0.3 and abs(plain) < 0.1, (curious, plain)
+    # annealed linearly to 0 over explore_updates; the count survives a checkpoint
+    assert learner.explore_weight() == pytest.approx(0.5) and learner.disagreement_scale > 0
+    again = ImaginationLearner(learner.agent, termination="never")
+    again.load_state_dict(learner.state_dict())
+    assert again.updates == learner.updates == 150
+    again.updates = 300
+    assert again.explore_weight() == 0.0
+    # a model without disagreement is refused, by name
+    refuse = ImaginationLearner(DreamerAgent(1, 1, {"explore": 1.0}), termination="never")
+    with pytest.raises(ValueError, match="test_point_dreamer model has none"):
+        refuse.update(PointModel(), torch.zeros(4, 1), torch.Generator().manual_seed(0))
