@@ -393,7 +393,7 @@ def report(out: Path) -> dict[str, Any]:
         + " |"
     )
     lines.append("|---|---|" + "---|" * len(heads) + "---|")
-    normalized: dict[str, list[float]] = {m: [] for m in methods}
+    normalized: dict[str, dict[str, float]] = {m: {} for m in methods}  # task -> return/1000
     for task in tasks:
         published = " / ".join(
             f"{a.mean:.0f}" if (a := _published(m, task, MILESTONES[0])) else "-"
@@ -406,7 +406,7 @@ def report(out: Path) -> dict[str, Any]:
             cells = {s: at_step(runs, s) for s in MILESTONES}
             first = cells[MILESTONES[0]]
             if first is not None:
-                normalized[method].append(first.mean / 1000)
+                normalized[method][task] = first.mean / 1000
             rows.append(
                 {
                     "task": task,
@@ -420,15 +420,18 @@ def report(out: Path) -> dict[str, Any]:
                 + " | ".join(_cell(cells[s]) for s in MILESTONES)
                 + f" | {published} |"
             )
-    mean_over = {m: float(np.mean(v)) for m, v in normalized.items() if v}
+    # one task set for every mean: the tasks that every method has reached 100k on
+    common = sorted(set.intersection(*(set(v) for v in normalized.values())))
+    mean_over = {m: float(np.mean([v[t] for t in common])) for m, v in normalized.items() if common}
     published_mean = {}
     for m in ANCHOR_METHODS:
-        values = [a.mean / 1000 for t in tasks if (a := _published(m, t, MILESTONES[0]))]
-        if values:
+        values = [a.mean / 1000 for t in common if (a := _published(m, t, MILESTONES[0]))]
+        if values and len(values) == len(common):
             published_mean[m] = float(np.mean(values))
     lines.append("")
     lines.append(
-        "Mean over these tasks of return / 1000 at 100k env steps: "
+        f"Mean of return / 1000 at 100k env steps over the {len(common)} tasks every "
+        f"method has reached it on ({', '.join(common) or 'none'}): "
         + ", ".join(f"{m} {v:.3f}" for m, v in mean_over.items())
         + "; published: "
         + ", ".join(f"{m} {v:.3f}" for m, v in published_mean.items())
@@ -443,7 +446,12 @@ def report(out: Path) -> dict[str, Any]:
     write_bytes_atomic(folder / "table.md", (text + "\n").encode())
     for task in tasks:
         _plot(folder / f"{task}.png", task, {m: results[t, m] for t, m in results if t == task})
-    summary = {"table": rows, "mean_over_tasks": mean_over, "published_mean": published_mean}
+    summary = {
+        "table": rows,
+        "mean_over_tasks": mean_over,
+        "mean_tasks": common,
+        "published_mean": published_mean,
+    }
     write_json_atomic(folder / "table.json", summary)
     print(f"wrote {folder}/table.md, table.json and {len(tasks)} plots")
     return summary

@@ -113,6 +113,15 @@ def test_the_table_is_the_mean_and_t_interval_over_seeds(tmp_path, capsys):
     png = Path(tmp_path / "report" / "walker_walk.png").read_bytes()
     assert png.startswith(b"\x89PNG")
     assert (tmp_path / "report" / "table.md").read_text().startswith("| task | method |")
+    # a task only one method has reached 100k on leaves every mean unchanged: they are
+    # taken over one task set, the tasks every method has
+    extra = dmc.result_path(tmp_path, "cheetah_run", "sac", 0)
+    extra.parent.mkdir(parents=True)
+    extra.write_text(json.dumps(_result("cheetah_run", "sac", 0, {100_000: 200.0})))
+    again = dmc.report(tmp_path)
+    assert again["mean_tasks"] == ["walker_walk"]
+    assert again["mean_over_tasks"] == summary["mean_over_tasks"]
+    assert again["published_mean"] == summary["published_mean"]
 
 
 def test_a_result_file_of_something_else_is_refused(tmp_path):
