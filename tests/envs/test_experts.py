@@ -69,7 +69,8 @@ def _episode_returns(name: str, policy: str) -> torch.Tensor:
     """Returns of one full episode in each of the task's envs (NUM_ENVS; PLANNER's envs
     and episode length for the planning experts), float64."""
     num_envs, length = PLANNER.get(name, (NUM_ENVS, None))
-    env = envs.make(name, num_envs=num_envs, seed=SEED, episode_length=length)
+    shorter = {} if length is None else {"episode_length": length}
+    env = envs.make(name, num_envs=num_envs, seed=SEED, **shorter)
     expert = make_expert(env)
     generator = torch.Generator().manual_seed(SEED)
     obs = env.reset()
