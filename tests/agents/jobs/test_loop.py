@@ -74,6 +74,15 @@ def _run(out: Path, *extra: str, check: bool = True) -> subprocess.CompletedProc
     )
 
 
+def _refused(capsys, out: Path, *extra: str) -> str:
+    """`run.py --out out TINY extra` in this process (a refusal loads nothing): exit
+    status 2, and its stderr."""
+    import run as cli
+
+    assert cli.main(["--out", str(out), *TINY, *extra]) == 2
+    return capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("loop") / "run"
@@ -166,14 +175,12 @@ def test_eval_reports_real_and_imagined_returns_from_the_same_starts(finished, t
     assert bad.returncode == 2 and "no such agent checkpoint" in bad.stderr
 
 
-def test_refuses_to_overwrite_and_to_resume_other_settings(finished):
-    proc = _run(finished, check=False)
-    assert proc.returncode == 2 and "--resume" in proc.stderr
-    proc = _run(finished, "--resume", "--updates", "5", check=False)
-    assert proc.returncode == 2 and "other settings" in proc.stderr
+def test_refuses_to_overwrite_and_to_resume_other_settings(finished, capsys):
+    assert "--resume" in _refused(capsys, finished)
+    assert "other settings" in _refused(capsys, finished, "--resume", "--updates", "5")
 
 
-def test_resume_refuses_a_folder_no_loop_wrote(tmp_path):
+def test_resume_refuses_a_folder_no_loop_wrote(tmp_path, capsys):
     """`--resume` into a user's folder that looks like a run (a `wm/iter_000`) touches
     nothing there: it is refused before anything is written or deleted."""
     theirs = tmp_path / "theirs"
@@ -181,9 +188,7 @@ def test_resume_refuses_a_folder_no_loop_wrote(tmp_path):
     (theirs / "wm" / "iter_000" / "notes.txt").write_text("keep me")
     (theirs / "data.csv").write_text("1,2,3")
     before = sorted(p.relative_to(theirs) for p in theirs.rglob("*"))
-    proc = _run(theirs, "--resume", check=False)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "holds files that no closed loop wrote" in proc.stderr
+    assert "holds files that no closed loop wrote" in _refused(capsys, theirs, "--resume")
     assert sorted(p.relative_to(theirs) for p in theirs.rglob("*")) == before
     assert (theirs / "wm" / "iter_000" / "notes.txt").read_text() == "keep me"
 
