@@ -68,6 +68,13 @@ def action_scale(model: mujoco.MjModel) -> np.ndarray:
     return np.where(limited, (hi - lo) / 2, 1.0)
 
 
+def action_offset(model: mujoco.MjModel) -> np.ndarray:
+    """Midpoints of the control ranges: ctrl = scale * action + offset."""
+    lo, hi = np.asarray(model.actuator_ctrlrange, dtype=np.float64).T
+    limited = np.asarray(model.actuator_ctrllimited, dtype=bool)
+    return np.where(limited, (hi + lo) / 2, 0.0)
+
+
 def linearize(model: mujoco.MjModel, qpos, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Discrete model x' = A x + B a of `steps` held-action physics steps about the
     rest state at `qpos` with zero action; x = (qpos, qvel) offsets, a = action.
@@ -158,11 +165,7 @@ class SimulatorPlanner:
         self.physics_steps = physics_steps
         self.horizon, self.knots, self.samples = horizon, knots, samples
         self.iterations, self.elites, self.seed = iterations, elites, seed
-        lo, hi = np.asarray(model.actuator_ctrlrange, dtype=np.float64).T
-        self.scale, self.offset = (
-            action_scale(model),
-            np.where(model.actuator_ctrllimited, (hi + lo) / 2, 0.0),
-        )
+        self.scale, self.offset = action_scale(model), action_offset(model)
         self.data = mujoco.MjData(model)
         self.state_size = mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_FULLPHYSICS)
         # piecewise-linear interpolation from knots to agent steps
@@ -173,9 +176,6 @@ class SimulatorPlanner:
     def qpos(self, states: np.ndarray) -> np.ndarray:
         """Joint positions of rolled-out states `[..., state]` (time comes first)."""
         return states[..., 1 : 1 + self.model.nq]
-
-    def qvel(self, states: np.ndarray) -> np.ndarray:
-        return states[..., 1 + self.model.nq : 1 + self.model.nq + self.model.nv]
 
     def plan(self, qpos: np.ndarray, qvel: np.ndarray, score) -> np.ndarray:
         """First actions `[N, nu]` in [-1, 1] from physics states `[N, nq]`, `[N, nv]`.

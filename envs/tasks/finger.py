@@ -51,6 +51,14 @@ class FingerCfg(EnvCfg):
     """The body's hinge damping in spin [N m s/rad]."""
 
 
+def physics_state(obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(qpos, qvel) `[N, 3]` that observations `[N, >= 7]` give back: the finger's
+    joints, the body's hinge angle a from its tip, and the three joint velocities. The
+    tip (0, 0, r) in the body's frame turned by a about -y lies at (-r sin a, r cos a)."""
+    angle = torch.atan2(-obs[:, 2], obs[:, 3])
+    return torch.stack((obs[:, 0], obs[:, 1], angle), -1), obs[:, 4:7]
+
+
 class FingerEnv(BatchedEnv):
     cfg: FingerCfg
     model_file = "finger.xml"
@@ -91,10 +99,12 @@ class FingerEnv(BatchedEnv):
         return torch.linalg.vector_norm(target - tip, dim=-1) - self.cfg.target_radius
 
     def _state_from_obs(self, obs: torch.Tensor, env_ids: torch.Tensor):
-        # the tip (0, 0, r) in the body's frame turned by the hinge angle a about -y
-        # lies at (-r sin a, r cos a)
-        angle = torch.atan2(-obs[:, 2], obs[:, 3])
-        return torch.stack((obs[:, 0], obs[:, 1], angle), -1), obs[:, 4:7]
+        return physics_state(obs)
+
+    @property
+    def tip_radius(self) -> float:
+        """Distance of the body's tip from its hinge [m] (the end of its capsule)."""
+        return float(self.sim.model.geom_size[self.object_id("geom", "cap1")].sum())
 
     def _get_rewards(self) -> torch.Tensor:
         if self.turning:
@@ -115,8 +125,9 @@ class FingerEnv(BatchedEnv):
         angle = self.uniform(-math.pi, math.pi, len(env_ids))
         model = self.sim.model
         hinge = torch.as_tensor(model.body_pos[self.object_id("body", "spinner")]).to(angle)
-        radius = float(model.geom_size[self.object_id("geom", "cap1")].sum())
-        centre = hinge[[0, 2]] + radius * torch.stack((torch.sin(angle), torch.cos(angle)), -1)
+        centre = hinge[[0, 2]] + self.tip_radius * torch.stack(
+            (torch.sin(angle), torch.cos(angle)), -1
+        )
         self.set_target(centre, env_ids)
 
     def set_target(self, centre: torch.Tensor, env_ids: torch.Tensor) -> None:
@@ -138,16 +149,13 @@ class FingerTurnExpert(Expert):
         super().__init__(env)
         if not env.turning:
             raise ValueError(f"{self.task}: the planner's objective is the turn tasks'")
-        model = env.sim.model
-        self.planner = SimulatorPlanner(model, physics_steps(env))
-        self.radius = float(model.geom_size[env.object_id("geom", "cap1")].sum())
+        self.planner = SimulatorPlanner(env.sim.model, physics_steps(env))
+        self.radius = env.tip_radius
         self.target_radius = env.cfg.target_radius
 
     def _act(self, obs: torch.Tensor) -> torch.Tensor:
-        o = obs.cpu().numpy()
-        angle = np.arctan2(-o[:, 2], o[:, 3])  # as FingerEnv._state_from_obs
-        qpos = np.stack((o[:, 0], o[:, 1], angle), -1)
-        target = o[:, None, None, 9:11]  # relative to the hinge, [N, 1, 1, 2]
+        qpos, qvel = (x.cpu().numpy() for x in physics_state(obs))
+        target = obs[:, None, None, 9:11].cpu().numpy()  # relative to the hinge, [N, 1, 1, 2]
 
         def score(states: np.ndarray) -> np.ndarray:
             a = self.planner.qpos(states)[..., 2]
@@ -155,7 +163,7 @@ class FingerTurnExpert(Expert):
             distance = np.linalg.norm(tip - target, axis=-1) - self.target_radius
             return (-distance + (distance <= 0)).sum(-1)
 
-        action = self.planner.plan(qpos, o[:, 4:7], score)
+        action = self.planner.plan(qpos, qvel, score)
         return torch.from_numpy(action).to(obs)
 
 
