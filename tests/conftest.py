@@ -1,6 +1,7 @@
 # Importing `sim` first selects headless rendering (MUJOCO_GL=egl) before any test
 # module imports mujoco or dm_control.
 import os
+import subprocess
 
 import pytest
 import torch
@@ -27,6 +28,24 @@ class FallingCartpole(CartpoleEnv):
 
 if "test_cartpole_falls" not in list_tasks():
     register("test_cartpole_falls", FallingCartpole, CartpoleCfg, episode_length=300)
+
+
+@pytest.fixture
+def cli(capsys):
+    """`python run.py ARGS` in this process (its imports paid once, for tests where the
+    process itself is not under test): `cli(*args)` gives its exit status, stdout and
+    stderr."""
+    import run
+
+    def call(*args: str) -> subprocess.CompletedProcess:
+        try:
+            code = run.main(list(args))
+        except SystemExit as exit_:  # the argument parser's own exit
+            code = exit_.code
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+    return call
 
 
 def _seconds(item) -> float:

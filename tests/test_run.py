@@ -24,26 +24,14 @@ def run(*args: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
-def call(capsys, *args: str) -> subprocess.CompletedProcess:
-    """`run.py args` in this process (its imports paid once): exit status and output."""
-    import run as cli
-
-    try:
-        code = cli.main(list(args))
-    except SystemExit as exit_:  # the argument parser's own exit
-        code = exit_.code
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, out.out, out.err)
-
-
-def test_help_explains_the_loop_and_lists_subcommands(capsys):
+def test_help_explains_the_loop_and_lists_subcommands(cli):
     out = run("--help")
     assert out.returncode == 0, out.stderr
     assert "closed loop" in out.stdout and "python run.py bench" in out.stdout
     assert "--budget" in out.stdout and "--resume" in out.stdout  # the loop's options
-    bad = call(capsys, "--budget", "-5")
+    bad = cli("--budget", "-5")
     assert bad.returncode == 2 and "budget" in bad.stderr
-    bad = call(capsys, "--agent", "dqn")
+    bad = cli("--agent", "dqn")
     assert bad.returncode == 2 and "unknown agent 'dqn'" in bad.stderr
 
 
@@ -148,13 +136,13 @@ def test_data_bench_measures_collection_and_loaders(tmp_path):
     assert "e/d" in out.stdout and "frames/s" in out.stdout
 
 
-def test_unknown_task_is_a_clear_error(capsys):
-    out = call(capsys, "bench", "env", "--task", "cartpole", "--num-envs", "4")
+def test_unknown_task_is_a_clear_error(cli):
+    out = cli("bench", "env", "--task", "cartpole", "--num-envs", "4")
     assert out.returncode != 0
     assert "unknown task 'cartpole'" in out.stderr and "cartpole_swingup" in out.stderr
 
 
-def test_collect_then_inspect(tmp_path, capsys):
+def test_collect_then_inspect(tmp_path, cli):
     out = tmp_path / "ds"
     done = run(
         "collect",
@@ -177,13 +165,13 @@ def test_collect_then_inspect(tmp_path, capsys):
     assert done.returncode == 0, done.stderr
     assert "recorded 4 episodes" in done.stdout
     assert "ep/s" in done.stderr and "transitions_per_s" in done.stderr  # the progress bar
-    shown = call(capsys, "inspect", str(out))
+    shown = cli("inspect", str(out))
     assert shown.returncode == 0, shown.stderr
     assert "reacher_easy on mujoco, policy expert" in shown.stdout
     assert "transitions 800" in shown.stdout and "mass_scale" in shown.stdout
-    again = call(capsys, "collect", "--task", "reacher_easy", "--episodes", "4", "--out", str(out))
+    again = cli("collect", "--task", "reacher_easy", "--episodes", "4", "--out", str(out))
     assert again.returncode == 2 and "already holds a dataset" in again.stderr
-    bad = call(capsys, "inspect", str(tmp_path / "missing"))
+    bad = cli("inspect", str(tmp_path / "missing"))
     assert bad.returncode == 2 and "no such dataset" in bad.stderr
 
 

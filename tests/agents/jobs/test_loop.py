@@ -74,15 +74,6 @@ def _run(out: Path, *extra: str, check: bool = True) -> subprocess.CompletedProc
     )
 
 
-def _refused(capsys, out: Path, *extra: str) -> str:
-    """`run.py --out out TINY extra` in this process (a refusal loads nothing): exit
-    status 2, and its stderr."""
-    import run as cli
-
-    assert cli.main(["--out", str(out), *TINY, *extra]) == 2
-    return capsys.readouterr().err
-
-
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("loop") / "run"
@@ -175,12 +166,14 @@ def test_eval_reports_real_and_imagined_returns_from_the_same_starts(finished, t
     assert bad.returncode == 2 and "no such agent checkpoint" in bad.stderr
 
 
-def test_refuses_to_overwrite_and_to_resume_other_settings(finished, capsys):
-    assert "--resume" in _refused(capsys, finished)
-    assert "other settings" in _refused(capsys, finished, "--resume", "--updates", "5")
+def test_refuses_to_overwrite_and_to_resume_other_settings(finished, cli):
+    proc = cli("--out", str(finished), *TINY)
+    assert proc.returncode == 2 and "--resume" in proc.stderr
+    proc = cli("--out", str(finished), *TINY, "--resume", "--updates", "5")
+    assert proc.returncode == 2 and "other settings" in proc.stderr
 
 
-def test_resume_refuses_a_folder_no_loop_wrote(tmp_path, capsys):
+def test_resume_refuses_a_folder_no_loop_wrote(tmp_path, cli):
     """`--resume` into a user's folder that looks like a run (a `wm/iter_000`) touches
     nothing there: it is refused before anything is written or deleted."""
     theirs = tmp_path / "theirs"
@@ -188,7 +181,9 @@ def test_resume_refuses_a_folder_no_loop_wrote(tmp_path, capsys):
     (theirs / "wm" / "iter_000" / "notes.txt").write_text("keep me")
     (theirs / "data.csv").write_text("1,2,3")
     before = sorted(p.relative_to(theirs) for p in theirs.rglob("*"))
-    assert "holds files that no closed loop wrote" in _refused(capsys, theirs, "--resume")
+    proc = cli("--out", str(theirs), *TINY, "--resume")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "holds files that no closed loop wrote" in proc.stderr
     assert sorted(p.relative_to(theirs) for p in theirs.rglob("*")) == before
     assert (theirs / "wm" / "iter_000" / "notes.txt").read_text() == "keep me"
 
