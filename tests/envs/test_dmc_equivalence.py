@@ -76,8 +76,9 @@ def copy_task_state(name: str, env, k: int, dmc_env) -> None:
         )
 
 
-# tasks whose start law is a sibling's (the same asset and draws; only the reward, or
-# the drawn floor's size, differs): checked in the slow step, the sibling by default
+# tasks whose asset and start law are a sibling's (only the reward, or the drawn floor's
+# size, differs): their trajectory and start-law tests run in the slow step, the
+# sibling's by default
 SAME_LAW_AS = {
     "cartpole_balance_sparse": "cartpole_balance",
     "cartpole_swingup_sparse": "cartpole_swingup",
@@ -91,10 +92,13 @@ SAME_LAW_AS = {
 }
 
 
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(t, marks=pytest.mark.slow(seconds=6)) if t in SAME_LAW_AS else t for t in TASKS],
-)
+def siblings_slow(seconds: int) -> list:
+    """TASKS, those of SAME_LAW_AS marked slow with the duration they declare."""
+    slow = pytest.mark.slow(seconds=seconds)
+    return [pytest.param(t, marks=slow) if t in SAME_LAW_AS else t for t in TASKS]
+
+
+@pytest.mark.parametrize("name", siblings_slow(6))
 def test_trajectories_match_dm_control(name):
     """A thousand steps of random actions from dm_control's own starts (the tasks that
     share a sibling's asset, in the slow step: only their reward differs)."""
@@ -237,10 +241,7 @@ def _initial_states(name: str, count: int):
 RESETS = {"quadruped_walk": 600, "quadruped_run": 600}
 
 
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(t, marks=pytest.mark.slow(seconds=10)) if t in SAME_LAW_AS else t for t in TASKS],
-)
+@pytest.mark.parametrize("name", siblings_slow(10))
 def test_initial_state_distribution_matches(name):
     ours, ref = _initial_states(name, RESETS.get(name, 2000))
     assert ours.shape == ref.shape
