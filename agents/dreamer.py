@@ -24,7 +24,11 @@ The actor and the critic see observations (a world model's predicted ones in
 imagination, the real ones in the real sim), symlog-squashed, so one policy
 acts in both without a filter. The policy is a tanh-squashed Gaussian:
 a = tanh(mu + sigma eps), sigma in [min_std, max_std]; its deterministic action
-is tanh(mu).
+is tanh(mu). A penalty `mean_reg` mu^2 on the pre-squash mean (SAC's mean
+regulariser in rlkit) keeps mu off tanh's flat tails: bang-bang actions drive mu
+to |mu| ~ 8, where d tanh / d mu ~ 1e-6, and no return gradient can bring it back
+(on pendulum_swingup such an actor spins the pole round for ever instead of
+learning to hold it up).
 """
 
 from __future__ import annotations
@@ -82,6 +86,9 @@ class DreamerCfg:
     where the model is as unsure as usual. 0: none; needs a model with disagreement."""
     explore_updates: int = 3000
     """Updates over which the bonus's weight falls linearly to 0."""
+    mean_reg: float = 1e-3
+    """Weight of the penalty on the squared pre-squash mean, which keeps the actor off
+    tanh's flat tails (where the gradient of the action vanishes; 0: none)."""
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:
@@ -228,7 +235,8 @@ class ImaginationLearner:
     def imagine(self, wm: WorldModel, starts: torch.Tensor, generator: torch.Generator):
         """Rollout of H steps from `starts`: observations `[H+1, B, obs]`, rewards,
         continuations `[H, B]`, the policy's entropies `[H, B]` and log-probs `[H, B]`,
-        and the model states and actions each step started from (`[H, B, *]`, detached)."""
+        the model states and actions each step started from (`[H, B, *]`, detached),
+        and the policy's pre-squash means `[H, B, act]`."""
         agent, c = self.agent, self.cfg
         if not wm.predicts_obs:
             raise ValueError(
@@ -237,7 +245,7 @@ class ImaginationLearner:
             )
         state = wm.encode(starts)
         obs = [starts]
-        rewards, conts, entropies, logps, states, actions = [], [], [], [], [], []
+        rewards, conts, entropies, logps, states, actions, means = [], [], [], [], [], [], []
         for _ in range(c.horizon):
             mu, std = agent._dist(obs[-1] if c.actor_grad == "dynamics" else obs[-1].detach())
             eps = torch.randn(mu.shape, generator=generator).to(mu)
@@ -250,6 +258,7 @@ class ImaginationLearner:
             normal = torch.distributions.Normal(mu, std)
             logps.append((normal.log_prob(pre) - log_det).sum(-1))
             entropies.append(normal.entropy().sum(-1))
+            means.append(mu)
             states.append(state.detach())
             actions.append(action.detach())
             step = wm.imagine(state, action, generator)
@@ -265,6 +274,7 @@ class ImaginationLearner:
             torch.stack(logps),
             torch.stack(states),
             torch.stack(actions),
+            torch.stack(means),
         )
 
     def update(
@@ -273,7 +283,7 @@ class ImaginationLearner:
         """One actor and one critic step on imagined rollouts from `starts` `[B, obs]`."""
         agent, c = self.agent, self.cfg
         wm.requires_grad_(False)
-        obs, rewards, conts, entropies, logps, states, actions = self.imagine(
+        obs, rewards, conts, entropies, logps, states, actions, means = self.imagine(
             wm, starts.to(self.device), generator
         )
         model_rewards, bonus = rewards, torch.zeros_like(rewards)
@@ -294,6 +304,8 @@ class ImaginationLearner:
             base = agent.critic(agent.inputs(obs[:-1].detach())).squeeze(-1).detach()
             objective = logps * ((ret - base) / scale).detach()
         actor_loss = -(weight * (objective + c.entropy * entropies)).mean()
+        if c.mean_reg:
+            actor_loss = actor_loss + c.mean_reg * means.pow(2).mean()
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         nn.utils.clip_grad_norm_(agent.actor.parameters(), c.grad_clip)

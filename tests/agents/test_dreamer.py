@@ -1,5 +1,6 @@
 """Dreamer actor-critic: lambda-returns against their definition, gradients through the
-dynamics, learning on a model whose optimum is known, checkpoints."""
+dynamics, learning on a model whose optimum is known, checkpoints, exploration and the
+mean penalty."""
 
 from __future__ import annotations
 
@@ -131,6 +132,7 @@ def test_actor_learns_the_optimum_of_a_known_model():
             "actor_lr": 1e-3,
             "critic_lr": 1e-3,
             "gamma": 0.9,
+            "mean_reg": 0.0,  # the optimum of the returns alone (the penalty costs 0.1 at x = 2)
         },
     )
     learner = ImaginationLearner(agent, termination="never")
@@ -235,3 +237,34 @@ def test_exploration_bonus_drives_the_actor_where_the_model_is_unsure():
     refuse = ImaginationLearner(DreamerAgent(1, 1, {"explore": 1.0}), termination="never")
     with pytest.raises(ValueError, match="test_point_dreamer model has none"):
         refuse.update(PointModel(), torch.zeros(4, 1), torch.Generator().manual_seed(0))
+
+
+class FlatModel(PointModel):
+    """The point's dynamics with no reward anywhere."""
+
+    kind = "test_flat_dreamer"
+
+    def next(self, state, action, generator=None):
+        step = super().next(state, action, generator)
+        return step._replace(reward=torch.zeros_like(step.reward))
+
+
+def test_mean_penalty_pulls_a_saturated_actor_off_the_flat_tails_of_tanh():
+    def mean_after(mean_reg: float) -> float:
+        """The pre-squash mean at x = 0 after 30 updates, from a saturated actor."""
+        torch.manual_seed(0)
+        config = {"hidden": 16, "layers": 1, "horizon": 4, "actor_lr": 1e-2}
+        agent = DreamerAgent(1, 1, config | {"mean_reg": mean_reg})
+        with torch.no_grad():
+            agent.actor[-1].bias[0] = 6.0  # tanh(6) = 0.99999: the gradient of tanh is 2e-5
+        learner = ImaginationLearner(agent, termination="never")
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(30):
+            learner.update(FlatModel(), torch.rand(32, 1, generator=gen) - 0.5, gen)
+        with torch.no_grad():
+            return float(agent._dist(torch.zeros(1, 1))[0])
+
+    # nothing else moves the mean where tanh is flat; the penalty brings it back to
+    # where the gradient of the action is alive again (tanh'(3) = 0.01)
+    held, free = mean_after(1e-3), mean_after(0.0)
+    assert held < 3.0 and free > 5.5, (held, free)
