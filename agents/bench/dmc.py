@@ -118,6 +118,8 @@ def bench(cfg: DmcBenchCfg) -> dict[str, Any]:
     if not cfg.report_only:
         _check(cfg)
         runs = plan(cfg)
+        for run in runs:
+            check_settings(run)
         todo = unfinished(runs)
         print(
             f"bench dmc: {len(runs)} runs ({len(runs) - len(todo)} finished), "
@@ -216,6 +218,51 @@ def result_path(out: Path, task: str, method: str, seed: int) -> Path:
     return Path(out) / "results" / task / method / f"seed{seed}.json"
 
 
+IGNORED = ("out", "resume", "progress", "device", "ray", "workers", "ray_address", "worker_gpus")
+"""Loop settings that say where a run's files go, how it reports and on what it runs,
+not what it learns: two runs that differ only there are the same method."""
+
+
+def flat_settings(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as one level of dotted names (`dreamer.entropy`), less `IGNORED`."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if not prefix and key in IGNORED:
+            continue
+        if isinstance(value, dict):
+            flat.update(flat_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def settings_diff(recorded: dict[str, Any], planned: dict[str, Any]) -> list[str]:
+    """`name (old -> new)` for every setting that differs (absent: a setting the
+    recorded run predates)."""
+    old, new = flat_settings(recorded), flat_settings(planned)
+    return [
+        f"{k} ({old.get(k, 'absent')} -> {new.get(k, 'absent')})"
+        for k in sorted(old.keys() | new.keys())
+        if old.get(k, "absent") != new.get(k, "absent")
+    ]
+
+
+def check_settings(run: Run) -> None:
+    """A finished closed-loop run must have run with the settings this invocation would
+    run it with: a result of other settings (older defaults, other --loop.* flags) is
+    refused, by name, rather than skipped as done or pooled with new seeds."""
+    if parse_method(run.method)["kind"] != "loop" or not run.result.exists():
+        return
+    recorded = read_json(run.result).get("method_settings", {}).get("loop", {})
+    diff = settings_diff(recorded, loop_settings(run))
+    if diff:
+        raise ValueError(
+            f"{run.result} was run with other loop settings: {', '.join(diff[:6])}"
+            + (f" and {len(diff) - 6} more" if len(diff) > 6 else "")
+            + "; move it out of --out, or pass the --loop.* flags it ran with"
+        )
+
+
 # --------------------------------------------------------------------- executing
 def execute(runs: list[Run], jobs: int) -> list[str]:
     """Run each in its own spawned process, `jobs` at once (a slot is refilled as soon as
@@ -246,7 +293,7 @@ def _child(run: Run) -> None:
     try:
         started = time.perf_counter()
         kind = parse_method(run.method)
-        body = _run_loop(run, kind) if kind["kind"] == "loop" else _run_sac(run)
+        body = _run_loop(run) if kind["kind"] == "loop" else _run_sac(run)
         result = {
             "schema": SCHEMA,
             "method": run.method,
@@ -270,11 +317,10 @@ def _child(run: Run) -> None:
         raise SystemExit(1) from None
 
 
-def _run_loop(run: Run, kind: dict[str, str]) -> dict[str, Any]:
-    from agents.jobs.loop import run_loop
-
-    s = run.settings
-    cfg = replace(
+def loop_config(run: Run) -> LoopCfg:
+    """The closed loop's config of a run: the bench's settings over `--loop.*`."""
+    s, kind = run.settings, parse_method(run.method)
+    return replace(
         run.loop,
         task=run.task,
         budget=s["budget"],
@@ -292,7 +338,18 @@ def _run_loop(run: Run, kind: dict[str, str]) -> dict[str, Any]:
         progress=False,
         seeds=(),
     )
-    summary = run_loop(cfg)
+
+
+def loop_settings(run: Run) -> dict[str, Any]:
+    """A run's loop config as its result file records it (JSON values)."""
+    return json.loads(json.dumps(asdict(loop_config(run)), default=str))
+
+
+def _run_loop(run: Run) -> dict[str, Any]:
+    from agents.jobs.loop import run_loop
+
+    s = run.settings
+    summary = run_loop(loop_config(run))
     curve = [
         {
             "env_steps": r["env_steps"],
@@ -307,7 +364,7 @@ def _run_loop(run: Run, kind: dict[str, str]) -> dict[str, Any]:
     return {
         "curve": curve,
         "wall_s": summary["wall_s"],
-        "method_settings": {"loop": json.loads(json.dumps(asdict(cfg), default=str))},
+        "method_settings": {"loop": loop_settings(run)},
     }
 
 
@@ -344,7 +401,24 @@ def load_results(out: Path) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
         if r.get("schema") != SCHEMA:
             raise ValueError(f"{path}: not a bench dmc result (schema {r.get('schema')})")
         results.setdefault((r["task"], r["method"]), {})[int(r["seed"])] = r
+    for (task, method), runs in results.items():
+        _check_poolable(task, method, runs)
     return results
+
+
+def _check_poolable(task: str, method: str, runs: dict[int, dict[str, Any]]) -> None:
+    """Seeds pooled into one mean must differ in their seed only."""
+    settings = {
+        seed: {k: v for k, v in r.get("method_settings", {}).get("loop", {}).items() if k != "seed"}
+        for seed, r in runs.items()
+    }
+    first = min(settings)
+    for seed, other in settings.items():
+        if diff := settings_diff(settings[first], other):
+            raise ValueError(
+                f"{task}/{method}: seeds {first} and {seed} ran with other settings "
+                f"({', '.join(diff[:6])}): their returns are not one method's"
+            )
 
 
 def at_step(runs: dict[int, dict[str, Any]], step: int) -> anchors.Anchor | None:

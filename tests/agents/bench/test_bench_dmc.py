@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +159,33 @@ def test_runs_each_method_in_its_own_process_and_resumes(tmp_path, capsys):
     capsys.readouterr()
     dmc.bench(cfg)  # everything finished: nothing runs again
     assert "2 runs (2 finished)" in capsys.readouterr().out
+
+
+def test_a_result_of_other_loop_settings_is_refused_not_skipped(tmp_path):
+    cfg = dmc.DmcBenchCfg(tasks=("cartpole_swingup",), methods=("loop",), seeds=(0,), out=tmp_path)
+    (run,) = dmc.plan(cfg)
+    recorded = dmc.loop_settings(run)
+    run.result.parent.mkdir(parents=True)
+    run.result.write_text(json.dumps({"method_settings": {"loop": recorded}}))
+    dmc.check_settings(run)  # the same settings: finished, skipped
+    assert dmc.unfinished([run]) == []
+    # another output folder or progress bar is the same method
+    dmc.check_settings(replace(run, work=tmp_path / "elsewhere"))
+    # an older default (or other --loop.* flags) is named, and nothing is run over it
+    del recorded["dreamer"]["mean_reg"]
+    recorded["updates"] = 100
+    run.result.write_text(json.dumps({"method_settings": {"loop": recorded}}))
+    with pytest.raises(ValueError, match=r"dreamer.mean_reg \(absent -> 0.001\), updates \(100"):
+        dmc.bench(cfg)
+    assert json.loads(run.result.read_text())["method_settings"]["loop"]["updates"] == 100
+
+
+def test_seeds_of_other_settings_are_not_pooled(tmp_path):
+    for seed, updates in ((0, 300), (1, 100)):
+        path = dmc.result_path(tmp_path, "walker_walk", "loop", seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        result = _result("walker_walk", "loop", seed, {100_000: 500.0})
+        result["method_settings"] = {"loop": {"seed": seed, "updates": updates}}
+        path.write_text(json.dumps(result))
+    with pytest.raises(ValueError, match=r"walker_walk/loop: seeds 0 and 1 .*\(300 -> 100\)"):
+        dmc.report(tmp_path)
