@@ -41,7 +41,9 @@ DEFAULTS: dict[str, Any] = {
     "min_logvar": -10.0,  # initial lower bound of the log-variance (normalised units)
     "max_logvar": 0.5,  # initial upper bound
     "beta": 0.5,  # beta-NLL exponent (0: plain Gaussian NLL)
+    "imagined_reward": "sample",  # or "mean": see EnsembleCfg
 }
+IMAGINED_REWARDS = ("sample", "mean")
 
 
 class EnsembleLinear(nn.Module):
@@ -77,6 +79,10 @@ class EnsembleCfg:
     """Decoupled weight decay."""
     grad_clip: float = 0.0
     """Largest gradient norm (0: no clipping)."""
+    imagined_reward: str = "sample"
+    """Reward of an imagined step (`imagine`, what Dreamer learns from): sample (drawn
+    from the member's Gaussian, as the observation is) or mean (the member's mean,
+    clamped to the range of the training rewards: no noise, no reward never seen)."""
 
 
 class EnsembleDynamics(WorldModel):
@@ -92,6 +98,11 @@ class EnsembleDynamics(WorldModel):
         e, h = config["members"], config["hidden"]
         if not 1 <= config["elites"] <= e:
             raise ValueError(f"elites must lie in [1, members={e}], got {config['elites']}")
+        if config["imagined_reward"] not in IMAGINED_REWARDS:
+            raise ValueError(
+                f"imagined_reward must be one of {', '.join(IMAGINED_REWARDS)}, got "
+                f"{config['imagined_reward']!r}"
+            )
         self.out_dim = obs_dim + 1  # change of observation, reward
         in_dim = feature_dim(obs_dim, self.periodic) + action_dim
         dims = [in_dim] + [h] * config["layers"]
@@ -108,6 +119,20 @@ class EnsembleDynamics(WorldModel):
         self.register_buffer("out_mean", torch.zeros(self.out_dim))
         self.register_buffer("out_std", torch.ones(self.out_dim))
         self.register_buffer("elite_ids", torch.arange(config["elites"]))
+        # the range of the rewards trained on (empty until `prepare`)
+        self.register_buffer("reward_low", torch.tensor(math.inf))
+        self.register_buffer("reward_high", torch.tensor(-math.inf))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Loaded weights keep the reward range of the data this model was prepared on,
+        if any, joined to the checkpoint's (a model trained on from a checkpoint
+        learns from both); a checkpoint from before the range has no bounds."""
+        low, high = self.reward_low.clone(), self.reward_high.clone()
+        state_dict.setdefault(prefix + "reward_low", torch.tensor(-math.inf))
+        state_dict.setdefault(prefix + "reward_high", torch.tensor(math.inf))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.reward_low.copy_(torch.minimum(self.reward_low, low))
+        self.reward_high.copy_(torch.maximum(self.reward_high, high))
 
     # ------------------------------------------------------------- fitting
     def prepare(self, batch: dict[str, torch.Tensor]) -> None:
@@ -117,6 +142,8 @@ class EnsembleDynamics(WorldModel):
         self.in_std.copy_(x.std(0).clamp_min(1e-6))
         self.out_mean.copy_(y.mean(0))
         self.out_std.copy_(y.std(0).clamp_min(1e-6))
+        self.reward_low.copy_(batch["rewards"].min())
+        self.reward_high.copy_(batch["rewards"].max())
 
     def _inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Network inputs of a batch before normalisation (features, then actions)."""
@@ -258,4 +285,10 @@ class EnsembleDynamics(WorldModel):
         sample = sample.flatten(0, 1)[:b][inverse] * self.out_std + self.out_mean
         cont = torch.sigmoid(-term.flatten(0, 1)[:b][inverse].squeeze(-1))
         obs = state + sample[:, : self.obs_dim]
-        return Step(obs, obs, sample[:, self.obs_dim], cont, state.new_zeros(b))
+        reward = sample[:, self.obs_dim]
+        if self.config["imagined_reward"] == "mean":
+            reward = mean[..., self.obs_dim].flatten()[:b][inverse]
+            reward = reward * self.out_std[self.obs_dim] + self.out_mean[self.obs_dim]
+            if self.reward_low <= self.reward_high:  # prepared: a range to keep to
+                reward = reward.clamp(self.reward_low, self.reward_high)
+        return Step(obs, obs, reward, cont, state.new_zeros(b))

@@ -5,6 +5,7 @@ checkpoints that are not its own."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -121,3 +122,45 @@ def test_ensemble_fidelity_as_documented(tmp_path):
     assert err["const_velocity"][1] / err["model"][1] > 3, err
     for h in (5, 10, 25, 50):
         assert err["const_velocity"][h] / err["model"][h] > 20, (h, err)
+
+
+def test_mean_imagined_reward_is_the_members_mean_inside_the_trained_range():
+    torch.manual_seed(0)
+    wm = EnsembleDynamics(2, 1, {"members": 3, "elites": 3, "hidden": 8, "layers": 1})
+    wm.prepare(
+        {
+            "obs": torch.randn(64, 2),
+            "actions": torch.randn(64, 1),
+            "next_obs": torch.randn(64, 2),
+            "rewards": torch.rand(64) * 0.5,  # rewards in [0, 0.5)
+        }
+    )
+    low, high = float(wm.reward_low), float(wm.reward_high)
+    assert 0 <= low < high < 0.5
+    with torch.no_grad():  # push the reward head's mean far above anything trained on
+        wm.head.bias[..., 2] = 50.0
+    state, action = torch.randn(32, 2), torch.randn(32, 1)
+    sampled = wm.imagine(state, action, torch.Generator().manual_seed(0)).reward
+    assert (sampled > high).all()  # the default draws from the Gaussian, unbounded
+    wm.config["imagined_reward"] = "mean"
+    step = wm.imagine(state, action, torch.Generator().manual_seed(0))
+    assert torch.equal(step.reward, torch.full((32,), high))
+    # below the top of the range the reward is the drawing member's mean, without noise
+    with torch.no_grad():
+        wm.head.bias[..., 2] = 0.0
+    a = wm.imagine(state, action, torch.Generator().manual_seed(0)).reward
+    b = wm.imagine(state, action, torch.Generator().manual_seed(0)).reward
+    x = (torch.cat((state, action), -1) - wm.in_mean) / wm.in_std
+    means = (wm(x.expand(3, *x.shape))[0][..., 2] * wm.out_std[2] + wm.out_mean[2]).detach()
+    member_of_row = (means.clamp(low, high) - a).abs().argmin(0)
+    assert torch.equal(a, b)
+    torch.testing.assert_close(a, means.clamp(low, high)[member_of_row, torch.arange(32)])
+    # a model loaded from a checkpoint keeps its range; an old checkpoint has none
+    state_dict = wm.state_dict()
+    again = EnsembleDynamics(2, 1, wm.config)
+    again.load_state_dict(state_dict)
+    assert (float(again.reward_low), float(again.reward_high)) == (low, high)
+    del state_dict["reward_low"], state_dict["reward_high"]
+    old = EnsembleDynamics(2, 1, wm.config)
+    old.load_state_dict(state_dict)
+    assert float(old.reward_high) == math.inf
