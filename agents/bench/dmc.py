@@ -34,20 +34,19 @@ as dashed lines through their points (`<out>/report/`).
 from __future__ import annotations
 
 import io
-import json
 import math
 import multiprocessing
 import multiprocessing.connection
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from agents.bench import anchors
-from agents.jobs.loop import AGENT_KINDS, MODELS, LoopCfg
+from agents.jobs.loop import AGENT_KINDS, MODELS, LoopCfg, identity, plain_config
 from sim.data.atomic import read_json, write_bytes_atomic, write_json_atomic
 
 DEFAULT_TASKS = (
@@ -218,17 +217,10 @@ def result_path(out: Path, task: str, method: str, seed: int) -> Path:
     return Path(out) / "results" / task / method / f"seed{seed}.json"
 
 
-IGNORED = ("out", "resume", "progress", "device", "ray", "workers", "ray_address", "worker_gpus")
-"""Loop settings that say where a run's files go, how it reports and on what it runs,
-not what it learns: two runs that differ only there are the same method."""
-
-
 def flat_settings(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested settings as one level of dotted names (`dreamer.entropy`), less `IGNORED`."""
+    """Nested settings as one level of dotted names (`dreamer.entropy`)."""
     flat: dict[str, Any] = {}
     for key, value in settings.items():
-        if not prefix and key in IGNORED:
-            continue
         if isinstance(value, dict):
             flat.update(flat_settings(value, f"{prefix}{key}."))
         else:
@@ -237,9 +229,9 @@ def flat_settings(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def settings_diff(recorded: dict[str, Any], planned: dict[str, Any]) -> list[str]:
-    """`name (old -> new)` for every setting that differs (absent: a setting the
-    recorded run predates)."""
-    old, new = flat_settings(recorded), flat_settings(planned)
+    """`name (old -> new)` for every setting of the loop's `identity` that differs
+    (absent: a setting the recorded run predates)."""
+    old, new = flat_settings(identity(recorded)), flat_settings(identity(planned))
     return [
         f"{k} ({old.get(k, 'absent')} -> {new.get(k, 'absent')})"
         for k in sorted(old.keys() | new.keys())
@@ -342,7 +334,7 @@ def loop_config(run: Run) -> LoopCfg:
 
 def loop_settings(run: Run) -> dict[str, Any]:
     """A run's loop config as its result file records it (JSON values)."""
-    return json.loads(json.dumps(asdict(loop_config(run)), default=str))
+    return plain_config(loop_config(run))
 
 
 def _run_loop(run: Run) -> dict[str, Any]:

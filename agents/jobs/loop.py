@@ -201,8 +201,22 @@ LoopCfg = with_settings(_LoopCfg, MODELS)
 serve it (`--ensemble.*`, `--rssm.*`)."""
 
 
-def _plain(cfg: LoopCfg) -> dict[str, Any]:
+def plain_config(cfg: LoopCfg) -> dict[str, Any]:
+    """A loop config as JSON values (what `summary.json` and checkpoints record)."""
     return json.loads(json.dumps(asdict(cfg), default=str))
+
+
+def identity(plain: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a plain config (`plain_config`) that make a run what it is: less
+    where its files go and how it is shown or run, and less the SB3 seed and device,
+    which the loop sets from its own. A resumed run must share them; `bench dmc` pools
+    only runs that do. Settings a config predates are simply absent."""
+    plain = json.loads(json.dumps(plain))  # a copy
+    for key in ("resume", "progress", "device", "out", "video_size"):
+        plain.pop(key, None)
+    for key in ("seed", "device"):  # set from the loop's own
+        plain.get("sb3", {}).pop(key, None)
+    return plain
 
 
 class Loop:
@@ -248,7 +262,8 @@ class Loop:
         torch.manual_seed(cfg.seed)  # the networks' initialisation
         self.sb3 = cfg.agent in ("sac", "ppo")
         if self.sb3:
-            cfg.sb3.algo, cfg.sb3.seed, cfg.sb3.device = cfg.agent, cfg.seed, cfg.device
+            # a copy: the caller's settings (shared by the configs replace() made) stay as given
+            cfg.sb3 = dataclasses.replace(cfg.sb3, algo=cfg.agent, seed=cfg.seed, device=cfg.device)
             self.agent = make_agent(cfg.sb3, *dims)
             self.learner = None  # built with the first imagined env
         else:
@@ -317,13 +332,8 @@ class Loop:
             self.actor = self.agent
 
     def _identity(self) -> dict[str, Any]:
-        """The settings a resumed run must share (not how it is shown or run)."""
-        plain = _plain(self.cfg)
-        for key in ("resume", "progress", "device", "out", "video_size"):
-            plain.pop(key)
-        for key in ("seed", "device"):  # set from the loop's own
-            plain["sb3"].pop(key)
-        return plain
+        """The settings a resumed run must share (`identity`)."""
+        return identity(plain_config(self.cfg))
 
     def _make_eval_env(self):
         cfg = self.cfg
@@ -606,7 +616,7 @@ class Loop:
                 }
                 for r in h
             ],
-            "config": _plain(self.cfg),
+            "config": plain_config(self.cfg),
             "artifacts": {
                 "agent": str(self.out / "agent.pt"),
                 "data": str(self.out / "data"),

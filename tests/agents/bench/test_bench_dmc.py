@@ -189,3 +189,18 @@ def test_seeds_of_other_settings_are_not_pooled(tmp_path):
         path.write_text(json.dumps(result))
     with pytest.raises(ValueError, match=r"walker_walk/loop: seeds 0 and 1 .*\(300 -> 100\)"):
         dmc.report(tmp_path)
+
+
+def test_an_sb3_loop_leaves_the_settings_it_was_planned_with_as_they_were(tmp_path):
+    # the loop sets SB3's algo, seed and device from its own; the settings a result
+    # file records (and the next invocation compares) are the planned ones all the same
+    from agents.jobs.loop import Loop
+
+    cfg = dmc.DmcBenchCfg(tasks=("cartpole_swingup",), methods=("loop-ensemble-ppo",), seeds=(3,))
+    (run,) = dmc.plan(replace(cfg, out=tmp_path))
+    planned = dmc.loop_settings(run)
+    loop = Loop(dmc.loop_config(run))
+    assert (loop.cfg.sb3.algo, loop.cfg.sb3.seed) == ("ppo", 3)
+    assert planned["sb3"]["algo"] == "sac"  # SB3's default, as planned
+    after = dmc.loop_settings(run)
+    assert after["sb3"] == planned["sb3"] and dmc.settings_diff(planned, after) == []
