@@ -63,7 +63,9 @@ class ImaginedEnvCfg:
 
 
 class ImaginedEnv:
-    """N rollouts of `model` from `starts` (observations `[M, obs_dim]`)."""
+    """N rollouts of `model` from `starts` (observations `[M, obs_dim]`), each
+    episode from a start drawn at random; with `in_order`, the first N episodes
+    from starts 0, 1, ... (cycling when M < N)."""
 
     render_mode = None
 
@@ -75,6 +77,7 @@ class ImaginedEnv:
         termination: Callable[[torch.Tensor], torch.Tensor] | None = None,
         name: str = "imagined",
         start_frames: torch.Tensor | None = None,
+        in_order: bool = False,
     ):
         if cfg.action_repeat != 1:
             raise ValueError("an imagined env steps the model once per agent step: action_repeat=1")
@@ -119,7 +122,8 @@ class ImaginedEnv:
         self._episode_return = torch.zeros(n, dtype=torch.float64, device=self.device)
         self._obs = torch.empty(n, self.observation_dim, device=self.device)
         self._state: torch.Tensor | None = None
-        self._start(torch.arange(n, device=self.device))
+        rows = torch.arange(n, device=self.device)
+        self._start(rows, rows % len(self.starts) if in_order else None)
         self._fresh = True  # the first reset() keeps these starts, as real envs do
 
     @classmethod
@@ -140,7 +144,10 @@ class ImaginedEnv:
     @classmethod
     def from_env(cls, model: WorldModel, env, cfg: ImaginedEnvCfg, **kw) -> ImaginedEnv:
         """Start states from a real env's reset (seeded with `cfg.seed`): its
-        observations and, for a model that sees, its camera frames."""
+        observations and, for a model that sees, its camera frames. The first
+        episodes start row by row where the env's did (row i from the env's row
+        i, cycling when the counts differ), so a real and an imagined rollout of
+        one row begin in one state; later episodes draw their starts at random."""
         if (env.observation_dim, env.action_dim) != (model.obs_dim, model.action_dim):
             raise ValueError(
                 f"{env.name}: observation/action dims ({env.observation_dim}, "
@@ -149,7 +156,8 @@ class ImaginedEnv:
         starts = env.reset(seed=cfg.seed).clone()
         if model.sees_pixels:
             kw["start_frames"] = env.render()
-        return cls(model, starts, cfg, name=kw.pop("name", f"imagined {env.name}"), **kw)
+        name = kw.pop("name", f"imagined {env.name}")
+        return cls(model, starts, cfg, name=name, in_order=True, **kw)
 
     # ------------------------------------------------------------ protocol
     def reset(self, seed: int | None = None) -> torch.Tensor:
@@ -200,8 +208,10 @@ class ImaginedEnv:
             self._start(done.nonzero().squeeze(-1))
         return self._obs.clone(), reward, terminated, truncated, info
 
-    def _start(self, env_ids: torch.Tensor) -> None:
-        pick = torch.randint(len(self.starts), (len(env_ids),), generator=self._gen)
+    def _start(self, env_ids: torch.Tensor, pick: torch.Tensor | None = None) -> None:
+        """Episodes begin in rows `env_ids` from starts `pick` (default: drawn at random)."""
+        if pick is None:
+            pick = torch.randint(len(self.starts), (len(env_ids),), generator=self._gen)
         pick = pick.to(self.device)
         start = self.starts[pick]
         frames = None if self.start_frames is None else self.start_frames[pick]

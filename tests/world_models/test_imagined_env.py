@@ -4,10 +4,13 @@ action checks, the MOPO penalty, and Stable-Baselines3 runs on it unmodified."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
+import envs
 import world_models
 from agents.jobs.collect import CollectCfg, collect
 from envs.sb3 import Sb3VecEnv
@@ -64,6 +67,25 @@ def test_protocol_and_autoreset(model_and_data):
     a = [env.reset(seed=3)] + [env.step(torch.full((6, 1), 0.5))[0] for _ in range(3)]
     b = [env.reset(seed=3)] + [env.step(torch.full((6, 1), 0.5))[0] for _ in range(3)]
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_from_env_starts_each_row_where_the_real_env_did(model_and_data):
+    """`eval` and `eval-wm` compare a real and an imagined episode row by row: the
+    imagined row i must begin in the real row i's start, not in a random draw of them."""
+    model, _ = model_and_data
+    real = envs.make("pendulum_swingup", num_envs=10, episode_length=7)
+    starts = real.reset(seed=5)
+    cfg = ImaginedEnvCfg(num_envs=10, seed=5, episode_length=7, termination="never")
+    assert torch.equal(ImaginedEnv.from_env(model, real, cfg).reset(), starts)
+    # more rows than starts: each start in turn, then again
+    wider = ImaginedEnv.from_env(model, real, dataclasses.replace(cfg, num_envs=25))
+    assert torch.equal(wider.reset(), starts.repeat(3, 1)[:25])
+    # after the first episodes the starts are drawn at random, as from a dataset
+    imagined = ImaginedEnv.from_env(model, real, cfg)
+    for _ in range(7):
+        obs = imagined.step(torch.zeros(10, 1))[0]
+    assert not torch.equal(obs, starts)
+    assert all((starts == row).all(-1).any() for row in obs)
 
 
 def test_penalty_and_checks(model_and_data):
