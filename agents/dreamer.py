@@ -89,6 +89,13 @@ class DreamerCfg:
     mean_reg: float = 1e-3
     """Weight of the penalty on the squared pre-squash mean, which keeps the actor off
     tanh's flat tails (where the gradient of the action vanishes; 0: none)."""
+    repval: float = 0.0
+    """Weight of the replay value loss (DreamerV3's, 0.3 there): the critic also
+    regresses lambda-returns of recorded windows of real steps, their real rewards
+    bootstrapped with the slow critic, so its values stay tied to what the real sim
+    paid (0: none; the loop then samples no windows)."""
+    replay_length: int = 16
+    """Real steps per window of the replay value loss [agent steps]."""
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:
@@ -277,10 +284,32 @@ class ImaginationLearner:
             torch.stack(means),
         )
 
+    def replay_returns(self, replay: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(critic inputs `[L, B, *]`, lambda-return targets `[L, B]`) of recorded windows
+        `replay` (`obs`, `next_obs` `[B, L, obs]`, `rewards`, `terminated` `[B, L]`):
+        the real rewards and terminations, the slow critic's values of the real
+        observations, the window's last next observation bootstrapping."""
+        agent, c = self.agent, self.cfg
+        obs = replay["obs"].transpose(0, 1).to(self.device)
+        last = replay["next_obs"][:, -1].to(self.device)
+        rewards = replay["rewards"].transpose(0, 1).to(self.device).float()
+        conts = 1.0 - replay["terminated"].transpose(0, 1).to(self.device).float()
+        inputs = agent.inputs(torch.cat((obs, last[None])))
+        with torch.no_grad():
+            values = agent.slow(inputs).squeeze(-1)
+            targets = lambda_returns(rewards, conts, values, c.gamma, c.lam)
+        return inputs[:-1], targets
+
     def update(
-        self, wm: WorldModel, starts: torch.Tensor, generator: torch.Generator
+        self,
+        wm: WorldModel,
+        starts: torch.Tensor,
+        generator: torch.Generator,
+        replay: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, float]:
-        """One actor and one critic step on imagined rollouts from `starts` `[B, obs]`."""
+        """One actor and one critic step on imagined rollouts from `starts` `[B, obs]`;
+        with `repval`, the critic's step also fits the recorded windows `replay`
+        (see `replay_returns`)."""
         agent, c = self.agent, self.cfg
         wm.requires_grad_(False)
         obs, rewards, conts, entropies, logps, states, actions, means = self.imagine(
@@ -318,6 +347,13 @@ class ImaginationLearner:
         critic_loss = (
             weight * ((pred - ret.detach()) ** 2 + c.slow_reg * (pred - slow_pred) ** 2)
         ).mean()
+        replay_loss = torch.zeros(())
+        if c.repval:
+            if replay is None:
+                raise ValueError("dreamer: repval > 0 needs recorded windows (replay=...)")
+            replay_inputs, targets = self.replay_returns(replay)
+            replay_loss = (agent.critic(replay_inputs).squeeze(-1) - targets).pow(2).mean()
+            critic_loss = critic_loss + c.repval * replay_loss
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         nn.utils.clip_grad_norm_(agent.critic.parameters(), c.grad_clip)
@@ -334,4 +370,5 @@ class ImaginationLearner:
             "entropy": entropies.detach().mean().item(),
             "return_scale": float(scale),
             "explore_bonus": bonus.mean().item(),
+            "replay_value_loss": replay_loss.item(),
         }

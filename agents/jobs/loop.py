@@ -206,16 +206,31 @@ def plain_config(cfg: LoopCfg) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(cfg), default=str))
 
 
+# Settings added after runs were recorded, with the value every run before them ran
+# with: a recorded config that predates one ran as if it had that value (a default
+# that changed the behaviour, as `mean_reg` did, then reads as a difference).
+INTRODUCED: dict[tuple[str, str], Any] = {
+    ("dreamer", "mean_reg"): 0.0,
+    ("dreamer", "repval"): 0.0,
+    ("dreamer", "replay_length"): 16,
+    ("ensemble", "imagined_reward"): "sample",
+}
+
+
 def identity(plain: dict[str, Any]) -> dict[str, Any]:
     """The settings of a plain config (`plain_config`) that make a run what it is: less
     where its files go and how it is shown or run, and less the SB3 seed and device,
     which the loop sets from its own. A resumed run must share them; `bench dmc` pools
-    only runs that do. Settings a config predates are simply absent."""
+    only runs that do. A setting the config predates takes the value it ran with
+    (`INTRODUCED`); any other it lacks is absent."""
     plain = json.loads(json.dumps(plain))  # a copy
     for key in ("resume", "progress", "device", "out", "video_size"):
         plain.pop(key, None)
     for key in ("seed", "device"):  # set from the loop's own
         plain.get("sb3", {}).pop(key, None)
+    for (section, key), before in INTRODUCED.items():
+        if isinstance(plain.get(section), dict):
+            plain[section].setdefault(key, before)
     return plain
 
 
@@ -307,7 +322,7 @@ class Loop:
                 ckpt = base.read_checkpoint(ckpt_path, self.agent.kind)
                 if "loop" not in ckpt:
                     raise ValueError(f"{ckpt_path}: not a closed loop's checkpoint")
-                if ckpt["loop"]["config"] != self._identity():
+                if identity(ckpt["loop"]["config"]) != self._identity():
                     raise ValueError(f"{self.out}: was run with other settings; cannot resume")
                 self.agent.load_state_dict(ckpt["state_dict"])
                 if self.learner is not None:
@@ -456,15 +471,37 @@ class Loop:
             self.record["losses"] = {}
         else:
             starts = EpisodeData(self.out / "data").data["obs"]
+            windows = self._replay_windows()
             sums: dict[str, float] = {}
             for _ in range(cfg.updates):
                 pick = torch.randint(len(starts), (cfg.dreamer.batch_size,), generator=self.gen)
-                metrics = self.learner.update(self.wm, starts[pick], self.gen)
+                replay = windows() if windows else None
+                metrics = self.learner.update(self.wm, starts[pick], self.gen, replay)
                 for key, value in metrics.items():
                     sums[key] = sums.get(key, 0.0) + value / cfg.updates
             self.record["losses"] = sums
         self._set_actor()
         self.record["improve_s"] = time.perf_counter() - t
+
+    def _replay_windows(self):
+        """A sampler of whole recorded windows of `replay_length` steps for Dreamer's
+        replay value loss (none when `repval` is 0)."""
+        c = self.cfg.dreamer
+        if not c.repval:
+            return None
+        data = EpisodeData(self.out / "data", sequence_length=c.replay_length)
+        rows = torch.arange(len(data))
+        rows = rows[rows + c.replay_length <= data.end.cpu()]  # windows inside one episode
+        if not len(rows):
+            raise ValueError(
+                f"--dreamer.replay-length {c.replay_length} is longer than every episode"
+            )
+
+        def sample() -> dict[str, torch.Tensor]:
+            pick = torch.randint(len(rows), (c.batch_size,), generator=self.gen)
+            return data.__getitems__(rows[pick])
+
+        return sample
 
     def _improve_sb3(self) -> None:
         """SB3 on an imagined env of the new model (every dataset state a start)."""

@@ -1,6 +1,6 @@
 """Dreamer actor-critic: lambda-returns against their definition, gradients through the
-dynamics, learning on a model whose optimum is known, checkpoints, exploration and the
-mean penalty."""
+dynamics, learning on a model whose optimum is known, checkpoints, exploration, the
+mean penalty and the replay value loss."""
 
 from __future__ import annotations
 
@@ -268,3 +268,58 @@ def test_mean_penalty_pulls_a_saturated_actor_off_the_flat_tails_of_tanh():
     # where the gradient of the action is alive again (tanh'(3) = 0.01)
     held, free = mean_after(1e-3), mean_after(0.0)
     assert held < 3.0 and free > 5.5, (held, free)
+
+
+def _windows(batch: int, length: int, reward: float, terminated_at: int | None = None) -> dict:
+    """Recorded windows on the line: rewards `reward`, optionally a termination."""
+    gen = torch.Generator().manual_seed(1)
+    obs = torch.rand(batch, length + 1, 1, generator=gen) - 0.5
+    terminated = torch.zeros(batch, length, dtype=torch.bool)
+    if terminated_at is not None:
+        terminated[:, terminated_at] = True
+    return {
+        "obs": obs[:, :-1],
+        "next_obs": obs[:, 1:],
+        "rewards": torch.full((batch, length), reward),
+        "terminated": terminated,
+    }
+
+
+def test_replay_returns_are_the_lambda_returns_of_the_real_steps():
+    agent = DreamerAgent(1, 1, {"hidden": 8, "layers": 1, "gamma": 0.9, "lam": 0.8})
+    with torch.no_grad():
+        agent.slow[-1].bias.fill_(2.0)  # a slow critic that values every state at 2
+    learner = ImaginationLearner(agent, termination="never")
+    replay = _windows(batch=3, length=5, reward=1.0)
+    _, targets = learner.replay_returns(replay)
+    values = torch.full((6,), 2.0)
+    want = _reference_returns([1.0] * 5, [1.0] * 5, values, 0.9, 0.8)
+    assert torch.allclose(targets, want[:, None].expand(5, 3), atol=1e-5)
+    # a recorded termination ends the return there: no bootstrap past it
+    _, cut = learner.replay_returns(_windows(batch=3, length=5, reward=1.0, terminated_at=2))
+    assert torch.allclose(cut[2], torch.ones(3))
+    assert torch.allclose(cut[1], torch.full((3,), 1 + 0.9 * (0.2 * 2.0 + 0.8 * 1.0)))
+
+
+def test_replay_value_loss_ties_the_critic_to_what_the_real_steps_paid():
+    def value_after(repval: float) -> float:
+        """The critic at the recorded states after 100 updates on a model that pays
+        nothing, with recorded windows that paid 1 a step."""
+        torch.manual_seed(0)
+        config = {"hidden": 16, "layers": 1, "horizon": 4, "critic_lr": 1e-2, "gamma": 0.9}
+        agent = DreamerAgent(1, 1, config | {"repval": repval, "replay_length": 8})
+        learner = ImaginationLearner(agent, termination="never")
+        gen = torch.Generator().manual_seed(0)
+        replay = _windows(batch=32, length=8, reward=1.0)
+        for _ in range(100):
+            learner.update(FlatModel(), torch.rand(32, 1, generator=gen) - 0.5, gen, replay)
+        return float(agent.value(replay["obs"].flatten(0, 1)).mean())
+
+    grounded, imagined_only = value_after(1.0), value_after(0.0)
+    # the model alone pulls the critic to its 0; the real steps pull it up
+    assert grounded > 2.0 and abs(imagined_only) < 0.3, (grounded, imagined_only)
+    with pytest.raises(ValueError, match="repval > 0 needs recorded windows"):
+        agent = DreamerAgent(1, 1, {"repval": 0.3})
+        ImaginationLearner(agent, termination="never").update(
+            FlatModel(), torch.zeros(4, 1), torch.Generator()
+        )

@@ -171,11 +171,16 @@ def test_a_result_of_other_loop_settings_is_refused_not_skipped(tmp_path):
     assert dmc.unfinished([run]) == []
     # another output folder or progress bar is the same method
     dmc.check_settings(replace(run, work=tmp_path / "elsewhere"))
+    # a setting added since, whose value as it is now runs as the run did, is no
+    # difference: the recorded run is the same method
+    del recorded["dreamer"]["repval"], recorded["ensemble"]["imagined_reward"]
+    run.result.write_text(json.dumps({"method_settings": {"loop": recorded}}))
+    dmc.check_settings(run)
     # an older default (or other --loop.* flags) is named, and nothing is run over it
     del recorded["dreamer"]["mean_reg"]
     recorded["updates"] = 100
     run.result.write_text(json.dumps({"method_settings": {"loop": recorded}}))
-    with pytest.raises(ValueError, match=r"dreamer.mean_reg \(absent -> 0.001\), updates \(100"):
+    with pytest.raises(ValueError, match=r"dreamer.mean_reg \(0.0 -> 0.001\), updates \(100"):
         dmc.bench(cfg)
     assert json.loads(run.result.read_text())["method_settings"]["loop"]["updates"] == 100
 

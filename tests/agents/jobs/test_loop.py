@@ -283,3 +283,16 @@ def test_other_agents_and_models_run_the_loop(agent, model, tmp_path):
     assert acting.kind == agent
     assert acting.act(torch.zeros(2, 5)).shape == (2, 1)
     assert Dataset(tmp_path / "run" / "data").episodes == [0, 1, 2, 3]
+
+
+def test_the_replay_value_loss_fits_the_critic_to_recorded_windows(tmp_path):
+    extra = ["--budget", "400", "--dreamer.repval", "0.3", "--dreamer.replay-length", "8"]
+    proc = _run(tmp_path / "run", *extra)
+    assert "iter 2/2" in proc.stdout, proc.stdout + proc.stderr
+    history = base.read_checkpoint(tmp_path / "run" / "learner.pt")["loop"]["history"]
+    assert all(r["losses"]["replay_value_loss"] > 0 for r in history)
+    # a window longer than every episode (100 steps, 50 agent steps) cannot be drawn
+    long = ["--budget", "400", "--dreamer.repval", "0.3", "--dreamer.replay-length", "60"]
+    proc = _run(tmp_path / "long", *long, check=False)
+    assert proc.returncode != 0
+    assert "error: --dreamer.replay-length 60 is longer than every episode" in proc.stderr
