@@ -9,7 +9,10 @@ lambda-returns are
     R_H = v_H,    R_t = r_t + gamma c_t ((1 - lambda) v_{t+1} + lambda R_{t+1}).
 
 Critic: v(o_t) regresses R_t (squared error), plus a pull toward its slow copy,
-an exponential moving average of its weights (DreamerV3's regulariser).
+an exponential moving average of its weights (DreamerV3's regulariser); with
+`repval`, also the lambda-returns of recorded windows of real steps (DreamerV3's
+replay value loss); with `critics=2`, two critics fit the same targets and every
+value taken is the smaller of the two (TD3's clipped double estimate).
 Actor: gradients of the normalised returns flow back through the model's
 dynamics into the actions (Dreamer's dynamics backpropagation, the low-variance
 choice for continuous control with a differentiable model), with an entropy
@@ -96,6 +99,11 @@ class DreamerCfg:
     paid (0: none; the loop then samples no windows)."""
     replay_length: int = 16
     """Real steps per window of the replay value loss [agent steps]."""
+    critics: int = 1
+    """Critics, 1 or 2. With 2, each with its own slow copy and both fitted to the same
+    targets, every value taken (the bootstrap, the baseline, `value`) is the smaller of
+    the two (TD3's clipped double estimate): an actor that climbs the values' gradient
+    cannot climb into states that only one critic overvalues."""
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:
@@ -136,13 +144,32 @@ class DreamerAgent(Agent):
         c = self.settings()
         fan_in = feature_dim(obs_dim, self.periodic)
         self.actor = _mlp(fan_in, c.hidden, c.layers, 2 * action_dim)
+        if c.critics not in (1, 2):
+            raise ValueError(f"dreamer: critics must be 1 or 2, got {c.critics}")
         self.critic = _mlp(fan_in, c.hidden, c.layers, 1)
         self.slow = copy.deepcopy(self.critic).requires_grad_(False)
+        if c.critics == 2:  # its own initialisation: the two differ where data are thin
+            self.critic2 = _mlp(fan_in, c.hidden, c.layers, 1)
+            self.slow2 = copy.deepcopy(self.critic2).requires_grad_(False)
         self.register_buffer("return_scale", torch.ones(()))  # S of the return normalisation
         with torch.no_grad():  # start near zero actions and zero values
             self.actor[-1].weight.mul_(0.01)
-            self.critic[-1].weight.zero_()
-            self.slow.load_state_dict(self.critic.state_dict())
+            for critic, slow in self.critic_pairs():
+                critic[-1].weight.zero_()
+                slow.load_state_dict(critic.state_dict())
+
+    def critic_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(critic, its slow copy) for each critic."""
+        pairs = [(self.critic, self.slow)]
+        if hasattr(self, "critic2"):
+            pairs.append((self.critic2, self.slow2))
+        return pairs
+
+    def critic_value(self, inputs: torch.Tensor, slow: bool = False) -> torch.Tensor:
+        """The critics' value of network inputs `[..., *]` -> `[...]`: the smaller of
+        the critics' (or of their slow copies')."""
+        nets = [pair[1] if slow else pair[0] for pair in self.critic_pairs()]
+        return torch.stack([net(inputs).squeeze(-1) for net in nets]).min(0).values
 
     def settings(self) -> DreamerCfg:
         """The agent's `DreamerCfg` (its config less `periodic`)."""
@@ -162,8 +189,8 @@ class DreamerAgent(Agent):
 
     @torch.no_grad()
     def value(self, obs: torch.Tensor) -> torch.Tensor:
-        """The critic's value of observations `[B, obs_dim]` -> `[B]`."""
-        return self.critic(self.inputs(self.check_obs(obs))).squeeze(-1)
+        """The critics' value of observations `[B, obs_dim]` -> `[B]`."""
+        return self.critic_value(self.inputs(self.check_obs(obs)))
 
     def inputs(self, obs: torch.Tensor) -> torch.Tensor:
         """What the actor and the critic see of observations: symlog, the unbounded
@@ -186,9 +213,8 @@ class ImaginationLearner:
         self.cfg = agent.settings()
         self.termination = termination
         self.actor_opt = torch.optim.Adam(agent.actor.parameters(), lr=self.cfg.actor_lr, eps=1e-5)
-        self.critic_opt = torch.optim.Adam(
-            agent.critic.parameters(), lr=self.cfg.critic_lr, eps=1e-5
-        )
+        critic_params = [p for critic, _ in agent.critic_pairs() for p in critic.parameters()]
+        self.critic_opt = torch.optim.Adam(critic_params, lr=self.cfg.critic_lr, eps=1e-5)
         if self.cfg.explore < 0 or self.cfg.explore_updates < 1:
             raise ValueError("dreamer: explore must be >= 0 and explore_updates >= 1")
         self.updates = 0  # done so far: the exploration bonus anneals over them
@@ -296,7 +322,7 @@ class ImaginationLearner:
         conts = 1.0 - replay["terminated"].transpose(0, 1).to(self.device).float()
         inputs = agent.inputs(torch.cat((obs, last[None])))
         with torch.no_grad():
-            values = agent.slow(inputs).squeeze(-1)
+            values = agent.critic_value(inputs, slow=True)
             targets = lambda_returns(rewards, conts, values, c.gamma, c.lam)
         return inputs[:-1], targets
 
@@ -320,7 +346,7 @@ class ImaginationLearner:
             bonus = self.exploration_bonus(wm, states, actions)
             rewards = rewards + bonus
         self.updates += 1
-        values = agent.slow(agent.inputs(obs)).squeeze(-1)  # [H+1, B] bootstrap values
+        values = agent.critic_value(agent.inputs(obs), slow=True)  # [H+1, B] bootstrap
         ret = lambda_returns(rewards, conts, values, c.gamma, c.lam)
         with torch.no_grad():  # weight of step t: the discount of the steps before it
             weight = torch.cumprod(torch.cat((torch.ones_like(conts[:1]), c.gamma * conts[:-1])), 0)
@@ -330,7 +356,7 @@ class ImaginationLearner:
         if c.actor_grad == "dynamics":
             objective = ret / scale
         else:
-            base = agent.critic(agent.inputs(obs[:-1].detach())).squeeze(-1).detach()
+            base = agent.critic_value(agent.inputs(obs[:-1].detach())).detach()
             objective = logps * ((ret - base) / scale).detach()
         actor_loss = -(weight * (objective + c.entropy * entropies)).mean()
         if c.mean_reg:
@@ -341,26 +367,35 @@ class ImaginationLearner:
         self.actor_opt.step()
 
         inputs = agent.inputs(obs[:-1].detach())
-        pred = agent.critic(inputs).squeeze(-1)
-        with torch.no_grad():
-            slow_pred = agent.slow(inputs).squeeze(-1)
-        critic_loss = (
-            weight * ((pred - ret.detach()) ** 2 + c.slow_reg * (pred - slow_pred) ** 2)
-        ).mean()
-        replay_loss = torch.zeros(())
+        replay_inputs = targets = None
         if c.repval:
             if replay is None:
                 raise ValueError("dreamer: repval > 0 needs recorded windows (replay=...)")
             replay_inputs, targets = self.replay_returns(replay)
-            replay_loss = (agent.critic(replay_inputs).squeeze(-1) - targets).pow(2).mean()
-            critic_loss = critic_loss + c.repval * replay_loss
+        critic_loss, replay_loss = torch.zeros(()), torch.zeros(())
+        for critic, slow in agent.critic_pairs():
+            pred = critic(inputs).squeeze(-1)
+            with torch.no_grad():
+                slow_pred = slow(inputs).squeeze(-1)
+            critic_loss = (
+                critic_loss
+                + (
+                    weight * ((pred - ret.detach()) ** 2 + c.slow_reg * (pred - slow_pred) ** 2)
+                ).mean()
+            )
+            if replay_inputs is not None:
+                fit = (critic(replay_inputs).squeeze(-1) - targets).pow(2).mean()
+                critic_loss = critic_loss + c.repval * fit
+                replay_loss = replay_loss + fit.detach() / c.critics
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
-        nn.utils.clip_grad_norm_(agent.critic.parameters(), c.grad_clip)
+        for critic, _ in agent.critic_pairs():
+            nn.utils.clip_grad_norm_(critic.parameters(), c.grad_clip)
         self.critic_opt.step()
         with torch.no_grad():
-            for slow, fast in zip(agent.slow.parameters(), agent.critic.parameters(), strict=True):
-                slow.lerp_(fast, c.slow_critic)
+            for critic, slow in agent.critic_pairs():
+                for target, fast in zip(slow.parameters(), critic.parameters(), strict=True):
+                    target.lerp_(fast, c.slow_critic)
         wm.requires_grad_(True)
         return {
             "actor_loss": actor_loss.item(),

@@ -213,6 +213,7 @@ INTRODUCED: dict[tuple[str, str], Any] = {
     ("dreamer", "mean_reg"): 0.0,
     ("dreamer", "repval"): 0.0,
     ("dreamer", "replay_length"): 16,
+    ("dreamer", "critics"): 1,
     ("ensemble", "imagined_reward"): "sample",
 }
 

@@ -323,3 +323,30 @@ def test_replay_value_loss_ties_the_critic_to_what_the_real_steps_paid():
         ImaginationLearner(agent, termination="never").update(
             FlatModel(), torch.zeros(4, 1), torch.Generator()
         )
+
+
+def test_two_critics_give_the_smaller_value_everywhere(tmp_path):
+    agent = DreamerAgent(1, 1, {"hidden": 8, "layers": 1, "gamma": 0.9, "lam": 0.8, "critics": 2})
+    with torch.no_grad():
+        agent.critic[-1].bias.fill_(3.0)
+        agent.critic2[-1].bias.fill_(-1.0)
+        agent.slow[-1].bias.fill_(2.0)
+        agent.slow2[-1].bias.fill_(1.0)
+    assert torch.allclose(agent.value(torch.zeros(4, 1)), torch.full((4,), -1.0))
+    # the bootstrap is the smaller slow copy's
+    learner = ImaginationLearner(agent, termination="never")
+    _, targets = learner.replay_returns(_windows(batch=2, length=3, reward=0.0))
+    want = _reference_returns([0.0] * 3, [1.0] * 3, torch.ones(4), 0.9, 0.8)
+    assert torch.allclose(targets, want[:, None].expand(3, 2), atol=1e-5)
+    # both critics learn, and the pair survives a checkpoint
+    before = [c[-1].bias.clone() for c, _ in agent.critic_pairs()]
+    learner.update(PointModel(), torch.zeros(8, 1), torch.Generator().manual_seed(0))
+    assert all(
+        not torch.equal(b, c[-1].bias)
+        for b, (c, _) in zip(before, agent.critic_pairs(), strict=True)
+    )
+    base.save(agent, tmp_path / "agent.pt")
+    again = base.load(tmp_path / "agent.pt")
+    assert torch.equal(again.value(torch.ones(3, 1)), agent.value(torch.ones(3, 1)))
+    with pytest.raises(ValueError, match="critics must be 1 or 2"):
+        DreamerAgent(1, 1, {"critics": 3})
