@@ -122,8 +122,8 @@ class ImaginedEnv:
         self._episode_return = torch.zeros(n, dtype=torch.float64, device=self.device)
         self._obs = torch.empty(n, self.observation_dim, device=self.device)
         self._state: torch.Tensor | None = None
-        rows = torch.arange(n, device=self.device)
-        self._start(rows, rows % len(self.starts) if in_order else None)
+        self.in_order = in_order
+        self._start(torch.arange(n, device=self.device), self._first_starts())
         self._fresh = True  # the first reset() keeps these starts, as real envs do
 
     @classmethod
@@ -161,14 +161,24 @@ class ImaginedEnv:
 
     # ------------------------------------------------------------ protocol
     def reset(self, seed: int | None = None) -> torch.Tensor:
+        """Every row starts anew (a seeded reset as the first one did: in order, with
+        `in_order`, as a real env's seeded reset starts the same states again)."""
+        first = None
         if seed is not None:
             self._gen.manual_seed(seed)
+            first = self._first_starts()
         elif self._fresh:
             self._fresh = False
             return self._obs.clone()
         self._fresh = False
-        self._start(torch.arange(self.num_envs, device=self.device))
+        self._start(torch.arange(self.num_envs, device=self.device), first)
         return self._obs.clone()
+
+    def _first_starts(self) -> torch.Tensor | None:
+        """The starts of rows 0..N-1 in order (`in_order`), else None (at random)."""
+        if not self.in_order:
+            return None
+        return torch.arange(self.num_envs, device=self.device) % len(self.starts)
 
     def get_observations(self) -> torch.Tensor:
         return self._obs.clone()

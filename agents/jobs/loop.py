@@ -471,8 +471,9 @@ class Loop:
         elif self.wm.plans and cfg.agent == "mppi":  # trained with the model in `fit`
             self.record["losses"] = {}
         else:
-            starts = EpisodeData(self.out / "data").data["obs"]
-            windows = self._replay_windows()
+            data = EpisodeData(self.out / "data", sequence_length=cfg.dreamer.replay_length)
+            starts = data.data["obs"]
+            windows = self._replay_windows(data)
             sums: dict[str, float] = {}
             for _ in range(cfg.updates):
                 pick = torch.randint(len(starts), (cfg.dreamer.batch_size,), generator=self.gen)
@@ -484,13 +485,12 @@ class Loop:
         self._set_actor()
         self.record["improve_s"] = time.perf_counter() - t
 
-    def _replay_windows(self):
-        """A sampler of whole recorded windows of `replay_length` steps for Dreamer's
+    def _replay_windows(self, data: EpisodeData):
+        """A sampler of whole windows of `data` (read with `replay_length`) for Dreamer's
         replay value loss (none when `repval` is 0)."""
         c = self.cfg.dreamer
         if not c.repval:
             return None
-        data = EpisodeData(self.out / "data", sequence_length=c.replay_length)
         rows = torch.arange(len(data))
         rows = rows[rows + c.replay_length <= data.end.cpu()]  # windows inside one episode
         if not len(rows):

@@ -86,6 +86,8 @@ def test_from_env_starts_each_row_where_the_real_env_did(model_and_data):
         obs = imagined.step(torch.zeros(10, 1))[0]
     assert not torch.equal(obs, starts)
     assert all((starts == row).all(-1).any() for row in obs)
+    # a seeded reset starts the same states again, row by row, as the real env's does
+    assert torch.equal(imagined.reset(seed=9), starts)
 
 
 def test_penalty_and_checks(model_and_data):
