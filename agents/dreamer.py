@@ -377,12 +377,8 @@ class ImaginationLearner:
             pred = critic(inputs).squeeze(-1)
             with torch.no_grad():
                 slow_pred = slow(inputs).squeeze(-1)
-            critic_loss = (
-                critic_loss
-                + (
-                    weight * ((pred - ret.detach()) ** 2 + c.slow_reg * (pred - slow_pred) ** 2)
-                ).mean()
-            )
+            imagined = (pred - ret.detach()) ** 2 + c.slow_reg * (pred - slow_pred) ** 2
+            critic_loss = critic_loss + (weight * imagined).mean()
             if replay_inputs is not None:
                 fit = (critic(replay_inputs).squeeze(-1) - targets).pow(2).mean()
                 critic_loss = critic_loss + c.repval * fit
