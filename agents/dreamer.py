@@ -89,6 +89,11 @@ class DreamerCfg:
     where the model is as unsure as usual. 0: none; needs a model with disagreement."""
     explore_updates: int = 3000
     """Updates over which the bonus's weight falls linearly to 0."""
+    penalty: float = 0.0
+    """Weight of the uncertainty penalty taken off each imagined reward (MOPO, Yu et al.
+    2020): the same disagreement in the same units as `explore`, never annealed, so an
+    actor cannot earn what only a model that is unsure of itself pays. 0: none; needs a
+    model with disagreement."""
     mean_reg: float = 1e-3
     """Weight of the penalty on the squared pre-squash mean, which keeps the actor off
     tanh's flat tails (where the gradient of the action vanishes; 0: none)."""
@@ -215,8 +220,8 @@ class ImaginationLearner:
         self.actor_opt = torch.optim.Adam(agent.actor.parameters(), lr=self.cfg.actor_lr, eps=1e-5)
         critic_params = [p for critic, _ in agent.critic_pairs() for p in critic.parameters()]
         self.critic_opt = torch.optim.Adam(critic_params, lr=self.cfg.critic_lr, eps=1e-5)
-        if self.cfg.explore < 0 or self.cfg.explore_updates < 1:
-            raise ValueError("dreamer: explore must be >= 0 and explore_updates >= 1")
+        if self.cfg.explore < 0 or self.cfg.explore_updates < 1 or self.cfg.penalty < 0:
+            raise ValueError("dreamer: explore and penalty must be >= 0 and explore_updates >= 1")
         self.updates = 0  # done so far: the exploration bonus anneals over them
         self.disagreement_scale = 0.0  # running mean of the model's disagreement
 
@@ -239,16 +244,22 @@ class ImaginationLearner:
         c = self.cfg
         return c.explore * max(0.0, 1.0 - self.updates / c.explore_updates)
 
+    def uncertainty_weight(self) -> float:
+        """Weight of the disagreement added to each imagined reward now: the exploration
+        bonus's less the penalty's."""
+        return self.explore_weight() - self.cfg.penalty
+
     @torch.no_grad()
     def exploration_bonus(
         self, wm: WorldModel, states: torch.Tensor, actions: torch.Tensor
     ) -> torch.Tensor:
-        """Bonus `[H, B]` at imagined model states `[H, B, *]` and actions `[H, B, act]`:
-        the weight times the disagreement over its running mean."""
+        """Bonus `[H, B]` (negative where the penalty outweighs it) at imagined model
+        states `[H, B, *]` and actions `[H, B, act]`: `uncertainty_weight` times the
+        disagreement over its running mean."""
         if not wm.has_disagreement:
             raise ValueError(
-                f"dreamer: --dreamer.explore needs a model with disagreement; the {wm.kind} "
-                "model has none"
+                f"dreamer: --dreamer.explore and --dreamer.penalty need a model with "
+                f"disagreement; the {wm.kind} model has none"
             )
         h, b = actions.shape[:2]
         step = wm.next(states.flatten(0, 1), actions.flatten(0, 1))
@@ -256,7 +267,7 @@ class ImaginationLearner:
         mean = float(disagreement.mean())
         rate = 1.0 if self.disagreement_scale == 0 else 0.01
         self.disagreement_scale += rate * (mean - self.disagreement_scale)
-        return self.explore_weight() * disagreement / max(self.disagreement_scale, 1e-8)
+        return self.uncertainty_weight() * disagreement / max(self.disagreement_scale, 1e-8)
 
     def _cont(self, step) -> torch.Tensor:
         if self.termination is None:
@@ -342,7 +353,7 @@ class ImaginationLearner:
             wm, starts.to(self.device), generator
         )
         model_rewards, bonus = rewards, torch.zeros_like(rewards)
-        if self.explore_weight() > 0:
+        if self.uncertainty_weight() != 0:
             bonus = self.exploration_bonus(wm, states, actions)
             rewards = rewards + bonus
         self.updates += 1

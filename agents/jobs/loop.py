@@ -139,6 +139,11 @@ class _LoopCfg:
     updates once per agent step: 1)."""
     updates: int = 300
     """Policy updates in imagination per iteration."""
+    reset_every: int = 0
+    """dreamer, mppi: start the actor-critic afresh (weights, slow critics, return
+    scale, optimisers) before the improvement of every k-th iteration, so that it learns
+    in the newest model unbiased by what it learned in the older ones (the primacy bias,
+    Nikishin et al. 2022). 0: never."""
     sb3_steps: int = 20_000
     """sac/ppo: imagined transitions per iteration."""
     imagined_envs: int = 64
@@ -209,11 +214,13 @@ def plain_config(cfg: LoopCfg) -> dict[str, Any]:
 # Settings added after runs were recorded, with the value every run before them ran
 # with: a recorded config that predates one ran as if it had that value (a default
 # that changed the behaviour, as `mean_reg` did, then reads as a difference).
-INTRODUCED: dict[tuple[str, str], Any] = {
+INTRODUCED: dict[tuple[str, str], Any] = {  # (section, or "" for the top level; key)
+    ("", "reset_every"): 0,
     ("dreamer", "mean_reg"): 0.0,
     ("dreamer", "repval"): 0.0,
     ("dreamer", "replay_length"): 16,
     ("dreamer", "critics"): 1,
+    ("dreamer", "penalty"): 0.0,
     ("ensemble", "imagined_reward"): "sample",
 }
 
@@ -230,8 +237,9 @@ def identity(plain: dict[str, Any]) -> dict[str, Any]:
     for key in ("seed", "device"):  # set from the loop's own
         plain.get("sb3", {}).pop(key, None)
     for (section, key), before in INTRODUCED.items():
-        if isinstance(plain.get(section), dict):
-            plain[section].setdefault(key, before)
+        where = plain.get(section) if section else plain
+        if isinstance(where, dict):
+            where.setdefault(key, before)
     return plain
 
 
@@ -471,6 +479,8 @@ class Loop:
         elif self.wm.plans and cfg.agent == "mppi":  # trained with the model in `fit`
             self.record["losses"] = {}
         else:
+            if cfg.reset_every and self.iteration and self.iteration % cfg.reset_every == 0:
+                self._reset_actor_critic()
             data = EpisodeData(self.out / "data", sequence_length=cfg.dreamer.replay_length)
             starts = data.data["obs"]
             windows = self._replay_windows(data)
@@ -484,6 +494,20 @@ class Loop:
             self.record["losses"] = sums
         self._set_actor()
         self.record["improve_s"] = time.perf_counter() - t
+
+    def _reset_actor_critic(self) -> None:
+        """A fresh actor-critic, initialised from a seed the run's generator draws (so a
+        resumed run draws the same); the learner's update count, which anneals the
+        exploration bonus, and its disagreement scale go on."""
+        seed = int(torch.randint(2**31, (1,), generator=self.gen))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            fresh = DreamerAgent(self.agent.obs_dim, self.agent.action_dim, self.agent.config)
+        self.agent.load_state_dict(fresh.state_dict())
+        going_on = self.learner.state_dict()
+        self.learner = ImaginationLearner(self.agent, self.cfg.device, termination=None)
+        self.learner.updates = going_on["updates"]
+        self.learner.disagreement_scale = going_on["disagreement_scale"]
 
     def _replay_windows(self, data: EpisodeData):
         """A sampler of whole windows of `data` (read with `replay_length`) for Dreamer's

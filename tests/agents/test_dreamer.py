@@ -200,7 +200,9 @@ class UnsureModel(PointModel):
         return self.next(state, action)
 
 
-def _mean_action_after(explore: float, updates: int = 150) -> tuple[float, ImaginationLearner]:
+def _mean_action_after(
+    explore: float, updates: int = 150, penalty: float = 0.0
+) -> tuple[float, ImaginationLearner]:
     torch.manual_seed(0)
     agent = DreamerAgent(
         1,
@@ -212,6 +214,7 @@ def _mean_action_after(explore: float, updates: int = 150) -> tuple[float, Imagi
             "actor_lr": 1e-3,
             "explore": explore,
             "explore_updates": 2 * updates,
+            "penalty": penalty,
         },
     )
     learner = ImaginationLearner(agent, termination="never")
@@ -235,6 +238,24 @@ def test_exploration_bonus_drives_the_actor_where_the_model_is_unsure():
     assert again.explore_weight() == 0.0
     # a model without disagreement is refused, by name
     refuse = ImaginationLearner(DreamerAgent(1, 1, {"explore": 1.0}), termination="never")
+    with pytest.raises(ValueError, match="test_point_dreamer model has none"):
+        refuse.update(PointModel(), torch.zeros(4, 1), torch.Generator().manual_seed(0))
+
+
+def test_uncertainty_penalty_keeps_the_actor_where_the_model_is_sure():
+    wary, learner = _mean_action_after(explore=0.0, penalty=1.0)
+    plain, _ = _mean_action_after(explore=0.0)
+    assert wary < -0.3 and abs(plain) < 0.1, (wary, plain)
+    # never annealed; with a bonus beside it, the two weights add
+    learner.updates = 10**6
+    assert learner.uncertainty_weight() == -1.0
+    both = ImaginationLearner(
+        DreamerAgent(1, 1, {"explore": 1.0, "penalty": 0.25}), termination="never"
+    )
+    assert both.uncertainty_weight() == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="penalty must be >= 0"):
+        ImaginationLearner(DreamerAgent(1, 1, {"penalty": -1.0}), termination="never")
+    refuse = ImaginationLearner(DreamerAgent(1, 1, {"penalty": 1.0}), termination="never")
     with pytest.raises(ValueError, match="test_point_dreamer model has none"):
         refuse.update(PointModel(), torch.zeros(4, 1), torch.Generator().manual_seed(0))
 

@@ -174,6 +174,7 @@ def test_a_result_of_other_loop_settings_is_refused_not_skipped(tmp_path):
     # a setting added since, whose value as it is now runs as the run did, is no
     # difference: the recorded run is the same method
     del recorded["dreamer"]["repval"], recorded["ensemble"]["imagined_reward"]
+    del recorded["reset_every"]  # (one of the loop's own, not of a section)
     run.result.write_text(json.dumps({"method_settings": {"loop": recorded}}))
     dmc.check_settings(run)
     # an older default (or other --loop.* flags) is named, and nothing is run over it

@@ -296,3 +296,21 @@ def test_the_replay_value_loss_fits_the_critic_to_recorded_windows(tmp_path):
     proc = _run(tmp_path / "long", *long, check=False)
     assert proc.returncode != 0
     assert "error: --dreamer.replay-length 60 is longer than every episode" in proc.stderr
+
+
+def test_reset_every_starts_each_improvement_from_a_fresh_actor_critic(finished, tmp_path):
+    proc = _run(tmp_path / "run", "--reset-every", "1")
+    assert "iter 3/3" in proc.stdout, proc.stdout + proc.stderr
+    reset = base.read_checkpoint(tmp_path / "run" / "learner.pt")
+    kept = base.read_checkpoint(finished / "learner.pt")
+    # the optimisers were rebuilt before the last iteration's 4 updates; the learner's
+    # count of updates (which anneals the exploration bonus) went on over all 12
+    steps = {int(s["step"]) for s in reset["learner"]["actor_opt"]["state"].values()}
+    assert steps == {4} and reset["learner"]["updates"] == 12
+    steps = {int(s["step"]) for s in kept["learner"]["actor_opt"]["state"].values()}
+    assert steps == {12} and kept["learner"]["updates"] == 12
+    # the first iteration (nothing learned yet) is the same run; then they part
+    assert reset["loop"]["history"][0]["real_return"] == kept["loop"]["history"][0]["real_return"]
+    assert not torch.equal(
+        reset["state_dict"]["actor.0.weight"], kept["state_dict"]["actor.0.weight"]
+    )
