@@ -261,6 +261,11 @@ class Loop:
             raise ValueError("budget, episodes_per_iter and eval_episodes must be positive")
         if cfg.video_steps and cfg.video_size < MIN_VIDEO_SIZE:
             raise ValueError(f"--video-size must be at least {MIN_VIDEO_SIZE} px")
+        if cfg.reset_every < 0 or (cfg.reset_every and cfg.agent in ("sac", "ppo")):
+            raise ValueError(
+                "--reset-every must be >= 0 and starts afresh the actor-critic of --agent "
+                f"dreamer or mppi (got {cfg.reset_every} with --agent {cfg.agent})"
+            )
         if cfg.worker_gpus and not cfg.ray:
             raise ValueError("--worker-gpus reserves GPUs for Ray workers: it needs --ray")
         if cfg.out is None:

@@ -314,3 +314,7 @@ def test_reset_every_starts_each_improvement_from_a_fresh_actor_critic(finished,
     assert not torch.equal(
         reset["state_dict"]["actor.0.weight"], kept["state_dict"]["actor.0.weight"]
     )
+    # SB3's agents have no actor-critic of the loop's to start afresh
+    proc = _run(tmp_path / "sac", "--reset-every", "1", "--agent", "sac", check=False)
+    assert proc.returncode != 0 and "error: --reset-every must be >= 0" in proc.stderr
+    assert not (tmp_path / "sac").exists()
