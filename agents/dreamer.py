@@ -217,13 +217,29 @@ class ImaginationLearner:
         self.agent, self.device = agent.to(device), torch.device(device)
         self.cfg = agent.settings()
         self.termination = termination
-        self.actor_opt = torch.optim.Adam(agent.actor.parameters(), lr=self.cfg.actor_lr, eps=1e-5)
-        critic_params = [p for critic, _ in agent.critic_pairs() for p in critic.parameters()]
-        self.critic_opt = torch.optim.Adam(critic_params, lr=self.cfg.critic_lr, eps=1e-5)
+        self._new_optimizers()
         if self.cfg.explore < 0 or self.cfg.explore_updates < 1 or self.cfg.penalty < 0:
             raise ValueError("dreamer: explore and penalty must be >= 0 and explore_updates >= 1")
         self.updates = 0  # done so far: the exploration bonus anneals over them
         self.disagreement_scale = 0.0  # running mean of the model's disagreement
+
+    def _new_optimizers(self) -> None:
+        """Adam of the actor and of the critics, with no state yet."""
+        agent, c = self.agent, self.cfg
+        self.actor_opt = torch.optim.Adam(agent.actor.parameters(), lr=c.actor_lr, eps=1e-5)
+        critic_params = [p for critic, _ in agent.critic_pairs() for p in critic.parameters()]
+        self.critic_opt = torch.optim.Adam(critic_params, lr=c.critic_lr, eps=1e-5)
+
+    def restart(self, seed: int) -> None:
+        """Start the actor-critic afresh: the agent's weights, slow critics and return
+        scale as a new agent's initialised from `seed`, and new optimisers. The update
+        count (which anneals the exploration bonus) and the disagreement scale go on."""
+        agent = self.agent
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            fresh = DreamerAgent(agent.obs_dim, agent.action_dim, agent.config)
+        agent.load_state_dict(fresh.state_dict())
+        self._new_optimizers()
 
     def state_dict(self) -> dict[str, Any]:
         return {

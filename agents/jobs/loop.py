@@ -485,7 +485,8 @@ class Loop:
             self.record["losses"] = {}
         else:
             if cfg.reset_every and self.iteration and self.iteration % cfg.reset_every == 0:
-                self._reset_actor_critic()
+                # a seed the run's generator draws, so a resumed run draws the same
+                self.learner.restart(int(torch.randint(2**31, (1,), generator=self.gen)))
             data = EpisodeData(self.out / "data", sequence_length=cfg.dreamer.replay_length)
             starts = data.data["obs"]
             windows = self._replay_windows(data)
@@ -499,20 +500,6 @@ class Loop:
             self.record["losses"] = sums
         self._set_actor()
         self.record["improve_s"] = time.perf_counter() - t
-
-    def _reset_actor_critic(self) -> None:
-        """A fresh actor-critic, initialised from a seed the run's generator draws (so a
-        resumed run draws the same); the learner's update count, which anneals the
-        exploration bonus, and its disagreement scale go on."""
-        seed = int(torch.randint(2**31, (1,), generator=self.gen))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            fresh = DreamerAgent(self.agent.obs_dim, self.agent.action_dim, self.agent.config)
-        self.agent.load_state_dict(fresh.state_dict())
-        going_on = self.learner.state_dict()
-        self.learner = ImaginationLearner(self.agent, self.cfg.device, termination=None)
-        self.learner.updates = going_on["updates"]
-        self.learner.disagreement_scale = going_on["disagreement_scale"]
 
     def _replay_windows(self, data: EpisodeData):
         """A sampler of whole windows of `data` (read with `replay_length`) for Dreamer's

@@ -260,6 +260,22 @@ def test_uncertainty_penalty_keeps_the_actor_where_the_model_is_sure():
         refuse.update(PointModel(), torch.zeros(4, 1), torch.Generator().manual_seed(0))
 
 
+def test_restart_gives_a_fresh_actor_critic_and_keeps_the_update_count():
+    _, learner = _mean_action_after(explore=1.0, updates=20)
+    learner.restart(seed=5)
+    torch.manual_seed(5)
+    fresh = DreamerAgent(1, 1, learner.agent.config)
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(learner.agent.state_dict()[key], value), key
+    assert learner.actor_opt.state_dict()["state"] == {}
+    assert learner.critic_opt.state_dict()["state"] == {}
+    assert learner.updates == 20 and learner.disagreement_scale > 0
+    # the new optimisers train the agent's own (reloaded) parameters
+    before = learner.agent.actor[0].weight.clone()
+    learner.update(UnsureModel(), torch.zeros(8, 1), torch.Generator().manual_seed(0))
+    assert not torch.equal(learner.agent.actor[0].weight, before)
+
+
 class FlatModel(PointModel):
     """The point's dynamics with no reward anywhere."""
 
