@@ -241,6 +241,20 @@ class ImaginationLearner:
         agent.load_state_dict(fresh.state_dict())
         self._new_optimizers()
 
+    def fork(self, seed: int) -> ImaginationLearner:
+        """A second learner of a fresh agent (as `restart(seed)` makes it), with this
+        one's counters; this learner and its agent are left as they are."""
+        twin = ImaginationLearner(copy.deepcopy(self.agent), str(self.device), self.termination)
+        twin.restart(seed)
+        twin.updates, twin.disagreement_scale = self.updates, self.disagreement_scale
+        return twin
+
+    def adopt(self, other: ImaginationLearner) -> None:
+        """Go on as `other` (a learner of an agent of the same shape): its agent's
+        weights, its optimisers' state and its counters."""
+        self.agent.load_state_dict(other.agent.state_dict())
+        self.load_state_dict(other.state_dict())
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "actor_opt": self.actor_opt.state_dict(),

@@ -156,11 +156,34 @@ class AgentPolicy(Policy):
     def _reset(self, env_ids: torch.Tensor) -> None:
         self.agent.reset(env_ids)
 
-    def _act(self, obs: torch.Tensor) -> torch.Tensor:
+    def _noise(self, obs: torch.Tensor) -> torch.Tensor | None:
+        """This step's exploration noise of each row (None: deterministic)."""
+        if not self.explore:
+            return None
         d = self.action_dim
-        noise = (
-            rng.normal(self.keys, self.t * 2 * d, d).float().to(obs.device)
-            if self.explore
-            else None
-        )
-        return self.agent.act(obs, noise)
+        return rng.normal(self.keys, self.t * 2 * d, d).float().to(obs.device)
+
+    def _act(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.agent.act(obs, self._noise(obs))
+
+
+class SharedAgentPolicy(AgentPolicy):
+    """Two agents sharing one collection: the rows `second_rows` (bool `[N]`) act with
+    `second`, the others with `agent`, each exploring as `AgentPolicy` does; every
+    episode records which acted (`second_agent`: 1.0 or 0.0)."""
+
+    def __init__(self, num_envs: int, agent, second, second_rows: torch.Tensor):
+        super().__init__(num_envs, agent)
+        self.second, self.second_rows = second, second_rows.bool()
+
+    def _reset(self, env_ids: torch.Tensor) -> None:
+        self.agent.reset(env_ids)
+        self.second.reset(env_ids)
+
+    def _act(self, obs: torch.Tensor) -> torch.Tensor:
+        noise = self._noise(obs)
+        first, second = self.agent.act(obs, noise), self.second.act(obs, noise)
+        return torch.where(self.second_rows.to(obs.device)[:, None], second, first)
+
+    def episode_attrs(self, env: int) -> dict[str, float]:
+        return {"second_agent": float(self.second_rows[env])}

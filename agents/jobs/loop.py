@@ -13,7 +13,10 @@ does and what survives a crash. An iteration k:
    with `wm_train_ratio`, going on with its training (optimiser and statistics
    carried on) for a number of gradient steps proportional to the new data;
 3. **improve** the policy in imagination, from start states drawn from the
-   dataset: `dreamer`, `updates` actor-critic updates (`agents.dreamer`);
+   dataset: `dreamer`, `updates` actor-critic updates (`agents.dreamer`); with
+   `reset_every`, every k-th iteration a fresh actor-critic also learns
+   (`reset_updates`) and takes over if it does better: in the next iteration's
+   collection, which the two share (`reset_judge`);
    `mppi`, the same actor-critic, whose critic then serves as the terminal value
    of an MPPI planner over the world model, which is what acts (TD-MPC style);
    over a model that carries its own value and policy prior (`tdmpc2`, trained
@@ -69,20 +72,23 @@ import world_models
 from agents import base
 from agents.dreamer import DreamerAgent, DreamerCfg, ImaginationLearner
 from agents.jobs.collect import CollectCfg, agent_policy, collect
-from agents.jobs.evaluate import MIN_VIDEO_SIZE, VIDEO_SIZE, evaluate
+from agents.jobs.evaluate import MIN_VIDEO_SIZE, VIDEO_SIZE, evaluate, run_episodes
 from agents.mppi import TDMPC2_PLANNER, MppiAgent, MppiCfg
-from agents.policies import make_policy
+from agents.policies import SharedAgentPolicy, make_policy
 from agents.sb3_agents import Sb3Cfg, Sb3Learner, make_agent
 from envs.features import periodic_obs
 from sim.data import ownership
 from sim.data.atomic import write_bytes_atomic, write_json_atomic
-from sim.data.dataset import read_index
+from sim.data.dataset import Dataset, read_index
 from sim.data.loader import EpisodeData
 from world_models.base import KINDS, with_settings
 from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
 from world_models.train import TrainWMCfg, train_world_model
 
 AGENT_KINDS = ("dreamer", "mppi", "sac", "ppo")
+RESET_JUDGES = ("real", "imagined", "none")
+RESET_STARTS = 64
+"""Episodes in imagination that judge a reset: from the dataset's last first observations."""
 MODELS = tuple(
     sorted(kind for kind, cls in KINDS.items() if not cls.acts and hasattr(cls, "settings"))
 )
@@ -140,10 +146,20 @@ class _LoopCfg:
     updates: int = 300
     """Policy updates in imagination per iteration."""
     reset_every: int = 0
-    """dreamer, mppi: start the actor-critic afresh (weights, slow critics, return
-    scale, optimisers) before the improvement of every k-th iteration, so that it learns
-    in the newest model unbiased by what it learned in the older ones (the primacy bias,
-    Nikishin et al. 2022). 0: never."""
+    """dreamer, mppi: in every k-th iteration a fresh actor-critic (new weights, slow
+    critics, return scale and optimisers) learns in the newest model, unbiased by what
+    the going one learned in the older ones (the primacy bias, Nikishin et al. 2022).
+    0: never."""
+    reset_updates: int = 900
+    """Updates of the fresh actor-critic in its first iteration (--reset-every)."""
+    reset_judge: str = "real"
+    """How the fresh actor-critic of --reset-every is judged against the going one,
+    which also takes its `updates`: real (the two share the next iteration's
+    collection, the fresh one acting in its last half of the episodes, and it goes on
+    unless the going one's episodes return more), imagined (it goes on unless the going
+    one's deterministic episodes in the newest model, from the dataset's last first
+    observations, return more), or none (it always goes on; the going one does not
+    train in that iteration)."""
     sb3_steps: int = 20_000
     """sac/ppo: imagined transitions per iteration."""
     imagined_envs: int = 64
@@ -216,6 +232,8 @@ def plain_config(cfg: LoopCfg) -> dict[str, Any]:
 # that changed the behaviour, as `mean_reg` did, then reads as a difference).
 INTRODUCED: dict[tuple[str, str], Any] = {  # (section, or "" for the top level; key)
     ("", "reset_every"): 0,
+    ("", "reset_updates"): 300,
+    ("", "reset_judge"): "none",
     ("dreamer", "mean_reg"): 0.0,
     ("dreamer", "repval"): 0.0,
     ("dreamer", "replay_length"): 16,
@@ -266,6 +284,17 @@ class Loop:
                 "--reset-every must be >= 0 and starts afresh the actor-critic of --agent "
                 f"dreamer or mppi (got {cfg.reset_every} with --agent {cfg.agent})"
             )
+        if cfg.reset_updates < 1:
+            raise ValueError(f"--reset-updates must be >= 1 (got {cfg.reset_updates})")
+        if cfg.reset_judge not in RESET_JUDGES:
+            raise ValueError(
+                f"unknown --reset-judge {cfg.reset_judge!r}; valid: {', '.join(RESET_JUDGES)}"
+            )
+        if cfg.reset_every and cfg.reset_judge == "real" and cfg.episodes_per_iter < 2:
+            raise ValueError(
+                "--reset-judge real shares a collection between two actor-critics: it needs "
+                f"--episodes-per-iter >= 2 (got {cfg.episodes_per_iter})"
+            )
         if cfg.worker_gpus and not cfg.ray:
             raise ValueError("--worker-gpus reserves GPUs for Ray workers: it needs --ray")
         if cfg.out is None:
@@ -302,6 +331,7 @@ class Loop:
             self.learner = ImaginationLearner(self.agent, cfg.device, termination=None)
         self.actor: base.Agent = self.agent  # the agent that acts (mppi: the planner)
         self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.challenger: ImaginationLearner | None = None  # a fresh one the next collection judges
         self.history: list[dict[str, Any]] = []
         self.wm: world_models.WorldModel | None = None
         self.record: dict[str, Any] = {}
@@ -342,6 +372,10 @@ class Loop:
                 if self.learner is not None:
                     self.learner.load_state_dict(ckpt["learner"])
                 self.gen.set_state(ckpt["generator"])
+                if ckpt.get("challenger") is not None:  # judged by the next collection
+                    self.challenger = self.learner.fork(0)
+                    self.challenger.agent.load_state_dict(ckpt["challenger"]["state_dict"])
+                    self.challenger.load_state_dict(ckpt["challenger"]["learner"])
                 self.history = ckpt["loop"]["history"]
                 self.wm = world_models.load(self._wm_dir(len(self.history) - 1)).to(self.cfg.device)
                 self._set_actor()
@@ -351,14 +385,17 @@ class Loop:
                 shutil.rmtree(stale)
 
     def _set_actor(self) -> None:
-        """The agent that acts: the learner's agent, or (mppi) a planner over the
-        current world model with the critic's value at its horizon."""
-        if self.cfg.agent == "mppi" and self.wm.plans:  # the model's own value and prior
-            self.actor = MppiAgent.build(self.wm, None, **asdict(self.cfg.mppi_tdmpc2))
-        elif self.cfg.agent == "mppi":
-            self.actor = MppiAgent.build(self.wm, self.agent, **asdict(self.cfg.mppi))
-        else:
-            self.actor = self.agent
+        self.actor = self._actor_of(self.agent)
+
+    def _actor_of(self, agent: base.Agent) -> base.Agent:
+        """What acts for `agent`: itself, or (mppi) a planner over the current world
+        model with its critic's value at the horizon (or the model's own value and
+        prior, for a model that carries them)."""
+        if self.cfg.agent == "mppi" and self.wm.plans:
+            return MppiAgent.build(self.wm, None, **asdict(self.cfg.mppi_tdmpc2))
+        if self.cfg.agent == "mppi":
+            return MppiAgent.build(self.wm, agent, **asdict(self.cfg.mppi))
+        return agent
 
     def _identity(self) -> dict[str, Any]:
         """The settings a resumed run must share (`identity`)."""
@@ -407,6 +444,10 @@ class Loop:
         actor, noise = self.actor, cfg.noise_std  # what the policy needs, nothing else
         if k == 0:
             policy_fn = lambda env: make_policy("noise", env, noise, 0.9)  # noqa: E731
+        elif self.challenger is not None:  # the last half of the rows: the fresh one
+            fresh = self._actor_of(self.challenger.agent)
+            rows = torch.arange(cfg.episodes_per_iter) >= cfg.episodes_per_iter // 2
+            policy_fn = lambda env: SharedAgentPolicy(env.num_envs, actor, fresh, rows)  # noqa: E731
         else:
             policy_fn = lambda env: agent_policy(env, actor)  # noqa: E731
         if cfg.ray:
@@ -429,6 +470,8 @@ class Loop:
             "collect_return": summary["mean_return"],
             "collect_s": time.perf_counter() - t,
         }
+        if self.challenger is not None:
+            self._real_verdict(range(k * cfg.episodes_per_iter, (k + 1) * cfg.episodes_per_iter))
 
     def fit_world_model(self) -> None:
         """Fit (iteration 0) or fine-tune the world model on the whole dataset."""
@@ -484,22 +527,96 @@ class Loop:
         elif self.wm.plans and cfg.agent == "mppi":  # trained with the model in `fit`
             self.record["losses"] = {}
         else:
+            data = EpisodeData(self.out / "data", sequence_length=cfg.dreamer.replay_length)
+            windows = self._replay_windows(data)
+            seed = None
             if cfg.reset_every and self.iteration and self.iteration % cfg.reset_every == 0:
                 # a seed the run's generator draws, so a resumed run draws the same
-                self.learner.restart(int(torch.randint(2**31, (1,), generator=self.gen)))
-            data = EpisodeData(self.out / "data", sequence_length=cfg.dreamer.replay_length)
-            starts = data.data["obs"]
-            windows = self._replay_windows(data)
-            sums: dict[str, float] = {}
-            for _ in range(cfg.updates):
-                pick = torch.randint(len(starts), (cfg.dreamer.batch_size,), generator=self.gen)
-                replay = windows() if windows else None
-                metrics = self.learner.update(self.wm, starts[pick], self.gen, replay)
-                for key, value in metrics.items():
-                    sums[key] = sums.get(key, 0.0) + value / cfg.updates
-            self.record["losses"] = sums
+                seed = int(torch.randint(2**31, (1,), generator=self.gen))
+            if seed is None or cfg.reset_judge != "none":
+                self.record["losses"] = self._train(self.learner, cfg.updates, data, windows)
+            if seed is not None:
+                fresh = self.learner.fork(seed)  # its update count goes on from the going one's
+                losses = self._train(fresh, cfg.reset_updates, data, windows)
+                if cfg.reset_judge == "real":
+                    self.challenger = fresh
+                elif cfg.reset_judge == "none" or self._imagined_verdict(fresh, data):
+                    self.learner.adopt(fresh)
+                    self.record["losses"] = losses
         self._set_actor()
         self.record["improve_s"] = time.perf_counter() - t
+
+    def _train(self, learner, updates: int, data: EpisodeData, windows) -> dict[str, float]:
+        """`updates` actor-critic updates of `learner` in imagination from dataset
+        states; the mean of each loss over them."""
+        starts, sums = data.data["obs"], {}
+        for _ in range(updates):
+            pick = torch.randint(len(starts), (self.cfg.dreamer.batch_size,), generator=self.gen)
+            replay = windows() if windows else None
+            metrics = learner.update(self.wm, starts[pick], self.gen, replay)
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + value / updates
+        return sums
+
+    def _imagined_verdict(self, fresh: ImaginationLearner, data: EpisodeData) -> bool:
+        """Whether the fresh actor-critic goes on: unless the going one's imagined
+        return beats its own from the same starts (the first observations of the
+        dataset's last episodes, none of which the evaluation uses)."""
+        firsts = data.data["obs"][data.step == 0][-RESET_STARTS:]
+        going, new = (self._imagined_return(a, firsts) for a in (self.agent, fresh.agent))
+        return self._verdict("imagined", going, new)
+
+    def _real_verdict(self, episodes: range) -> None:
+        """The challenger goes on unless the going one's episodes of this collection
+        returned more on average than its own; either way, it is judged."""
+        data = Dataset(self.out / "data")
+        returns: dict[bool, list[float]] = {False: [], True: []}
+        for e in episodes:
+            attrs = data.attrs(e)
+            returns[bool(attrs["second_agent"])].append(float(attrs["episode_return"]))
+        data.close()
+        # (a resumed collection may have left one of them no episode: it cannot win)
+        going, new = (sum(r) / len(r) if r else -math.inf for r in returns.values())
+        if self._verdict("real", going, new):
+            self.learner.adopt(self.challenger)
+        self.challenger = None
+
+    def _verdict(self, judge: str, going: float, fresh: float) -> bool:
+        """Record a reset's verdict; whether the fresh actor-critic goes on: unless the
+        going one did better (on a tie, as when neither reaches a sparse reward, the
+        fresh one, which learned in the newest model only)."""
+        kept = "fresh" if fresh >= going else "going"
+        self.record["reset"] = {
+            "judge": judge,
+            "going_return": going,
+            "fresh_return": fresh,
+            "kept": kept,
+        }
+        return kept == "fresh"
+
+    def _challenger_state(self) -> dict[str, Any]:
+        return {
+            "state_dict": self.challenger.agent.state_dict(),
+            "learner": self.challenger.state_dict(),
+        }
+
+    def _imagined_return(self, agent, starts: torch.Tensor) -> float:
+        """Mean return of `agent`'s deterministic episodes in the model, one from each
+        of `starts`, the episodes' length and the model's own mean predictions."""
+        imagined = ImaginedEnv(
+            self.wm,
+            starts,
+            ImaginedEnvCfg(
+                num_envs=len(starts),
+                episode_length=self.agent_steps,
+                sample=False,
+                termination="model",
+                device=self.cfg.device,
+            ),
+            in_order=True,
+        )
+        returns, _, _ = run_episodes(agent, imagined, imagined.reset())
+        return float(returns.mean())
 
     def _replay_windows(self, data: EpisodeData):
         """A sampler of whole windows of `data` (read with `replay_length`) for Dreamer's
@@ -590,6 +707,7 @@ class Loop:
             learner=learner,
             generator=self.gen.get_state(),
             loop={"config": self._identity(), "history": history},
+            challenger=None if self.challenger is None else self._challenger_state(),
         )
         self.history = history
         base.save(
@@ -626,6 +744,11 @@ class Loop:
             scalars[f"losses/{key}"] = value
         for key in ("collect_s", "wm_s", "improve_s", "eval_s"):
             scalars[f"time/{key}"] = r[key]
+        reset = r.get("reset", {})
+        if reset:  # the returns (real or imagined, as judged) that decided a reset
+            scalars["reset/going_return"] = reset["going_return"]
+            scalars["reset/fresh_return"] = reset["fresh_return"]
+            scalars["reset/fresh_kept"] = float(reset["kept"] == "fresh")
         for key, value in scalars.items():
             self.log.add_scalar(key, value, step)
         self.log.flush()
@@ -655,6 +778,7 @@ class Loop:
             "final_gap": h[-1]["gap"],
             "best_real_return": best["real_return"],
             "best_at_env_steps": best["env_steps"],
+            "resets": [{"iteration": r["iteration"], **r["reset"]} for r in h if "reset" in r],
             "wall_s": h[-1]["wall_s"],
             "curve": [
                 {

@@ -276,6 +276,29 @@ def test_restart_gives_a_fresh_actor_critic_and_keeps_the_update_count():
     assert not torch.equal(learner.agent.actor[0].weight, before)
 
 
+def test_fork_trains_a_fresh_twin_and_adopt_takes_it_over():
+    _, learner = _mean_action_after(explore=1.0, updates=20)
+    kept = {k: v.clone() for k, v in learner.agent.state_dict().items()}
+    twin = learner.fork(seed=5)
+    torch.manual_seed(5)
+    fresh = DreamerAgent(1, 1, learner.agent.config)
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(twin.agent.state_dict()[key], value), key
+    assert twin.updates == 20 and twin.disagreement_scale == learner.disagreement_scale
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        twin.update(UnsureModel(), torch.zeros(8, 1), gen)
+    for key, value in kept.items():  # the forked learner is untouched
+        assert torch.equal(learner.agent.state_dict()[key], value), key
+    assert learner.updates == 20 and twin.updates == 23
+    learner.adopt(twin)
+    for key, value in twin.agent.state_dict().items():
+        assert torch.equal(learner.agent.state_dict()[key], value), key
+    assert learner.updates == 23
+    assert learner.actor_opt.state_dict()["state"][0]["step"] == 3  # the twin's Adam
+    assert learner.agent is not twin.agent  # weights copied, not shared
+
+
 class FlatModel(PointModel):
     """The point's dynamics with no reward anywhere."""
 

@@ -10,7 +10,7 @@ import torch
 import envs
 from agents.jobs.collect import CollectCfg, collect
 from agents.jobs.ray_collect import run_collect
-from agents.policies import make_policy
+from agents.policies import AgentPolicy, SharedAgentPolicy, make_policy
 from sim.data.dataset import Dataset, DatasetError
 from sim.randomization import RandomizationCfg
 
@@ -178,3 +178,59 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match="--worker-gpus .* needs --ray"):
         run_collect(CollectCfg(worker_gpus=1.0, device="cuda", out=tmp_path / "e"))
     assert not list(tmp_path.iterdir())
+
+
+class _Shift:
+    """An agent whose action is its offset plus the noise (or the offset alone)."""
+
+    obs_dim, action_dim = 5, 1
+
+    def __init__(self, offset: float):
+        self.offset, self.resets = offset, []
+
+    def reset(self, env_ids):
+        self.resets.append(env_ids.tolist())
+
+    def act(self, obs, noise=None):
+        out = torch.full((len(obs), 1), self.offset)
+        return out if noise is None else out + noise
+
+
+def test_two_agents_share_a_collection_row_by_row_and_label_their_episodes(tmp_path):
+    first, second = _Shift(-0.5), _Shift(0.5)
+    rows = torch.tensor([False, True, True])
+    shared = SharedAgentPolicy(3, first, second, rows)
+    # each alone on the same episode seeds: the same noise
+    alone = [AgentPolicy(3, _Shift(-0.5)), AgentPolicy(3, _Shift(0.5))]
+    seeds = torch.tensor([7, 8, 9])
+    for policy in (shared, *alone):
+        policy.reset(torch.arange(3), seeds)
+    obs = torch.zeros(3, 5)
+    for _ in range(3):
+        got, by_first, by_second = shared(obs), alone[0](obs), alone[1](obs)
+        assert torch.equal(got[0], by_first[0]) and torch.equal(got[1:], by_second[1:])
+        assert not torch.equal(by_first, by_second)
+    assert second.resets == [[0, 1, 2]]  # both agents start their episodes
+    assert [shared.episode_attrs(i) for i in range(3)] == [
+        {"second_agent": 0.0},
+        {"second_agent": 1.0},
+        {"second_agent": 1.0},
+    ]
+    # and the labels reach the dataset, one per episode, by the row that played it
+    cfg = CollectCfg(
+        out=tmp_path / "shared",
+        progress=False,
+        task="cartpole_swingup",
+        num_envs=3,
+        episodes=3,
+        episode_length=20,
+        policy="closed-loop",
+    )
+    collect(cfg, lambda env: SharedAgentPolicy(3, _Shift(-0.5), _Shift(0.5), rows))
+    data = Dataset(cfg.out)
+    labels = sorted(data.attrs(e)["second_agent"] for e in data.episodes)
+    assert labels == [0.0, 1.0, 1.0]
+    for e in data.episodes:  # each episode's actions are its agent's (clipped noise aside)
+        actions = data.episode(e, ("actions",))["actions"]
+        sign = 1.0 if data.attrs(e)["second_agent"] else -1.0
+        assert np.mean(actions) * sign > 0

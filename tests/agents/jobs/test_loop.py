@@ -12,10 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
+import tyro
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import world_models
 from agents import base
+from agents.jobs.evaluate import run_episodes
+from agents.jobs.loop import Loop, LoopCfg
 from sim.data.dataset import Dataset
+from sim.data.loader import EpisodeData
+from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
 from world_models.pictures import decode_video
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -299,7 +305,8 @@ def test_the_replay_value_loss_fits_the_critic_to_recorded_windows(tmp_path):
 
 
 def test_reset_every_starts_each_improvement_from_a_fresh_actor_critic(finished, tmp_path):
-    proc = _run(tmp_path / "run", "--reset-every", "1")
+    plain = ("--reset-every", "1", "--reset-judge", "none", "--reset-updates", "4")
+    proc = _run(tmp_path / "run", *plain)
     assert "iter 3/3" in proc.stdout, proc.stdout + proc.stderr
     reset = base.read_checkpoint(tmp_path / "run" / "learner.pt")
     kept = base.read_checkpoint(finished / "learner.pt")
@@ -318,3 +325,89 @@ def test_reset_every_starts_each_improvement_from_a_fresh_actor_critic(finished,
     proc = _run(tmp_path / "sac", "--reset-every", "1", "--agent", "sac", check=False)
     assert proc.returncode != 0 and "error: --reset-every must be >= 0" in proc.stderr
     assert not (tmp_path / "sac").exists()
+
+
+def test_a_selected_reset_keeps_the_actor_critic_that_imagines_more(finished, tmp_path):
+    out = tmp_path / "run"
+    proc = _run(out, "--reset-every", "1", "--reset-updates", "60", "--reset-judge", "imagined")
+    assert "iter 3/3" in proc.stdout, proc.stdout + proc.stderr
+    ckpt = base.read_checkpoint(out / "learner.pt")
+    history = ckpt["loop"]["history"]
+    assert "reset" not in history[0]  # nothing to reset before the first improvement
+    for record in history[1:]:
+        r = record["reset"]
+        assert r["kept"] == ("fresh" if r["fresh_return"] >= r["going_return"] else "going")
+    assert "fresh" in [r["reset"]["kept"] for r in history[1:]]  # (this seed: iteration 1)
+    # Adam's steps: the going one's go on by 4; a fresh one that takes over has done 60;
+    # the update count goes on through both (a fresh one's from the going one's)
+    steps, count = 4, 4
+    for record in history[1:]:
+        fresh = record["reset"]["kept"] == "fresh"
+        steps, count = (60, count + 4 + 60) if fresh else (steps + 4, count + 4)
+    assert ckpt["learner"]["updates"] == count
+    assert {int(s["step"]) for s in ckpt["learner"]["actor_opt"]["state"].values()} == {steps}
+    # the agent that went on imagines the better return from the judging starts
+    agent = base.load(out / "learner.pt")
+    wm = world_models.load(out / "wm" / "iter_002")
+    data = EpisodeData(out / "data")
+    firsts = data.data["obs"][data.step == 0][-64:]
+    imagined = ImaginedEnv(
+        wm,
+        firsts,
+        ImaginedEnvCfg(num_envs=len(firsts), episode_length=50, sample=False),
+        in_order=True,
+    )
+    returns, _, _ = run_episodes(agent, imagined, imagined.reset())
+    last = history[-1]["reset"]
+    assert float(returns.mean()) == pytest.approx(max(last["going_return"], last["fresh_return"]))
+    proc = _run(tmp_path / "bad", "--reset-every", "1", "--reset-updates", "0", check=False)
+    assert proc.returncode != 0 and "error: --reset-updates must be >= 1" in proc.stderr
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_fresh_actor_critic_is_judged_by_the_next_collection_and_waits_through_resume(
+    tmp_path,
+):
+    out = tmp_path / "run"
+    proc = _run(out, "--reset-every", "1", "--reset-updates", "60")  # --reset-judge real
+    assert "iter 3/3" in proc.stdout, proc.stdout + proc.stderr
+    ckpt = base.read_checkpoint(out / "learner.pt")
+    history = ckpt["loop"]["history"]
+    # iteration 1's fresh one is judged in iteration 2's collection: the going one acts
+    # in row 0, the fresh one in row 1, and the higher return goes on
+    assert "reset" not in history[0] and "reset" not in history[1]
+    data = Dataset(out / "data")
+    going, fresh = (data.attrs(e) for e in (4, 5))
+    assert (going["second_agent"], fresh["second_agent"]) == (0.0, 1.0)
+    verdict = history[2]["reset"]
+    assert verdict["judge"] == "real"
+    assert verdict["going_return"] == pytest.approx(going["episode_return"])
+    assert verdict["fresh_return"] == pytest.approx(fresh["episode_return"])
+    better = fresh["episode_return"] >= going["episode_return"]
+    assert verdict["kept"] == ("fresh" if better else "going")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["resets"] == [{"iteration": 2, **verdict}]
+    events = EventAccumulator(str(out / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("reset/fresh_kept")] == [600]
+    assert [e.value for e in events.Scalars("reset/fresh_kept")] == [float(better)]
+    # iteration 2's fresh one waits in learner.pt for a collection to judge it: after the
+    # going one's 4 updates, its own 60
+    waiting = ckpt["challenger"]
+    assert waiting["learner"]["updates"] == ckpt["learner"]["updates"] + 60
+    assert not torch.equal(
+        waiting["state_dict"]["actor.0.weight"], ckpt["state_dict"]["actor.0.weight"]
+    )
+    args = ["--out", str(out), *TINY, "--reset-every", "1", "--reset-updates", "60"]
+    resumed = Loop(tyro.cli(LoopCfg, args=[*args, "--resume", "--no-progress"]))
+    try:
+        assert resumed.done and resumed.challenger is not None
+        for key, value in waiting["state_dict"].items():
+            assert torch.equal(resumed.challenger.agent.state_dict()[key], value), key
+        assert resumed.challenger.updates == waiting["learner"]["updates"]
+    finally:
+        resumed.close()
+    # one episode per iteration leaves nothing to share
+    proc = _run(tmp_path / "one", "--reset-every", "1", "--episodes-per-iter", "1", check=False)
+    assert proc.returncode != 0 and "error: --reset-judge real shares a collection" in proc.stderr
+    assert not (tmp_path / "one").exists()
