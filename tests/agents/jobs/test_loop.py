@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import world_models
 from agents import base
 from agents.jobs.evaluate import run_episodes
-from agents.jobs.loop import Loop, LoopCfg
+from agents.jobs.loop import RESET_STARTS, Loop, LoopCfg
 from sim.data.dataset import Dataset
 from sim.data.loader import EpisodeData
 from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
@@ -327,7 +327,7 @@ def test_reset_every_starts_each_improvement_from_a_fresh_actor_critic(finished,
     assert not (tmp_path / "sac").exists()
 
 
-def test_a_selected_reset_keeps_the_actor_critic_that_imagines_more(finished, tmp_path):
+def test_the_imagined_judge_keeps_the_actor_critic_that_imagines_more(tmp_path):
     out = tmp_path / "run"
     proc = _run(out, "--reset-every", "1", "--reset-updates", "60", "--reset-judge", "imagined")
     assert "iter 3/3" in proc.stdout, proc.stdout + proc.stderr
@@ -350,7 +350,7 @@ def test_a_selected_reset_keeps_the_actor_critic_that_imagines_more(finished, tm
     agent = base.load(out / "learner.pt")
     wm = world_models.load(out / "wm" / "iter_002")
     data = EpisodeData(out / "data")
-    firsts = data.data["obs"][data.step == 0][-64:]
+    firsts = data.data["obs"][data.step == 0][-RESET_STARTS:]
     imagined = ImaginedEnv(
         wm,
         firsts,
@@ -374,7 +374,8 @@ def test_a_fresh_actor_critic_is_judged_by_the_next_collection_and_waits_through
     ckpt = base.read_checkpoint(out / "learner.pt")
     history = ckpt["loop"]["history"]
     # iteration 1's fresh one is judged in iteration 2's collection: the going one acts
-    # in row 0, the fresh one in row 1, and the higher return goes on
+    # in row 0, the fresh one in row 1, and the fresh one goes on unless the going one
+    # returned more
     assert "reset" not in history[0] and "reset" not in history[1]
     data = Dataset(out / "data")
     going, fresh = (data.attrs(e) for e in (4, 5))
