@@ -312,12 +312,14 @@ def _child(run: Run) -> None:
 def loop_config(run: Run) -> LoopCfg:
     """The closed loop's config of a run: the bench's settings over `--loop.*`."""
     s, kind = run.settings, parse_method(run.method)
+    sb3 = kind["agent"] in ("sac", "ppo")  # no actor-critic of its own to start afresh
     return replace(
         run.loop,
         task=run.task,
         budget=s["budget"],
         model=kind["model"],
         agent=kind["agent"],
+        reset_every=0 if sb3 else run.loop.reset_every,
         seed=run.seed,
         out=run.work,
         resume=run.work.exists(),  # a killed run continues from its last iteration

@@ -14,9 +14,10 @@ does and what survives a crash. An iteration k:
    carried on) for a number of gradient steps proportional to the new data;
 3. **improve** the policy in imagination, from start states drawn from the
    dataset: `dreamer`, `updates` actor-critic updates (`agents.dreamer`); with
-   `reset_every`, every k-th iteration a fresh actor-critic also learns
-   (`reset_updates`) and takes over if it does better: in the next iteration's
-   collection, which the two share (`reset_judge`);
+   `reset_every` (5 by default), every k-th iteration but the last a fresh
+   actor-critic also learns (`reset_updates`) and takes over unless the going one
+   does better in the next iteration's collection, which the two share
+   (`reset_judge`);
    `mppi`, the same actor-critic, whose critic then serves as the terminal value
    of an MPPI planner over the world model, which is what acts (TD-MPC style);
    over a model that carries its own value and policy prior (`tdmpc2`, trained
@@ -145,11 +146,13 @@ class _LoopCfg:
     updates once per agent step: 1)."""
     updates: int = 300
     """Policy updates in imagination per iteration."""
-    reset_every: int = 0
+    reset_every: int | None = None
     """dreamer, mppi: in every k-th iteration a fresh actor-critic (new weights, slow
     critics, return scale and optimisers) learns in the newest model, unbiased by what
-    the going one learned in the older ones (the primacy bias, Nikishin et al. 2022).
-    0: never."""
+    the going one learned in the older ones (the primacy bias, Nikishin et al. 2022),
+    and is judged against the going one (`reset_judge`; with the real judge, not in
+    the last iteration, which no collection follows). 0: never. Default: 5 for
+    dreamer and mppi, 0 for sac and ppo."""
     reset_updates: int = 900
     """Updates of the fresh actor-critic in its first iteration (--reset-every)."""
     reset_judge: str = "real"
@@ -215,6 +218,8 @@ class _LoopCfg:
     def __post_init__(self) -> None:
         if self.action_repeat is None:
             self.action_repeat = 1 if self.backend == "isaaclab" else 2
+        if self.reset_every is None:
+            self.reset_every = 0 if self.agent in ("sac", "ppo") else 5
 
 
 LoopCfg = with_settings(_LoopCfg, MODELS)
@@ -293,7 +298,8 @@ class Loop:
         if cfg.reset_every and cfg.reset_judge == "real" and cfg.episodes_per_iter < 2:
             raise ValueError(
                 "--reset-judge real shares a collection between two actor-critics: it needs "
-                f"--episodes-per-iter >= 2 (got {cfg.episodes_per_iter})"
+                f"--episodes-per-iter >= 2 (got {cfg.episodes_per_iter}); or --reset-judge "
+                "imagined, or --reset-every 0 (no resets)"
             )
         if cfg.worker_gpus and not cfg.ray:
             raise ValueError("--worker-gpus reserves GPUs for Ray workers: it needs --ray")
@@ -530,7 +536,7 @@ class Loop:
             data = EpisodeData(self.out / "data", sequence_length=cfg.dreamer.replay_length)
             windows = self._replay_windows(data)
             seed = None
-            if cfg.reset_every and self.iteration and self.iteration % cfg.reset_every == 0:
+            if self._resets_now():
                 # a seed the run's generator draws, so a resumed run draws the same
                 seed = int(torch.randint(2**31, (1,), generator=self.gen))
             if seed is None or cfg.reset_judge != "none":
@@ -545,6 +551,14 @@ class Loop:
                     self.record["losses"] = losses
         self._set_actor()
         self.record["improve_s"] = time.perf_counter() - t
+
+    def _resets_now(self) -> bool:
+        """Whether a fresh actor-critic learns in this iteration: every `reset_every`-th,
+        but with the real judge not in the last, which no collection follows to judge."""
+        cfg, k = self.cfg, self.iteration
+        if not cfg.reset_every or not k or k % cfg.reset_every:
+            return False
+        return cfg.reset_judge != "real" or k < self.iterations - 1
 
     def _train(self, learner, updates: int, data: EpisodeData, windows) -> dict[str, float]:
         """`updates` actor-critic updates of `learner` in imagination from dataset
@@ -755,11 +769,17 @@ class Loop:
 
     def progress_line(self) -> str:
         r = self.record
-        return (
+        line = (
             f"iter {r['iteration'] + 1}/{self.iterations}  env steps {r['env_steps']:,}  "
             f"real {r['real_return']:7.1f}  imagined {r['imagined_return']:7.1f}  "
             f"gap {r['gap']:+7.1f}  elapsed {r['wall_s']:6.0f} s"
         )
+        if reset := r.get("reset"):
+            line += (
+                f"  reset: the {reset['kept']} actor-critic goes on ({reset['judge']} return: "
+                f"fresh {reset['fresh_return']:.1f}, going {reset['going_return']:.1f})"
+            )
+        return line
 
     def write_summary(self) -> dict[str, Any]:
         """`summary.json` and `returns.png` from the finished iterations."""

@@ -174,14 +174,15 @@ def test_a_result_of_other_loop_settings_is_refused_not_skipped(tmp_path):
     # a setting added since, whose value as it is now runs as the run did, is no
     # difference: the recorded run is the same method
     del recorded["dreamer"]["repval"], recorded["ensemble"]["imagined_reward"]
-    del recorded["reset_every"]  # (one of the loop's own, not of a section)
     run.result.write_text(json.dumps({"method_settings": {"loop": recorded}}))
     dmc.check_settings(run)
     # an older default (or other --loop.* flags) is named, and nothing is run over it
     del recorded["dreamer"]["mean_reg"]
+    del recorded["reset_every"]  # (one of the loop's own, not of a section)
     recorded["updates"] = 100
     run.result.write_text(json.dumps({"method_settings": {"loop": recorded}}))
-    with pytest.raises(ValueError, match=r"dreamer.mean_reg \(0.0 -> 0.001\), updates \(100"):
+    names = r"dreamer.mean_reg \(0.0 -> 0.001\), reset_every \(0 -> 5\), updates \(100"
+    with pytest.raises(ValueError, match=names):
         dmc.bench(cfg)
     assert json.loads(run.result.read_text())["method_settings"]["loop"]["updates"] == 100
 
@@ -208,5 +209,8 @@ def test_an_sb3_loop_leaves_the_settings_it_was_planned_with_as_they_were(tmp_pa
     loop = Loop(dmc.loop_config(run))
     assert (loop.cfg.sb3.algo, loop.cfg.sb3.seed) == ("ppo", 3)
     assert planned["sb3"]["algo"] == "sac"  # SB3's default, as planned
+    # --loop.reset-every (5 by default) starts afresh the loop's own actor-critic, which
+    # an SB3 agent has not
+    assert run.loop.reset_every == 5 and planned["reset_every"] == 0
     after = dmc.loop_settings(run)
     assert after["sb3"] == planned["sb3"] and dmc.settings_diff(planned, after) == []

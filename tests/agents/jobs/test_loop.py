@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import world_models
 from agents import base
 from agents.jobs.evaluate import run_episodes
-from agents.jobs.loop import RESET_STARTS, Loop, LoopCfg
+from agents.jobs.loop import AGENT_KINDS, RESET_STARTS, Loop, LoopCfg, run_loop
 from sim.data.dataset import Dataset
 from sim.data.loader import EpisodeData
 from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
@@ -321,7 +321,11 @@ def test_reset_every_starts_each_improvement_from_a_fresh_actor_critic(finished,
     assert not torch.equal(
         reset["state_dict"]["actor.0.weight"], kept["state_dict"]["actor.0.weight"]
     )
-    # SB3's agents have no actor-critic of the loop's to start afresh
+    # by default every fifth iteration starts one afresh; SB3's agents have no
+    # actor-critic of the loop's to start afresh
+    assert [tyro.cli(LoopCfg, args=["--agent", a]).reset_every for a in AGENT_KINDS] == [
+        0 if a in ("sac", "ppo") else 5 for a in AGENT_KINDS
+    ]
     proc = _run(tmp_path / "sac", "--reset-every", "1", "--agent", "sac", check=False)
     assert proc.returncode != 0 and "error: --reset-every must be >= 0" in proc.stderr
     assert not (tmp_path / "sac").exists()
@@ -368,46 +372,79 @@ def test_the_imagined_judge_keeps_the_actor_critic_that_imagines_more(tmp_path):
 def test_a_fresh_actor_critic_is_judged_by_the_next_collection_and_waits_through_resume(
     tmp_path,
 ):
+    judged = ("--budget", "800", "--reset-every", "1", "--reset-updates", "60")  # judge: real
     out = tmp_path / "run"
-    proc = _run(out, "--reset-every", "1", "--reset-updates", "60")  # --reset-judge real
-    assert "iter 3/3" in proc.stdout, proc.stdout + proc.stderr
+    proc = _run(out, *judged)
+    assert "iter 4/4" in proc.stdout, proc.stdout + proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("iter ")]
+    assert ["reset:" in line for line in lines] == [False, False, True, True]
     ckpt = base.read_checkpoint(out / "learner.pt")
     history = ckpt["loop"]["history"]
     # iteration 1's fresh one is judged in iteration 2's collection: the going one acts
     # in row 0, the fresh one in row 1, and the fresh one goes on unless the going one
-    # returned more
+    # returned more; iteration 2's, in iteration 3's; the last trains none, as no
+    # collection follows it to judge one
     assert "reset" not in history[0] and "reset" not in history[1]
     data = Dataset(out / "data")
-    going, fresh = (data.attrs(e) for e in (4, 5))
-    assert (going["second_agent"], fresh["second_agent"]) == (0.0, 1.0)
-    verdict = history[2]["reset"]
-    assert verdict["judge"] == "real"
-    assert verdict["going_return"] == pytest.approx(going["episode_return"])
-    assert verdict["fresh_return"] == pytest.approx(fresh["episode_return"])
-    better = fresh["episode_return"] >= going["episode_return"]
-    assert verdict["kept"] == ("fresh" if better else "going")
+    verdicts = []
+    for k in (2, 3):
+        going, fresh = (data.attrs(e) for e in (2 * k, 2 * k + 1))
+        assert (going["second_agent"], fresh["second_agent"]) == (0.0, 1.0)
+        verdict = history[k]["reset"]
+        assert verdict["judge"] == "real"
+        assert verdict["going_return"] == pytest.approx(going["episode_return"])
+        assert verdict["fresh_return"] == pytest.approx(fresh["episode_return"])
+        better = fresh["episode_return"] >= going["episode_return"]
+        assert verdict["kept"] == ("fresh" if better else "going")
+        verdicts.append(verdict)
+        assert f"reset: the {verdict['kept']} actor-critic goes on (real return: " in lines[k]
+    assert ckpt["challenger"] is None
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["resets"] == [{"iteration": 2, **verdict}]
+    assert summary["resets"] == [
+        {"iteration": k, **v} for k, v in zip((2, 3), verdicts, strict=True)
+    ]
     events = EventAccumulator(str(out / "tb"))
     events.Reload()
-    assert [e.step for e in events.Scalars("reset/fresh_kept")] == [600]
-    assert [e.value for e in events.Scalars("reset/fresh_kept")] == [float(better)]
-    # iteration 2's fresh one waits in learner.pt for a collection to judge it: after the
-    # going one's 4 updates, its own 60
-    waiting = ckpt["challenger"]
-    assert waiting["learner"]["updates"] == ckpt["learner"]["updates"] + 60
-    assert not torch.equal(
-        waiting["state_dict"]["actor.0.weight"], ckpt["state_dict"]["actor.0.weight"]
-    )
-    args = ["--out", str(out), *TINY, "--reset-every", "1", "--reset-updates", "60"]
-    resumed = Loop(tyro.cli(LoopCfg, args=[*args, "--resume", "--no-progress"]))
+    assert [e.step for e in events.Scalars("reset/fresh_kept")] == [600, 800]
+    kept = [float(v["kept"] == "fresh") for v in verdicts]
+    assert [e.value for e in events.Scalars("reset/fresh_kept")] == kept
+    # stopped after iteration 1, the run leaves its fresh one waiting in learner.pt for
+    # a collection to judge it (after the going one's 4 updates, its own 60); a resumed
+    # run restores it and judges it as the uninterrupted run did
+    args = ["--out", str(tmp_path / "stopped"), *TINY, *judged, "--no-progress"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the run above (OMP_NUM_THREADS=1)
     try:
-        assert resumed.done and resumed.challenger is not None
-        for key, value in waiting["state_dict"].items():
-            assert torch.equal(resumed.challenger.agent.state_dict()[key], value), key
-        assert resumed.challenger.updates == waiting["learner"]["updates"]
+        loop = Loop(tyro.cli(LoopCfg, args=args))
+        try:
+            for _ in range(2):
+                loop.collect(), loop.fit_world_model(), loop.improve(), loop.evaluate()
+                loop.commit()
+        finally:
+            loop.close()
+        stopped = base.read_checkpoint(tmp_path / "stopped" / "learner.pt")
+        waiting = stopped["challenger"]
+        assert waiting["learner"]["updates"] == stopped["learner"]["updates"] + 60
+        assert not torch.equal(
+            waiting["state_dict"]["actor.0.weight"], stopped["state_dict"]["actor.0.weight"]
+        )
+        resumed = Loop(tyro.cli(LoopCfg, args=[*args, "--resume"]))
+        try:
+            assert resumed.iteration == 2 and resumed.challenger is not None
+            for key, value in waiting["state_dict"].items():
+                assert torch.equal(resumed.challenger.agent.state_dict()[key], value), key
+            assert resumed.challenger.updates == waiting["learner"]["updates"]
+        finally:
+            resumed.close()
+        run_loop(tyro.cli(LoopCfg, args=[*args, "--resume"]))
     finally:
-        resumed.close()
+        torch.set_num_threads(threads)
+    finished = json.loads((tmp_path / "stopped" / "summary.json").read_text())
+    assert [r["iteration"] for r in finished["resets"]] == [2, 3]
+    for got, want in zip(finished["resets"], summary["resets"], strict=True):
+        assert got["kept"] == want["kept"]
+        for key in ("going_return", "fresh_return"):
+            assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-5), key
     # one episode per iteration leaves nothing to share
     proc = _run(tmp_path / "one", "--reset-every", "1", "--episodes-per-iter", "1", check=False)
     assert proc.returncode != 0 and "error: --reset-judge real shares a collection" in proc.stderr
