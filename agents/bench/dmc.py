@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from agents.bench import anchors
-from agents.jobs.loop import AGENT_KINDS, MODELS, LoopCfg, identity, plain_config
+from agents.jobs.loop import AGENT_KINDS, MODELS, SB3_AGENTS, LoopCfg, identity, plain_config
 from sim.data.atomic import read_json, write_bytes_atomic, write_json_atomic
 
 DEFAULT_TASKS = (
@@ -312,14 +312,13 @@ def _child(run: Run) -> None:
 def loop_config(run: Run) -> LoopCfg:
     """The closed loop's config of a run: the bench's settings over `--loop.*`."""
     s, kind = run.settings, parse_method(run.method)
-    sb3 = kind["agent"] in ("sac", "ppo")  # no actor-critic of its own to start afresh
     return replace(
         run.loop,
         task=run.task,
         budget=s["budget"],
         model=kind["model"],
         agent=kind["agent"],
-        reset_every=0 if sb3 else run.loop.reset_every,
+        reset_every=0 if kind["agent"] in SB3_AGENTS else run.loop.reset_every,
         seed=run.seed,
         out=run.work,
         resume=run.work.exists(),  # a killed run continues from its last iteration

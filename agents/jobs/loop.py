@@ -87,6 +87,8 @@ from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
 from world_models.train import TrainWMCfg, train_world_model
 
 AGENT_KINDS = ("dreamer", "mppi", "sac", "ppo")
+SB3_AGENTS = ("sac", "ppo")
+"""The agents that are Stable-Baselines3's, with no actor-critic of the loop's."""
 RESET_JUDGES = ("real", "imagined", "none")
 RESET_STARTS = 64
 """Episodes in imagination that judge a reset: from the dataset's last first observations."""
@@ -219,7 +221,7 @@ class _LoopCfg:
         if self.action_repeat is None:
             self.action_repeat = 1 if self.backend == "isaaclab" else 2
         if self.reset_every is None:
-            self.reset_every = 0 if self.agent in ("sac", "ppo") else 5
+            self.reset_every = 0 if self.agent in SB3_AGENTS else 5
 
 
 LoopCfg = with_settings(_LoopCfg, MODELS)
@@ -284,7 +286,7 @@ class Loop:
             raise ValueError("budget, episodes_per_iter and eval_episodes must be positive")
         if cfg.video_steps and cfg.video_size < MIN_VIDEO_SIZE:
             raise ValueError(f"--video-size must be at least {MIN_VIDEO_SIZE} px")
-        if cfg.reset_every < 0 or (cfg.reset_every and cfg.agent in ("sac", "ppo")):
+        if cfg.reset_every < 0 or (cfg.reset_every and cfg.agent in SB3_AGENTS):
             raise ValueError(
                 "--reset-every must be >= 0 and starts afresh the actor-critic of --agent "
                 f"dreamer or mppi (got {cfg.reset_every} with --agent {cfg.agent})"
@@ -324,7 +326,7 @@ class Loop:
         probe.close()
         self.iterations = math.ceil(cfg.budget / (cfg.episodes_per_iter * self.episode_steps))
         torch.manual_seed(cfg.seed)  # the networks' initialisation
-        self.sb3 = cfg.agent in ("sac", "ppo")
+        self.sb3 = cfg.agent in SB3_AGENTS
         if self.sb3:
             # a copy: the caller's settings (shared by the configs replace() made) stay as given
             cfg.sb3 = dataclasses.replace(cfg.sb3, algo=cfg.agent, seed=cfg.seed, device=cfg.device)
