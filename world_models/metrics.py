@@ -111,3 +111,57 @@ def open_loop_error(
             ((reward[:, h - 1] - rewards[:, h - 1]) ** 2).mean() / reward_scale
         )
     return out
+
+
+@torch.no_grad()
+def rollout_error(
+    model: WorldModel,
+    obs: torch.Tensor,
+    actions: torch.Tensor,
+    next_obs: torch.Tensor,
+    rewards: torch.Tensor,
+    mask: torch.Tensor,
+    context: int = 8,
+) -> dict[str, float | None]:
+    """The model's one-step error along real rollouts (a policy's own episodes): at
+    every step t it observes the steps of the episode up to t (at most `context`)
+    and predicts step t's outcome from the action taken there (mean prediction).
+
+    `obs`, `next_obs` `[N, T, obs_dim]`, `actions` `[N, T, act]`, `rewards` `[N, T]`,
+    `mask` bool `[N, T]` (the steps that belong to each row's episode, a prefix).
+    Returns `obs_error` (normalised as the module describes, over the rollouts'
+    own observations; None for a model without a decoder) beside `copy_last_error`
+    (obs_t as the prediction of next_obs_t, the same units), `reward_error`
+    (squared error over the rewards' variance), `reward_bias` (mean predicted minus
+    real reward a step: > 0, the model pays more than the sim), and the mean over
+    the episodes of the predicted and of the real rewards' sums along the real path
+    (`predicted_return`, `real_return`)."""
+    if context < 1:
+        raise ValueError(f"context must be >= 1, got {context}")
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    preds, rews = [], []
+    for t in range(obs.shape[1]):
+        first = max(0, t - context + 1)
+        history = obs[:, first : t + 1].to(device)
+        state = model.observe(history, actions[:, first:t].to(device))
+        step = model.next(state, actions[:, t].to(device))
+        preds.append(step.obs.float().cpu())
+        rews.append(step.reward.float().cpu())
+    pred, reward = torch.stack(preds, 1), torch.stack(rews, 1)
+    real = rewards.float()
+    valid = mask.bool()
+    scale = next_obs[valid].float().var(0).clamp_min(1e-8)
+    obs_error = None
+    if model.predicts_obs:
+        obs_error = float(((pred[valid] - next_obs[valid]) ** 2 / scale).mean())
+    masked = torch.where(valid, reward, 0.0)
+    return {
+        "obs_error": obs_error,
+        "copy_last_error": float(((obs[valid] - next_obs[valid]) ** 2 / scale).mean()),
+        "reward_error": float(
+            ((reward[valid] - real[valid]) ** 2).mean() / real[valid].var().clamp_min(1e-8)
+        ),
+        "reward_bias": float((reward[valid] - real[valid]).mean()),
+        "predicted_return": float(masked.sum(1).mean()),
+        "real_return": float(torch.where(valid, real, 0.0).sum(1).mean()),
+    }

@@ -15,6 +15,10 @@
   refused with a message.
 - **Gap**: imagined minus real mean return: how much the model flatters (or
   wrongs) the policy. Returns are in the task's units (sum of rewards).
+- **Model error** (`model_error`, a state model): the model's one-step error along
+  the agent's own real episodes (`world_models.metrics.rollout_error`): what it
+  gets wrong on the states this policy reaches, and the bias of its reward there
+  (> 0: it pays more than the simulator), which is how a policy comes to fool it.
 - **Video** (`video_steps` > 0): row 0's first episode, real (left) beside
   imagined (right), one frame per agent step, each pane `video_size` px high (256
   by default; as wide as the env's camera frames are for that height) whatever
@@ -46,6 +50,7 @@ from world_models import pictures
 from world_models.base import WorldModel
 from world_models.base import load as load_world_model
 from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
+from world_models.metrics import rollout_error
 
 VIDEO_SIZE = 256  # [px] height of a video pane
 MIN_VIDEO_SIZE = 16
@@ -97,6 +102,19 @@ def make_eval_env(env_args: dict | None, task: str | None, n: int, **overrides):
     return envs.make(task, num_envs=n, **overrides)
 
 
+@dataclass
+class Trace:
+    """The steps of `run_episodes`' first episodes, filled in by it: each `[N, T, *]`
+    over the T steps until the last row's episode ended; `mask` `[N, T]` marks the
+    steps of each row's own first episode (a prefix)."""
+
+    obs: torch.Tensor | None = None
+    actions: torch.Tensor | None = None
+    next_obs: torch.Tensor | None = None
+    rewards: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+
 @torch.no_grad()
 def run_episodes(
     agent: Agent,
@@ -105,18 +123,21 @@ def run_episodes(
     video_steps: int = 0,
     draw=None,
     noise: torch.Generator | None = None,
+    trace: Trace | None = None,
 ) -> tuple:
     """Episodes from `first_obs`, deterministic (or exploring with standard normal
     noise drawn from `noise`): returns `[N]` float64 of each row's first episode,
     whether it reached the task's goal (bool `[N]`, None for a task without one),
     and up to `video_steps` frames of row 0's first episode, one before each of its
-    steps, drawn by `draw(env, obs, step, ret)` (`ret`: the episode's return so far)."""
+    steps, drawn by `draw(env, obs, step, ret)` (`ret`: the episode's return so far).
+    With a `trace`, its fields are filled with the episodes' steps (on the CPU)."""
     n = env.num_envs
     agent.reset(torch.arange(n))
     obs, total = first_obs, torch.zeros(n, dtype=torch.float64)
     running = torch.ones(n, dtype=torch.bool)
     success = None
     frames = []
+    steps: list[tuple[torch.Tensor, ...]] = []
     while running.any():
         if len(frames) < video_steps and running[0]:
             frames.append(draw(env, obs, len(frames), float(total[0])))
@@ -124,12 +145,22 @@ def run_episodes(
             action = agent.act(obs)
         else:
             action = agent.act(obs, torch.randn(n, agent.action_dim, generator=noise))
+        before = obs
         obs, reward, terminated, truncated, info = env.step(action)
+        if trace is not None:  # the finished rows' true last observation, not the reset one
+            after = info.get("final_obs", obs)
+            steps.append(
+                tuple(x.cpu() for x in (before, action, after, reward)) + (running.clone(),)
+            )
         total += torch.where(running, reward.double().cpu(), 0.0)
         if "success" in info:  # the episode's outcome so far, kept when it ends
             success = torch.zeros(n, dtype=torch.bool) if success is None else success
             success = torch.where(running, info["success"].cpu(), success)
         running &= ~(terminated | truncated).cpu()
+    if trace is not None:
+        fields = ("obs", "actions", "next_obs", "rewards", "mask")
+        for name, column in zip(fields, zip(*steps, strict=True), strict=True):
+            setattr(trace, name, torch.stack(column, 1))
     return total, success, frames
 
 
@@ -208,8 +239,15 @@ def evaluate(
     def draw_real(e, _, step, ret):
         return labelled(render_at(e, *pane)[0].cpu(), "real", step, ret)
 
-    ret, success, real_frames = run_episodes(agent, env, obs, video_steps, draw_real, noise())
+    trace = Trace() if wm is not None and not wm.sees_pixels else None
+    ret, success, real_frames = run_episodes(
+        agent, env, obs, video_steps, draw_real, noise(), trace
+    )
     report["real_return"] = _stats(ret)
+    if trace is not None:  # the model's one-step error along the agent's own real episodes
+        report["model_error"] = rollout_error(
+            wm, trace.obs, trace.actions, trace.next_obs, trace.rewards, trace.mask
+        )
     if success is not None:
         report["real_success_rate"] = float(success.float().mean())
     if wm is not None:
@@ -425,6 +463,14 @@ def run_eval(cfg: EvalCfg) -> dict[str, Any]:
         print(
             f"  imagined return {imag['mean']:.1f} +- {imag['std']:.1f} from the same starts, "
             f"gap (imagined - real) {report['gap']:+.1f}"
+        )
+    if "model_error" in report:
+        err = report["model_error"]
+        obs_error = "none (no decoder)" if err["obs_error"] is None else f"{err['obs_error']:.4f}"
+        print(
+            f"  model along the agent's real episodes: one-step observation error {obs_error} "
+            f"(copy-last {err['copy_last_error']:.4f}), reward error {err['reward_error']:.4f}, "
+            f"reward bias {err['reward_bias']:+.4f} a step"
         )
     if "actions" in report:
         act = report["actions"]

@@ -7,9 +7,10 @@ The BC policy becomes an SB3 `ActorCriticPolicy` with exactly its behaviour
 standardisation folded into the first layer (W' = W / std, b' = b - W' mean), the
 BC output layer as `action_net` and the BC's fitted log sigma as PPO's state-independent
 log std; its deterministic action clamp(mu, -1, 1) is the BC policy's. The value net
-is new. PPO's first updates with a random critic would move the actor on noise, so
-the critic is warmed up first (`critic_warmup` steps with the actor frozen), as
-done when RL starts from a pretrained policy.
+is new (initialised from `--seed`, so a run reproduces). PPO's first updates with a
+random critic would move the actor on noise, so the critic is warmed up first
+(`critic_warmup` steps with the actor frozen), as done when RL starts from a
+pretrained policy.
 
 `--algo grpo` is a group-relative objective without a critic (GRPO-style): each
 iteration starts `groups` start states `group_size` times each, rolls the cloned
@@ -26,6 +27,10 @@ In imagination the reward is the world model's learned reward head
 `horizon` model steps. The real-sim run fine-tunes the same converted policy with
 the same PPO settings for `real_steps` environment steps; both are then evaluated
 on the same real episodes (deterministic actions): success rate and return.
+The fine-tuning in imagination is watched by the exploitation meter
+(`agents.jobs.meter`; `--meter-every` model transitions, 0: off): the policy's
+real and imagined returns from the same starts and the model's errors along its
+real episodes, in the report (`meter`), `meter.png` and TensorBoard (`meter/*`).
 Outputs: `report.json`, both fine-tuned agents (`agent_imagined.pt`,
 `agent_real.pt`, loadable by `eval`), TensorBoard scalars under `tb/`.
 """
@@ -40,12 +45,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from agents.base import load, read_checkpoint, save
 from agents.bc import BcAgent
 from agents.jobs.evaluate import evaluate, make_eval_env
+from agents.jobs.meter import Meter
 from agents.sb3_agents import PpoAgent, PpoCfg, Sb3Cfg, Sb3Learner, StepBar
 from sim.data import ownership
 from sim.data.atomic import read_json, write_json_atomic
@@ -126,6 +133,14 @@ class FinetuneCfg:
     """MOPO's lambda (PPO and GRPO): the model's reward minus lambda times its
     disagreement (an ensemble's spread over its elites; refused for a model without
     one)."""
+    meter_every: int = 20_000
+    """The exploitation meter reads the policy in imagination every this many model
+    transitions (at the next update; PPO: after the critic's warm-up), before the
+    first update and at the end (0: no meter)."""
+    meter_episodes: int = 16
+    """Episodes of each reading, real and imagined from the same starts."""
+    meter_seed: int = 2000
+    """Seed of the meter's starts (apart from the evaluation's, `eval_seed`)."""
     seed: int = 0
     """Seed of PPO and of the imagined starts."""
     progress: bool = True
@@ -133,22 +148,28 @@ class FinetuneCfg:
 
 
 def bc_to_ppo(
-    bc: BcAgent, value_hidden: tuple[int, ...] = (256, 256), log_std: float | None = None
+    bc: BcAgent,
+    value_hidden: tuple[int, ...] = (256, 256),
+    log_std: float | None = None,
+    seed: int = 0,
 ) -> PpoAgent:
-    """A PPO agent (SB3 `ActorCriticPolicy`) acting exactly as `bc`; new value net."""
+    """A PPO agent (SB3 `ActorCriticPolicy`) acting exactly as `bc`; a new value net
+    initialised from `seed` (the global generator is left as it was)."""
     linears = [m for m in bc.net if isinstance(m, torch.nn.Linear)]
     hidden = [lin.out_features for lin in linears[:-1]]
     init = float(bc.log_std.mean()) if log_std is None else log_std
-    agent = PpoAgent(
-        bc.obs_dim,
-        bc.action_dim,
-        {
-            "net_arch": {"pi": hidden, "vf": list(value_hidden)},
-            "activation": "silu",
-            "log_std_init": init,
-            "ortho_init": False,
-        },
-    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        agent = PpoAgent(
+            bc.obs_dim,
+            bc.action_dim,
+            {
+                "net_arch": {"pi": hidden, "vf": list(value_hidden)},
+                "activation": "silu",
+                "log_std_init": init,
+                "ortho_init": False,
+            },
+        )
     policy = agent.policy
     targets = [m for m in policy.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear)]
     with torch.no_grad():
@@ -193,9 +214,43 @@ def _learner(agent: PpoAgent, env, cfg: FinetuneCfg, name: str) -> Sb3Learner:
     return Sb3Learner(agent, env, sb3)
 
 
-def fine_tune(agent: PpoAgent, env, steps: int, cfg: FinetuneCfg, name: str) -> PpoAgent:
+class MeterCallback(BaseCallback):
+    """Reads PPO's policy with a `Meter` at the start of each rollout it is due at
+    (the policy after the updates so far), counting the transitions of this `learn`."""
+
+    def __init__(self, meter: Meter, agent: PpoAgent):
+        super().__init__()
+        self.meter, self.agent, self.offset = meter, agent, 0
+
+    def _on_training_start(self) -> None:
+        self.offset = self.model.num_timesteps
+
+    def _on_rollout_start(self) -> None:
+        step = self.model.num_timesteps - self.offset
+        if self.meter.due(step):
+            self.meter.read(self.current(), step)
+
+    def _on_step(self) -> bool:
+        return True
+
+    def current(self) -> PpoAgent:
+        """A copy of the agent holding the policy's weights now."""
+        agent = copy.deepcopy(self.agent)
+        agent.policy.load_state_dict(self.model.policy.state_dict())
+        return agent
+
+
+def fine_tune(
+    agent: PpoAgent,
+    env,
+    steps: int,
+    cfg: FinetuneCfg,
+    name: str,
+    meter: Meter | None = None,
+) -> PpoAgent:
     """PPO on `env`: `cfg.critic_warmup` transitions with the actor frozen, then
-    `steps` with everything training. Returns the agent with the trained weights."""
+    `steps` with everything training, read by `meter` if given. Returns the agent
+    with the trained weights."""
     learner = _learner(agent, env, cfg, name)
     actor = _actor(learner.model.policy)
     with tqdm(
@@ -211,7 +266,18 @@ def fine_tune(agent: PpoAgent, env, steps: int, cfg: FinetuneCfg, name: str) -> 
             learner.learn(cfg.critic_warmup, StepBar(bar))
             for p in actor:
                 p.requires_grad_(True)
-        return learner.learn(steps, StepBar(bar)) if steps > 0 else learner.agent
+        if steps <= 0:
+            if meter is not None:
+                meter.finish(learner.agent, 0)
+            return learner.agent
+        callback: BaseCallback = StepBar(bar)
+        if meter is not None:
+            callback = CallbackList([callback, MeterCallback(meter, learner.agent)])
+        start = learner.model.num_timesteps
+        tuned = learner.learn(steps, callback)
+        if meter is not None:
+            meter.finish(tuned, learner.model.num_timesteps - start)
+        return tuned
 
 
 # ------------------------------------------------------------------------ GRPO
@@ -293,10 +359,12 @@ def grpo(
     iterations: int,
     cfg: FinetuneCfg,
     name: str = "grpo",
+    meter: Meter | None = None,
 ) -> BcAgent:
     """GRPO-style fine-tuning of a copy of `bc` (see the module docstring): each of
     `iterations` takes `rollouts(policy, std, gen)`, scores them relative to their
-    group and takes clipped-ratio steps on the policy's mean net."""
+    group and takes clipped-ratio steps on the policy's mean net; `meter`, if given,
+    reads the policy before the first and after each iteration it is due at."""
     policy, reference = copy.deepcopy(bc), bc
     log_std = (
         bc.log_std.detach() if cfg.log_std is None else torch.full_like(bc.log_std, cfg.log_std)
@@ -318,9 +386,13 @@ def grpo(
         disable=not cfg.progress,
         dynamic_ncols=True,
     )
+    transitions = 0
     try:
         for it in range(iterations):
+            if meter is not None:
+                meter.read_if_due(policy, transitions)
             obs, actions, rewards = rollouts(policy, std, gen)
+            transitions += rewards.numel()
             horizon = rewards.shape[1]
             discount = cfg.gamma ** torch.arange(horizon, dtype=rewards.dtype)
             returns = (rewards * discount).sum(1)
@@ -351,6 +423,8 @@ def grpo(
             writer.add_scalar("grpo/kl_to_bc", kl.mean().item(), it)
             bar.update(1)
             bar.set_postfix(rollout_return=f"{returns.mean().item():.2f}")
+        if meter is not None:
+            meter.finish(policy, transitions)
     finally:
         bar.close()
         writer.close()
@@ -386,7 +460,7 @@ def _check(cfg: FinetuneCfg, bc, wm) -> None:
             f"(a {wm.kind} model{' sees frames' if wm.sees_pixels else ' predicts none'})"
         )
     check_penalty(cfg.penalty, wm, "--penalty")
-    for name in ("imagined_steps", "real_steps", "critic_warmup"):
+    for name in ("imagined_steps", "real_steps", "critic_warmup", "meter_every"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     for name in (
@@ -395,6 +469,7 @@ def _check(cfg: FinetuneCfg, bc, wm) -> None:
         "horizon",
         "start_states",
         "episodes",
+        "meter_episodes",
         "groups",
         "grpo_epochs",
         "grpo_batch",
@@ -427,13 +502,23 @@ def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
     report["bc"] = _score(bc, env_args, cfg)
     print(f"finetune {env_args['env_name']}: BC {_line(report['bc'])}", flush=True)
 
-    agent, steps = _improve_in_imagination(cfg, bc, wm, env_args)
+    meter = _meter(cfg, wm, env_args)
+    try:
+        agent, steps = _improve_in_imagination(cfg, bc, wm, env_args, meter)
+    finally:
+        if meter is not None:
+            meter.env.close()
+            meter.writer.close()
     save(agent, cfg.out / "agent_imagined.pt", env_args=env_args)
     report["imagined"] = {**_score(agent, env_args, cfg), "steps": steps, "real_steps": 0}
     print(
         f"  after {cfg.algo} in imagination ({steps} model steps): {_line(report['imagined'])}",
         flush=True,
     )
+    if meter is not None:
+        report["meter"] = meter.readings
+        meter.plot(cfg.out / "meter.png", f"{env_args['env_name']}: {cfg.algo} in imagination")
+        print(f"  meter: {_meter_line(meter.readings[0])} -> {_meter_line(meter.readings[-1])}")
 
     if cfg.real_steps > 0:
         agent, real_steps = _improve_for_real(cfg, bc, env_args)
@@ -472,10 +557,31 @@ def _load_inputs(cfg: FinetuneCfg) -> tuple[dict[str, Any], BcAgent, wm_base.Wor
     return env_args, bc, wm
 
 
+def _meter(cfg: FinetuneCfg, wm: wm_base.WorldModel, env_args: dict[str, Any]) -> Meter | None:
+    """The exploitation meter of the fine-tuning in imagination (None: --meter-every 0)."""
+    if cfg.meter_every == 0:
+        return None
+    env = make_eval_env(env_args, None, cfg.meter_episodes)
+    writer = SummaryWriter(str(cfg.out / "tb" / "meter"))
+    return Meter(wm, env, cfg.meter_every, cfg.meter_seed, writer)
+
+
+def _meter_line(reading: dict[str, Any]) -> str:
+    return (
+        f"real {reading['real_return']:.1f}, imagined {reading['imagined_return']:.1f}, "
+        f"reward bias {reading['reward_bias']:+.3f} at {reading['step']:,}"
+    )
+
+
 def _improve_in_imagination(
-    cfg: FinetuneCfg, bc: BcAgent, wm: wm_base.WorldModel, env_args: dict[str, Any]
+    cfg: FinetuneCfg,
+    bc: BcAgent,
+    wm: wm_base.WorldModel,
+    env_args: dict[str, Any],
+    meter: Meter | None = None,
 ) -> tuple[PpoAgent | BcAgent, int]:
-    """Fine-tune the BC agent in the world model; (the agent, the model steps it took)."""
+    """Fine-tune the BC agent in the world model, read by `meter` if given; (the
+    agent, the model steps it took)."""
     reset_env = make_eval_env(env_args, None, cfg.start_states)
     if cfg.algo == "ppo":
         imagined = ImaginedEnv.from_env(
@@ -492,11 +598,12 @@ def _improve_in_imagination(
             name="imagined",
         )
         agent = fine_tune(
-            bc_to_ppo(bc, cfg.value_hidden, cfg.log_std),
+            bc_to_ppo(bc, cfg.value_hidden, cfg.log_std, cfg.seed),
             imagined,
             cfg.imagined_steps,
             cfg,
             "imagined",
+            meter,
         )
         steps = cfg.imagined_steps
     else:
@@ -510,7 +617,7 @@ def _improve_in_imagination(
             starts = pool[pick].repeat_interleave(cfg.group_size, 0)
             return model_rollouts(wm, starts, policy, std, cfg.horizon, gen, cfg.penalty)
 
-        agent, steps = _grpo_within(cfg.imagined_steps, bc, imagine, cfg, "imagined")
+        agent, steps = _grpo_within(cfg.imagined_steps, bc, imagine, cfg, "imagined", meter)
     reset_env.close()
     return agent, steps
 
@@ -522,7 +629,11 @@ def _improve_for_real(
     if cfg.algo == "ppo":
         real_env = make_eval_env(env_args, None, cfg.real_envs, seed=cfg.seed)
         agent = fine_tune(
-            bc_to_ppo(bc, cfg.value_hidden, cfg.log_std), real_env, cfg.real_steps, cfg, "real"
+            bc_to_ppo(bc, cfg.value_hidden, cfg.log_std, cfg.seed),
+            real_env,
+            cfg.real_steps,
+            cfg,
+            "real",
         )
         real_steps = cfg.real_steps + cfg.critic_warmup
     else:
@@ -538,12 +649,14 @@ def _improve_for_real(
     return agent, real_steps
 
 
-def _grpo_within(budget: int, bc: BcAgent, rollouts, cfg: FinetuneCfg, name: str):
+def _grpo_within(
+    budget: int, bc: BcAgent, rollouts, cfg: FinetuneCfg, name: str, meter: Meter | None = None
+):
     """(`grpo` for the whole iterations that fit in `budget` transitions, at least
     one unless the budget is 0, and the transitions they take)."""
     per = cfg.groups * cfg.group_size * cfg.horizon
     iterations = 0 if budget == 0 else max(1, budget // per)
-    return grpo(bc, rollouts, iterations, cfg, name), iterations * per
+    return grpo(bc, rollouts, iterations, cfg, name, meter), iterations * per
 
 
 def _line(score: dict[str, Any]) -> str:

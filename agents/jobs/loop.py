@@ -39,7 +39,8 @@ does and what survives a crash. An iteration k:
    state, and the history of every finished iteration) is replaced atomically;
    this is the one commit point. Then `agent.pt` (the acting agent alone, which
    `run.py eval` and `collect --policy` take), TensorBoard, `summary.json` and
-   `returns.png`.
+   `returns.png`, and `meter.png`: the model's one-step errors along each
+   evaluation's real episodes (the exploitation meter, `agents.jobs.meter`).
 
 **Resume** (`--resume`, after any interruption, SIGKILL included): `learner.pt`
 says which iteration finished last; everything of a later, unfinished
@@ -74,6 +75,7 @@ from agents import base
 from agents.dreamer import DreamerAgent, DreamerCfg, ImaginationLearner
 from agents.jobs.collect import CollectCfg, agent_policy, collect
 from agents.jobs.evaluate import MIN_VIDEO_SIZE, VIDEO_SIZE, evaluate, run_episodes
+from agents.jobs.meter import ERRORS, plot_readings
 from agents.mppi import TDMPC2_PLANNER, MppiAgent, MppiCfg
 from agents.policies import SharedAgentPolicy, make_policy
 from agents.sb3_agents import Sb3Cfg, Sb3Learner, make_agent
@@ -709,6 +711,8 @@ class Loop:
             video=report.get("video"),
             eval_s=time.perf_counter() - t,
         )
+        if "model_error" in report:  # the exploitation meter's errors (a state model)
+            self.record["model_error"] = report["model_error"]
 
     def commit(self) -> None:
         """Make this iteration durable (atomic learner.pt), then write the rest."""
@@ -760,6 +764,10 @@ class Loop:
             scalars[f"losses/{key}"] = value
         for key in ("collect_s", "wm_s", "improve_s", "eval_s"):
             scalars[f"time/{key}"] = r[key]
+        for key in ERRORS:  # the model along the policy's own evaluation episodes
+            value = r.get("model_error", {}).get(key)
+            if value is not None:
+                scalars[f"meter/{key}"] = value
         reset = r.get("reset", {})
         if reset:  # the returns (real or imagined, as judged) that decided a reset
             scalars["reset/going_return"] = reset["going_return"]
@@ -784,9 +792,15 @@ class Loop:
         return line
 
     def write_summary(self) -> dict[str, Any]:
-        """`summary.json` and `returns.png` from the finished iterations."""
+        """`summary.json`, `returns.png` and `meter.png` from the finished iterations."""
         h = self.history
         best = max(h, key=lambda r: r["real_return"])
+        readings = [
+            {"step": r["env_steps"], **{k: r[k] for k in ("real_return", "imagined_return")}}
+            | r["model_error"]
+            for r in h
+            if "model_error" in r
+        ]
         summary = {
             "task": self.cfg.task,
             "agent": self.cfg.agent,
@@ -814,6 +828,7 @@ class Loop:
                         "wall_s",
                     )
                 }
+                | ({"model_error": r["model_error"]} if "model_error" in r else {})
                 for r in h
             ],
             "config": plain_config(self.cfg),
@@ -824,12 +839,14 @@ class Loop:
                 "tensorboard": str(self.out / "tb"),
                 "plot": str(self.out / "returns.png"),
                 "videos": [r["video"] for r in h if r.get("video")],
+                **({"meter_plot": str(self.out / "meter.png")} if readings else {}),
             },
         }
         write_json_atomic(self.out / "summary.json", summary)
-        plot_returns(
-            self.out / "returns.png", h, f"{self.cfg.agent} + {self.cfg.model} on {self.cfg.task}"
-        )
+        title = f"{self.cfg.agent} + {self.cfg.model} on {self.cfg.task}"
+        plot_returns(self.out / "returns.png", h, title)
+        if readings:  # the exploitation meter (a state model)
+            plot_readings(self.out / "meter.png", readings, title, "env steps")
         return summary
 
     def close(self) -> None:
@@ -877,10 +894,11 @@ def run_loop(cfg: LoopCfg) -> dict[str, Any]:
         summary = loop.write_summary()
     finally:
         loop.close()
+    files = ["summary.json", "returns.png", "meter.png", "tb/", "eval/*/video.mp4"]
+    made = [True, True, "meter_plot" in summary["artifacts"], True, summary["artifacts"]["videos"]]
     print(
         f"{loop.out}: real return {summary['final_real_return']:.1f} after "
         f"{summary['env_steps']:,} env steps ({summary['wall_s']:.0f} s); "
-        f"summary.json, returns.png, tb/"
-        f"{', eval/*/video.mp4' if summary['artifacts']['videos'] else ''}"
+        + ", ".join(f for f, there in zip(files, made, strict=True) if there)
     )
     return summary

@@ -6,8 +6,10 @@ real simulator (`env.reset(seed)`) and in the world model served as an
 horizon), by `agents.jobs.evaluate.evaluate`, as `run.py eval` measures one agent. A
 model that ranks policies as the simulator does can choose among them without the simulator: the
 report gives the Pearson correlation of the mean returns, their Spearman rank
-correlation (Pearson of the ranks, ties sharing their mean rank), and a scatter
-plot of imagined against real return.
+correlation (Pearson of the ranks, ties sharing their mean rank), the regret@1
+(the real return lost by taking the model's favourite instead of the best policy:
+the best real mean return minus the favourite's, 0 when the model picks the best),
+and a scatter plot of imagined against real return.
 
 A policy is an agent checkpoint (any kind, World Action Models' model directories
 included), or `expert:STD`, the task's scripted expert with white Gaussian noise
@@ -81,6 +83,13 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> float | None:
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float | None:
     """Spearman rank correlation; None where one side is constant."""
     return pearson(ranks(a.double()), ranks(b.double()))
+
+
+def regret_at_1(real: torch.Tensor, imagined: torch.Tensor) -> float:
+    """The best real return minus the real return of the policy the model rates
+    highest (policies tied at the top of the imagined returns: their mean)."""
+    favourites = imagined == imagined.max()
+    return float(real.max() - real[favourites].double().mean())
 
 
 def score_policy(cfg: EvalWMCfg, i: int, spec: str) -> dict[str, Any]:
@@ -170,6 +179,8 @@ def rank_policies(cfg: EvalWMCfg) -> dict[str, Any]:
         "policies": rows,
         "pearson": pearson(real, imag),
         "spearman": spearman(real, imag),
+        "regret_at_1": regret_at_1(real, imag),
+        "favourite": rows[int(imag.argmax())]["policy"],
         "plot": str(plot),
     }
     write_json_atomic(out / "policies.json", report)
@@ -185,7 +196,8 @@ def run_rank_policies(cfg: EvalWMCfg) -> dict[str, Any]:
     print(
         f"eval-wm: {len(report['policies'])} policies on {report['task']}, "
         f"{report['episodes']} episodes each: Pearson {pear}, Spearman {spear} "
-        "(imagined vs real return)"
+        f"(imagined vs real return), regret@1 {report['regret_at_1']:.1f} "
+        f"(the model's favourite: {report['favourite']})"
     )
     print(f"  {report['plot']}, {Path(report['plot']).with_name('policies.json')}")
     return report

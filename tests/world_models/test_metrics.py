@@ -10,7 +10,7 @@ import torch
 
 from sim.data.dataset import Dataset
 from world_models.base import Step, WorldModel
-from world_models.metrics import open_loop_error
+from world_models.metrics import open_loop_error, rollout_error
 
 
 class ConstantVelocity(WorldModel):
@@ -63,3 +63,52 @@ def test_a_constant_velocity_model_scores_the_constant_velocity_baseline(swingup
     assert err["const_velocity"][1] < 0.5 * err["copy_last"][1]
     with pytest.raises(ValueError, match="context must be >= 1"):
         open_loop_error(model, dataset, [0], context=0)
+
+
+class HistoryLength(WorldModel):
+    """Predicts the last observation plus the number of observations it was shown,
+    and a reward of the action's sum plus 0.5."""
+
+    kind = "test_history_length"
+
+    def encode(self, obs, frames=None):
+        return self.observe(obs[:, None], obs.new_zeros(len(obs), 0, self.action_dim))
+
+    def observe(self, obs, actions, frames=None):
+        assert actions.shape[1] == obs.shape[1] - 1
+        return torch.cat((obs[:, -1], obs.new_full((len(obs), 1), obs.shape[1])), -1)
+
+    def next(self, state, action, generator=None):
+        obs, seen = state[:, :-1], state[:, -1:]
+        zero = obs.new_zeros(len(obs))
+        return Step(state, obs + seen, action.sum(-1) + 0.5, zero + 1, zero)
+
+    def loss(self, batch):
+        raise NotImplementedError
+
+
+def test_rollout_error_is_the_one_step_error_within_each_episode():
+    torch.manual_seed(0)
+    n, steps, context = 3, 6, 4
+    obs = torch.randn(n, steps + 1, 2)
+    actions, rewards = torch.randn(n, steps, 1), torch.randn(n, steps)
+    mask = torch.arange(steps) < torch.tensor([[6], [4], [1]])  # episodes of 6, 4, 1 steps
+    obs[:, 1:][~mask] = torch.nan  # what follows an episode's end counts nowhere
+    rewards[~mask] = torch.nan
+    now, after = obs[:, :-1], obs[:, 1:]
+    model = HistoryLength(2, 1, {})
+    err = rollout_error(model, now, actions, after, rewards, mask, context=context)
+    shown = torch.arange(1, steps + 1).clamp(max=context).float()  # steps 0..t, at most 4
+    pred, pred_reward = now + shown[None, :, None], actions.sum(-1) + 0.5
+    scale = after[mask].var(0)
+    assert err["obs_error"] == pytest.approx(float(((pred - after)[mask] ** 2 / scale).mean()))
+    assert err["copy_last_error"] == pytest.approx(float(((now - after)[mask] ** 2 / scale).mean()))
+    miss = (pred_reward - rewards)[mask]
+    assert err["reward_bias"] == pytest.approx(float(miss.mean()))
+    assert err["reward_error"] == pytest.approx(float(miss.pow(2).mean() / rewards[mask].var()))
+    sums = [pred_reward[i, : int(mask[i].sum())].sum() for i in range(n)]
+    assert err["predicted_return"] == pytest.approx(float(torch.stack(sums).mean()))
+    real = [rewards[i, : int(mask[i].sum())].sum() for i in range(n)]
+    assert err["real_return"] == pytest.approx(float(torch.stack(real).mean()))
+    model.predicts_obs = False  # a model without a decoder: no observation error
+    assert rollout_error(model, now, actions, after, rewards, mask)["obs_error"] is None

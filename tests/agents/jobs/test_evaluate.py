@@ -11,7 +11,7 @@ import envs
 from agents.base import Agent
 from agents.expert_agent import ExpertAgent
 from agents.jobs.collect import CollectCfg, collect
-from agents.jobs.evaluate import action_errors, evaluate
+from agents.jobs.evaluate import Trace, action_errors, evaluate, run_episodes
 from envs.experts import make_expert
 from sim.data.dataset import Dataset
 from world_models import pictures
@@ -34,6 +34,46 @@ def test_success_rate_of_the_first_episodes():
     assert still["real_return"]["mean"] < expert["real_return"]["mean"]
     swing = envs.make("pendulum_swingup", num_envs=2, episode_length=20)
     assert "real_success_rate" not in evaluate(Still(3, 1, {}), swing)
+
+
+class Countdown:
+    """Row i's episode ends after i + 2 steps; its observation is its step count (0 at
+    a reset, as the env resets the row in the step that ends it), its reward the count
+    plus the action."""
+
+    num_envs = 3
+
+    def __init__(self):
+        self.t = torch.zeros(3)
+
+    def step(self, action):
+        self.t += 1
+        ended = self.t >= torch.arange(3) + 2
+        final, reward = self.t[:, None].clone(), self.t + action[:, 0]
+        self.t = torch.where(ended, 0.0, self.t)
+        info = {"final_obs": final}
+        return self.t[:, None].clone(), reward, ended, torch.zeros(3, dtype=torch.bool), info
+
+
+class Half(Still):
+    def act(self, obs, noise=None):
+        return torch.full((len(obs), 1), 0.5)
+
+
+def test_a_trace_holds_each_rows_first_episode_with_its_true_last_observation():
+    trace = Trace()
+    total, _, _ = run_episodes(Half(1, 1, {}), Countdown(), torch.zeros(3, 1), trace=trace)
+    assert trace.mask.tolist() == [[True, True, False, False]] + [
+        [True, True, True, False],
+        [True, True, True, True],
+    ]
+    assert trace.obs[2, :, 0].tolist() == [0, 1, 2, 3]
+    assert trace.next_obs[:, :, 0].tolist()[2] == [1, 2, 3, 4]
+    assert trace.next_obs[0, 1, 0] == 2  # the end of row 0's episode, not its reset
+    assert trace.obs[0, 2, 0] == 0  # ... which the next step starts from
+    assert (trace.actions == 0.5).all()
+    torch.testing.assert_close(torch.where(trace.mask, trace.rewards, 0.0).sum(1).double(), total)
+    assert total.tolist() == [1.5 + 2.5, 1.5 + 2.5 + 3.5, 1.5 + 2.5 + 3.5 + 4.5]
 
 
 class Recorder(Still):
@@ -227,3 +267,17 @@ def test_the_imagined_pane_shows_what_the_observation_leaves_out(tmp_path, monke
     )
     assert real[below:].float().std() > 10
     assert torch.equal(real[below:], imagined[below:])
+
+
+def test_the_report_holds_the_models_error_along_the_agents_real_episodes():
+    """A model that imagines no motion is exactly as wrong as copying the last
+    observation, and it pays 0.5 a step whatever the sim pays."""
+    env = envs.make("cartpole_swingup", num_envs=3, episode_length=20, nthread=1)
+    report = evaluate(Still(5, 1, {}), env, Frozen(5, 1, {}), seed=4)
+    err = report["model_error"]
+    assert err["obs_error"] == pytest.approx(err["copy_last_error"]) and err["obs_error"] > 0
+    steps = env.cfg.episode_length // env.cfg.action_repeat
+    real_per_step = report["real_return"]["mean"] / steps
+    assert err["reward_bias"] == pytest.approx(0.5 - real_per_step, abs=1e-5)
+    assert err["real_return"] == pytest.approx(report["real_return"]["mean"], abs=1e-4)
+    assert err["predicted_return"] == pytest.approx(0.5 * steps)

@@ -9,12 +9,13 @@ import math
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import envs
-from agents.base import load
+from agents.base import load, read_checkpoint
 from agents.bc import BcAgent, TrainBCCfg, train_bc
 from agents.jobs.collect import CollectCfg, collect
-from agents.jobs.evaluate import evaluate
+from agents.jobs.evaluate import evaluate, make_eval_env
 from agents.jobs.finetune import (
     FinetuneCfg,
     _actor,
@@ -26,6 +27,7 @@ from agents.jobs.finetune import (
     run_finetune,
 )
 from sim.data.atomic import read_json
+from world_models.base import load as load_world_model
 from world_models.models.ensemble import EnsembleCfg, EnsembleDynamics
 from world_models.train import TrainWMCfg, train_world_model
 
@@ -121,6 +123,8 @@ def push_run(tmp_path_factory):
         n_epochs=2,
         episodes=4,
         value_hidden=(16,),
+        meter_every=100,
+        meter_episodes=4,
     )
     return cfg, run_finetune(cfg)
 
@@ -147,6 +151,35 @@ def test_finetune_scores_bc_and_both_fine_tuned_policies(push_run):
     gain = 100 * (report["imagined"]["success_rate"] - report["bc"]["success_rate"])
     assert report["success_gain_points"] == pytest.approx(gain)
     assert (cfg.out / "tb").is_dir()
+
+
+def test_the_meter_reads_the_policy_in_the_model_and_in_the_sim_and_changes_nothing(
+    push_run, tmp_path
+):
+    cfg, report = push_run
+    readings = report["meter"]
+    assert [r["step"] for r in readings] == [0, 128, 256]  # rollouts of 16 x 8 transitions
+    env = make_eval_env(read_checkpoint(cfg.agent)["env_args"], None, cfg.meter_episodes)
+    wm = load_world_model(cfg.wm)
+    for reading, agent in ((readings[0], cfg.agent), (readings[-1], cfg.out / "agent_imagined.pt")):
+        own = evaluate(load(agent), env, wm, seed=cfg.meter_seed)
+        assert reading["real_return"] == pytest.approx(own["real_return"]["mean"], rel=1e-4)
+        assert reading["imagined_return"] == pytest.approx(own["imagined_return"]["mean"], rel=1e-4)
+        assert reading["gap"] == pytest.approx(reading["imagined_return"] - reading["real_return"])
+        assert reading["reward_bias"] == pytest.approx(
+            own["model_error"]["reward_bias"], rel=1e-3, abs=1e-5
+        )
+        assert 0 <= reading["real_success_rate"] <= 1
+    assert (cfg.out / "meter.png").stat().st_size > 0
+    logged = EventAccumulator(str(cfg.out / "tb" / "meter")).Reload()
+    assert [e.step for e in logged.Scalars("meter/imagined_return")] == [0, 128, 256]
+    # a run without the meter trains exactly the same policy
+    quiet = run_finetune(dataclasses.replace(cfg, out=tmp_path / "quiet", meter_every=0))
+    assert "meter" not in quiet and not (tmp_path / "quiet" / "meter.png").exists()
+    for name in ("imagined", "real"):
+        metered = load(cfg.out / f"agent_{name}.pt").policy.state_dict()
+        plain = load(tmp_path / "quiet" / f"agent_{name}.pt").policy.state_dict()
+        assert all(torch.equal(metered[k], plain[k]) for k in metered)
 
 
 def test_bad_inputs_are_named(push_run, tmp_path):
@@ -273,6 +306,7 @@ def test_finetune_with_grpo_in_imagination_and_in_the_real_sim(push_run, tmp_pat
     )
     report = run_finetune(run)
     assert report["imagined"]["steps"] == 80 and report["real"]["real_steps"] == 40
+    assert [r["step"] for r in report["meter"]] == [0, 80]  # before and after
     bc = load(cfg.agent)
     obs = envs.make("push", num_envs=4, episode_length=40).reset(seed=3)
     for name in ("imagined", "real"):

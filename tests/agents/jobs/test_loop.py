@@ -115,8 +115,13 @@ def test_the_loop_writes_every_artifact(finished):
         assert frames.shape == (6, 96, 2 * 96 + 2, 3)
         real, imagined = frames[:, 40:, :96].float(), frames[:, 40:, -96:].float()
         assert real.std() > 1 and imagined.std() > 1  # pictures (below the labels)
-    png = (out / "returns.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    for plot in ("returns.png", "meter.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the exploitation meter: the model's errors along each evaluation's real episodes
+    for r in summary["curve"]:
+        err = r["model_error"]
+        assert err["obs_error"] > 0 and err["copy_last_error"] > 0 and err["reward_error"] >= 0
+        assert err["real_return"] == pytest.approx(r["real_return"], abs=1e-3)
     # TensorBoard scalars, one per iteration
     events = EventAccumulator(str(out / "tb"))
     events.Reload()
@@ -130,6 +135,8 @@ def test_the_loop_writes_every_artifact(finished):
         "world_model/open_loop_error_h1",
         "losses/actor_loss",
         "losses/critic_loss",
+        "meter/reward_bias",
+        "meter/obs_error",
     ):
         assert tag in tags
         assert [e.step for e in events.Scalars(tag)] == [200, 400, 600]
@@ -167,6 +174,9 @@ def test_eval_reports_real_and_imagined_returns_from_the_same_starts(finished, t
     proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["real_return"]["mean"] == pytest.approx(summary["final_real_return"], abs=1e-9)
+    final = summary["curve"][-1]["model_error"]  # and the same model errors on them
+    for key in ("obs_error", "reward_bias", "predicted_return"):
+        assert report["model_error"][key] == pytest.approx(final[key], rel=1e-5, abs=1e-7)
     missing = [sys.executable, str(ROOT / "run.py"), "eval", "--agent", str(tmp_path / "no.pt")]
     bad = subprocess.run(missing, capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "no such agent checkpoint" in bad.stderr

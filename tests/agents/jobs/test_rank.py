@@ -13,7 +13,7 @@ import world_models
 from agents.expert_agent import ExpertAgent
 from agents.jobs.collect import CollectCfg, collect
 from agents.jobs.evaluate import run_episodes
-from agents.jobs.rank import pearson, rank_policies, ranks, spearman
+from agents.jobs.rank import pearson, rank_policies, ranks, regret_at_1, spearman
 from sim.data.atomic import read_json
 from world_models.evaluate import EvalWMCfg
 from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
@@ -34,6 +34,13 @@ def test_correlations_match_scipy():
         ranks(torch.tensor([3.0, 1.0, 3.0, 2.0])),
         torch.tensor([3.5, 1.0, 3.5, 2.0], dtype=torch.float64),
     )
+
+
+def test_regret_at_1_is_the_real_return_lost_by_the_models_favourite():
+    real = torch.tensor([10.0, 50.0, 30.0])
+    assert regret_at_1(real, torch.tensor([1.0, 9.0, 5.0])) == 0.0  # it picks the best
+    assert regret_at_1(real, torch.tensor([1.0, 5.0, 9.0])) == 20.0
+    assert regret_at_1(real, torch.tensor([9.0, 5.0, 9.0])) == 30.0  # a tie: their mean, 20
 
 
 def test_eval_wm_policies_reports_real_and_imagined_returns(tmp_path):
@@ -60,6 +67,11 @@ def test_eval_wm_policies_reports_real_and_imagined_returns(tmp_path):
     )
     assert [row["policy"] for row in report["policies"]] == list(policies)
     assert -1 <= report["spearman"] <= 1 and -1 <= report["pearson"] <= 1
+    real = [row["real_return"] for row in report["policies"]]
+    imagined = [row["imagined_return"] for row in report["policies"]]
+    favourite = imagined.index(max(imagined))
+    assert report["favourite"] == policies[favourite]
+    assert report["regret_at_1"] == pytest.approx(max(real) - real[favourite])
     assert len({row["real_return"] for row in report["policies"]}) == 3
     assert (tmp_path / "wm" / "eval" / "policies.png").stat().st_size > 1000
     assert read_json(tmp_path / "wm" / "eval" / "policies.json") == report

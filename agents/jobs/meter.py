@@ -1,0 +1,130 @@
+"""The exploitation meter: how far a world model flatters the policy improving in it.
+
+While a policy improves inside a world model (`finetune`; the closed loop reads the
+same at each of its evaluations), the meter reads the current policy before the
+first update, then at the first update boundary past every `every` model
+transitions, and once more at the end: its
+deterministic return in the real simulator and in the model from the same N
+starts (`agents.jobs.evaluate.evaluate`: the starts of `env.reset(seed)`, a seed
+of the meter's own, apart from the final evaluation's), and the model's one-step
+errors along the policy's own real episodes (`world_models.metrics.rollout_error`).
+A policy that fools its model shows as an imagined return that climbs while the
+real one does not, with a reward bias above 0 on the states it reaches.
+
+Reading touches none of the training's random state (torch's global generator is
+restored afterwards; nothing it runs draws from numpy's), so a run with the meter
+trains exactly as one without it. Readings go to TensorBoard (`meter/*` at their model-transition
+count) and to a PNG: both returns against model transitions above, the model's
+errors below.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.base import Agent
+from agents.jobs.evaluate import evaluate
+from sim.data.atomic import write_bytes_atomic
+from world_models.base import WorldModel
+
+ERRORS = ("obs_error", "copy_last_error", "reward_error", "reward_bias")
+"""The model's errors a reading holds (`world_models.metrics.rollout_error`)."""
+
+
+class Meter:
+    """Readings of one policy's improvement in `wm`, on the real `env`'s starts of
+    `env.reset(seed)` (one per env row); `every` model transitions apart (>= 1)."""
+
+    def __init__(self, wm: WorldModel, env, every: int, seed: int, writer=None):
+        if every < 1:
+            raise ValueError(f"the meter reads every >= 1 model transitions, got {every}")
+        if wm.sees_pixels:
+            raise ValueError(f"the meter reads state models; the {wm.kind} model sees frames")
+        self.wm, self.env, self.every, self.seed, self.writer = wm, env, every, seed, writer
+        self.readings: list[dict[str, Any]] = []
+
+    def due(self, step: int) -> bool:
+        """Whether a reading is due at `step` model transitions: none yet, or a
+        multiple of `every` passed since the last."""
+        if not self.readings:
+            return True
+        return step // self.every > self.readings[-1]["step"] // self.every
+
+    def read(self, agent: Agent, step: int) -> dict[str, Any]:
+        """Read `agent` (deterministic) after `step` model transitions; returns the reading."""
+        with torch.random.fork_rng(devices=[]):
+            report = evaluate(agent, self.env, self.wm, seed=self.seed)
+        real, imagined = report["real_return"]["mean"], report["imagined_return"]["mean"]
+        reading = {
+            "step": int(step),
+            "real_return": real,
+            "imagined_return": imagined,
+            "gap": imagined - real,
+            "relative_gap": (imagined - real) / abs(real) if real else None,
+            **{k: report["model_error"][k] for k in ERRORS},
+        }
+        if "real_success_rate" in report:
+            reading["real_success_rate"] = report["real_success_rate"]
+        self.readings.append(reading)
+        if self.writer is not None:
+            for key, value in reading.items():
+                if key != "step" and value is not None:
+                    self.writer.add_scalar(f"meter/{key}", value, step)
+            self.writer.flush()
+        return reading
+
+    def read_if_due(self, agent: Agent, step: int) -> None:
+        if self.due(step):
+            self.read(agent, step)
+
+    def finish(self, agent: Agent, step: int) -> list[dict[str, Any]]:
+        """Read the final policy (unless already read at `step`); all the readings."""
+        if not self.readings or self.readings[-1]["step"] != step:
+            self.read(agent, step)
+        return self.readings
+
+    def plot(self, path: Path, title: str) -> None:
+        """The readings as a PNG at `path` (atomically)."""
+        plot_readings(path, self.readings, title)
+
+
+def plot_readings(
+    path: Path, readings: list[dict[str, Any]], title: str, xlabel: str = "model transitions"
+) -> None:
+    """Real and imagined return against the readings' steps (above) and the model's
+    errors along the policy's real episodes (below), as a PNG at `path`."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    steps = [r["step"] for r in readings]
+    fig = Figure(figsize=(6, 6), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    top.plot(steps, [r["real_return"] for r in readings], "o-", label="real")
+    top.plot(steps, [r["imagined_return"] for r in readings], "s--", label="imagined, same starts")
+    top.set_ylabel("return")
+    top.set_title(title)
+    top.legend()
+    for key, style in (("obs_error", "o-"), ("reward_error", "s-")):
+        values = [math.nan if r[key] is None else r[key] for r in readings]
+        bottom.plot(steps, values, style, label=key.replace("_", " "))
+    bottom.plot(steps, [r["copy_last_error"] for r in readings], ":", label="copy-last obs error")
+    bottom.set_ylabel("one-step error along the real episodes")
+    bias = bottom.twinx()
+    bias.plot(steps, [r["reward_bias"] for r in readings], "^-.", color="C3", label="reward bias")
+    bias.axhline(0.0, color="C3", lw=0.5)
+    bias.set_ylabel("reward bias a step (model - real)")
+    lines, labels = bottom.get_legend_handles_labels()
+    more, more_labels = bias.get_legend_handles_labels()
+    bottom.legend(lines + more, labels + more_labels, fontsize="small")
+    bottom.set_xlabel(xlabel)
+    for ax in (top, bottom):
+        ax.grid(True, alpha=0.3)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    write_bytes_atomic(path, buffer.getvalue())
