@@ -234,6 +234,26 @@ class ImaginedEnv:
         self.episode_length_buf[env_ids] = 0
         self._episode_return[env_ids] = 0.0
 
+    def use_model(self, model: WorldModel) -> None:
+        """Go on in `model` (a refitted model of the same kind and dims), every row from
+        where it is: its observation encoded by the new model (a recurrent model's
+        history of the episode so far is not carried over)."""
+        if (model.kind, model.obs_dim, model.action_dim) != (
+            self.model.kind,
+            self.model.obs_dim,
+            self.model.action_dim,
+        ):
+            raise ValueError(
+                f"{self.name}: a {model.kind} model of dims ({model.obs_dim}, "
+                f"{model.action_dim}) cannot replace the {self.model.kind} model of "
+                f"({self.model.obs_dim}, {self.model.action_dim})"
+            )
+        if self.latent_obs or model.sees_pixels:
+            raise ValueError(f"{self.name}: only a state model that predicts observations")
+        check_penalty(self.cfg.disagreement_penalty, model, "disagreement_penalty")
+        self.model = model.eval().to(self.device)
+        self._state = self.model.encode(self._obs)
+
     def render(self, env_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Decoded frames of a model that sees, uint8 `[n, H, W, 3]`."""
         if not self.model.sees_pixels:

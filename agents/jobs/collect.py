@@ -119,6 +119,15 @@ def env_args(cfg: CollectCfg, env) -> dict:
     }
 
 
+def recorded_env_args(cfg: CollectCfg) -> dict:
+    """The env_args a collection with `cfg` records (its env built and closed)."""
+    env = _make_env(dataclasses.replace(cfg, num_envs=1))
+    try:
+        return env_args(cfg, env)
+    finally:
+        env.close()
+
+
 def agent_policy(env, agent, explore: bool = True) -> AgentPolicy:
     """`agent` acting in `env` for collection (its dims checked against the env's)."""
     if (agent.obs_dim, agent.action_dim) != (env.observation_dim, env.action_dim):

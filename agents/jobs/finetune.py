@@ -30,7 +30,11 @@ on the same real episodes (deterministic actions): success rate and return.
 The fine-tuning in imagination is watched by the exploitation meter
 (`agents.jobs.meter`; `--meter-every` model transitions, 0: off): the policy's
 real and imagined returns from the same starts and the model's errors along its
-real episodes, in the report (`meter`), `meter.png` and TensorBoard (`meter/*`).
+real episodes, in the report (`meter`), `meter.png` and TensorBoard (`meter/*`);
+the real-sim run is read the same way against the real steps it spent, and
+`real_steps.png` draws both runs' real success (or return) against real steps.
+With `--cotrain-episodes` the model is refitted in rounds on the policy's own
+real episodes as it improves (`agents.jobs.cotrain`), and those real steps count.
 Outputs: `report.json`, both fine-tuned agents (`agent_imagined.pt`,
 `agent_real.pt`, loadable by `eval`), TensorBoard scalars under `tb/`.
 """
@@ -49,10 +53,11 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from agents.base import load, read_checkpoint, save
+from agents.base import Agent, load, read_checkpoint, save
 from agents.bc import BcAgent
+from agents.jobs.cotrain import CoTrainer
 from agents.jobs.evaluate import evaluate, make_eval_env
-from agents.jobs.meter import Meter
+from agents.jobs.meter import Meter, plot_real_steps
 from agents.sb3_agents import PpoAgent, PpoCfg, Sb3Cfg, Sb3Learner, StepBar
 from sim.data import ownership
 from sim.data.atomic import read_json, write_json_atomic
@@ -141,6 +146,19 @@ class FinetuneCfg:
     """Episodes of each reading, real and imagined from the same starts."""
     meter_seed: int = 2000
     """Seed of the meter's starts (apart from the evaluation's, `eval_seed`)."""
+    cotrain_episodes: int = 0
+    """Co-training (Dyna): every `cotrain_every` model transitions the policy collects
+    this many real episodes, and the model is refitted on its data and every episode
+    collected so far before fine-tuning goes on in it (0: the model stays as it is).
+    The real steps spent are reported (`agents.jobs.cotrain`)."""
+    cotrain_every: int = 25_600
+    """Model transitions between co-training rounds (at the next update)."""
+    cotrain_epochs: int = 5
+    """Epochs of each refit, from the model's current weights (early stopping on
+    validation episodes as in train-wm)."""
+    cotrain_data: Path | None = None
+    """The episodes the world model was trained on (default: the path its checkpoint
+    records); copied into <out>/data, never changed."""
     seed: int = 0
     """Seed of PPO and of the imagined starts."""
     progress: bool = True
@@ -214,21 +232,51 @@ def _learner(agent: PpoAgent, env, cfg: FinetuneCfg, name: str) -> Sb3Learner:
     return Sb3Learner(agent, env, sb3)
 
 
-class MeterCallback(BaseCallback):
-    """Reads PPO's policy with a `Meter` at the start of each rollout it is due at
-    (the policy after the updates so far), counting the transitions of this `learn`."""
+class Between:
+    """What happens between the updates of a fine-tuning run, at the transitions
+    `step` done so far: a co-training round where one is due (the model refitted on
+    the policy's new real episodes, then put in place by `swap`), then the meter's
+    reading where one is due. `real_steps(step)`: the real steps spent by then."""
 
-    def __init__(self, meter: Meter, agent: PpoAgent):
+    def __init__(
+        self,
+        meter: Meter | None = None,
+        cotrainer: CoTrainer | None = None,
+        swap: Callable[[wm_base.WorldModel], None] | None = None,
+        real_steps: Callable[[int], int] = lambda step: 0,
+    ):
+        self.meter, self.cotrainer, self.swap, self.real_steps = meter, cotrainer, swap, real_steps
+
+    def __call__(self, current: Callable[[], Agent], step: int) -> None:
+        """`current()`: the policy as it is now."""
+        if self.cotrainer is not None and self.cotrainer.due(step):
+            with torch.random.fork_rng(devices=[]):  # the fine-tuning's draws go on as they were
+                wm = self.cotrainer.round(current(), step)
+            self.swap(wm)
+            if self.meter is not None:
+                self.meter.wm = wm
+        if self.meter is not None and self.meter.due(step):
+            self.meter.read(current(), step, self.real_steps(step))
+
+    def end(self, agent: Agent, step: int) -> None:
+        """After the last update: the meter's last reading."""
+        if self.meter is not None:
+            self.meter.finish(agent, step, self.real_steps(step))
+
+
+class BetweenCallback(BaseCallback):
+    """Calls a `Between` at the start of each of PPO's rollouts (the policy after the
+    updates so far), counting the transitions of this `learn`."""
+
+    def __init__(self, between: Between, agent: PpoAgent):
         super().__init__()
-        self.meter, self.agent, self.offset = meter, agent, 0
+        self.between, self.agent, self.offset = between, agent, 0
 
     def _on_training_start(self) -> None:
         self.offset = self.model.num_timesteps
 
     def _on_rollout_start(self) -> None:
-        step = self.model.num_timesteps - self.offset
-        if self.meter.due(step):
-            self.meter.read(self.current(), step)
+        self.between(self.current, self.model.num_timesteps - self.offset)
 
     def _on_step(self) -> bool:
         return True
@@ -246,11 +294,11 @@ def fine_tune(
     steps: int,
     cfg: FinetuneCfg,
     name: str,
-    meter: Meter | None = None,
+    between: Between | None = None,
 ) -> PpoAgent:
     """PPO on `env`: `cfg.critic_warmup` transitions with the actor frozen, then
-    `steps` with everything training, read by `meter` if given. Returns the agent
-    with the trained weights."""
+    `steps` with everything training, `between` called between its updates.
+    Returns the agent with the trained weights."""
     learner = _learner(agent, env, cfg, name)
     actor = _actor(learner.model.policy)
     with tqdm(
@@ -267,16 +315,16 @@ def fine_tune(
             for p in actor:
                 p.requires_grad_(True)
         if steps <= 0:
-            if meter is not None:
-                meter.finish(learner.agent, 0)
+            if between is not None:
+                between.end(learner.agent, 0)
             return learner.agent
         callback: BaseCallback = StepBar(bar)
-        if meter is not None:
-            callback = CallbackList([callback, MeterCallback(meter, learner.agent)])
+        if between is not None:
+            callback = CallbackList([callback, BetweenCallback(between, learner.agent)])
         start = learner.model.num_timesteps
         tuned = learner.learn(steps, callback)
-        if meter is not None:
-            meter.finish(tuned, learner.model.num_timesteps - start)
+        if between is not None:
+            between.end(tuned, learner.model.num_timesteps - start)
         return tuned
 
 
@@ -359,12 +407,12 @@ def grpo(
     iterations: int,
     cfg: FinetuneCfg,
     name: str = "grpo",
-    meter: Meter | None = None,
+    between: Between | None = None,
 ) -> BcAgent:
     """GRPO-style fine-tuning of a copy of `bc` (see the module docstring): each of
     `iterations` takes `rollouts(policy, std, gen)`, scores them relative to their
-    group and takes clipped-ratio steps on the policy's mean net; `meter`, if given,
-    reads the policy before the first and after each iteration it is due at."""
+    group and takes clipped-ratio steps on the policy's mean net; `between`, if
+    given, is called before each iteration and ended after the last."""
     policy, reference = copy.deepcopy(bc), bc
     log_std = (
         bc.log_std.detach() if cfg.log_std is None else torch.full_like(bc.log_std, cfg.log_std)
@@ -389,8 +437,8 @@ def grpo(
     transitions = 0
     try:
         for it in range(iterations):
-            if meter is not None:
-                meter.read_if_due(policy, transitions)
+            if between is not None:
+                between(lambda: policy, transitions)
             obs, actions, rewards = rollouts(policy, std, gen)
             transitions += rewards.numel()
             horizon = rewards.shape[1]
@@ -423,8 +471,8 @@ def grpo(
             writer.add_scalar("grpo/kl_to_bc", kl.mean().item(), it)
             bar.update(1)
             bar.set_postfix(rollout_return=f"{returns.mean().item():.2f}")
-        if meter is not None:
-            meter.finish(policy, transitions)
+        if between is not None:
+            between.end(policy, transitions)
     finally:
         bar.close()
         writer.close()
@@ -460,7 +508,13 @@ def _check(cfg: FinetuneCfg, bc, wm) -> None:
             f"(a {wm.kind} model{' sees frames' if wm.sees_pixels else ' predicts none'})"
         )
     check_penalty(cfg.penalty, wm, "--penalty")
-    for name in ("imagined_steps", "real_steps", "critic_warmup", "meter_every"):
+    for name in (
+        "imagined_steps",
+        "real_steps",
+        "critic_warmup",
+        "meter_every",
+        "cotrain_episodes",
+    ):
         if getattr(cfg, name) < 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     for name in (
@@ -502,26 +556,44 @@ def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
     report["bc"] = _score(bc, env_args, cfg)
     print(f"finetune {env_args['env_name']}: BC {_line(report['bc'])}", flush=True)
 
-    meter = _meter(cfg, wm, env_args)
+    cotrainer = None
+    if cfg.cotrain_episodes:
+        cotrainer = CoTrainer(
+            cfg.wm,
+            cfg.out,
+            cfg.cotrain_episodes,
+            cfg.cotrain_every,
+            cfg.cotrain_epochs,
+            cfg.seed,
+            cfg.cotrain_data,
+        )
+    meter = _meter(cfg, wm, env_args, "meter")
     try:
-        agent, steps = _improve_in_imagination(cfg, bc, wm, env_args, meter)
+        agent, steps = _improve_in_imagination(cfg, bc, wm, env_args, meter, cotrainer)
     finally:
-        if meter is not None:
-            meter.env.close()
-            meter.writer.close()
+        _close(meter)
     save(agent, cfg.out / "agent_imagined.pt", env_args=env_args)
-    report["imagined"] = {**_score(agent, env_args, cfg), "steps": steps, "real_steps": 0}
+    spent = 0 if cotrainer is None else cotrainer.real_steps
+    report["imagined"] = {**_score(agent, env_args, cfg), "steps": steps, "real_steps": spent}
+    where = "in imagination" if cotrainer is None else "in imagination, co-trained"
     print(
-        f"  after {cfg.algo} in imagination ({steps} model steps): {_line(report['imagined'])}",
+        f"  after {cfg.algo} {where} ({steps} model steps, {spent} real steps): "
+        f"{_line(report['imagined'])}",
         flush=True,
     )
+    if cotrainer is not None:
+        report["cotrain"] = cotrainer.report()
     if meter is not None:
         report["meter"] = meter.readings
-        meter.plot(cfg.out / "meter.png", f"{env_args['env_name']}: {cfg.algo} in imagination")
+        meter.plot(cfg.out / "meter.png", f"{env_args['env_name']}: {cfg.algo} {where}")
         print(f"  meter: {_meter_line(meter.readings[0])} -> {_meter_line(meter.readings[-1])}")
 
     if cfg.real_steps > 0:
-        agent, real_steps = _improve_for_real(cfg, bc, env_args)
+        real_meter = _meter(cfg, wm, env_args, "meter_real")
+        try:
+            agent, real_steps = _improve_for_real(cfg, bc, env_args, real_meter)
+        finally:
+            _close(real_meter)
         save(agent, cfg.out / "agent_real.pt", env_args=env_args)
         report["real"] = {**_score(agent, env_args, cfg), "real_steps": real_steps}
         print(
@@ -529,6 +601,13 @@ def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
             f"{_line(report['real'])}",
             flush=True,
         )
+        if real_meter is not None:
+            report["real"]["meter"] = real_meter.readings
+            curves = {
+                f"{cfg.algo} {where}": meter.readings,
+                f"{cfg.algo} in the real sim": real_meter.readings,
+            }
+            plot_real_steps(cfg.out / "real_steps.png", curves, env_args["env_name"])
     if "success_rate" in report["bc"]:
         report["success_gain_points"] = 100 * (
             report["imagined"]["success_rate"] - report["bc"]["success_rate"]
@@ -557,13 +636,21 @@ def _load_inputs(cfg: FinetuneCfg) -> tuple[dict[str, Any], BcAgent, wm_base.Wor
     return env_args, bc, wm
 
 
-def _meter(cfg: FinetuneCfg, wm: wm_base.WorldModel, env_args: dict[str, Any]) -> Meter | None:
-    """The exploitation meter of the fine-tuning in imagination (None: --meter-every 0)."""
+def _meter(
+    cfg: FinetuneCfg, wm: wm_base.WorldModel, env_args: dict[str, Any], name: str
+) -> Meter | None:
+    """An exploitation meter logging to `tb/<name>` (None: --meter-every 0)."""
     if cfg.meter_every == 0:
         return None
     env = make_eval_env(env_args, None, cfg.meter_episodes)
-    writer = SummaryWriter(str(cfg.out / "tb" / "meter"))
+    writer = SummaryWriter(str(cfg.out / "tb" / name))
     return Meter(wm, env, cfg.meter_every, cfg.meter_seed, writer)
+
+
+def _close(meter: Meter | None) -> None:
+    if meter is not None:
+        meter.env.close()
+        meter.writer.close()
 
 
 def _meter_line(reading: dict[str, Any]) -> str:
@@ -579,9 +666,15 @@ def _improve_in_imagination(
     wm: wm_base.WorldModel,
     env_args: dict[str, Any],
     meter: Meter | None = None,
+    cotrainer: CoTrainer | None = None,
 ) -> tuple[PpoAgent | BcAgent, int]:
-    """Fine-tune the BC agent in the world model, read by `meter` if given; (the
-    agent, the model steps it took)."""
+    """Fine-tune the BC agent in the world model, read by `meter` and with the model
+    refitted by `cotrainer`'s rounds if given; (the agent, the model steps it took)."""
+    model = {"wm": wm}  # the model fine-tuning goes on in (co-training refits it)
+
+    def real_steps(step: int) -> int:
+        return 0 if cotrainer is None else cotrainer.real_steps
+
     reset_env = make_eval_env(env_args, None, cfg.start_states)
     if cfg.algo == "ppo":
         imagined = ImaginedEnv.from_env(
@@ -597,13 +690,14 @@ def _improve_in_imagination(
             ),
             name="imagined",
         )
+        between = Between(meter, cotrainer, imagined.use_model, real_steps)
         agent = fine_tune(
             bc_to_ppo(bc, cfg.value_hidden, cfg.log_std, cfg.seed),
             imagined,
             cfg.imagined_steps,
             cfg,
             "imagined",
-            meter,
+            between,
         )
         steps = cfg.imagined_steps
     else:
@@ -615,17 +709,22 @@ def _improve_in_imagination(
         def imagine(policy, std, gen):
             pick = torch.randint(len(pool), (cfg.groups,), generator=gen)
             starts = pool[pick].repeat_interleave(cfg.group_size, 0)
-            return model_rollouts(wm, starts, policy, std, cfg.horizon, gen, cfg.penalty)
+            return model_rollouts(model["wm"], starts, policy, std, cfg.horizon, gen, cfg.penalty)
 
-        agent, steps = _grpo_within(cfg.imagined_steps, bc, imagine, cfg, "imagined", meter)
+        between = Between(meter, cotrainer, lambda new: model.update(wm=new), real_steps)
+        agent, steps = _grpo_within(cfg.imagined_steps, bc, imagine, cfg, "imagined", between)
     reset_env.close()
     return agent, steps
 
 
 def _improve_for_real(
-    cfg: FinetuneCfg, bc: BcAgent, env_args: dict[str, Any]
+    cfg: FinetuneCfg, bc: BcAgent, env_args: dict[str, Any], meter: Meter | None = None
 ) -> tuple[PpoAgent | BcAgent, int]:
-    """Fine-tune the BC agent in the real sim instead; (the agent, the real steps it took)."""
+    """Fine-tune the BC agent in the real sim instead, read by `meter` if given (the
+    real steps its critic's warm-up took counted too); (the agent, the real steps it
+    took)."""
+    warmup = cfg.critic_warmup if cfg.algo == "ppo" else 0
+    between = Between(meter, real_steps=lambda step: step + warmup)
     if cfg.algo == "ppo":
         real_env = make_eval_env(env_args, None, cfg.real_envs, seed=cfg.seed)
         agent = fine_tune(
@@ -634,6 +733,7 @@ def _improve_for_real(
             cfg.real_steps,
             cfg,
             "real",
+            between,
         )
         real_steps = cfg.real_steps + cfg.critic_warmup
     else:
@@ -644,19 +744,17 @@ def _improve_for_real(
             seeds = seeds.repeat_interleave(cfg.group_size)
             return env_rollouts(real_env, seeds, policy, std, cfg.horizon, gen)
 
-        agent, real_steps = _grpo_within(cfg.real_steps, bc, act_for_real, cfg, "real")
+        agent, real_steps = _grpo_within(cfg.real_steps, bc, act_for_real, cfg, "real", between)
     real_env.close()
     return agent, real_steps
 
 
-def _grpo_within(
-    budget: int, bc: BcAgent, rollouts, cfg: FinetuneCfg, name: str, meter: Meter | None = None
-):
+def _grpo_within(budget: int, bc: BcAgent, rollouts, cfg: FinetuneCfg, name: str, between: Between):
     """(`grpo` for the whole iterations that fit in `budget` transitions, at least
     one unless the budget is 0, and the transitions they take)."""
     per = cfg.groups * cfg.group_size * cfg.horizon
     iterations = 0 if budget == 0 else max(1, budget // per)
-    return grpo(bc, rollouts, iterations, cfg, name, meter), iterations * per
+    return grpo(bc, rollouts, iterations, cfg, name, between), iterations * per
 
 
 def _line(score: dict[str, Any]) -> str:

@@ -55,13 +55,15 @@ class Meter:
             return True
         return step // self.every > self.readings[-1]["step"] // self.every
 
-    def read(self, agent: Agent, step: int) -> dict[str, Any]:
-        """Read `agent` (deterministic) after `step` model transitions; returns the reading."""
+    def read(self, agent: Agent, step: int, real_steps: int = 0) -> dict[str, Any]:
+        """Read `agent` (deterministic) after `step` transitions of fine-tuning, with
+        `real_steps` real steps spent by then; returns the reading."""
         with torch.random.fork_rng(devices=[]):
             report = evaluate(agent, self.env, self.wm, seed=self.seed)
         real, imagined = report["real_return"]["mean"], report["imagined_return"]["mean"]
         reading = {
             "step": int(step),
+            "real_steps": int(real_steps),
             "real_return": real,
             "imagined_return": imagined,
             "gap": imagined - real,
@@ -73,19 +75,15 @@ class Meter:
         self.readings.append(reading)
         if self.writer is not None:
             for key, value in reading.items():
-                if key != "step" and value is not None:
+                if key not in ("step", "real_steps") and value is not None:
                     self.writer.add_scalar(f"meter/{key}", value, step)
             self.writer.flush()
         return reading
 
-    def read_if_due(self, agent: Agent, step: int) -> None:
-        if self.due(step):
-            self.read(agent, step)
-
-    def finish(self, agent: Agent, step: int) -> list[dict[str, Any]]:
+    def finish(self, agent: Agent, step: int, real_steps: int = 0) -> list[dict[str, Any]]:
         """Read the final policy (unless already read at `step`); all the readings."""
         if not self.readings or self.readings[-1]["step"] != step:
-            self.read(agent, step)
+            self.read(agent, step, real_steps)
         return self.readings
 
     def plot(self, path: Path, title: str) -> None:
@@ -114,6 +112,7 @@ def plot_readings(
         values = [math.nan if r[key] is None else r[key] for r in readings]
         bottom.plot(steps, values, style, label=key.replace("_", " "))
     bottom.plot(steps, [r["copy_last_error"] for r in readings], ":", label="copy-last obs error")
+    bottom.set_yscale("log")  # errors over orders of magnitude (none: a gap in the line)
     bottom.set_ylabel("one-step error along the real episodes")
     bias = bottom.twinx()
     bias.plot(steps, [r["reward_bias"] for r in readings], "^-.", color="C3", label="reward bias")
@@ -125,6 +124,29 @@ def plot_readings(
     bottom.set_xlabel(xlabel)
     for ax in (top, bottom):
         ax.grid(True, alpha=0.3)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def plot_real_steps(path: Path, curves: dict[str, list[dict[str, Any]]], title: str) -> None:
+    """The real success rate (or, on a task without a goal, the real return) of each
+    run's readings against the real steps spent by then, as a PNG at `path`."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = [r for readings in curves.values() for r in readings]
+    key = "real_success_rate" if all("real_success_rate" in r for r in rows) else "real_return"
+    fig = Figure(figsize=(6, 4), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for (label, readings), style in zip(curves.items(), ("o-", "s--", "^:"), strict=False):
+        ax.plot([r["real_steps"] for r in readings], [r[key] for r in readings], style, label=label)
+    ax.set_xlabel("real steps spent")
+    ax.set_ylabel(key.replace("_", " "))
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     write_bytes_atomic(path, buffer.getvalue())

@@ -69,6 +69,23 @@ def test_protocol_and_autoreset(model_and_data):
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
+def test_use_model_goes_on_from_where_each_row_is_in_the_new_model(model_and_data):
+    model, _ = model_and_data
+    env = _env(model_and_data, sample=False)  # mean predictions
+    env.reset(seed=2)
+    obs = env.step(torch.full((6, 1), 0.3))[0]
+    torch.manual_seed(5)  # another model of the same kind and settings
+    other = type(model)(model.obs_dim, model.action_dim, model.config).eval()
+    env.use_model(other)
+    action = torch.full((6, 1), -0.4)
+    step = other.next(other.encode(obs), action)
+    after, reward, *_ = env.step(action)
+    torch.testing.assert_close(after, step.obs.float())
+    torch.testing.assert_close(reward, step.reward.float())
+    with pytest.raises(ValueError, match="cannot replace"):
+        env.use_model(type(model)(4, 1, model.config))
+
+
 def test_from_env_starts_each_row_where_the_real_env_did(model_and_data):
     """`eval` and `eval-wm` compare a real and an imagined episode row by row: the
     imagined row i must begin in the real row i's start, not in a random draw of them."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -27,6 +28,8 @@ from agents.jobs.finetune import (
     run_finetune,
 )
 from sim.data.atomic import read_json
+from sim.data.dataset import Dataset
+from world_models import base as wm_base
 from world_models.base import load as load_world_model
 from world_models.models.ensemble import EnsembleCfg, EnsembleDynamics
 from world_models.train import TrainWMCfg, train_world_model
@@ -171,6 +174,10 @@ def test_the_meter_reads_the_policy_in_the_model_and_in_the_sim_and_changes_noth
         )
         assert 0 <= reading["real_success_rate"] <= 1
     assert (cfg.out / "meter.png").stat().st_size > 0
+    # the real-sim run is read too, against the real steps it spent (its warm-up's too)
+    real = report["real"]["meter"]
+    assert [(r["step"], r["real_steps"]) for r in real] == [(0, 64), (128, 192)]
+    assert (cfg.out / "real_steps.png").stat().st_size > 0
     logged = EventAccumulator(str(cfg.out / "tb" / "meter")).Reload()
     assert [e.step for e in logged.Scalars("meter/imagined_return")] == [0, 128, 256]
     # a run without the meter trains exactly the same policy
@@ -357,3 +364,61 @@ def test_grpo_starts_from_recorded_states_with_start_data(push_run, tmp_path):
     report = run_finetune(run)
     assert report["imagined"]["steps"] == 40 and "real" not in report
     assert report["config"]["start_data"] == str(cfg.agent.parent / "data")
+
+
+def test_cotraining_refits_the_model_on_the_policys_real_episodes(push_run, tmp_path):
+    cfg, _ = push_run
+    source = cfg.agent.parent / "data"
+    index_before = (source / "index.json").read_bytes()
+    model_before = (cfg.wm / "model.pt").read_bytes()
+    run = FinetuneCfg(
+        agent=cfg.agent,
+        wm=cfg.wm,
+        out=tmp_path / "cotrain",
+        algo="grpo",
+        imagined_steps=120,
+        real_steps=0,
+        groups=2,
+        group_size=2,
+        horizon=10,
+        episodes=4,
+        grpo_batch=16,
+        meter_every=40,
+        meter_episodes=2,
+        cotrain_episodes=2,
+        cotrain_every=40,
+        cotrain_epochs=1,
+    )
+    report = run_finetune(run)
+    rounds = report["cotrain"]["rounds"]
+    assert [r["step"] for r in rounds] == [40, 80]  # iterations of 40 transitions; none at 0
+    # the run's dataset: the source's 4 episodes, then each round's 2 of the policy's
+    data = Dataset(run.out / "data")
+    assert data.episodes == list(range(8))
+    old = Dataset(source)
+    for e in old.episodes:  # copied as they were
+        for key, value in old.episode(e).items():
+            np.testing.assert_array_equal(data.episode(e)[key], value)
+    new = [data.length(e) for e in range(4, 8)]
+    assert [r["real_steps"] for r in rounds] == [sum(new[:2]), sum(new)]
+    assert report["imagined"]["real_steps"] == sum(new)
+    assert data.env_args["policy"] == "finetune"
+    # each round's model was refitted from the one before, on all of the data
+    for k in range(2):
+        wm = wm_base.read_checkpoint(run.out / "wm" / f"round_{k:03d}")
+        assert wm["data"] == str(run.out / "data") and wm["kind"] == "ensemble"
+        start = cfg.wm / "model.pt" if k == 0 else run.out / "wm" / "round_000" / "model.pt"
+        assert wm["train"]["init"] == str(start)
+    # the meter reads the refitted model: after a round, the real steps spent by then
+    assert [(r["step"], r["real_steps"]) for r in report["meter"]] == [
+        (0, 0),
+        (40, rounds[0]["real_steps"]),
+        (80, rounds[1]["real_steps"]),
+        (120, rounds[1]["real_steps"]),
+    ]
+    assert (source / "index.json").read_bytes() == index_before  # the user's files: as they were
+    assert (cfg.wm / "model.pt").read_bytes() == model_before
+    with pytest.raises(ValueError, match="no dataset there .* --cotrain-data"):
+        run_finetune(
+            dataclasses.replace(run, out=tmp_path / "x", cotrain_data=tmp_path / "nowhere")
+        )
