@@ -264,6 +264,24 @@ def write_png(path: str | os.PathLike, image: torch.Tensor) -> None:
     write_atomic(path, lambda f: Image.fromarray(array, "RGB").save(f, format="PNG"))
 
 
+def figure(width: float, height: float):
+    """A matplotlib `Figure` of `width` x `height` inches (100 dpi, constrained layout)
+    on an Agg canvas: drawn off screen, whatever backend pyplot would pick."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def write_figure(path: str | os.PathLike, fig) -> None:
+    """`fig` as a PNG at `path`, atomically."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
 def plot_errors(
     path: str | os.PathLike,
     horizons: Sequence[int],
@@ -277,12 +295,8 @@ def plot_errors(
     """PNG of the normalised state error against the horizon (model, copy-last and
     constant velocity, log y axis), and beside it PSNR against the horizon where
     given. 100 dpi, 5 x 4 inches a panel; returns the (width, height) in pixels."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     panels = 1 if psnr_model is None else 2
-    fig = Figure(figsize=(5 * panels, 4), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = figure(5 * panels, 4)
     axes = fig.subplots(1, panels, squeeze=False)[0]
     ax = axes[0]
     ax.plot(horizons, _positive(model), "o-", label="model")
@@ -305,9 +319,7 @@ def plot_errors(
         ax.legend()
     if title:
         fig.suptitle(title)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    write_bytes_atomic(path, buffer.getvalue())
+    write_figure(path, fig)
     return 5 * panels * 100, 400
 
 
@@ -320,11 +332,7 @@ def plot_scatter(
 ) -> None:
     """PNG of imagined against real return, one labelled point per policy, with the
     line imagined = real (100 dpi, 6 x 5 inches)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 5), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = figure(6, 5)
     ax = fig.subplots()
     ax.scatter(real, imagined, zorder=3)
     for x, y, label in zip(real, imagined, labels, strict=True):
@@ -345,9 +353,7 @@ def plot_scatter(
     ax.grid(True, alpha=0.3)
     if title:
         ax.set_title(title)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    write_bytes_atomic(path, buffer.getvalue())
+    write_figure(path, fig)
 
 
 def _positive(values: Sequence[float]) -> list[float]:

@@ -33,7 +33,6 @@ as dashed lines through their points (`<out>/report/`).
 
 from __future__ import annotations
 
-import io
 import math
 import multiprocessing
 import multiprocessing.connection
@@ -48,6 +47,7 @@ import numpy as np
 from agents.bench import anchors
 from agents.jobs.loop import AGENT_KINDS, MODELS, SB3_AGENTS, LoopCfg, identity, plain_config
 from sim.data.atomic import read_json, write_bytes_atomic, write_json_atomic
+from world_models import pictures
 
 DEFAULT_TASKS = (
     "cartpole_swingup",
@@ -527,11 +527,7 @@ def report(out: Path) -> dict[str, Any]:
 def _plot(path: Path, task: str, by_method: dict[str, dict[int, dict[str, Any]]]) -> None:
     """Ours: mean over seeds with a 95% band; the published curves as lines, up to
     the longest of our runs."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = pictures.figure(6, 4)
     ax = fig.subplots()
     longest = 0
     for method, runs in sorted(by_method.items()):
@@ -558,6 +554,4 @@ def _plot(path: Path, task: str, by_method: dict[str, dict[int, dict[str, Any]]]
     ax.set_title(task)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    write_bytes_atomic(path, buffer.getvalue())
+    pictures.write_figure(path, fig)

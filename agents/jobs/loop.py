@@ -81,9 +81,10 @@ from agents.policies import SharedAgentPolicy, make_policy
 from agents.sb3_agents import Sb3Cfg, Sb3Learner, make_agent
 from envs.features import periodic_obs
 from sim.data import ownership
-from sim.data.atomic import write_bytes_atomic, write_json_atomic
+from sim.data.atomic import write_json_atomic
 from sim.data.dataset import Dataset, read_index
 from sim.data.loader import EpisodeData
+from world_models import pictures
 from world_models.base import KINDS, with_settings
 from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
 from world_models.train import TrainWMCfg, train_world_model
@@ -856,16 +857,10 @@ class Loop:
 
 def plot_returns(path: Path, history: list[dict[str, Any]], title: str) -> None:
     """PNG of the real (with its std over episodes) and imagined return vs env steps."""
-    import io
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     steps = [r["env_steps"] for r in history]
     real = torch.tensor([r["real_return"] for r in history])
     std = torch.tensor([r["real_return_std"] for r in history])
-    fig = Figure(figsize=(6, 4), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = pictures.figure(6, 4)
     ax = fig.subplots()
     ax.plot(steps, real, "o-", label="real (deterministic policy)")
     ax.fill_between(steps, real - std, real + std, alpha=0.2)
@@ -875,9 +870,7 @@ def plot_returns(path: Path, history: list[dict[str, Any]], title: str) -> None:
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    write_bytes_atomic(path, buffer.getvalue())
+    pictures.write_figure(path, fig)
 
 
 def run_loop(cfg: LoopCfg) -> dict[str, Any]:

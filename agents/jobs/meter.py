@@ -20,7 +20,6 @@ errors below.
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import torch
 
 from agents.base import Agent
 from agents.jobs.evaluate import evaluate
-from sim.data.atomic import write_bytes_atomic
+from world_models import pictures
 from world_models.base import WorldModel
 
 ERRORS = ("obs_error", "copy_last_error", "reward_error", "reward_bias")
@@ -96,12 +95,8 @@ def plot_readings(
 ) -> None:
     """Real and imagined return against the readings' steps (above) and the model's
     errors along the policy's real episodes (below), as a PNG at `path`."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     steps = [r["step"] for r in readings]
-    fig = Figure(figsize=(6, 6), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = pictures.figure(6, 6)
     top, bottom = fig.subplots(2, 1, sharex=True)
     top.plot(steps, [r["real_return"] for r in readings], "o-", label="real")
     top.plot(steps, [r["imagined_return"] for r in readings], "s--", label="imagined, same starts")
@@ -124,21 +119,15 @@ def plot_readings(
     bottom.set_xlabel(xlabel)
     for ax in (top, bottom):
         ax.grid(True, alpha=0.3)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    write_bytes_atomic(path, buffer.getvalue())
+    pictures.write_figure(path, fig)
 
 
 def plot_real_steps(path: Path, curves: dict[str, list[dict[str, Any]]], title: str) -> None:
     """The real success rate (or, on a task without a goal, the real return) of each
     run's readings against the real steps spent by then, as a PNG at `path`."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     rows = [r for readings in curves.values() for r in readings]
     key = "real_success_rate" if all("real_success_rate" in r for r in rows) else "real_return"
-    fig = Figure(figsize=(6, 4), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = pictures.figure(6, 4)
     ax = fig.subplots()
     for (label, readings), style in zip(curves.items(), ("o-", "s--", "^:"), strict=False):
         ax.plot([r["real_steps"] for r in readings], [r[key] for r in readings], style, label=label)
@@ -147,6 +136,4 @@ def plot_real_steps(path: Path, curves: dict[str, list[dict[str, Any]]], title: 
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    write_bytes_atomic(path, buffer.getvalue())
+    pictures.write_figure(path, fig)

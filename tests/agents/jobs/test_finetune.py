@@ -295,22 +295,18 @@ def test_grpo_moves_the_policy_towards_higher_group_returns(tmp_path):
     assert (tmp_path / "tb" / "grpo").is_dir()
 
 
+def _grpo(push_cfg: FinetuneCfg, out, **settings) -> FinetuneCfg:
+    """A small GRPO fine-tuning of the push run's agent in its model: iterations of
+    2 groups x 2 rollouts x 10 steps (40 transitions)."""
+    small = dict(groups=2, group_size=2, horizon=10, episodes=4, grpo_batch=16)
+    return FinetuneCfg(
+        agent=push_cfg.agent, wm=push_cfg.wm, out=out, algo="grpo", **{**small, **settings}
+    )
+
+
 def test_finetune_with_grpo_in_imagination_and_in_the_real_sim(push_run, tmp_path):
     cfg, _ = push_run
-    run = FinetuneCfg(
-        agent=cfg.agent,
-        wm=cfg.wm,
-        out=tmp_path / "grpo",
-        algo="grpo",
-        imagined_steps=80,
-        real_steps=40,
-        groups=2,
-        group_size=2,
-        horizon=10,
-        start_states=8,
-        episodes=4,
-        grpo_batch=16,
-    )
+    run = _grpo(cfg, tmp_path / "grpo", imagined_steps=80, real_steps=40, start_states=8)
     report = run_finetune(run)
     assert report["imagined"]["steps"] == 80 and report["real"]["real_steps"] == 40
     assert [r["step"] for r in report["meter"]] == [0, 80]  # before and after
@@ -346,18 +342,11 @@ def test_the_penalty_takes_the_models_disagreement_off_each_reward():
 
 def test_grpo_starts_from_recorded_states_with_start_data(push_run, tmp_path):
     cfg, _ = push_run
-    run = FinetuneCfg(
-        agent=cfg.agent,
-        wm=cfg.wm,
-        out=tmp_path / "branched",
-        algo="grpo",
+    run = _grpo(
+        cfg,
+        tmp_path / "branched",
         imagined_steps=40,
         real_steps=0,
-        groups=2,
-        group_size=2,
-        horizon=10,
-        episodes=4,
-        grpo_batch=16,
         start_data=cfg.agent.parent / "data",
         penalty=1.0,
     )
@@ -371,18 +360,11 @@ def test_cotraining_refits_the_model_on_the_policys_real_episodes(push_run, tmp_
     source = cfg.agent.parent / "data"
     index_before = (source / "index.json").read_bytes()
     model_before = (cfg.wm / "model.pt").read_bytes()
-    run = FinetuneCfg(
-        agent=cfg.agent,
-        wm=cfg.wm,
-        out=tmp_path / "cotrain",
-        algo="grpo",
+    run = _grpo(
+        cfg,
+        tmp_path / "cotrain",
         imagined_steps=120,
         real_steps=0,
-        groups=2,
-        group_size=2,
-        horizon=10,
-        episodes=4,
-        grpo_batch=16,
         meter_every=40,
         meter_episodes=2,
         cotrain_episodes=2,
