@@ -270,8 +270,11 @@ def check_penalty(penalty: float, model: WorldModel, flag: str) -> None:
     if penalty < 0:
         raise ValueError(f"{flag} must be >= 0 (it lowers the reward), got {penalty}")
     if penalty > 0 and not model.has_disagreement:
-        what = "a single elite" if model.kind == "ensemble" else "no disagreement"
+        what, cure = {
+            "ensemble": ("a single elite", "train it with elites > 1"),
+            "rssm": ("no disagreement", "train it with --rssm.disagreement-heads 2 or more"),
+        }.get(model.kind, ("no disagreement", "use an ensemble with elites > 1"))
         raise ValueError(
             f"{flag} {penalty}: the {model.kind} model has {what}, so the penalty would "
-            "do nothing; use an ensemble with elites > 1"
+            f"do nothing; {cure}"
         )

@@ -43,6 +43,15 @@ from the latent alone blurs the whole frame and falls far behind copying the
 last frame at horizon 1; warping the sharp last frame does not. The price is a
 decoded frame at every imagined step, where a latent-decoding model imagines
 in its latent and decodes frames only when asked.
+With `disagreement_heads` K >= 2 the model also reports an epistemic
+disagreement, as Plan2Explore does (Sekar et al. 2020): K one-step heads, each
+an MLP of its own initialisation, predict the encoder's embedding of the next
+observation from [h_t, z_t, a_t] and, in a state model, the last observation
+itself (standardised, angles as (cos, sin): the latent is bounded, the state is
+not); the model's features are detached, so the heads shape nothing else. Where
+the data taught them the same answer they agree, away from it they do not. The
+disagreement of a step is the norm over the embedding's dimensions of the heads'
+standard deviation (`next`; `imagine` leaves it 0).
 The KL terms are balanced and clipped below by free bits:
 
     loss = pred + 0.5 max(1, KL[sg(q) || p]) + 0.1 max(1, KL[q || sg(p)])
@@ -83,6 +92,7 @@ DEFAULTS: dict[str, Any] = {
     "obs_residual": None,  # predict observation changes (default: yes unless it sees pixels)
     "frame_motion": False,  # frames: warp the last frame by a decoded flow, blended by a mask
     "max_flow": 4.0,  # [px] largest flow of one step (frame_motion)
+    "disagreement_heads": 0,  # one-step embedding heads whose spread is the disagreement
 }
 
 
@@ -145,6 +155,9 @@ class RssmCfg:
     """Decoupled weight decay."""
     grad_clip: float = 100.0
     """Largest gradient norm (0: no clipping)."""
+    disagreement_heads: int = 0
+    """One-step heads predicting the next observation's embedding, whose spread is
+    the model's disagreement (Plan2Explore; >= 2 for a disagreement, 0: none)."""
 
 
 class _Counts(NamedTuple):
@@ -264,6 +277,19 @@ class RSSM(WorldModel):
             self.delta_head = mlp(feat + feature_dim(obs_dim, self.periodic), hid, layers, obs_dim)
             self.register_buffer("delta_mean", torch.zeros(obs_dim))
             self.register_buffer("delta_std", torch.ones(obs_dim))
+        if c["disagreement_heads"] == 1 or c["disagreement_heads"] < 0:
+            raise ValueError(
+                "disagreement_heads: the spread of one head is nothing; use 0 or >= 2, "
+                f"got {c['disagreement_heads']}"
+            )
+        fan_in = feat + action_dim + (feature_dim(obs_dim, self.periodic) if self.residual else 0)
+        self.heads = nn.ModuleList(
+            mlp(fan_in, hid, layers, embed) for _ in range(c["disagreement_heads"])
+        )
+
+    @property
+    def has_disagreement(self) -> bool:
+        return len(self.heads) >= 2
 
     @classmethod
     def checkpoint_config(cls, config: dict[str, Any]) -> dict[str, Any]:
@@ -389,6 +415,10 @@ class RSSM(WorldModel):
         )
         kl_loss, dyn = self._kl_terms(posts, priors, w, counts.transitions)
         loss = recon + reward_loss + cont_loss + kl_loss
+        if self.heads:
+            heads_loss = self._heads_loss(feat, obs, embed, batch["actions"], w, counts.transitions)
+            scalars["disagreement_heads"] = heads_loss.item()
+            loss = loss + heads_loss
         obs_mse = (obs_err * valid).sum() / counts.observations / self.obs_dim
         scalars.update(
             {
@@ -502,6 +532,30 @@ class RSSM(WorldModel):
         cont_loss = (cont_err * w).sum() / counts.transitions
         return recon, reward_loss, cont_loss
 
+    def _heads_inputs(self, feat: torch.Tensor, x: torch.Tensor, action: torch.Tensor):
+        """What the disagreement heads see: features, the standardised observation x
+        (a state model; angles as (cos, sin)) and the action."""
+        if not self.residual:
+            return torch.cat((feat, action), -1)
+        obs = x * self.obs_std + self.obs_mean
+        return torch.cat((feat, angle_features(x, self.periodic, obs), action), -1)
+
+    def _heads_loss(
+        self,
+        feat: torch.Tensor,
+        obs: torch.Tensor,
+        embed: torch.Tensor,
+        actions: torch.Tensor,
+        w: torch.Tensor,
+        count: torch.Tensor,
+    ) -> torch.Tensor:
+        """The disagreement heads' squared error on the next embeddings (the model's
+        features and embeddings detached), summed over the heads."""
+        inputs = self._heads_inputs(feat[:, :-1].detach(), self._standard(obs[:, :-1]), actions)
+        target = embed[:, 1:].detach()
+        err = sum(((head(inputs) - target) ** 2).mean(-1) for head in self.heads)
+        return (err * w).sum() / count
+
     def _kl_terms(
         self,
         posts: list[torch.Tensor],
@@ -576,7 +630,13 @@ class RSSM(WorldModel):
     def next(
         self, state: torch.Tensor, action: torch.Tensor, generator: torch.Generator | None = None
     ) -> Step:
-        return self.imagine(state, action, generator)
+        step = self.imagine(state, action, generator)
+        if not self.has_disagreement:
+            return step
+        h, z, x = self._split(state)
+        inputs = self._heads_inputs(torch.cat((h, z), -1), x, action)
+        spread = torch.stack([head(inputs) for head in self.heads]).std(0)
+        return step._replace(disagreement=spread.norm(dim=-1))
 
     def imagine(
         self, state: torch.Tensor, action: torch.Tensor, generator: torch.Generator | None = None

@@ -4,6 +4,8 @@ reloads, and models that see frames."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch.distributions import Categorical, kl_divergence
@@ -410,3 +412,63 @@ def test_a_model_that_sees_learns_from_frames(tmp_path):
     assert psnr["model"]["1"] > psnr["copy_last"]["1"] - 1.0, psnr
     for h in ("5", "10", "25"):
         assert psnr["model"][h] > psnr["copy_last"][h] + 1.0, (h, psnr)
+
+
+def test_disagreement_heads_learn_the_next_embedding_and_shape_nothing_else():
+    torch.manual_seed(0)
+    model = RSSM(5, 1, {**TINY, "disagreement_heads": 3})
+    assert model.has_disagreement and len(model.heads) == 3
+    batch = _windows()
+    model.prepare({k: v.flatten(0, 1) for k, v in batch.items() if k in ("obs", "next_obs")})
+    loss, scalars = model.loss(batch)
+    assert scalars["disagreement_heads"] > 0
+    # the heads' term moves the heads alone: the model's features are detached for them
+    obs, _ = model._observations(batch)
+    embed = model._embed(obs.flatten(0, 1), None).reshape(3, 7, -1)
+    feat, _, _ = model._filter_window(obs, embed, batch["actions"])
+    w = batch["mask"].float()
+    model._heads_loss(feat, obs, embed, batch["actions"], w, w.sum()).backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(grads[n] is not None for n in grads if n.startswith("heads."))
+    assert all(grads[n] is None for n in grads if not n.startswith("heads."))
+    # next reports the heads' spread on the state it steps from; imagine reports none
+    state, action = model.encode(torch.randn(4, 5)), torch.rand(4, 1) * 2 - 1
+    h, z, x = model._split(state)  # x: the standardised observation (no angles here)
+    preds = torch.stack([head(torch.cat((h, z, x, action), -1)) for head in model.heads])
+    step = model.next(state, action)
+    torch.testing.assert_close(step.disagreement, preds.std(0).norm(dim=-1))
+    assert (model.imagine(state, action).disagreement == 0).all()
+    assert not RSSM(5, 1, TINY).has_disagreement
+    with pytest.raises(ValueError, match="use 0 or >= 2"):
+        RSSM(5, 1, {**TINY, "disagreement_heads": 1})
+
+
+@pytest.mark.slow(seconds=60)
+def test_trained_heads_agree_on_the_data_and_not_away_from_it(tmp_path, swingup_data):
+    cfg = TrainWMCfg(
+        data=swingup_data,
+        model="rssm",
+        out=tmp_path / "wm",
+        epochs=3,
+        steps_per_epoch=60,
+        val_fraction=0.2,
+        progress=False,
+        rssm=dataclasses.replace(SMALL, disagreement_heads=4),
+    )
+    train_world_model(cfg)
+    model = world_models.load(cfg.out / "model.pt")
+    episode = Dataset(swingup_data).episode(0)
+    obs = torch.from_numpy(episode["obs"]).float()
+    actions = torch.from_numpy(episode["actions"]).float()
+    starts = range(8, 400, 4)  # 8 steps of the episode observed, then the recorded action
+
+    def disagreement(history: torch.Tensor) -> torch.Tensor:
+        state = model.observe(history, torch.stack([actions[t - 8 : t] for t in starts]))
+        return model.next(state, torch.stack([actions[t] for t in starts])).disagreement
+
+    windows = torch.stack([obs[t - 8 : t + 1] for t in starts])
+    away = windows.clone()  # the same, the cart far off the rail, velocities none reached
+    away[..., 0] += 5.0
+    away[..., 3:] *= 6.0
+    seen, unseen = disagreement(windows), disagreement(away)
+    assert unseen.mean() > 1.5 * seen.mean(), (seen.mean(), unseen.mean())
