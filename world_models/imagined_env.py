@@ -270,10 +270,13 @@ def check_penalty(penalty: float, model: WorldModel, flag: str) -> None:
     if penalty < 0:
         raise ValueError(f"{flag} must be >= 0 (it lowers the reward), got {penalty}")
     if penalty > 0 and not model.has_disagreement:
-        what, cure = {
-            "ensemble": ("a single elite", "train it with elites > 1"),
-            "rssm": ("no disagreement", "train it with --rssm.disagreement-heads 2 or more"),
-        }.get(model.kind, ("no disagreement", "use an ensemble with elites > 1"))
+        if model.kind == "ensemble":
+            what, cure = "a single elite", "train it with elites > 1"
+        elif "disagreement_heads" in model.config:
+            what = "no disagreement"
+            cure = f"train it with --{model.kind}.disagreement-heads 2 or more"
+        else:
+            what, cure = "no disagreement", "use an ensemble with elites > 1"
         raise ValueError(
             f"{flag} {penalty}: the {model.kind} model has {what}, so the penalty would "
             f"do nothing; {cure}"

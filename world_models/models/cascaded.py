@@ -15,7 +15,10 @@ the split buys: actions are learned from any data, only the plan from experts.
 Acting chains them: predict the H future observations, then extract the action
 between each consecutive pair, `[a_t .. a_{t+H-1}]`, the chunk whose first action
 the agent takes (receding horizon). As a world model (`next`) it is the forward
-model alone, deterministic (the mean): `next` ignores its generator.
+model alone, deterministic (the mean): `next` ignores its generator. With
+`disagreement_heads` K >= 2, K more forward MLPs of their own initialisation learn
+the same change from (x_t, a_t) beside it; their spread is the disagreement `next`
+reports (`world_models.models.disagreement`), which a MOPO penalty takes.
 
 All terms are squared errors (rewards in symlog space) except continuation
 (Bernoulli log-likelihood):  loss = future + inverse + forward + reward + cont.
@@ -32,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from world_models.base import Step, masked_count
+from world_models.models.disagreement import DisagreementHeads, check_count
 from world_models.models.rssm import mlp, symexp, symlog
 from world_models.models.wam import StateWAM
 
@@ -40,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "hidden": 256,  # units per hidden layer
     "layers": 3,  # hidden layers of each MLP
     "pixels": False,  # state vectors only
+    "disagreement_heads": 0,  # forward MLPs whose spread is the disagreement (0: none)
 }
 
 
@@ -63,6 +68,9 @@ class CascadedCfg:
     """Decoupled weight decay."""
     grad_clip: float = 10.0
     """Largest gradient norm (0: no clipping)."""
+    disagreement_heads: int = 0
+    """Forward MLPs beside the forward model whose spread is the disagreement (>= 2
+    for one; 0: none)."""
 
 
 class CascadedWAM(StateWAM):
@@ -81,6 +89,14 @@ class CascadedWAM(StateWAM):
         self.future = mlp(obs_dim, hid, lay, h * obs_dim)
         self.inverse = mlp(2 * obs_dim, hid, lay, action_dim)
         self.forward_model = mlp(obs_dim + action_dim, hid, lay, obs_dim + 2)
+        check_count(config["disagreement_heads"], "cascaded WAM")
+        self.spread_heads = DisagreementHeads(
+            config["disagreement_heads"], obs_dim + action_dim, obs_dim, hid, lay
+        )
+
+    @property
+    def has_disagreement(self) -> bool:
+        return len(self.spread_heads) >= 2
 
     @classmethod
     def window(cls, config: dict[str, Any]) -> int:
@@ -102,7 +118,10 @@ class CascadedWAM(StateWAM):
         reward = symexp(out[:, self.obs_dim])
         cont = torch.sigmoid(out[:, self.obs_dim + 1])
         obs = x * self.obs_std + self.obs_mean
-        return Step(x, obs, reward, cont, torch.zeros_like(reward))
+        disagreement = torch.zeros_like(reward)
+        if self.has_disagreement:
+            disagreement = self.spread_heads.spread(torch.cat((state, action.float()), -1))
+        return Step(x, obs, reward, cont, disagreement)
 
     def plan(self, state: torch.Tensor) -> torch.Tensor:
         """The predicted future observations `[B, H, obs_dim]` (standardised)."""
@@ -158,7 +177,12 @@ class CascadedWAM(StateWAM):
         first_err = ((first - acts[:, 0]).pow(2).mean(-1) * first_valid).sum()
         first_err = first_err / masked_count(first_valid)
         loss = future_loss + inv_loss + fwd_loss + rew_loss + cont_loss
-        return loss, {
+        scalars = {}
+        if len(self.spread_heads):
+            heads_loss = self.spread_heads.loss(torch.cat((x, acts), -1), change, mask, count)
+            scalars["disagreement_heads"] = heads_loss.item()
+            loss = loss + heads_loss
+        return loss, scalars | {
             "future": future_loss.item(),
             "inverse": inv_loss.item(),
             "obs": fwd_loss.item(),

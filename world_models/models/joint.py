@@ -49,7 +49,11 @@ frames, as floats in [-0.5, 0.5]), the actions between them and n, flattened to
 `[B, K * (step_dim + action_dim) + 1]`. Steps fill it from the left; once full it
 slides, so the newest step is at position n - 1 exactly as in training windows,
 which start anywhere in an episode. Predictions are deterministic (the mean):
-`next` ignores its generator and the disagreement is 0.
+`next` ignores its generator. The disagreement is 0, unless `disagreement_heads`
+K >= 2: K MLPs of their own initialisation learn the dynamics head's target (the
+change, or a model that sees: the state vector) from the action token's output,
+detached, and the newest standardised observation (state models); their spread
+is the disagreement `next` reports (`world_models.models.disagreement`).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from world_models.base import Step, masked_count
+from world_models.models.disagreement import DisagreementHeads, check_count
 from world_models.models.rssm import compose, pixel_grid, symexp, symlog, uint8_frames, unit_frames
 from world_models.models.wam import StateWAM
 
@@ -76,6 +81,7 @@ DEFAULTS: dict[str, Any] = {
     "patch": 16,  # patch side [px] of a model that sees
     "frame_shape": [64, 64, 3],  # (H, W, 3) of the frames a model that sees takes
     "max_flow": 4.0,  # [px] largest displacement of a pixel in one step (a model that sees)
+    "disagreement_heads": 0,  # MLPs on the dynamics read-out whose spread is the disagreement
 }
 MOTION = 6  # maps per pixel of the next-frame head: colour (3), flow (x, y), mask
 
@@ -114,6 +120,9 @@ class JointCfg:
     """Decoupled weight decay."""
     grad_clip: float = 1.0
     """Largest gradient norm (0: no clipping)."""
+    disagreement_heads: int = 0
+    """MLPs beside the dynamics read-out whose spread is the disagreement (>= 2 for
+    one; 0: none)."""
 
 
 class JointWAM(StateWAM):
@@ -190,6 +199,20 @@ class JointWAM(StateWAM):
         self.reward_head = nn.Linear(w, 1)
         self.cont_head = nn.Linear(w, 1)
         self.register_buffer("causal", self._mask(k, self.patches), persistent=False)
+        check_count(config["disagreement_heads"], "joint WAM")
+        beside = 0 if self.sees_pixels else obs_dim  # the newest observation
+        self.spread_heads = DisagreementHeads(
+            config["disagreement_heads"], w + beside, obs_dim, w, 2
+        )
+
+    @property
+    def has_disagreement(self) -> bool:
+        return len(self.spread_heads) >= 2
+
+    def _spread_inputs(self, out_a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """What the disagreement heads see: the action token's output and, in a state
+        model, the standardised observation of its step."""
+        return out_a if self.sees_pixels else torch.cat((out_a, x), -1)
 
     @staticmethod
     def _mask(steps: int, patches: int) -> torch.Tensor:
@@ -353,7 +376,10 @@ class JointWAM(StateWAM):
         reward = symexp(self.reward_head(out_a).squeeze(-1))
         cont = torch.sigmoid(self.cont_head(out_a).squeeze(-1))
         new_state = self._advance(state, action.float(), x_new)
-        return Step(new_state, obs, reward, cont, torch.zeros_like(reward))
+        disagreement = torch.zeros_like(reward)
+        if self.has_disagreement:
+            disagreement = self.spread_heads.spread(self._spread_inputs(out_a, x[rows, n - 1]))
+        return Step(new_state, obs, reward, cont, disagreement)
 
     def frames(self, state: torch.Tensor) -> torch.Tensor:
         if not self.sees_pixels:
@@ -448,6 +474,11 @@ class JointWAM(StateWAM):
         loss = (
             frame_loss + obs_loss + rew_loss + cont_loss + self.config["action_weight"] * act_loss
         )
+        if len(self.spread_heads):
+            inputs = self._spread_inputs(out_a, None if self.sees_pixels else x)
+            heads_loss = self.spread_heads.loss(inputs, obs_target, valid, count)
+            scalars["disagreement_heads"] = heads_loss.item()
+            loss = loss + heads_loss
         scalars.update(
             {
                 "obs": obs_loss.item(),

@@ -72,6 +72,7 @@ from torch import nn
 
 from envs.features import angle_features, feature_dim
 from world_models.base import Step, WorldModel, masked_count
+from world_models.models.disagreement import DisagreementHeads, check_count
 
 OBSERVED = 8  # steps of a validation window observed before predicting open loop
 
@@ -277,15 +278,9 @@ class RSSM(WorldModel):
             self.delta_head = mlp(feat + feature_dim(obs_dim, self.periodic), hid, layers, obs_dim)
             self.register_buffer("delta_mean", torch.zeros(obs_dim))
             self.register_buffer("delta_std", torch.ones(obs_dim))
-        if c["disagreement_heads"] == 1 or c["disagreement_heads"] < 0:
-            raise ValueError(
-                "disagreement_heads: the spread of one head is nothing; use 0 or >= 2, "
-                f"got {c['disagreement_heads']}"
-            )
+        check_count(c["disagreement_heads"], "rssm")
         fan_in = feat + action_dim + (feature_dim(obs_dim, self.periodic) if self.residual else 0)
-        self.heads = nn.ModuleList(
-            mlp(fan_in, hid, layers, embed) for _ in range(c["disagreement_heads"])
-        )
+        self.heads = DisagreementHeads(c["disagreement_heads"], fan_in, embed, hid, layers)
 
     @property
     def has_disagreement(self) -> bool:
@@ -415,8 +410,10 @@ class RSSM(WorldModel):
         )
         kl_loss, dyn = self._kl_terms(posts, priors, w, counts.transitions)
         loss = recon + reward_loss + cont_loss + kl_loss
-        if self.heads:
-            heads_loss = self._heads_loss(feat, obs, embed, batch["actions"], w, counts.transitions)
+        if len(self.heads):
+            x = self._standard(obs[:, :-1])
+            inputs = self._heads_inputs(feat[:, :-1], x, batch["actions"])
+            heads_loss = self.heads.loss(inputs, embed[:, 1:], w, counts.transitions)
             scalars["disagreement_heads"] = heads_loss.item()
             loss = loss + heads_loss
         obs_mse = (obs_err * valid).sum() / counts.observations / self.obs_dim
@@ -540,22 +537,6 @@ class RSSM(WorldModel):
         obs = x * self.obs_std + self.obs_mean
         return torch.cat((feat, angle_features(x, self.periodic, obs), action), -1)
 
-    def _heads_loss(
-        self,
-        feat: torch.Tensor,
-        obs: torch.Tensor,
-        embed: torch.Tensor,
-        actions: torch.Tensor,
-        w: torch.Tensor,
-        count: torch.Tensor,
-    ) -> torch.Tensor:
-        """The disagreement heads' squared error on the next embeddings (the model's
-        features and embeddings detached), summed over the heads."""
-        inputs = self._heads_inputs(feat[:, :-1].detach(), self._standard(obs[:, :-1]), actions)
-        target = embed[:, 1:].detach()
-        err = sum(((head(inputs) - target) ** 2).mean(-1) for head in self.heads)
-        return (err * w).sum() / count
-
     def _kl_terms(
         self,
         posts: list[torch.Tensor],
@@ -635,8 +616,7 @@ class RSSM(WorldModel):
             return step
         h, z, x = self._split(state)
         inputs = self._heads_inputs(torch.cat((h, z), -1), x, action)
-        spread = torch.stack([head(inputs) for head in self.heads]).std(0)
-        return step._replace(disagreement=spread.norm(dim=-1))
+        return step._replace(disagreement=self.heads.spread(inputs))
 
     def imagine(
         self, state: torch.Tensor, action: torch.Tensor, generator: torch.Generator | None = None

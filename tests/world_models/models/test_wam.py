@@ -330,3 +330,79 @@ def test_wams_learn_dynamics_and_actions_from_push_demonstrations(kind, tmp_path
     for _ in range(rand.cfg.episode_length // rand.cfg.action_repeat):
         total += rand.step(torch.rand(32, 2, generator=gen) * 2 - 1)[1]
     assert ret.mean() > total.mean() + 8, (ret.mean(), total.mean())
+
+
+def _windows(model, b: int = 3, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    steps = type(model).window(model.config)
+    return {
+        "obs": torch.randn(b, steps, model.obs_dim, generator=g),
+        "next_obs": torch.randn(b, steps, model.obs_dim, generator=g),
+        "actions": torch.rand(b, steps, model.action_dim, generator=g) * 2 - 1,
+        "rewards": torch.rand(b, steps, generator=g),
+        "terminated": torch.zeros(b, steps, dtype=torch.bool),
+        "mask": torch.ones(b, steps, dtype=torch.bool),
+    }
+
+
+@pytest.mark.parametrize("kind", WAMS)
+def test_disagreement_heads_spread_where_they_learn_and_shape_nothing_else(kind):
+    cls = world_models.base.KINDS[kind]
+    small = {k: v for k, v in TINY[kind].items() if k != "batch_size"}
+    torch.manual_seed(0)
+    model = cls(6, 2, {**small, "disagreement_heads": 3})
+    torch.manual_seed(0)
+    plain = cls(6, 2, small)  # the same initialisation of everything but the heads
+    assert model.has_disagreement and not plain.has_disagreement
+    batch = _windows(model)
+    for m in (model, plain):
+        m.prepare({k: batch[k].flatten(0, 1) for k in ("obs", "next_obs")})
+    loss, scalars = model.loss(batch)
+    assert scalars["disagreement_heads"] > 0
+    loss.backward()
+    plain.loss(batch)[0].backward()
+    mine = dict(model.named_parameters())
+    for name, param in plain.named_parameters():  # the heads' term moves the heads alone
+        if param.grad is not None:
+            torch.testing.assert_close(mine[name].grad, param.grad)
+    assert all(p.grad.abs().sum() > 0 for p in model.spread_heads.parameters())
+    # next reports the heads' spread on the step it takes
+    state, action = model.encode(torch.randn(4, 6)), torch.rand(4, 2) * 2 - 1
+    if kind == "cascaded":
+        inputs = torch.cat((state, action), -1)
+    else:
+        x, act, n = model._split(state)
+        rows = torch.arange(4)
+        act = act.clone()
+        act[rows, n - 1] = action
+        out_a = model._tokens(x, act)[1][rows, n - 1]
+        inputs = torch.cat((out_a, x[rows, n - 1]), -1)
+    preds = torch.stack([head(inputs) for head in model.spread_heads.members])
+    step = model.next(state, action)
+    torch.testing.assert_close(step.disagreement, preds.std(0).norm(dim=-1))
+    assert (plain.next(state, action).disagreement == 0).all()
+    with pytest.raises(ValueError, match="must be 0 or >= 2"):
+        cls(6, 2, {**small, "disagreement_heads": 1})
+
+
+@pytest.mark.slow(seconds=60)
+def test_the_cascades_heads_agree_on_the_data_and_not_away_from_it(swingup_data, tmp_path):
+    cfg = TrainWMCfg(
+        data=swingup_data,
+        model="cascaded",
+        out=tmp_path / "wm",
+        epochs=3,
+        steps_per_epoch=200,
+        progress=False,
+        cascaded=CascadedCfg(hidden=64, layers=2, disagreement_heads=4),
+    )
+    train_world_model(cfg)
+    model = world_models.load(cfg.out)
+    data = EpisodeData(swingup_data).data
+    obs, actions = data["obs"][:1000].float(), data["actions"][:1000].float()
+    seen = model.next(model.encode(obs), actions).disagreement
+    away = obs.clone()  # the cart far off the rail, velocities no episode reached
+    away[:, 0] += 5.0
+    away[:, 3:] *= 6.0
+    unseen = model.next(model.encode(away), actions).disagreement
+    assert unseen.mean() > 3 * seen.mean(), (seen.mean(), unseen.mean())
