@@ -46,6 +46,7 @@ from torch import nn
 from agents.base import Agent
 from envs.features import angle_features, feature_dim
 from world_models.base import WorldModel
+from world_models.models.layers import mlp
 
 
 @dataclass
@@ -127,14 +128,6 @@ def lambda_returns(
     return torch.stack(returns[::-1][:-1])
 
 
-def _mlp(fan_in: int, hidden: int, layers: int, fan_out: int) -> nn.Sequential:
-    mods: list[nn.Module] = []
-    for i in range(layers):
-        mods += [nn.Linear(fan_in if i == 0 else hidden, hidden), nn.LayerNorm(hidden), nn.SiLU()]
-    mods.append(nn.Linear(hidden if layers else fan_in, fan_out))
-    return nn.Sequential(*mods)
-
-
 class DreamerAgent(Agent):
     """Actor and critic on observations; the config is a `DreamerCfg` as a dict, and
     `periodic`: the observation entries that are unbounded angles, which the networks
@@ -148,13 +141,13 @@ class DreamerAgent(Agent):
         self.periodic = tuple(int(i) for i in config["periodic"])
         c = self.settings()
         fan_in = feature_dim(obs_dim, self.periodic)
-        self.actor = _mlp(fan_in, c.hidden, c.layers, 2 * action_dim)
+        self.actor = mlp(fan_in, c.hidden, c.layers, 2 * action_dim)
         if c.critics not in (1, 2):
             raise ValueError(f"dreamer: critics must be 1 or 2, got {c.critics}")
-        self.critic = _mlp(fan_in, c.hidden, c.layers, 1)
+        self.critic = mlp(fan_in, c.hidden, c.layers, 1)
         self.slow = copy.deepcopy(self.critic).requires_grad_(False)
         if c.critics == 2:  # its own initialisation: the two differ where data are thin
-            self.critic2 = _mlp(fan_in, c.hidden, c.layers, 1)
+            self.critic2 = mlp(fan_in, c.hidden, c.layers, 1)
             self.slow2 = copy.deepcopy(self.critic2).requires_grad_(False)
         self.register_buffer("return_scale", torch.ones(()))  # S of the return normalisation
         with torch.no_grad():  # start near zero actions and zero values

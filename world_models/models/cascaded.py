@@ -36,7 +36,8 @@ import torch.nn.functional as F
 
 from world_models.base import Step, masked_count
 from world_models.models.disagreement import DisagreementHeads, check_count
-from world_models.models.rssm import mlp, symexp, symlog
+from world_models.models.layers import mlp
+from world_models.models.rssm import symexp, symlog
 from world_models.models.wam import StateWAM
 
 DEFAULTS: dict[str, Any] = {

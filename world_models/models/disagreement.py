@@ -14,13 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def _mlp(fan_in: int, hidden: int, layers: int, fan_out: int) -> nn.Sequential:
-    mods: list[nn.Module] = []
-    for i in range(layers):
-        mods += [nn.Linear(fan_in if i == 0 else hidden, hidden), nn.LayerNorm(hidden), nn.SiLU()]
-    mods.append(nn.Linear(hidden if layers else fan_in, fan_out))
-    return nn.Sequential(*mods)
+from world_models.models.layers import mlp
 
 
 def check_count(count: int, kind: str) -> None:
@@ -37,7 +31,7 @@ class DisagreementHeads(nn.Module):
 
     def __init__(self, count: int, fan_in: int, fan_out: int, hidden: int, layers: int):
         super().__init__()
-        self.members = nn.ModuleList(_mlp(fan_in, hidden, layers, fan_out) for _ in range(count))
+        self.members = nn.ModuleList(mlp(fan_in, hidden, layers, fan_out) for _ in range(count))
 
     def __len__(self) -> int:
         return len(self.members)

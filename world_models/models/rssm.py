@@ -73,6 +73,7 @@ from torch import nn
 from envs.features import angle_features, feature_dim
 from world_models.base import Step, WorldModel, masked_count
 from world_models.models.disagreement import DisagreementHeads, check_count
+from world_models.models.layers import mlp
 
 OBSERVED = 8  # steps of a validation window observed before predicting open loop
 
@@ -103,16 +104,6 @@ def symlog(x: torch.Tensor) -> torch.Tensor:
 
 def symexp(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.expm1(x.abs())
-
-
-def mlp(fan_in: int, hidden: int, layers: int, fan_out: int | None = None) -> nn.Sequential:
-    """Linear -> LayerNorm -> SiLU blocks, then an optional output layer."""
-    mods: list[nn.Module] = []
-    for i in range(layers):
-        mods += [nn.Linear(fan_in if i == 0 else hidden, hidden), nn.LayerNorm(hidden), nn.SiLU()]
-    if fan_out is not None:
-        mods.append(nn.Linear(hidden if layers else fan_in, fan_out))
-    return nn.Sequential(*mods)
 
 
 @dataclass
