@@ -146,6 +146,9 @@ class FinetuneCfg:
     """Episodes of each reading, real and imagined from the same starts."""
     meter_seed: int = 2000
     """Seed of the meter's starts (apart from the evaluation's, `eval_seed`)."""
+    meter_keep: str = "last"
+    """Which policy a fine-tuning run keeps: last, or best (that of the meter's best
+    reading: model selection on the meter's starts, whose real steps then count)."""
     cotrain_episodes: int = 0
     """Co-training (Dyna): every `cotrain_every` model transitions the policy collects
     this many real episodes, and the model is refitted on its data and every episode
@@ -530,6 +533,10 @@ def _check(cfg: FinetuneCfg, bc, wm) -> None:
     ):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.meter_keep not in ("last", "best"):
+        raise ValueError(f"unknown --meter-keep {cfg.meter_keep!r}; valid: last, best")
+    if cfg.meter_keep == "best" and cfg.meter_every == 0:
+        raise ValueError("--meter-keep best keeps the meter's best policy: it needs a meter")
     if cfg.algo not in ("ppo", "grpo"):
         raise ValueError(f"unknown algo {cfg.algo!r}; valid: ppo, grpo")
     if cfg.algo == "grpo" and cfg.group_size < 2:
@@ -572,9 +579,15 @@ def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
         agent, steps = _improve_in_imagination(cfg, bc, wm, env_args, meter, cotrainer)
     finally:
         _close(meter)
+    agent, kept = _kept(cfg, agent, meter)
     save(agent, cfg.out / "agent_imagined.pt", env_args=env_args)
-    spent = 0 if cotrainer is None else cotrainer.real_steps
-    report["imagined"] = {**_score(agent, env_args, cfg), "steps": steps, "real_steps": spent}
+    spent = (0 if cotrainer is None else cotrainer.real_steps) + kept.get("real_steps_read", 0)
+    report["imagined"] = {
+        **_score(agent, env_args, cfg),
+        "steps": steps,
+        "real_steps": spent,
+        **kept,
+    }
     where = "in imagination" if cotrainer is None else "in imagination, co-trained"
     print(
         f"  after {cfg.algo} {where} ({steps} model steps, {spent} real steps): "
@@ -594,8 +607,10 @@ def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
             agent, real_steps = _improve_for_real(cfg, bc, env_args, real_meter)
         finally:
             _close(real_meter)
+        agent, kept = _kept(cfg, agent, real_meter)
         save(agent, cfg.out / "agent_real.pt", env_args=env_args)
-        report["real"] = {**_score(agent, env_args, cfg), "real_steps": real_steps}
+        real_steps += kept.get("real_steps_read", 0)
+        report["real"] = {**_score(agent, env_args, cfg), "real_steps": real_steps, **kept}
         print(
             f"  after {cfg.algo} in the real sim ({real_steps} real steps): "
             f"{_line(report['real'])}",
@@ -645,6 +660,16 @@ def _meter(
     env = make_eval_env(env_args, None, cfg.meter_episodes)
     writer = SummaryWriter(str(cfg.out / "tb" / name))
     return Meter(wm, env, cfg.meter_every, cfg.meter_seed, writer)
+
+
+def _kept(cfg: FinetuneCfg, agent, meter: Meter | None) -> tuple[Any, dict[str, Any]]:
+    """The policy a run keeps (`--meter-keep`) and what the report says of it: with
+    best, the step of the reading it was kept at and the real steps the meter's
+    readings took (which then count as spent)."""
+    if cfg.meter_keep == "last" or meter is None:
+        return agent, {}
+    best, reading = meter.best
+    return best, {"kept_at": reading["step"], "real_steps_read": meter.real_steps_read}
 
 
 def _close(meter: Meter | None) -> None:

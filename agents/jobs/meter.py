@@ -11,6 +11,12 @@ errors along the policy's own real episodes (`world_models.metrics.rollout_error
 A policy that fools its model shows as an imagined return that climbs while the
 real one does not, with a reward bias above 0 on the states it reaches.
 
+The meter also keeps the policy of its best reading (the highest real success
+rate, on a task without a goal the highest real return; the first of equals):
+`finetune --meter-keep best` keeps that policy instead of the last, model
+selection on the meter's own starts, which the final evaluation never uses. Its
+real episodes are then real steps spent (`real_steps_read`).
+
 Reading touches none of the training's random state (torch's global generator is
 restored afterwards; nothing it runs draws from numpy's), so a run with the meter
 trains exactly as one without it. Readings go to TensorBoard (`meter/*` at their model-transition
@@ -20,6 +26,7 @@ errors below.
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 from typing import Any
@@ -46,6 +53,8 @@ class Meter:
             raise ValueError(f"the meter reads state models; the {wm.kind} model sees frames")
         self.wm, self.env, self.every, self.seed, self.writer = wm, env, every, seed, writer
         self.readings: list[dict[str, Any]] = []
+        self.best: tuple[Agent, dict[str, Any]] | None = None  # (policy, its reading)
+        self.real_steps_read = 0  # the real steps the readings' episodes took
 
     def due(self, step: int) -> bool:
         """Whether a reading is due at `step` model transitions: none yet, or a
@@ -72,6 +81,10 @@ class Meter:
         if "real_success_rate" in report:
             reading["real_success_rate"] = report["real_success_rate"]
         self.readings.append(reading)
+        self.real_steps_read += report["episodes"] * report["steps"]  # every row steps to the end
+        if self.best is None or score(reading) > score(self.best[1]):
+            kept = copy.deepcopy(agent).requires_grad_(False).eval()  # as a finished agent
+            self.best = (kept, reading)
         if self.writer is not None:
             for key, value in reading.items():
                 if key not in ("step", "real_steps") and value is not None:
@@ -88,6 +101,11 @@ class Meter:
     def plot(self, path: Path, title: str) -> None:
         """The readings as a PNG at `path` (atomically)."""
         plot_readings(path, self.readings, title)
+
+
+def score(reading: dict[str, Any]) -> float:
+    """What makes a reading the best: its real success rate, else its real return."""
+    return reading.get("real_success_rate", reading["real_return"])
 
 
 def plot_readings(

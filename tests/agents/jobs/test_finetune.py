@@ -404,3 +404,34 @@ def test_cotraining_refits_the_model_on_the_policys_real_episodes(push_run, tmp_
         run_finetune(
             dataclasses.replace(run, out=tmp_path / "x", cotrain_data=tmp_path / "nowhere")
         )
+
+
+def test_meter_keep_best_keeps_the_policy_of_the_best_reading(push_run, tmp_path):
+    cfg, _ = push_run
+    run = _grpo(
+        cfg,
+        tmp_path / "best",
+        imagined_steps=160,
+        real_steps=80,
+        meter_every=40,
+        meter_episodes=2,
+        meter_keep="best",
+        learning_rate=3e-3,  # policies that differ from reading to reading
+    )
+    report = run_finetune(run)
+    env = make_eval_env(read_checkpoint(cfg.agent)["env_args"], None, 2)
+    wm = load_world_model(cfg.wm)
+    for name, readings in (("imagined", report["meter"]), ("real", report["real"]["meter"])):
+        # push has a goal: the highest real success rate, the first of equals
+        best = readings[
+            max(range(len(readings)), key=lambda i: (readings[i]["real_success_rate"], -i))
+        ]
+        assert report[name]["kept_at"] == best["step"]
+        kept = evaluate(load(run.out / f"agent_{name}.pt"), env, wm, seed=run.meter_seed)
+        assert kept["real_return"]["mean"] == pytest.approx(best["real_return"], rel=1e-5)
+        steps_read = len(readings) * 2 * kept["steps"]  # every reading's 2 real episodes
+        assert report[name]["real_steps_read"] == steps_read
+    assert report["imagined"]["real_steps"] == report["imagined"]["real_steps_read"]
+    assert report["real"]["real_steps"] == 80 + report["real"]["real_steps_read"]
+    with pytest.raises(ValueError, match="unknown --meter-keep"):
+        run_finetune(dataclasses.replace(run, out=tmp_path / "x", meter_keep="first"))
