@@ -447,7 +447,7 @@ def test_disagreement_heads_learn_the_next_embedding_and_shape_nothing_else():
         RSSM(5, 1, {**TINY, "disagreement_heads": 1})
 
 
-@pytest.mark.slow(seconds=60)
+@pytest.mark.slow(seconds=17)
 def test_trained_heads_agree_on_the_data_and_not_away_from_it(tmp_path, swingup_data):
     cfg = TrainWMCfg(
         data=swingup_data,

@@ -385,7 +385,7 @@ def test_disagreement_heads_spread_where_they_learn_and_shape_nothing_else(kind)
         cls(6, 2, {**small, "disagreement_heads": 1})
 
 
-@pytest.mark.slow(seconds=60)
+@pytest.mark.slow(seconds=9)
 def test_the_cascades_heads_agree_on_the_data_and_not_away_from_it(swingup_data, tmp_path):
     cfg = TrainWMCfg(
         data=swingup_data,
