@@ -77,12 +77,13 @@ class CoTrainer:
         self.model_file = wm_base.checkpoint_path(wm_path)
         self.rounds: list[Round] = []
         self.real_steps = 0
-        self._collect_cfg = self._collection_settings()
-        self._copy_source()
+        source = Dataset(self.source)
+        self._collect_cfg = self._collection_settings(source.env_args)
+        self._copy_source(source)
 
-    def _collection_settings(self) -> CollectCfg:
-        """How rounds collect: the source data's task, backend and env settings."""
-        args = Dataset(self.source).env_args
+    def _collection_settings(self, args: dict[str, Any]) -> CollectCfg:
+        """How rounds collect: the source data's task, backend and env settings
+        (`args`: its env_args)."""
         kwargs = args["env_kwargs"]
         return CollectCfg(
             task=args["env_name"],
@@ -99,10 +100,9 @@ class CoTrainer:
             progress=False,
         )
 
-    def _copy_source(self) -> None:
+    def _copy_source(self, source: Dataset) -> None:
         """`<out>/data`: the source's episodes under the co-training dataset's
         env_args (those of the env the rounds collect in, checked to be the source's)."""
-        source = Dataset(self.source)
         args = recorded_env_args(self._collect_cfg)
         theirs = source.env_args["env_kwargs"]
         ours = json.loads(json.dumps(args["env_kwargs"]))  # as recorded: lists, not tuples

@@ -578,7 +578,8 @@ def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
     try:
         agent, steps = _improve_in_imagination(cfg, bc, wm, env_args, meter, cotrainer)
     finally:
-        _close(meter)
+        if meter is not None:
+            meter.close()
     agent, kept = _kept(cfg, agent, meter)
     save(agent, cfg.out / "agent_imagined.pt", env_args=env_args)
     spent = (0 if cotrainer is None else cotrainer.real_steps) + kept.get("real_steps_read", 0)
@@ -606,7 +607,8 @@ def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
         try:
             agent, real_steps = _improve_for_real(cfg, bc, env_args, real_meter)
         finally:
-            _close(real_meter)
+            if real_meter is not None:
+                real_meter.close()
         agent, kept = _kept(cfg, agent, real_meter)
         save(agent, cfg.out / "agent_real.pt", env_args=env_args)
         real_steps += kept.get("real_steps_read", 0)
@@ -670,12 +672,6 @@ def _kept(cfg: FinetuneCfg, agent, meter: Meter | None) -> tuple[Any, dict[str, 
         return agent, {}
     best, reading = meter.best
     return best, {"kept_at": reading["step"], "real_steps_read": meter.real_steps_read}
-
-
-def _close(meter: Meter | None) -> None:
-    if meter is not None:
-        meter.env.close()
-        meter.writer.close()
 
 
 def _meter_line(reading: dict[str, Any]) -> str:

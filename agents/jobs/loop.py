@@ -887,11 +887,12 @@ def run_loop(cfg: LoopCfg) -> dict[str, Any]:
         summary = loop.write_summary()
     finally:
         loop.close()
-    files = ["summary.json", "returns.png", "meter.png", "tb/", "eval/*/video.mp4"]
-    made = [True, True, "meter_plot" in summary["artifacts"], True, summary["artifacts"]["videos"]]
+    artifacts = summary["artifacts"]
+    files = ["summary.json", "returns.png"]
+    files += ["meter.png"] if "meter_plot" in artifacts else []
+    files += ["tb/"] + (["eval/*/video.mp4"] if artifacts["videos"] else [])
     print(
         f"{loop.out}: real return {summary['final_real_return']:.1f} after "
-        f"{summary['env_steps']:,} env steps ({summary['wall_s']:.0f} s); "
-        + ", ".join(f for f, there in zip(files, made, strict=True) if there)
+        f"{summary['env_steps']:,} env steps ({summary['wall_s']:.0f} s); {', '.join(files)}"
     )
     return summary

@@ -98,6 +98,12 @@ class Meter:
             self.read(agent, step, real_steps)
         return self.readings
 
+    def close(self) -> None:
+        """Close the meter's env and its TensorBoard writer."""
+        self.env.close()
+        if self.writer is not None:
+            self.writer.close()
+
     def plot(self, path: Path, title: str) -> None:
         """The readings as a PNG at `path` (atomically)."""
         plot_readings(path, self.readings, title)

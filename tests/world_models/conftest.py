@@ -4,6 +4,7 @@ expert with noise, collected once per session."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from agents.jobs.collect import CollectCfg, collect
 
@@ -26,3 +27,12 @@ def swingup_data(tmp_path_factory):
         )
     )
     return out
+
+
+def away_from_data(obs: torch.Tensor) -> torch.Tensor:
+    """Cart-pole observations `[..., 5]` moved where no swing-up episode went: the cart
+    5 units off the rail, the velocities six times over."""
+    away = obs.clone()
+    away[..., 0] += 5.0
+    away[..., 3:] *= 6.0
+    return away

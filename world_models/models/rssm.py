@@ -271,11 +271,11 @@ class RSSM(WorldModel):
             self.register_buffer("delta_std", torch.ones(obs_dim))
         check_count(c["disagreement_heads"], "rssm")
         fan_in = feat + action_dim + (feature_dim(obs_dim, self.periodic) if self.residual else 0)
-        self.heads = DisagreementHeads(c["disagreement_heads"], fan_in, embed, hid, layers)
+        self.spread_heads = DisagreementHeads(c["disagreement_heads"], fan_in, embed, hid, layers)
 
     @property
     def has_disagreement(self) -> bool:
-        return len(self.heads) >= 2
+        return len(self.spread_heads) >= 2
 
     @classmethod
     def checkpoint_config(cls, config: dict[str, Any]) -> dict[str, Any]:
@@ -401,10 +401,10 @@ class RSSM(WorldModel):
         )
         kl_loss, dyn = self._kl_terms(posts, priors, w, counts.transitions)
         loss = recon + reward_loss + cont_loss + kl_loss
-        if len(self.heads):
+        if len(self.spread_heads):
             x = self._standard(obs[:, :-1])
             inputs = self._heads_inputs(feat[:, :-1], x, batch["actions"])
-            heads_loss = self.heads.loss(inputs, embed[:, 1:], w, counts.transitions)
+            heads_loss = self.spread_heads.loss(inputs, embed[:, 1:], w, counts.transitions)
             scalars["disagreement_heads"] = heads_loss.item()
             loss = loss + heads_loss
         obs_mse = (obs_err * valid).sum() / counts.observations / self.obs_dim
@@ -607,7 +607,7 @@ class RSSM(WorldModel):
             return step
         h, z, x = self._split(state)
         inputs = self._heads_inputs(torch.cat((h, z), -1), x, action)
-        return step._replace(disagreement=self.heads.spread(inputs))
+        return step._replace(disagreement=self.spread_heads.spread(inputs))
 
     def imagine(
         self, state: torch.Tensor, action: torch.Tensor, generator: torch.Generator | None = None
