@@ -39,6 +39,7 @@ from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import HumanOutputFormat, Logger
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.sac.policies import SACPolicy
 from torch import nn
 
@@ -138,7 +139,17 @@ class PpoAgent(Sb3Agent):
         "activation": "tanh",
         "log_std_init": 0.0,  # initial log sigma of the actions
         "ortho_init": True,  # orthogonal initialisation (PPO's usual choice)
+        "obs_mean": None,  # fixed input standardisation of actor and value net (or None)
+        "obs_std": None,
     }
+
+    def policy_kwargs(self) -> dict[str, Any]:
+        kwargs = super().policy_kwargs()
+        mean, std = kwargs.pop("obs_mean"), kwargs.pop("obs_std")
+        if mean is not None:
+            kwargs["features_extractor_class"] = Standardize
+            kwargs["features_extractor_kwargs"] = {"mean": mean, "std": std}
+        return kwargs
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -149,6 +160,20 @@ class PpoAgent(Sb3Agent):
             action = action + dist.stddev * self.check_noise(noise, action)
         # SB3 clips (rather than squashes) PPO actions to the action space before stepping
         return action.clamp(-1.0, 1.0).to(torch.as_tensor(obs).device)
+
+
+class Standardize(BaseFeaturesExtractor):
+    """Features (x - mean) / std with a fixed mean and std (those of the data a policy
+    was first trained on), shared by PPO's actor and value net: the value net of a
+    policy cloned on standardised inputs sees them on the same scale."""
+
+    def __init__(self, observation_space: gym.spaces.Box, mean: list[float], std: list[float]):
+        super().__init__(observation_space, int(np.prod(observation_space.shape)))
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs.flatten(1) - self.mean) / self.std
 
 
 # ------------------------------------------------------------------ learner

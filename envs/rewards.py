@@ -4,6 +4,10 @@
 to the nearest bound, reaching `value_at_margin` at distance `margin`. The
 sigmoid sets the decay; each one below is scaled so that f(0) = 1 and
 f(1) = value_at_margin.
+
+`SuccessBonus(env, b)` wraps a batched env of a task with a goal: its reward plus
+b at every step at which the episode has reached its goal (`info["success"]`),
+for training that should reach the goal rather than earn the shaped reward alone.
 """
 
 from __future__ import annotations
@@ -74,3 +78,25 @@ def tolerance(
     # distance to the interval: 0 inside it, where every sigmoid is exactly 1
     d = ((lower - x).clamp(min=0) + (x - upper).clamp(min=0)) / margin
     return _sigmoid(d, value_at_margin, sigmoid)
+
+
+class SuccessBonus:
+    """`env` (a batched env of a task with a goal) with `bonus` added to its reward at
+    every step whose `info["success"]` is set; every other attribute is the env's."""
+
+    def __init__(self, env, bonus: float):
+        if not bonus >= 0:
+            raise ValueError(f"the success bonus must be >= 0, got {bonus}")
+        self.env, self.bonus = env, float(bonus)
+
+    def step(self, action: torch.Tensor):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if "success" not in info:
+            raise ValueError(f"{self.env.name}: the task has no goal to pay a success bonus for")
+        reward = reward + self.bonus * info["success"].to(reward.device, reward.dtype)
+        return obs, reward, terminated, truncated, info
+
+    def __getattr__(self, name: str):
+        if name == "env":  # not set yet (a copy being built)
+            raise AttributeError(name)
+        return getattr(self.env, name)

@@ -13,7 +13,12 @@ out by the model:
   else its mean (ensemble) or mode (RSSM) prediction;
 - `disagreement_penalty` lambda: reward - lambda * disagreement (MOPO);
 - `termination`: "model" (continuation probability < 0.5) or "never" (tasks
-  whose only episode end is the time limit); any callable obs -> bool `[N]` too.
+  whose only episode end is the time limit); any callable obs -> bool `[N]` too;
+- a success head (`use_success_head`, `world_models.success`): `info["success"]`
+  as a goal task's real env gives it (the episode's predicted probability above
+  0.5 at any step so far), and `success_bonus` b: reward + b * P(success) of each
+  imagined observation (fine-tuning towards the goal rather than the shaped
+  reward alone).
 A row whose prediction is not finite ends as truncated, flagged in
 `info["diverged"]`, like a diverged real world.
 
@@ -40,6 +45,7 @@ import torch
 from envs.base import check_action
 from sim.data.loader import EpisodeData
 from world_models.base import WorldModel
+from world_models.success import SuccessHead
 
 
 @dataclass(kw_only=True)
@@ -58,6 +64,8 @@ class ImaginedEnvCfg:
     """Sample the model (trajectory sampling) instead of its mean prediction."""
     disagreement_penalty: float = 0.0
     """MOPO's lambda: reward minus lambda times the ensemble disagreement."""
+    success_bonus: float = 0.0
+    """Reward plus this times the success head's probability (needs `use_success_head`)."""
     termination: str = "model"
     """model (continuation probability < 0.5) or never."""
 
@@ -122,6 +130,8 @@ class ImaginedEnv:
         self._episode_return = torch.zeros(n, dtype=torch.float64, device=self.device)
         self._obs = torch.empty(n, self.observation_dim, device=self.device)
         self._state: torch.Tensor | None = None
+        self._episode_success = torch.zeros(n, dtype=torch.bool, device=self.device)
+        self.success_head: SuccessHead | None = None
         self.in_order = in_order
         self._start(torch.arange(n, device=self.device), self._first_starts())
         self._fresh = True  # the first reset() keeps these starts, as real envs do
@@ -193,6 +203,12 @@ class ImaginedEnv:
         obs, reward = step.obs.float(), step.reward.float()
         if self.cfg.disagreement_penalty:
             reward = reward - self.cfg.disagreement_penalty * step.disagreement.float()
+        success = None
+        if self.success_head is None and self.cfg.success_bonus:
+            raise ValueError(f"{self.name}: success_bonus needs a success head (use_success_head)")
+        if self.success_head is not None:
+            success = self.success_head.prob(obs).nan_to_num(0.0)
+            reward = reward + self.cfg.success_bonus * success
         self.episode_length_buf += 1
         if self.termination is not None:
             terminated = self.termination(obs).to(self.device, torch.bool)
@@ -209,6 +225,9 @@ class ImaginedEnv:
         self._state = step.state
         self._episode_return += reward
         info: dict[str, Any] = {"diverged": diverged, "disagreement": step.disagreement}
+        if success is not None:
+            self._episode_success |= (success > 0.5) & ~diverged
+            info["success"] = self._episode_success.clone()
         done = terminated | truncated
         info["final_obs"] = obs.clone()
         self._obs = obs
@@ -233,6 +252,19 @@ class ImaginedEnv:
         self._state[env_ids] = state
         self.episode_length_buf[env_ids] = 0
         self._episode_return[env_ids] = 0.0
+        self._episode_success[env_ids] = False
+
+    def use_success_head(self, head: SuccessHead | None) -> None:
+        """Predict success with `head` (None: no success, and no bonus) from now on."""
+        if head is not None and (self.latent_obs or head.obs_dim != self.observation_dim):
+            raise ValueError(
+                f"{self.name}: a success head of {head.obs_dim} observations cannot read "
+                f"this env's {'latent states' if self.latent_obs else 'observations'} "
+                f"({self.observation_dim})"
+            )
+        if head is None and self.cfg.success_bonus:
+            raise ValueError(f"{self.name}: success_bonus needs a success head")
+        self.success_head = None if head is None else head.eval().to(self.device)
 
     def use_model(self, model: WorldModel) -> None:
         """Go on in `model` (a refitted model of the same kind and dims), every row from

@@ -36,13 +36,15 @@ POLICY = "finetune"
 @dataclasses.dataclass
 class Round:
     """What one round did: at which model transition, the real steps it spent, the
-    mean return of its exploring episodes, the refitted model's directory."""
+    mean return of its exploring episodes, the refitted model's directory (and,
+    with `finetune --success-bonus`, the refitted success head's report)."""
 
     step: int
     real_steps: int
     collect_return: float
     wm: str
     seconds: float
+    success_head: dict[str, Any] | None = None
 
 
 class CoTrainer:
@@ -128,6 +130,7 @@ class CoTrainer:
                         truncated=arrays["truncated"].astype(bool),
                         states=arrays["states"],
                         pixels=arrays.get("pixels"),
+                        success=arrays.get("success"),
                         attrs={k: v for k, v in attrs.items() if k != "num_samples"},
                     )
                 )

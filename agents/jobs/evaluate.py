@@ -51,6 +51,7 @@ from world_models.base import WorldModel
 from world_models.base import load as load_world_model
 from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
 from world_models.metrics import rollout_error
+from world_models.success import SuccessHead
 
 VIDEO_SIZE = 256  # [px] height of a video pane
 MIN_VIDEO_SIZE = 16
@@ -173,8 +174,10 @@ def evaluate(
     video_path: Path | None = None,
     noise_seed: int | None = None,
     video_size: int = VIDEO_SIZE,
+    success_head: SuccessHead | None = None,
 ) -> dict[str, Any]:
     """Real (and imagined) returns of `agent` on the starts of `env.reset(seed)`;
+    with `success_head` (`world_models.success`), the imagined success rate too;
     deterministic, or with `noise_seed` exploring with standard normal noise from a
     generator of that seed (the same sequence in both runs). With a model and
     `video_steps`, the video at `video_path`, panes `video_size` px high (see the
@@ -206,6 +209,7 @@ def evaluate(
                 termination="model",
             ),
         )
+        imagined.use_success_head(success_head)
         viewer = None
         drawable = wm.sees_pixels or getattr(env, "can_set_state_from_obs", False)
         drawable = drawable and not imagined.latent_obs
@@ -228,10 +232,12 @@ def evaluate(
                 frame = viewer.render()[0].cpu()
             return labelled(frame, "imagined", step, ret)
 
-        imagined_ret, _, imagined_frames = run_episodes(
+        imagined_ret, imagined_success, imagined_frames = run_episodes(
             actor, imagined, imagined.reset(), video_steps, draw, noise()
         )
         report["imagined_return"] = _stats(imagined_ret)
+        if imagined_success is not None:
+            report["imagined_success_rate"] = float(imagined_success.float().mean())
         if viewer is not None:
             viewer.close()
     obs = env.reset(seed=seed)

@@ -3,11 +3,14 @@ PPO or GRPO inside a world model, then scored in the real simulator, beside the 
 policy fine-tuned the same way in the real simulator for a given number of real steps.
 
 The BC policy becomes an SB3 `ActorCriticPolicy` with exactly its behaviour
-(`bc_to_ppo`): the actor net takes the BC net's hidden layers (SiLU), the input
-standardisation folded into the first layer (W' = W / std, b' = b - W' mean), the
-BC output layer as `action_net` and the BC's fitted log sigma as PPO's state-independent
-log std; its deterministic action clamp(mu, -1, 1) is the BC policy's. The value net
-is new (initialised from `--seed`, so a run reproduces). PPO's first updates with a
+(`bc_to_ppo`): the BC's input standardisation as the policy's features extractor
+(`Standardize`, shared by actor and value net), the actor net the BC net's hidden
+layers (SiLU), the BC output layer as `action_net` and the BC's fitted log sigma as
+PPO's state-independent log std; its deterministic action clamp(mu, -1, 1) is the
+BC policy's. The value net is new (initialised from `--seed`, so a run
+reproduces) and sees the same standardised observations: on raw ones (push's
+positions are centimetres, its velocities metres a second) it fits the returns so
+poorly that PPO's advantages are noise and the policy only gets worse. PPO's first updates with a
 random critic would move the actor on noise, so the critic is warmed up first
 (`critic_warmup` steps with the actor frozen), as done when RL starts from a
 pretrained policy.
@@ -59,11 +62,13 @@ from agents.jobs.cotrain import CoTrainer
 from agents.jobs.evaluate import evaluate, make_eval_env
 from agents.jobs.meter import Meter, plot_real_steps
 from agents.sb3_agents import PpoAgent, PpoCfg, Sb3Cfg, Sb3Learner, StepBar
+from envs.rewards import SuccessBonus
 from sim.data import ownership
-from sim.data.atomic import read_json, write_json_atomic
+from sim.data.atomic import read_json, write_atomic, write_json_atomic
 from sim.data.loader import EpisodeData
 from world_models import base as wm_base
 from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg, check_penalty
+from world_models.success import SuccessHead, SuccessHeadCfg, fit_success_head
 
 
 @dataclass
@@ -162,6 +167,14 @@ class FinetuneCfg:
     cotrain_data: Path | None = None
     """The episodes the world model was trained on (default: the path its checkpoint
     records); copied into <out>/data, never changed."""
+    success_bonus: float = 0.0
+    """Fine-tune on the task's reward plus this much for every step at which the
+    episode has reached its goal: in the real sim the env's success, in imagination
+    a learned success head's probability on the imagined observation
+    (`world_models.success`, fitted on the model's data, `--cotrain-data`, and
+    refitted at every co-training round). A task's shaped reward can pay nearly as
+    much near the goal as in it (push: 0.98 of its best a centimetre outside);
+    this makes reaching it pay. 0: the task's reward alone, no head."""
     seed: int = 0
     """Seed of PPO and of the imagined starts."""
     progress: bool = True
@@ -189,18 +202,16 @@ def bc_to_ppo(
                 "activation": "silu",
                 "log_std_init": init,
                 "ortho_init": False,
+                "obs_mean": bc.obs_mean.tolist(),
+                "obs_std": bc.obs_std.tolist(),
             },
         )
     policy = agent.policy
     targets = [m for m in policy.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear)]
     with torch.no_grad():
-        for i, (src, dst) in enumerate(zip(linears[:-1], targets, strict=True)):
-            weight, bias = src.weight, src.bias
-            if i == 0:  # (x - mean) / std folded into the first layer
-                weight = weight / bc.obs_std
-                bias = bias - weight @ bc.obs_mean
-            dst.weight.copy_(weight)
-            dst.bias.copy_(bias)
+        for src, dst in zip(linears[:-1], targets, strict=True):
+            dst.weight.copy_(src.weight)
+            dst.bias.copy_(src.bias)
         policy.action_net.weight.copy_(linears[-1].weight)
         policy.action_net.bias.copy_(linears[-1].bias)
         policy.log_std.copy_(bc.log_std if log_std is None else torch.full_like(bc.log_std, init))
@@ -379,16 +390,22 @@ def model_rollouts(
     horizon: int,
     gen: torch.Generator,
     penalty: float = 0.0,
+    head: SuccessHead | None = None,
+    bonus: float = 0.0,
 ) -> Rollouts:
     """Rollouts of `policy` with Gaussian noise of `std` in `wm` from `starts` (mean
-    predictions; the learned reward, minus `penalty` times the model's disagreement)."""
+    predictions; the learned reward, minus `penalty` times the model's disagreement,
+    plus `bonus` times the success `head`'s probability of each imagined observation)."""
     state = wm.encode(starts)
 
     def step(action):
         nonlocal state
         out = wm.next(state, action)
         state = out.state
-        return out.obs, out.reward - penalty * out.disagreement
+        reward = out.reward - penalty * out.disagreement
+        if head is not None and bonus:
+            reward = reward + bonus * head.prob(out.obs).nan_to_num(0.0)
+        return out.obs, reward
 
     return _rollouts(starts, step, policy, std, horizon, gen)
 
@@ -517,6 +534,7 @@ def _check(cfg: FinetuneCfg, bc, wm) -> None:
         "critic_warmup",
         "meter_every",
         "cotrain_episodes",
+        "success_bonus",
     ):
         if getattr(cfg, name) < 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
@@ -562,6 +580,10 @@ def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
     }
     report["bc"] = _score(bc, env_args, cfg)
     print(f"finetune {env_args['env_name']}: BC {_line(report['bc'])}", flush=True)
+    head = None
+    if cfg.success_bonus:
+        head, report["success_head"] = _success_head(cfg)
+        print(f"  success head: {_head_line(report['success_head'])}", flush=True)
 
     cotrainer = None
     if cfg.cotrain_episodes:
@@ -574,9 +596,9 @@ def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
             cfg.seed,
             cfg.cotrain_data,
         )
-    meter = _meter(cfg, wm, env_args, "meter")
+    meter = _meter(cfg, wm, env_args, "meter", head)
     try:
-        agent, steps = _improve_in_imagination(cfg, bc, wm, env_args, meter, cotrainer)
+        agent, steps = _improve_in_imagination(cfg, bc, wm, env_args, meter, cotrainer, head)
     finally:
         if meter is not None:
             meter.close()
@@ -603,7 +625,7 @@ def run_finetune(cfg: FinetuneCfg) -> dict[str, Any]:
         print(f"  meter: {_meter_line(meter.readings[0])} -> {_meter_line(meter.readings[-1])}")
 
     if cfg.real_steps > 0:
-        real_meter = _meter(cfg, wm, env_args, "meter_real")
+        real_meter = _meter(cfg, wm, env_args, "meter_real", head)
         try:
             agent, real_steps = _improve_for_real(cfg, bc, env_args, real_meter)
         finally:
@@ -654,14 +676,49 @@ def _load_inputs(cfg: FinetuneCfg) -> tuple[dict[str, Any], BcAgent, wm_base.Wor
 
 
 def _meter(
-    cfg: FinetuneCfg, wm: wm_base.WorldModel, env_args: dict[str, Any], name: str
+    cfg: FinetuneCfg,
+    wm: wm_base.WorldModel,
+    env_args: dict[str, Any],
+    name: str,
+    head: SuccessHead | None = None,
 ) -> Meter | None:
     """An exploitation meter logging to `tb/<name>` (None: --meter-every 0)."""
     if cfg.meter_every == 0:
         return None
     env = make_eval_env(env_args, None, cfg.meter_episodes)
     writer = SummaryWriter(str(cfg.out / "tb" / name))
-    return Meter(wm, env, cfg.meter_every, cfg.meter_seed, writer)
+    return Meter(wm, env, cfg.meter_every, cfg.meter_seed, writer, head)
+
+
+def _head_data(cfg: FinetuneCfg) -> Path:
+    """The episodes the world model was trained on (`--cotrain-data`, else the path
+    its checkpoint records)."""
+    path = cfg.cotrain_data or wm_base.read_checkpoint(cfg.wm).get("data")
+    if path is None or not (Path(path) / "index.json").exists():
+        raise ValueError(
+            f"{path}: no dataset there (the data the world model was trained on, which "
+            "the success head learns from): pass --cotrain-data"
+        )
+    return Path(path)
+
+
+def _success_head(cfg: FinetuneCfg, data: Path | None = None, init: SuccessHead | None = None):
+    """The success head fitted on `data` (default: the model's data), or refitted
+    from `init` for `--cotrain-epochs` epochs as the model is; saved to
+    <out>/success_head.pt; (head, its report)."""
+    data = data or _head_data(cfg)
+    settings = SuccessHeadCfg() if init is None else SuccessHeadCfg(epochs=cfg.cotrain_epochs)
+    head, report = fit_success_head(EpisodeData(data), settings, seed=cfg.seed, init=init)
+    write_atomic(cfg.out / "success_head.pt", lambda f: torch.save(head.state_dict(), f))
+    return head, {"data": str(data), **report}
+
+
+def _head_line(report: dict[str, Any]) -> str:
+    parts = [f"{report['success_share']:.0%} of the training steps succeeded"]
+    for key in ("accuracy_on_success", "accuracy_on_failure"):
+        if report[key] is not None:
+            parts.append(f"validation {key.replace('_', ' ')} {report[key]:.0%}")
+    return ", ".join(parts)
 
 
 def _kept(cfg: FinetuneCfg, agent, meter: Meter | None) -> tuple[Any, dict[str, Any]]:
@@ -688,10 +745,23 @@ def _improve_in_imagination(
     env_args: dict[str, Any],
     meter: Meter | None = None,
     cotrainer: CoTrainer | None = None,
+    head: SuccessHead | None = None,
 ) -> tuple[PpoAgent | BcAgent, int]:
-    """Fine-tune the BC agent in the world model, read by `meter` and with the model
-    refitted by `cotrainer`'s rounds if given; (the agent, the model steps it took)."""
-    model = {"wm": wm}  # the model fine-tuning goes on in (co-training refits it)
+    """Fine-tune the BC agent in the world model, read by `meter`, with the model
+    (and the success `head`, paying `--success-bonus`) refitted by `cotrainer`'s
+    rounds if given; (the agent, the model steps it took)."""
+    model = {"wm": wm, "head": head}  # what fine-tuning goes on in (co-training refits it)
+    follow: list[Callable[[], None]] = []  # who takes up a refitted model and head
+
+    def swap(new: wm_base.WorldModel) -> None:
+        model["wm"] = new
+        if model["head"] is not None:
+            model["head"], fitted = _success_head(cfg, cotrainer.data, model["head"])
+            cotrainer.rounds[-1].success_head = fitted
+            if meter is not None:
+                meter.success_head = model["head"]
+        for update in follow:
+            update()
 
     def real_steps(step: int) -> int:
         return 0 if cotrainer is None else cotrainer.real_steps
@@ -708,10 +778,15 @@ def _improve_in_imagination(
                 sample=cfg.sample,
                 termination="never",
                 disagreement_penalty=cfg.penalty,
+                success_bonus=cfg.success_bonus,
             ),
             name="imagined",
         )
-        between = Between(meter, cotrainer, imagined.use_model, real_steps)
+        imagined.use_success_head(head)
+        follow.append(
+            lambda: (imagined.use_model(model["wm"]), imagined.use_success_head(model["head"]))
+        )
+        between = Between(meter, cotrainer, swap, real_steps)
         agent = fine_tune(
             bc_to_ppo(bc, cfg.value_hidden, cfg.log_std, cfg.seed),
             imagined,
@@ -730,9 +805,19 @@ def _improve_in_imagination(
         def imagine(policy, std, gen):
             pick = torch.randint(len(pool), (cfg.groups,), generator=gen)
             starts = pool[pick].repeat_interleave(cfg.group_size, 0)
-            return model_rollouts(model["wm"], starts, policy, std, cfg.horizon, gen, cfg.penalty)
+            return model_rollouts(
+                model["wm"],
+                starts,
+                policy,
+                std,
+                cfg.horizon,
+                gen,
+                cfg.penalty,
+                model["head"],
+                cfg.success_bonus,
+            )
 
-        between = Between(meter, cotrainer, lambda new: model.update(wm=new), real_steps)
+        between = Between(meter, cotrainer, swap, real_steps)
         agent, steps = _grpo_within(cfg.imagined_steps, bc, imagine, cfg, "imagined", between)
     reset_env.close()
     return agent, steps
@@ -747,7 +832,7 @@ def _improve_for_real(
     warmup = cfg.critic_warmup if cfg.algo == "ppo" else 0
     between = Between(meter, real_steps=lambda step: step + warmup)
     if cfg.algo == "ppo":
-        real_env = make_eval_env(env_args, None, cfg.real_envs, seed=cfg.seed)
+        real_env = _bonus(make_eval_env(env_args, None, cfg.real_envs, seed=cfg.seed), cfg)
         agent = fine_tune(
             bc_to_ppo(bc, cfg.value_hidden, cfg.log_std, cfg.seed),
             real_env,
@@ -759,6 +844,7 @@ def _improve_for_real(
         real_steps = cfg.real_steps + cfg.critic_warmup
     else:
         real_env = make_eval_env(env_args, None, cfg.groups * cfg.group_size, seed=cfg.seed)
+        real_env = _bonus(real_env, cfg)
 
         def act_for_real(policy, std, gen):
             seeds = torch.randint(-(2**63), 2**63 - 1, (cfg.groups,), generator=gen)
@@ -768,6 +854,11 @@ def _improve_for_real(
         agent, real_steps = _grpo_within(cfg.real_steps, bc, act_for_real, cfg, "real", between)
     real_env.close()
     return agent, real_steps
+
+
+def _bonus(env, cfg: FinetuneCfg):
+    """`env` paying `--success-bonus` (as it is without one)."""
+    return SuccessBonus(env, cfg.success_bonus) if cfg.success_bonus else env
 
 
 def _grpo_within(budget: int, bc: BcAgent, rollouts, cfg: FinetuneCfg, name: str, between: Between):

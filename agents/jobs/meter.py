@@ -9,7 +9,9 @@ starts (`agents.jobs.evaluate.evaluate`: the starts of `env.reset(seed)`, a seed
 of the meter's own, apart from the final evaluation's), and the model's one-step
 errors along the policy's own real episodes (`world_models.metrics.rollout_error`).
 A policy that fools its model shows as an imagined return that climbs while the
-real one does not, with a reward bias above 0 on the states it reaches.
+real one does not, with a reward bias above 0 on the states it reaches. With a
+learned success head (`world_models.success`) a reading holds the imagined success
+rate beside the real one.
 
 The meter also keeps the policy of its best reading (the highest real success
 rate, on a task without a goal the highest real return; the first of equals):
@@ -37,6 +39,7 @@ from agents.base import Agent
 from agents.jobs.evaluate import evaluate
 from world_models import pictures
 from world_models.base import WorldModel
+from world_models.success import SuccessHead
 
 ERRORS = ("obs_error", "copy_last_error", "reward_error", "reward_bias")
 """The model's errors a reading holds (`world_models.metrics.rollout_error`)."""
@@ -46,12 +49,21 @@ class Meter:
     """Readings of one policy's improvement in `wm`, on the real `env`'s starts of
     `env.reset(seed)` (one per env row); `every` model transitions apart (>= 1)."""
 
-    def __init__(self, wm: WorldModel, env, every: int, seed: int, writer=None):
+    def __init__(
+        self,
+        wm: WorldModel,
+        env,
+        every: int,
+        seed: int,
+        writer=None,
+        success_head: SuccessHead | None = None,
+    ):
         if every < 1:
             raise ValueError(f"the meter reads every >= 1 model transitions, got {every}")
         if wm.sees_pixels:
             raise ValueError(f"the meter reads state models; the {wm.kind} model sees frames")
         self.wm, self.env, self.every, self.seed, self.writer = wm, env, every, seed, writer
+        self.success_head = success_head  # the imagined success rate too (fine-tuning swaps it)
         self.readings: list[dict[str, Any]] = []
         self.best: tuple[Agent, dict[str, Any]] | None = None  # (policy, its reading)
         self.real_steps_read = 0  # the real steps the readings' episodes took
@@ -67,7 +79,9 @@ class Meter:
         """Read `agent` (deterministic) after `step` transitions of fine-tuning, with
         `real_steps` real steps spent by then; returns the reading."""
         with torch.random.fork_rng(devices=[]):
-            report = evaluate(agent, self.env, self.wm, seed=self.seed)
+            report = evaluate(
+                agent, self.env, self.wm, seed=self.seed, success_head=self.success_head
+            )
         real, imagined = report["real_return"]["mean"], report["imagined_return"]["mean"]
         reading = {
             "step": int(step),
@@ -78,8 +92,9 @@ class Meter:
             "relative_gap": (imagined - real) / abs(real) if real else None,
             **{k: report["model_error"][k] for k in ERRORS},
         }
-        if "real_success_rate" in report:
-            reading["real_success_rate"] = report["real_success_rate"]
+        for key in ("real_success_rate", "imagined_success_rate"):
+            if key in report:
+                reading[key] = report[key]
         self.readings.append(reading)
         self.real_steps_read += report["episodes"] * report["steps"]  # every row steps to the end
         if self.best is None or score(reading) > score(self.best[1]):
@@ -126,7 +141,19 @@ def plot_readings(
     top.plot(steps, [r["imagined_return"] for r in readings], "s--", label="imagined, same starts")
     top.set_ylabel("return")
     top.set_title(title)
-    top.legend()
+    lines, labels = top.get_legend_handles_labels()
+    if all("imagined_success_rate" in r for r in readings):  # a success head: both rates
+        rate = top.twinx()
+        for who, style in (("real", "o:"), ("imagined", "s:")):
+            values = [r[f"{who}_success_rate"] for r in readings]
+            rate.plot(
+                steps, values, style, color="C2" if who == "real" else "C4", label=f"{who} success"
+            )
+        rate.set_ylabel("success rate")
+        rate.set_ylim(-0.02, 1.02)
+        more, more_labels = rate.get_legend_handles_labels()
+        lines, labels = lines + more, labels + more_labels
+    top.legend(lines, labels, fontsize="small")
     for key, style in (("obs_error", "o-"), ("reward_error", "s-")):
         values = [math.nan if r[key] is None else r[key] for r in readings]
         bottom.plot(steps, values, style, label=key.replace("_", " "))

@@ -3,10 +3,10 @@
 Each env row owns preallocated `[max_steps, ...]` arrays and a write position;
 one `record` call stores a whole batch step, and `take` hands out a finished
 episode as numpy arrays. Only what changes within an episode is written per step
-(observation, action, reward, physics state): inside an episode `next_obs[t]` is
-`obs[t + 1]` and no step but the last is terminal, so the final observation and
-the end flags are given once, to `take`. Pixels hold one frame more than steps:
-frame t shows observation t, the last one the final state.
+(observation, action, reward, physics state, and a goal task's success): inside
+an episode `next_obs[t]` is `obs[t + 1]` and no step but the last is terminal, so
+the final observation and the end flags are given once, to `take`. Pixels hold
+one frame more than steps: frame t shows observation t, the last one the final state.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ class EpisodeRecorder:
         self.actions = torch.empty(n, t, action_dim)
         self.rewards = torch.empty(n, t)
         self.states = torch.empty(n, t, nq + nv, dtype=torch.float64)  # qpos, qvel
+        self.success = torch.zeros(n, t, dtype=torch.bool)
+        self.has_success = False  # a task with a goal: `record` was given its success
         self.pixels = (
             torch.empty(n, t + 1, *pixel_shape, dtype=torch.uint8) if pixel_shape else None
         )
@@ -47,9 +49,11 @@ class EpisodeRecorder:
         rewards: torch.Tensor,
         qpos: torch.Tensor,
         qvel: torch.Tensor,
+        success: torch.Tensor | None = None,
     ) -> None:
         """Store one step of every env: the observation and physics state the action
-        was taken in, the action and its reward, each `[N, ...]`."""
+        was taken in, the action and its reward, and for a task with a goal whether
+        the episode had reached it after the step (`info["success"]`), each `[N, ...]`."""
         lo, hi = (int(v) for v in self.pos.aminmax())
         if hi >= self.max_steps:
             raise RuntimeError(
@@ -64,6 +68,9 @@ class EpisodeRecorder:
         self.rewards[at] = rewards.detach().to("cpu")
         self.states[(*at, slice(0, self.nq))] = qpos.detach().to("cpu")
         self.states[(*at, slice(self.nq, None))] = qvel.detach().to("cpu")
+        if success is not None:
+            self.success[at] = success.detach().to("cpu")
+            self.has_success = True
         self.pos += 1
 
     def record_frames(self, frames: torch.Tensor, env_ids: torch.Tensor) -> None:
@@ -91,6 +98,8 @@ class EpisodeRecorder:
             "truncated": ends[1],
             "states": self.states[env, :length].numpy().copy(),
         }
+        if self.has_success:
+            out["success"] = self.success[env, :length].numpy().copy()
         if self.pixels is not None:
             out["pixels"] = self.pixels[env, : length + 1].numpy().copy()
         self.pos[env] = 0

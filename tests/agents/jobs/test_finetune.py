@@ -13,7 +13,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import envs
-from agents.base import load, read_checkpoint
+from agents.base import load, read_checkpoint, save
 from agents.bc import BcAgent, TrainBCCfg, train_bc
 from agents.jobs.collect import CollectCfg, collect
 from agents.jobs.evaluate import evaluate, make_eval_env
@@ -27,6 +27,7 @@ from agents.jobs.finetune import (
     model_rollouts,
     run_finetune,
 )
+from agents.sb3_agents import Standardize
 from sim.data.atomic import read_json
 from sim.data.dataset import Dataset
 from world_models import base as wm_base
@@ -62,6 +63,25 @@ def test_the_ppo_policy_acts_as_the_cloned_one():
     wide = bc_to_ppo(bc, log_std=0.0)
     torch.testing.assert_close(wide.policy.log_std.detach(), torch.zeros(2))
     torch.testing.assert_close(wide.act(obs), bc.act(obs), rtol=0, atol=1e-5)
+
+
+def test_the_value_net_sees_the_cloned_policys_standardised_inputs(tmp_path):
+    bc = _bc()
+    ppo = bc_to_ppo(bc, value_hidden=(16,))
+    policy = ppo.policy
+    assert isinstance(policy.features_extractor, Standardize) and policy.share_features_extractor
+    obs = torch.randn(50, 6) * 4 + 3
+    scaled = (obs - bc.obs_mean) / bc.obs_std
+    with torch.no_grad():
+        torch.testing.assert_close(policy.extract_features(obs), scaled)
+        value = policy.value_net(policy.mlp_extractor.forward_critic(scaled))
+        torch.testing.assert_close(policy.predict_values(obs), value)
+    # the standardisation is part of the saved policy: a loaded one acts the same
+    save(ppo, tmp_path / "agent.pt")
+    again = load(tmp_path / "agent.pt")
+    torch.testing.assert_close(again.act(obs), bc.act(obs), rtol=0, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(again.policy.predict_values(obs), value)
 
 
 def test_critic_warmup_leaves_the_actor_as_it_was(tmp_path):
@@ -435,3 +455,40 @@ def test_meter_keep_best_keeps_the_policy_of_the_best_reading(push_run, tmp_path
     assert report["real"]["real_steps"] == 80 + report["real"]["real_steps_read"]
     with pytest.raises(ValueError, match="unknown --meter-keep"):
         run_finetune(dataclasses.replace(run, out=tmp_path / "x", meter_keep="first"))
+
+
+def test_the_success_bonus_pays_a_head_that_is_refitted_with_the_model(push_run, tmp_path):
+    cfg, _ = push_run
+    run = _grpo(
+        cfg,
+        tmp_path / "bonus",
+        imagined_steps=80,
+        real_steps=40,
+        meter_every=40,
+        meter_episodes=2,
+        cotrain_episodes=2,
+        cotrain_every=40,
+        cotrain_epochs=1,
+        success_bonus=1.0,
+    )
+    report = run_finetune(run)
+    head = report["success_head"]
+    assert head["data"] == str(cfg.agent.parent / "data")  # fitted on the model's data
+    assert 0.0 <= head["success_share"] <= 1.0 and head["val_steps"] > 0
+    # each round refits it on the run's dataset, as it refits the model
+    rounds = report["cotrain"]["rounds"]
+    assert len(rounds) == 1 and rounds[0]["success_head"]["data"] == str(run.out / "data")
+    saved = torch.load(run.out / "success_head.pt")
+    assert set(saved) >= {"obs_mean", "obs_std"}
+    # the meter reads the imagined success rate beside the real one, in both runs
+    for reading in report["meter"] + report["real"]["meter"]:
+        assert 0.0 <= reading["imagined_success_rate"] <= 1.0
+        assert 0.0 <= reading["real_success_rate"] <= 1.0
+    assert report["config"]["success_bonus"] == 1.0
+    # PPO in the imagined env takes up the head too
+    ppo = dataclasses.replace(
+        cfg, out=tmp_path / "ppo", imagined_steps=64, real_steps=0, success_bonus=0.5
+    )
+    assert run_finetune(ppo)["success_head"]["val_steps"] > 0
+    with pytest.raises(ValueError, match="success_bonus must be >= 0"):
+        run_finetune(dataclasses.replace(run, out=tmp_path / "x", success_bonus=-1.0))
