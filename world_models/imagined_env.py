@@ -266,6 +266,20 @@ class ImaginedEnv:
             raise ValueError(f"{self.name}: success_bonus needs a success head")
         self.success_head = None if head is None else head.eval().to(self.device)
 
+    def use_starts(self, starts: torch.Tensor) -> None:
+        """Draw the starts of episodes to come from `starts` `[M, obs_dim]` (a state
+        model's; running episodes go on)."""
+        if self.start_frames is not None or self.in_order:
+            raise ValueError(
+                f"{self.name}: start states can change only for random starts of a state model"
+            )
+        if starts.dim() != 2 or starts.shape[1] != self.model.obs_dim or len(starts) == 0:
+            raise ValueError(
+                f"{self.name}: start states have shape {tuple(starts.shape)}, expected "
+                f"(M > 0, {self.model.obs_dim})"
+            )
+        self.starts = starts.to(self.device, torch.float32)
+
     def use_model(self, model: WorldModel) -> None:
         """Go on in `model` (a refitted model of the same kind and dims), every row from
         where it is: its observation encoded by the new model (a recurrent model's

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from agents.base import Agent
 from agents.jobs.collect import CollectCfg, agent_policy, collect, recorded_env_args
 from sim.data.dataset import Dataset, DatasetWriter
@@ -183,6 +185,14 @@ class CoTrainer:
             )
         )
         return wm_base.load(out)
+
+    def round_observations(self, k: int = -1) -> torch.Tensor:
+        """The observations of round `k`'s episodes (default: the last round's)."""
+        k = k % len(self.rounds)
+        data = Dataset(self.data)
+        first = self.first_new + k * self.episodes
+        episodes = range(first, first + self.episodes)
+        return torch.cat([torch.from_numpy(data.episode(e, ("obs",))["obs"]) for e in episodes])
 
     def report(self) -> dict[str, Any]:
         return {

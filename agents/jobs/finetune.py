@@ -137,8 +137,10 @@ class FinetuneCfg:
     kl_coef: float = 0.0
     """GRPO: weight of the KL divergence from the cloned policy."""
     start_data: Path | None = None
-    """GRPO: start imagined rollouts from every recorded observation of this dataset
-    (branched rollouts, MBPO-style: every phase of the task) instead of reset states."""
+    """Start imagined episodes (PPO) or rollouts (GRPO) from every recorded
+    observation of this dataset (branched rollouts, MBPO-style: every phase of the
+    task) instead of reset states; with co-training, from every round's real
+    episodes too, as they come (PPO bootstraps its value at the `--horizon` cut)."""
     penalty: float = 0.0
     """MOPO's lambda (PPO and GRPO): the model's reward minus lambda times its
     disagreement (an ensemble's spread over its elites; refused for a model without
@@ -750,7 +752,11 @@ def _improve_in_imagination(
     """Fine-tune the BC agent in the world model, read by `meter`, with the model
     (and the success `head`, paying `--success-bonus`) refitted by `cotrainer`'s
     rounds if given; (the agent, the model steps it took)."""
-    model = {"wm": wm, "head": head}  # what fine-tuning goes on in (co-training refits it)
+    reset_env = make_eval_env(env_args, None, cfg.start_states)
+    # what fine-tuning goes on in: the model, the success head and the start states
+    # (branched: recorded observations; co-training refits the first two and adds
+    # each round's observations to the third)
+    model = {"wm": wm, "head": head, "starts": _branch_starts(cfg)}
     follow: list[Callable[[], None]] = []  # who takes up a refitted model and head
 
     def swap(new: wm_base.WorldModel) -> None:
@@ -760,32 +766,37 @@ def _improve_in_imagination(
             cotrainer.rounds[-1].success_head = fitted
             if meter is not None:
                 meter.success_head = model["head"]
+        if model["starts"] is not None:
+            model["starts"] = torch.cat((model["starts"], cotrainer.round_observations().float()))
         for update in follow:
             update()
 
     def real_steps(step: int) -> int:
         return 0 if cotrainer is None else cotrainer.real_steps
 
-    reset_env = make_eval_env(env_args, None, cfg.start_states)
     if cfg.algo == "ppo":
-        imagined = ImaginedEnv.from_env(
-            wm,
-            reset_env,
-            ImaginedEnvCfg(
-                num_envs=cfg.num_envs,
-                seed=cfg.seed,
-                episode_length=cfg.horizon,
-                sample=cfg.sample,
-                termination="never",
-                disagreement_penalty=cfg.penalty,
-                success_bonus=cfg.success_bonus,
-            ),
-            name="imagined",
+        settings = ImaginedEnvCfg(
+            num_envs=cfg.num_envs,
+            seed=cfg.seed,
+            episode_length=cfg.horizon,
+            sample=cfg.sample,
+            termination="never",
+            disagreement_penalty=cfg.penalty,
+            success_bonus=cfg.success_bonus,
         )
+        if model["starts"] is None:
+            imagined = ImaginedEnv.from_env(wm, reset_env, settings, name="imagined")
+        else:
+            imagined = ImaginedEnv(wm, model["starts"], settings, name="imagined")
         imagined.use_success_head(head)
-        follow.append(
-            lambda: (imagined.use_model(model["wm"]), imagined.use_success_head(model["head"]))
-        )
+
+        def take_up() -> None:
+            imagined.use_model(model["wm"])
+            imagined.use_success_head(model["head"])
+            if model["starts"] is not None:
+                imagined.use_starts(model["starts"])
+
+        follow.append(take_up)
         between = Between(meter, cotrainer, swap, real_steps)
         agent = fine_tune(
             bc_to_ppo(bc, cfg.value_hidden, cfg.log_std, cfg.seed),
@@ -797,12 +808,10 @@ def _improve_in_imagination(
         )
         steps = cfg.imagined_steps
     else:
-        if cfg.start_data is not None:  # branched: from states all along recorded episodes
-            pool = EpisodeData(cfg.start_data).data["obs"].float()
-        else:
-            pool = reset_env.reset(seed=cfg.seed).clone()
+        resets = reset_env.reset(seed=cfg.seed).clone()
 
         def imagine(policy, std, gen):
+            pool = resets if model["starts"] is None else model["starts"]
             pick = torch.randint(len(pool), (cfg.groups,), generator=gen)
             starts = pool[pick].repeat_interleave(cfg.group_size, 0)
             return model_rollouts(
@@ -821,6 +830,14 @@ def _improve_in_imagination(
         agent, steps = _grpo_within(cfg.imagined_steps, bc, imagine, cfg, "imagined", between)
     reset_env.close()
     return agent, steps
+
+
+def _branch_starts(cfg: FinetuneCfg) -> torch.Tensor | None:
+    """Every observation of `--start-data` (None: imagined episodes start from
+    real reset states)."""
+    if cfg.start_data is None:
+        return None
+    return EpisodeData(cfg.start_data).data["obs"].float().cpu()
 
 
 def _improve_for_real(

@@ -86,6 +86,27 @@ def test_use_model_goes_on_from_where_each_row_is_in_the_new_model(model_and_dat
         env.use_model(type(model)(4, 1, model.config))
 
 
+def test_use_starts_draws_the_episodes_to_come_from_new_states(model_and_data):
+    env = _env(model_and_data)
+    env.reset(seed=1)
+    obs = env.step(torch.zeros(6, 1))[0]
+    new = torch.randn(5, 3) + 10.0  # states no recorded episode holds
+    env.use_starts(new)
+    after = env.step(torch.zeros(6, 1))[0]
+    assert not (after > 5).any()  # running episodes go on where they were
+    for _ in range(5):  # until the horizon (7) ends them
+        obs = env.step(torch.zeros(6, 1))[0]
+    assert all((new == row).all(-1).any() for row in obs)  # each new one from the new states
+    assert all((new == row).all(-1).any() for row in env.reset())
+    with pytest.raises(ValueError, match=r"start states have shape \(5, 2\)"):
+        env.use_starts(torch.zeros(5, 2))
+    model, _ = model_and_data
+    real = envs.make("pendulum_swingup", num_envs=4, episode_length=7)
+    cfg = ImaginedEnvCfg(num_envs=4, episode_length=7, termination="never")
+    with pytest.raises(ValueError, match="only for random starts"):
+        ImaginedEnv.from_env(model, real, cfg).use_starts(new)
+
+
 def test_from_env_starts_each_row_where_the_real_env_did(model_and_data):
     """`eval` and `eval-wm` compare a real and an imagined episode row by row: the
     imagined row i must begin in the real row i's start, not in a random draw of them."""

@@ -30,8 +30,10 @@ from agents.jobs.finetune import (
 from agents.sb3_agents import Standardize
 from sim.data.atomic import read_json
 from sim.data.dataset import Dataset
+from sim.data.loader import EpisodeData
 from world_models import base as wm_base
 from world_models.base import load as load_world_model
+from world_models.imagined_env import ImaginedEnv
 from world_models.models.ensemble import EnsembleCfg, EnsembleDynamics
 from world_models.train import TrainWMCfg, train_world_model
 
@@ -492,3 +494,36 @@ def test_the_success_bonus_pays_a_head_that_is_refitted_with_the_model(push_run,
     assert run_finetune(ppo)["success_head"]["val_steps"] > 0
     with pytest.raises(ValueError, match="success_bonus must be >= 0"):
         run_finetune(dataclasses.replace(run, out=tmp_path / "x", success_bonus=-1.0))
+
+
+def test_ppo_branches_from_recorded_states_and_each_rounds_own(push_run, tmp_path, monkeypatch):
+    cfg, _ = push_run
+    pools = []
+    use_starts = ImaginedEnv.use_starts
+
+    def spy(env, starts):
+        pools.append(starts.clone())
+        use_starts(env, starts)
+
+    monkeypatch.setattr(ImaginedEnv, "use_starts", spy)
+    source = cfg.agent.parent / "data"
+    run = dataclasses.replace(
+        cfg,
+        out=tmp_path / "branched",
+        imagined_steps=256,
+        real_steps=0,
+        start_data=source,
+        horizon=8,
+        meter_every=0,
+        cotrain_episodes=2,
+        cotrain_every=128,
+        cotrain_epochs=1,
+    )
+    report = run_finetune(run)
+    assert len(report["cotrain"]["rounds"]) == 1 and len(pools) == 1
+    # the recorded observations, then the round's 2 episodes' (40 steps each)
+    recorded = EpisodeData(source).data["obs"].float()
+    torch.testing.assert_close(pools[0][: len(recorded)], recorded)
+    data = Dataset(run.out / "data")
+    new = [torch.from_numpy(data.episode(e)["obs"]) for e in (4, 5)]
+    torch.testing.assert_close(pools[0][len(recorded) :], torch.cat(new).float())
