@@ -18,7 +18,9 @@ the final observation is kept):
 - `info["final_obs"][i]` is the last observation of the finished episode there;
 - `truncated` means the time limit (or a diverged world), never a task failure;
 - tasks with a goal (`_get_success`) put `info["success"]` in every step: whether the
-  episode that ran in each env this step reached its goal at any control step so far.
+  episode that ran in each env this step reached its goal at any control step so far;
+  and `info["at_goal"]`: whether it is at its goal at the end of this step (at the
+  control step it ended on, for an episode that ended mid-repeat).
 """
 
 from __future__ import annotations
@@ -123,6 +125,7 @@ class BatchedEnv(ABC):
         self.episode_length_buf = torch.zeros(n, dtype=torch.long, device=dev)
         self._episode_return = torch.zeros(n, dtype=torch.float64, device=dev)
         self._episode_success = torch.zeros(n, dtype=torch.bool, device=dev)
+        self._at_goal: torch.Tensor | None = None  # the last control step's goal reached
         self.num_diverged = 0  # worlds reset because their physics diverged
         lo, hi = self.sim.ctrl_range.to(dev).unbind(-1)
         # [-1, 1] -> [lo, hi]; exact identity when the range is already [-1, 1]
@@ -304,6 +307,7 @@ class BatchedEnv(ABC):
         self._fresh = False
         self._apply_action(self._delivered_action())
         reward, terminated, truncated, diverged = self._control_step()
+        at_goal = self._at_goal
         snap_obs = snap_mask = None  # last observations of episodes that ended mid-repeat
         for _ in range(1, self.cfg.action_repeat):
             ended = terminated | truncated
@@ -314,6 +318,8 @@ class BatchedEnv(ABC):
                     snap_obs[new] = self._observe()[new]
                     snap_mask |= new
             rew, term, time_out, div = self._control_step(~ended)
+            if at_goal is not None:
+                at_goal = torch.where(ended, at_goal, self._at_goal)
             reward += rew.masked_fill(ended, 0.0)  # an ended episode earns nothing more
             diverged |= div & ~ended
             terminated |= term & ~ended
@@ -328,6 +334,7 @@ class BatchedEnv(ABC):
         info: dict[str, Any] = {"diverged": diverged}
         if self._has_goal:
             info["success"] = self._episode_success.clone()
+            info["at_goal"] = at_goal.clone()
         if done.any():
             ids = done.nonzero().squeeze(-1)
             info["episode_return"] = self._episode_return.clone()
@@ -348,9 +355,9 @@ class BatchedEnv(ABC):
         diverged = self.sim.step()
         self.episode_length_buf += 1
         reward = self._get_rewards().to(torch.float64)
-        success = self._get_success()
+        success = self._at_goal = self._get_success()
         if success is not None:
-            success = success & ~diverged
+            success = self._at_goal = success & ~diverged
             self._episode_success |= success if running is None else success & running
         terminated, time_out = self._get_dones()
         if diverged.any():  # never pass a diverged world's state on: end its episode

@@ -6,8 +6,8 @@ sigmoid sets the decay; each one below is scaled so that f(0) = 1 and
 f(1) = value_at_margin.
 
 `SuccessBonus(env, b)` wraps a batched env of a task with a goal: its reward plus
-b at every step at which the episode has reached its goal (`info["success"]`),
-for training that should reach the goal rather than earn the shaped reward alone.
+b at every step that ends at the goal (`info["at_goal"]`), for training that
+should reach the goal and stay there rather than earn the shaped reward alone.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def tolerance(
 
 class SuccessBonus:
     """`env` (a batched env of a task with a goal) with `bonus` added to its reward at
-    every step whose `info["success"]` is set; every other attribute is the env's."""
+    every step whose `info["at_goal"]` is set; every other attribute is the env's."""
 
     def __init__(self, env, bonus: float):
         if not bonus >= 0:
@@ -91,9 +91,9 @@ class SuccessBonus:
 
     def step(self, action: torch.Tensor):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        if "success" not in info:
+        if "at_goal" not in info:
             raise ValueError(f"{self.env.name}: the task has no goal to pay a success bonus for")
-        reward = reward + self.bonus * info["success"].to(reward.device, reward.dtype)
+        reward = reward + self.bonus * info["at_goal"].to(reward.device, reward.dtype)
         return obs, reward, terminated, truncated, info
 
     def __getattr__(self, name: str):

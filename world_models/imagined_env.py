@@ -14,11 +14,11 @@ out by the model:
 - `disagreement_penalty` lambda: reward - lambda * disagreement (MOPO);
 - `termination`: "model" (continuation probability < 0.5) or "never" (tasks
   whose only episode end is the time limit); any callable obs -> bool `[N]` too;
-- a success head (`use_success_head`, `world_models.success`): `info["success"]`
-  as a goal task's real env gives it (the episode's predicted probability above
-  0.5 at any step so far), and `success_bonus` b: reward + b * P(success) of each
-  imagined observation (fine-tuning towards the goal rather than the shaped
-  reward alone).
+- a success head (`use_success_head`, `world_models.success`): `info["at_goal"]`
+  and `info["success"]` as a goal task's real env gives them (the head's
+  probability of the goal above 0.5 after this step; at any step so far), and
+  `success_bonus` b: reward + b * P(at the goal) of each imagined observation
+  (fine-tuning towards the goal rather than the shaped reward alone).
 A row whose prediction is not finite ends as truncated, flagged in
 `info["diverged"]`, like a diverged real world.
 
@@ -226,7 +226,8 @@ class ImaginedEnv:
         self._episode_return += reward
         info: dict[str, Any] = {"diverged": diverged, "disagreement": step.disagreement}
         if success is not None:
-            self._episode_success |= (success > 0.5) & ~diverged
+            info["at_goal"] = (success > 0.5) & ~diverged
+            self._episode_success |= info["at_goal"]
             info["success"] = self._episode_success.clone()
         done = terminated | truncated
         info["final_obs"] = obs.clone()

@@ -1,17 +1,20 @@
-"""A learned success head: the probability that a task's goal has been reached, from
-an observation.
+"""A learned success head: the probability that an observation shows a task at its
+goal.
 
 A world model predicts observations and rewards; the goal a task is scored on
 (push: the ball's centre in the goal disc) is often only loosely tied to its
 shaped reward (push's dense reward is 0.98 of its best with the ball a centimetre
 outside the goal). Fine-tuning in imagination that should raise the success rate
 therefore needs the success itself, predicted on imagined observations. The head
-is a classifier on the observation after a step, trained on the per-step success
-a goal task's datasets record (`success`: the episode had reached its goal by the
-end of the step, the env's `info["success"]`), with binary cross-entropy,
-standardised inputs and early stopping on whole validation episodes; its report
-gives the validation loss and the accuracy of each class (successes are rare in a
-weak policy's data, so overall accuracy would flatter a head that never says yes).
+is a classifier on the observation after a step, trained on what a goal task's
+datasets record per step (`at_goal`: at the goal after the step, the env's
+`info["at_goal"]`; the episode's success is whether it ever was), with binary
+cross-entropy, standardised inputs and early stopping on whole validation
+episodes; its report gives the validation loss and the accuracy of each class
+(steps at the goal are rare in a weak policy's data, so overall accuracy would
+flatter a head that never says yes). The instantaneous label, not the episode's
+running success, is what an observation can tell: a ball that has left the goal
+looks like one that never reached it.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ class SuccessHeadCfg:
     """Most passes over the training steps (early stopping on the validation loss)."""
     patience: int = 5
     """Epochs without a better validation loss before training stops."""
-    batch_size: int = 1024
+    batch_size: int = 256
     """Steps per gradient step."""
     learning_rate: float = 1e-3
     """Adam learning rate."""
@@ -66,7 +69,7 @@ class SuccessHead(nn.Module):
 
     @torch.no_grad()
     def prob(self, obs: torch.Tensor) -> torch.Tensor:
-        """P(success) `[B]` of observations `[B, obs_dim]`."""
+        """P(at the goal) `[B]` of observations `[B, obs_dim]`."""
         return torch.sigmoid(self.logits(obs))
 
 
@@ -76,21 +79,23 @@ def fit_success_head(
     seed: int = 0,
     init: SuccessHead | None = None,
 ) -> tuple[SuccessHead, dict[str, Any]]:
-    """A success head trained on `data`'s recorded per-step success (from `init`'s
+    """A success head trained on `data`'s recorded `at_goal` (from `init`'s
     weights and input statistics if given, else new ones fitted to the training
     steps); (the head of the best validation loss, its report)."""
     cfg = cfg or SuccessHeadCfg()
-    if "success" not in data.data:
+    if "at_goal" not in data.data:
         raise ValueError(
-            f"{data.dataset.path}: the dataset records no per-step success (a task without "
-            "a goal, or episodes recorded before success was recorded: collect them again)"
+            f"{data.dataset.path}: the dataset records no per-step at_goal (a task without "
+            "a goal, or episodes recorded before it was recorded: collect them again)"
         )
     gen = torch.Generator().manual_seed(seed)
     split = split_episodes(len(data.lengths), cfg.val_fraction, 0.0, gen, "success head")
     part = split.part_of(data.episode_of)
-    obs, label = data.data["next_obs"].float().cpu(), data.data["success"].float().cpu()
+    obs, label = data.data["next_obs"].float().cpu(), data.data["at_goal"].float().cpu()
     train, val = (part == 0).nonzero().squeeze(-1), (part == 1).nonzero().squeeze(-1)
-    head = SuccessHead(obs.shape[-1], cfg.hidden, cfg.layers)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the initial weights too: a fit reproduces
+        head = SuccessHead(obs.shape[-1], cfg.hidden, cfg.layers)
     if init is not None:
         head.load_state_dict(init.state_dict())
     else:

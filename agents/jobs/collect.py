@@ -282,7 +282,7 @@ class _Collection:
         # the bookkeeping lives on the CPU, whatever the env's device
         terminated, truncated = terminated.cpu(), truncated.cpu()
         done = terminated | truncated
-        recorder.record(obs, action, reward, qpos, qvel, info.get("success"))
+        recorder.record(obs, action, reward, qpos, qvel, info.get("at_goal"))
         active = self.episode_of >= 0
         self.transitions += int(active.sum())
         if self.cfg.pixels:

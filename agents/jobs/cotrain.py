@@ -132,7 +132,7 @@ class CoTrainer:
                         truncated=arrays["truncated"].astype(bool),
                         states=arrays["states"],
                         pixels=arrays.get("pixels"),
-                        success=arrays.get("success"),
+                        at_goal=arrays.get("at_goal"),
                         attrs={k: v for k, v in attrs.items() if k != "num_samples"},
                     )
                 )

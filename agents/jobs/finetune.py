@@ -170,9 +170,9 @@ class FinetuneCfg:
     """The episodes the world model was trained on (default: the path its checkpoint
     records); copied into <out>/data, never changed."""
     success_bonus: float = 0.0
-    """Fine-tune on the task's reward plus this much for every step at which the
-    episode has reached its goal: in the real sim the env's success, in imagination
-    a learned success head's probability on the imagined observation
+    """Fine-tune on the task's reward plus this much for every step that ends at
+    the goal: in the real sim the env's `at_goal`, in imagination a learned success
+    head's probability of it on the imagined observation
     (`world_models.success`, fitted on the model's data, `--cotrain-data`, and
     refitted at every co-training round). A task's shaped reward can pay nearly as
     much near the goal as in it (push: 0.98 of its best a centimetre outside);

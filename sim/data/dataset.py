@@ -4,11 +4,12 @@ A dataset is a directory::
 
     index.json                  committed shards, their episodes, env_args
     shard_000000.hdf5           data/demo_<e>/{obs/state, next_obs/state, actions, rewards,
-    shard_000001.hdf5             dones, terminated, truncated, states[, success,
+    shard_000001.hdf5             dones, terminated, truncated, states[, at_goal,
     ...                           obs/pixels, next_obs/pixels]}; data attrs total, env_args
 
-`success` (a task with a goal, recorded since it was added): per step, whether the
-episode had reached its goal by the end of that step (the env's `info["success"]`).
+`at_goal` (a task with a goal, recorded since it was added): per step, whether the
+episode is at its goal after that step (the env's `info["at_goal"]`; the episode's
+success so far is its running any).
 
 Every shard is a complete robomimic / Isaac Lab-style file: their readers (and
 plain h5py) open it as is. `demo_<e>` numbers are global episode indices, unique
@@ -411,10 +412,10 @@ class Dataset:
             return tuple(group["obs/pixels"].shape[1:])
 
     def episode(self, e: int, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
-        """Arrays of episode `e`: obs, next_obs, the step fields, and success and pixels
+        """Arrays of episode `e`: obs, next_obs, the step fields, and at_goal and pixels
         if recorded (`keys` selects; pixels are `[T + 1, H, W, 3]`, frame t showing obs t)."""
         group = self._group(e)
-        want = keys or ("obs", "next_obs", *_STEP_FIELDS, "success", "pixels")
+        want = keys or ("obs", "next_obs", *_STEP_FIELDS, "at_goal", "pixels")
         out: dict[str, np.ndarray] = {}
         with self.reading(e):
             length = int(group.attrs["num_samples"])
@@ -426,8 +427,8 @@ class Dataset:
                         frames = group["obs/pixels"]
                         last = group["next_obs/pixels"][-1:]
                         out[key] = np.concatenate((frames[()], last))
-                elif key == "success":
-                    if "success" in group:
+                elif key == "at_goal":
+                    if "at_goal" in group:
                         out[key] = group[key][()]
                 else:
                     out[key] = group[key][()]

@@ -7,8 +7,8 @@ steps from there, cut at the episode's end: steps past the end repeat the last
 valid one and have `mask` 0, so no window mixes two episodes unmasked (DreamerV3
 and TD-MPC2 replay windows, with an explicit mask instead of crossing episodes).
 
-State data (observations, actions, rewards, flags, and `success` where every episode
-recorded it: a goal task's per-step success) lives in memory as flat
+State data (observations, actions, rewards, flags, and `at_goal` where every episode
+recorded it: whether a goal task is at its goal after each step) lives in memory as flat
 tensors and batches are gathered with one indexed read per field
 (`__getitems__`, used by DataLoader's batched fetching, and `sample`). Pixels are
 streamed: read from the HDF5 shards per item, files opened lazily in each worker;
@@ -55,15 +55,15 @@ class EpisodeData(torch.utils.data.Dataset):
             raise ValueError(f"{self.dataset.path}: the dataset has no episodes")
         self.sequence_length, self.pixels = sequence_length, pixels
         self.device = torch.device(device)
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in (*_STATE_KEYS, "success")}
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in (*_STATE_KEYS, "at_goal")}
         lengths = []
         for e in self.dataset.episodes:
-            data = self.dataset.episode(e, (*_STATE_KEYS, "success"))
+            data = self.dataset.episode(e, (*_STATE_KEYS, "at_goal"))
             for key, value in data.items():
                 parts[key].append(value)
             lengths.append(len(data["actions"]))
-        if len(parts["success"]) < len(lengths):  # recorded in every episode, or not at all
-            del parts["success"]
+        if len(parts["at_goal"]) < len(lengths):  # recorded in every episode, or not at all
+            del parts["at_goal"]
         self.data = {
             k: torch.from_numpy(np.concatenate(v)).to(self.device) for k, v in parts.items()
         }

@@ -3,7 +3,7 @@
 Each env row owns preallocated `[max_steps, ...]` arrays and a write position;
 one `record` call stores a whole batch step, and `take` hands out a finished
 episode as numpy arrays. Only what changes within an episode is written per step
-(observation, action, reward, physics state, and a goal task's success): inside
+(observation, action, reward, physics state, and whether a goal task is at its goal): inside
 an episode `next_obs[t]` is `obs[t + 1]` and no step but the last is terminal, so
 the final observation and the end flags are given once, to `take`. Pixels hold
 one frame more than steps: frame t shows observation t, the last one the final state.
@@ -34,8 +34,8 @@ class EpisodeRecorder:
         self.actions = torch.empty(n, t, action_dim)
         self.rewards = torch.empty(n, t)
         self.states = torch.empty(n, t, nq + nv, dtype=torch.float64)  # qpos, qvel
-        self.success = torch.zeros(n, t, dtype=torch.bool)
-        self.has_success = False  # a task with a goal: `record` was given its success
+        self.at_goal = torch.zeros(n, t, dtype=torch.bool)
+        self.has_goal = False  # a task with a goal: `record` was given at_goal
         self.pixels = (
             torch.empty(n, t + 1, *pixel_shape, dtype=torch.uint8) if pixel_shape else None
         )
@@ -49,11 +49,11 @@ class EpisodeRecorder:
         rewards: torch.Tensor,
         qpos: torch.Tensor,
         qvel: torch.Tensor,
-        success: torch.Tensor | None = None,
+        at_goal: torch.Tensor | None = None,
     ) -> None:
         """Store one step of every env: the observation and physics state the action
         was taken in, the action and its reward, and for a task with a goal whether
-        the episode had reached it after the step (`info["success"]`), each `[N, ...]`."""
+        the episode is at it after the step (`info["at_goal"]`), each `[N, ...]`."""
         lo, hi = (int(v) for v in self.pos.aminmax())
         if hi >= self.max_steps:
             raise RuntimeError(
@@ -68,9 +68,9 @@ class EpisodeRecorder:
         self.rewards[at] = rewards.detach().to("cpu")
         self.states[(*at, slice(0, self.nq))] = qpos.detach().to("cpu")
         self.states[(*at, slice(self.nq, None))] = qvel.detach().to("cpu")
-        if success is not None:
-            self.success[at] = success.detach().to("cpu")
-            self.has_success = True
+        if at_goal is not None:
+            self.at_goal[at] = at_goal.detach().to("cpu")
+            self.has_goal = True
         self.pos += 1
 
     def record_frames(self, frames: torch.Tensor, env_ids: torch.Tensor) -> None:
@@ -98,8 +98,8 @@ class EpisodeRecorder:
             "truncated": ends[1],
             "states": self.states[env, :length].numpy().copy(),
         }
-        if self.has_success:
-            out["success"] = self.success[env, :length].numpy().copy()
+        if self.has_goal:
+            out["at_goal"] = self.at_goal[env, :length].numpy().copy()
         if self.pixels is not None:
             out["pixels"] = self.pixels[env, : length + 1].numpy().copy()
         self.pos[env] = 0

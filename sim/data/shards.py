@@ -48,7 +48,7 @@ class Episode:
     truncated: np.ndarray  # bool [T]
     states: np.ndarray  # float64 [T, nq + nv], physics state (qpos, qvel) at each obs
     pixels: np.ndarray | None = None  # uint8 [T + 1, H, W, 3], frame of obs 0..T
-    success: np.ndarray | None = None  # bool [T], a goal task's: reached by the end of step t
+    at_goal: np.ndarray | None = None  # bool [T], a goal task's: at its goal after step t
     attrs: dict[str, Any] = field(default_factory=dict)  # randomization, policy parameters
 
     def __len__(self) -> int:
@@ -108,8 +108,8 @@ def _write_episode(data: h5py.Group, ep: Episode, compression: str) -> None:
     _put(demo, "terminated", ep.terminated)
     _put(demo, "truncated", ep.truncated)
     _put(demo, "states", ep.states)
-    if ep.success is not None:
-        _put(demo, "success", ep.success)
+    if ep.at_goal is not None:
+        _put(demo, "at_goal", ep.at_goal)
     if ep.pixels is not None:
         chunks = (1, *ep.pixels.shape[1:])  # one frame per chunk: cheap random access
         for group, frames in ((obs, ep.pixels[:-1]), (next_obs, ep.pixels[1:])):

@@ -1,6 +1,7 @@
-"""The success head: push's recorded per-step success round-trips through the data,
-a head learns it well enough to tell held-out episodes' successful steps from the
-rest, and an imagined env with a head reports success and pays its bonus."""
+"""The success head: push's per-step `at_goal` is what its observations say, it
+round-trips through the data, a head learns it well enough to tell held-out
+episodes' steps at the goal from the rest, and an imagined env with a head reports
+at_goal and success and pays the bonus."""
 
 from __future__ import annotations
 
@@ -41,49 +42,71 @@ def push_data(tmp_path_factory):
     return _collect(root / "train", seed=0, episodes=32), _collect(root / "test", seed=1)
 
 
-def test_per_step_success_is_recorded_and_read_back(push_data):
+def _at_goal(obs) -> np.ndarray | torch.Tensor:
+    """Distance of push's ball from its goal (the goal-minus-ball slice) [m]."""
+    return (obs[:, 16:18] ** 2).sum(-1) ** 0.5
+
+
+@pytest.mark.parametrize("action_repeat", [1, 3])
+def test_the_env_says_when_it_is_at_its_goal(action_repeat):
+    env = envs.make("push", num_envs=16, episode_length=150, action_repeat=action_repeat)
+    obs, reached, left = env.reset(seed=2), False, False
+    expert = make_expert(env)
+    for _ in range(150 // action_repeat + 5):  # past an episode's end: autoreset
+        obs, _, _, _, info = env.step(expert(obs) + 0.5 * torch.randn(16, 2))
+        distance = _at_goal(info["final_obs"])  # the observation the step ended on
+        assert torch.equal(info["at_goal"], distance <= 0.02) or (
+            (distance - 0.02).abs().min() < 1e-5  # float32 observations at the rim
+        )
+        assert not (info["at_goal"] & ~info["success"]).any()  # at the goal: succeeded
+        reached |= bool(info["at_goal"].any())
+        left |= bool((info["success"] & ~info["at_goal"]).any())
+    assert reached and left  # some reached the goal, and some of those left it
+
+
+def test_at_goal_is_recorded_and_read_back(push_data):
     train, _ = push_data
     data = Dataset(train)
     for e in data.episodes:
         episode = data.episode(e)
-        success = episode["success"]
-        assert success.dtype == bool and len(success) == len(episode["actions"])
-        # set from the step the ball first reaches the goal on: latched, as info["success"]
-        first = int(np.argmax(success)) if success.any() else len(success)
-        assert not success[:first].any() and success[first:].all()
-        assert bool(success[-1]) == bool(data.attrs(e)["success"])  # the episode's outcome
-        # where the step's next observation puts the ball in the goal, the step succeeded
-        goal_from_ball = np.linalg.norm(episode["next_obs"][:, 16:18], axis=-1)
-        assert success[goal_from_ball <= 0.02 - 1e-5].all()
+        at_goal = episode["at_goal"]
+        assert at_goal.dtype == bool and len(at_goal) == len(episode["actions"])
+        distance = _at_goal(episode["next_obs"])
+        assert at_goal[distance < 0.02 - 1e-5].all() and not at_goal[distance > 0.02 + 1e-5].any()
+        assert bool(at_goal.any()) == bool(data.attrs(e)["success"])  # the episode's outcome
     loaded = EpisodeData(train)
-    assert loaded.data["success"].dtype == torch.bool
-    assert len(loaded.data["success"]) == len(loaded)
+    assert loaded.data["at_goal"].dtype == torch.bool
+    assert len(loaded.data["at_goal"]) == len(loaded)
 
 
-def test_a_task_without_a_goal_records_no_success_and_the_head_says_so(tmp_path):
+def test_a_task_without_a_goal_records_no_at_goal_and_the_head_says_so(tmp_path):
     path = _collect(tmp_path / "pendulum", seed=0, episodes=4, task="pendulum_swingup", length=20)
     data = EpisodeData(path)
-    assert "success" not in data.data
-    assert "success" not in Dataset(path).episode(0)
-    with pytest.raises(ValueError, match="records no per-step success"):
+    assert "at_goal" not in data.data
+    assert "at_goal" not in Dataset(path).episode(0)
+    with pytest.raises(ValueError, match="records no per-step at_goal"):
         fit_success_head(data)
 
 
-def test_the_head_tells_held_out_successful_steps_from_the_rest(push_data):
+def test_the_head_tells_held_out_steps_at_the_goal_from_the_rest(push_data):
     train, test = push_data
     head, report = fit_success_head(EpisodeData(train), SuccessHeadCfg(epochs=40), seed=0)
     assert 0.2 < report["success_share"] < 0.9
     held_out = EpisodeData(test)
     said = head.prob(held_out.data["next_obs"]) > 0.5
-    truth = held_out.data["success"]
+    truth = held_out.data["at_goal"]
     assert truth.any() and (~truth).any()
-    # the labels are latched (a ball that left the goal still counts): not all of
-    # them can be read off the observation
-    assert (said[truth]).float().mean() > 0.8  # successful steps called successful
-    assert (~said[~truth]).float().mean() > 0.8  # and the others not
+    # 32 episodes of training: 0.91 and 0.90 measured (the rim of the goal is hard)
+    assert (said[truth]).float().mean() > 0.85  # steps at the goal called so
+    assert (~said[~truth]).float().mean() > 0.85  # and the others not
     # refitting from a head starts from its weights and input statistics
     again, _ = fit_success_head(EpisodeData(train), SuccessHeadCfg(epochs=1), seed=1, init=head)
     torch.testing.assert_close(again.obs_mean, head.obs_mean)
+    # a fit reproduces, whatever the global random state
+    torch.manual_seed(123)
+    same, _ = fit_success_head(EpisodeData(train), SuccessHeadCfg(epochs=2), seed=0)
+    other, _ = fit_success_head(EpisodeData(train), SuccessHeadCfg(epochs=2), seed=0)
+    torch.testing.assert_close(same.state_dict(), other.state_dict())
 
 
 def test_an_imagined_env_with_a_head_reports_success_and_pays_the_bonus():
@@ -103,10 +126,11 @@ def test_an_imagined_env_with_a_head_reports_success_and_pays_the_bonus():
         obs, reward, *_, info = plain.step(action)
         obs2, reward2, *_, info2 = paid.step(action)
         torch.testing.assert_close(obs2, obs)
-        assert "success" not in info
+        assert "success" not in info and "at_goal" not in info
         prob = torch.sigmoid(10 * obs[:, 0])
         torch.testing.assert_close(reward2, reward + 2.0 * prob)
         reached |= prob > 0.5
+        assert torch.equal(info2["at_goal"], prob > 0.5)
         assert torch.equal(info2["success"], reached)  # latched, like a real env's
     with pytest.raises(ValueError, match="success_bonus needs a success head"):
         bare = ImaginedEnv(model, starts, ImaginedEnvCfg(**{**cfg.__dict__, "success_bonus": 1.0}))
@@ -115,7 +139,7 @@ def test_an_imagined_env_with_a_head_reports_success_and_pays_the_bonus():
         paid.use_success_head(SuccessHead(3))
 
 
-def test_the_success_bonus_pays_the_real_env_for_every_step_past_its_goal():
+def test_the_success_bonus_pays_the_real_env_for_every_step_at_its_goal():
     env = envs.make("push", num_envs=4, episode_length=150)
     paid = SuccessBonus(envs.make("push", num_envs=4, episode_length=150), 3.0)
     obs = env.reset(seed=5)
@@ -125,9 +149,9 @@ def test_the_success_bonus_pays_the_real_env_for_every_step_past_its_goal():
         action = expert(obs)
         obs, reward, *_, info = env.step(action)
         _, reward2, *_, info2 = paid.step(action)
-        torch.testing.assert_close(reward2, reward + 3.0 * info["success"].to(reward.dtype))
-        assert torch.equal(info2["success"], info["success"])
-    assert info["success"].any()  # the expert reached the goal: the bonus was paid
+        torch.testing.assert_close(reward2, reward + 3.0 * info["at_goal"].to(reward.dtype))
+        assert torch.equal(info2["at_goal"], info["at_goal"])
+    assert info["at_goal"].any()  # the expert reached the goal: the bonus was paid
     assert paid.num_envs == 4 and paid.name == "push"
     with pytest.raises(ValueError, match="no goal"):
         SuccessBonus(envs.make("pendulum_swingup", num_envs=2), 1.0).step(torch.zeros(2, 1))
