@@ -156,6 +156,11 @@ class FinetuneCfg:
     meter_keep: str = "last"
     """Which policy a fine-tuning run keeps: last, or best (that of the meter's best
     reading: model selection on the meter's starts, whose real steps then count)."""
+    meter_patience: int = 0
+    """Stop fine-tuning (in the model, and in the real sim alike) once this many
+    readings in a row have not beaten the meter's best (its real success rate, on
+    a task without a goal its return): early stopping on the real simulator, for a
+    policy that has begun to fool its model (0: never; needs the meter)."""
     cotrain_episodes: int = 0
     """Co-training (Dyna): every `cotrain_every` model transitions the policy collects
     this many real episodes, and the model is refitted on its data and every episode
@@ -252,7 +257,9 @@ class Between:
     """What happens between the updates of a fine-tuning run, at the transitions
     `step` done so far: a co-training round where one is due (the model refitted on
     the policy's new real episodes, then put in place by `swap`), then the meter's
-    reading where one is due. `real_steps(step)`: the real steps spent by then."""
+    reading where one is due. `real_steps(step)`: the real steps spent by then.
+    With `patience`, a call returns False (stop) once that many readings in a row
+    have not beaten the meter's best."""
 
     def __init__(
         self,
@@ -260,11 +267,15 @@ class Between:
         cotrainer: CoTrainer | None = None,
         swap: Callable[[wm_base.WorldModel], None] | None = None,
         real_steps: Callable[[int], int] = lambda step: 0,
+        patience: int = 0,
     ):
         self.meter, self.cotrainer, self.swap, self.real_steps = meter, cotrainer, swap, real_steps
+        self.patience = patience
+        self.stopped_at: int | None = None  # the transitions at which the meter stopped it
+        self.steps = 0  # the transitions fine-tuning took, once it ended
 
-    def __call__(self, current: Callable[[], Agent], step: int) -> None:
-        """`current()`: the policy as it is now."""
+    def __call__(self, current: Callable[[], Agent], step: int) -> bool:
+        """`current()`: the policy as it is now; whether fine-tuning goes on."""
         if self.cotrainer is not None and self.cotrainer.due(step):
             with torch.random.fork_rng(devices=[]):  # the fine-tuning's draws go on as they were
                 wm = self.cotrainer.round(current(), step)
@@ -273,9 +284,16 @@ class Between:
                 self.meter.wm = wm
         if self.meter is not None and self.meter.due(step):
             self.meter.read(current(), step, self.real_steps(step))
+            if self.patience and self.meter.since_best >= self.patience:
+                self.stopped_at = step
+                return False
+        return True
 
     def end(self, agent: Agent, step: int) -> None:
-        """After the last update: the meter's last reading."""
+        """After the last update: the meter's last reading (where it stopped the run,
+        the one it stopped on)."""
+        step = step if self.stopped_at is None else self.stopped_at
+        self.steps = step
         if self.meter is not None:
             self.meter.finish(agent, step, self.real_steps(step))
 
@@ -286,16 +304,16 @@ class BetweenCallback(BaseCallback):
 
     def __init__(self, between: Between, agent: PpoAgent):
         super().__init__()
-        self.between, self.agent, self.offset = between, agent, 0
+        self.between, self.agent, self.offset, self.go_on = between, agent, 0, True
 
     def _on_training_start(self) -> None:
         self.offset = self.model.num_timesteps
 
     def _on_rollout_start(self) -> None:
-        self.between(self.current, self.model.num_timesteps - self.offset)
+        self.go_on = self.between(self.current, self.model.num_timesteps - self.offset)
 
     def _on_step(self) -> bool:
-        return True
+        return self.go_on  # False: SB3 ends `learn` at once
 
     def current(self) -> PpoAgent:
         """A copy of the agent holding the policy's weights now."""
@@ -459,8 +477,8 @@ def grpo(
     transitions = 0
     try:
         for it in range(iterations):
-            if between is not None:
-                between(lambda: policy, transitions)
+            if between is not None and not between(lambda: policy, transitions):
+                break
             obs, actions, rewards = rollouts(policy, std, gen)
             transitions += rewards.numel()
             horizon = rewards.shape[1]
@@ -535,6 +553,7 @@ def _check(cfg: FinetuneCfg, bc, wm) -> None:
         "real_steps",
         "critic_warmup",
         "meter_every",
+        "meter_patience",
         "cotrain_episodes",
         "success_bonus",
     ):
@@ -557,6 +576,8 @@ def _check(cfg: FinetuneCfg, bc, wm) -> None:
         raise ValueError(f"unknown --meter-keep {cfg.meter_keep!r}; valid: last, best")
     if cfg.meter_keep == "best" and cfg.meter_every == 0:
         raise ValueError("--meter-keep best keeps the meter's best policy: it needs a meter")
+    if cfg.meter_patience and cfg.meter_every == 0:
+        raise ValueError("--meter-patience stops on the meter's readings: it needs a meter")
     if cfg.algo not in ("ppo", "grpo"):
         raise ValueError(f"unknown algo {cfg.algo!r}; valid: ppo, grpo")
     if cfg.algo == "grpo" and cfg.group_size < 2:
@@ -725,10 +746,14 @@ def _head_line(report: dict[str, Any]) -> str:
 
 def _kept(cfg: FinetuneCfg, agent, meter: Meter | None) -> tuple[Any, dict[str, Any]]:
     """The policy a run keeps (`--meter-keep`) and what the report says of it: with
-    best, the step of the reading it was kept at and the real steps the meter's
-    readings took (which then count as spent)."""
-    if cfg.meter_keep == "last" or meter is None:
+    best, the step of the reading it was kept at; with best or `--meter-patience`,
+    the real steps the meter's readings took (which then count as spent: they
+    chose the policy or when to stop)."""
+    if meter is None:
         return agent, {}
+    read = {"real_steps_read": meter.real_steps_read} if cfg.meter_patience else {}
+    if cfg.meter_keep == "last":
+        return agent, read
     best, reading = meter.best
     return best, {"kept_at": reading["step"], "real_steps_read": meter.real_steps_read}
 
@@ -797,7 +822,7 @@ def _improve_in_imagination(
                 imagined.use_starts(model["starts"])
 
         follow.append(take_up)
-        between = Between(meter, cotrainer, swap, real_steps)
+        between = Between(meter, cotrainer, swap, real_steps, cfg.meter_patience)
         agent = fine_tune(
             bc_to_ppo(bc, cfg.value_hidden, cfg.log_std, cfg.seed),
             imagined,
@@ -806,7 +831,7 @@ def _improve_in_imagination(
             "imagined",
             between,
         )
-        steps = cfg.imagined_steps
+        steps = between.steps
     else:
         resets = reset_env.reset(seed=cfg.seed).clone()
 
@@ -826,7 +851,7 @@ def _improve_in_imagination(
                 cfg.success_bonus,
             )
 
-        between = Between(meter, cotrainer, swap, real_steps)
+        between = Between(meter, cotrainer, swap, real_steps, cfg.meter_patience)
         agent, steps = _grpo_within(cfg.imagined_steps, bc, imagine, cfg, "imagined", between)
     reset_env.close()
     return agent, steps
@@ -847,7 +872,7 @@ def _improve_for_real(
     real steps its critic's warm-up took counted too); (the agent, the real steps it
     took)."""
     warmup = cfg.critic_warmup if cfg.algo == "ppo" else 0
-    between = Between(meter, real_steps=lambda step: step + warmup)
+    between = Between(meter, real_steps=lambda step: step + warmup, patience=cfg.meter_patience)
     if cfg.algo == "ppo":
         real_env = _bonus(make_eval_env(env_args, None, cfg.real_envs, seed=cfg.seed), cfg)
         agent = fine_tune(
@@ -858,7 +883,7 @@ def _improve_for_real(
             "real",
             between,
         )
-        real_steps = cfg.real_steps + cfg.critic_warmup
+        real_steps = between.steps + cfg.critic_warmup
     else:
         real_env = make_eval_env(env_args, None, cfg.groups * cfg.group_size, seed=cfg.seed)
         real_env = _bonus(real_env, cfg)
@@ -880,10 +905,10 @@ def _bonus(env, cfg: FinetuneCfg):
 
 def _grpo_within(budget: int, bc: BcAgent, rollouts, cfg: FinetuneCfg, name: str, between: Between):
     """(`grpo` for the whole iterations that fit in `budget` transitions, at least
-    one unless the budget is 0, and the transitions they take)."""
+    one unless the budget is 0 or the meter stops it, and the transitions they took)."""
     per = cfg.groups * cfg.group_size * cfg.horizon
     iterations = 0 if budget == 0 else max(1, budget // per)
-    return grpo(bc, rollouts, iterations, cfg, name, between), iterations * per
+    return grpo(bc, rollouts, iterations, cfg, name, between), between.steps
 
 
 def _line(score: dict[str, Any]) -> str:

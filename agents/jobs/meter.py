@@ -66,6 +66,7 @@ class Meter:
         self.success_head = success_head  # the imagined success rate too (fine-tuning swaps it)
         self.readings: list[dict[str, Any]] = []
         self.best: tuple[Agent, dict[str, Any]] | None = None  # (policy, its reading)
+        self.since_best = 0  # readings since the best one
         self.real_steps_read = 0  # the real steps the readings' episodes took
 
     def due(self, step: int) -> bool:
@@ -99,7 +100,9 @@ class Meter:
         self.real_steps_read += report["episodes"] * report["steps"]  # every row steps to the end
         if self.best is None or score(reading) > score(self.best[1]):
             kept = copy.deepcopy(agent).requires_grad_(False).eval()  # as a finished agent
-            self.best = (kept, reading)
+            self.best, self.since_best = (kept, reading), 0
+        else:
+            self.since_best += 1
         if self.writer is not None:
             for key, value in reading.items():
                 if key not in ("step", "real_steps") and value is not None:

@@ -527,3 +527,37 @@ def test_ppo_branches_from_recorded_states_and_each_rounds_own(push_run, tmp_pat
     data = Dataset(run.out / "data")
     new = [torch.from_numpy(data.episode(e)["obs"]) for e in (4, 5)]
     torch.testing.assert_close(pools[0][len(recorded) :], torch.cat(new).float())
+
+
+def test_meter_patience_stops_a_run_whose_real_score_does_not_improve(push_run, tmp_path):
+    cfg, _ = push_run
+    # a learning rate of 0: the policy never changes, so no reading beats the first
+    run = _grpo(
+        cfg,
+        tmp_path / "stop",
+        imagined_steps=200,
+        real_steps=0,
+        meter_every=40,
+        meter_episodes=2,
+        meter_patience=2,
+        learning_rate=0.0,
+    )
+    report = run_finetune(run)
+    # read at 0, 40 and 80 (two readings no better than the first): stopped at 80
+    assert [r["step"] for r in report["meter"]] == [0, 40, 80]
+    assert report["imagined"]["steps"] == 80
+    ppo = dataclasses.replace(
+        cfg,
+        out=tmp_path / "ppo",
+        imagined_steps=0,
+        real_steps=512,
+        meter_every=128,
+        meter_episodes=2,
+        meter_patience=1,
+        learning_rate=0.0,
+    )
+    real = run_finetune(ppo)["real"]
+    assert [r["step"] for r in real["meter"]] == [0, 128]
+    assert real["real_steps"] == 128 + cfg.critic_warmup + 2 * 2 * 40  # two readings' episodes
+    with pytest.raises(ValueError, match="meter-patience .* needs a meter"):
+        run_finetune(dataclasses.replace(run, out=tmp_path / "x", meter_every=0))
