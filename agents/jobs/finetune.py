@@ -10,8 +10,8 @@ PPO's state-independent log std; its deterministic action clamp(mu, -1, 1) is th
 BC policy's. The value net is new (initialised from `--seed`, so a run
 reproduces) and sees the same standardised observations: on raw ones (push's
 positions are centimetres, its velocities metres a second) it fits the returns so
-poorly that PPO's advantages are noise and the policy only gets worse. PPO's first updates with a
-random critic would move the actor on noise, so the critic is warmed up first
+poorly that PPO's advantages are noise and the policy only gets worse. PPO's first
+updates with a random critic would move the actor on noise, so the critic is warmed up first
 (`critic_warmup` steps with the actor frozen), as done when RL starts from a
 pretrained policy.
 
@@ -26,18 +26,23 @@ The policy stays a `bc` agent. In the real simulator a group's rollouts start
 from the same episode seed (`reset_envs`), so they start from the same state.
 
 In imagination the reward is the world model's learned reward head
-(`ImaginedEnv`); episodes start from real reset states (no real steps) and run
-`horizon` model steps. The real-sim run fine-tunes the same converted policy with
-the same PPO settings for `real_steps` environment steps; both are then evaluated
-on the same real episodes (deterministic actions): success rate and return.
+(`ImaginedEnv`), plus `--success-bonus` times a learned success head's
+probability that the imagined observation is at the goal (`world_models.success`);
+episodes start from real reset states (no real steps), or with `--start-data`
+from recorded states (branched, MBPO-style), and run `horizon` model steps.
+The real-sim run fine-tunes the same converted policy with the same PPO settings
+for `real_steps` environment steps; both are then evaluated on the same real
+episodes (deterministic actions): success rate and return.
 The fine-tuning in imagination is watched by the exploitation meter
 (`agents.jobs.meter`; `--meter-every` model transitions, 0: off): the policy's
 real and imagined returns from the same starts and the model's errors along its
 real episodes, in the report (`meter`), `meter.png` and TensorBoard (`meter/*`);
 the real-sim run is read the same way against the real steps it spent, and
 `real_steps.png` draws both runs' real success (or return) against real steps.
-With `--cotrain-episodes` the model is refitted in rounds on the policy's own
-real episodes as it improves (`agents.jobs.cotrain`), and those real steps count.
+With `--cotrain-episodes` the model (and the success head) is refitted in rounds
+on the policy's own real episodes as it improves (`agents.jobs.cotrain`), those
+real steps count, and branched starts take in their states. `--meter-patience`
+stops a run whose meter readings have stopped improving.
 Outputs: `report.json`, both fine-tuned agents (`agent_imagined.pt`,
 `agent_real.pt`, loadable by `eval`), TensorBoard scalars under `tb/`.
 """
