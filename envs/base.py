@@ -355,10 +355,11 @@ class BatchedEnv(ABC):
         diverged = self.sim.step()
         self.episode_length_buf += 1
         reward = self._get_rewards().to(torch.float64)
-        success = self._at_goal = self._get_success()
+        success = self._get_success()
         if success is not None:
-            success = self._at_goal = success & ~diverged
+            success = success & ~diverged
             self._episode_success |= success if running is None else success & running
+        self._at_goal = success
         terminated, time_out = self._get_dones()
         if diverged.any():  # never pass a diverged world's state on: end its episode
             reward = reward.masked_fill(diverged, 0.0)

@@ -48,6 +48,14 @@ from world_models.base import WorldModel
 from world_models.success import SuccessHead
 
 
+def _check_starts(starts: torch.Tensor, obs_dim: int, name: str) -> None:
+    """Start states must be `[M > 0, obs_dim]`."""
+    if starts.dim() != 2 or starts.shape[1] != obs_dim or len(starts) == 0:
+        raise ValueError(
+            f"{name}: start states have shape {tuple(starts.shape)}, expected (M > 0, {obs_dim})"
+        )
+
+
 @dataclass(kw_only=True)
 class ImaginedEnvCfg:
     num_envs: int = 1
@@ -91,11 +99,7 @@ class ImaginedEnv:
             raise ValueError("an imagined env steps the model once per agent step: action_repeat=1")
         if cfg.termination not in ("model", "never") and termination is None:
             raise ValueError(f"termination must be model or never, got {cfg.termination!r}")
-        if starts.dim() != 2 or starts.shape[1] != model.obs_dim or len(starts) == 0:
-            raise ValueError(
-                f"{name}: start states have shape {tuple(starts.shape)}, expected "
-                f"(M > 0, {model.obs_dim})"
-            )
+        _check_starts(starts, model.obs_dim, name)
         check_penalty(cfg.disagreement_penalty, model, "disagreement_penalty")
         self.latent_obs = not model.predicts_obs
         if self.latent_obs and termination is not None:
@@ -274,11 +278,7 @@ class ImaginedEnv:
             raise ValueError(
                 f"{self.name}: start states can change only for random starts of a state model"
             )
-        if starts.dim() != 2 or starts.shape[1] != self.model.obs_dim or len(starts) == 0:
-            raise ValueError(
-                f"{self.name}: start states have shape {tuple(starts.shape)}, expected "
-                f"(M > 0, {self.model.obs_dim})"
-            )
+        _check_starts(starts, self.model.obs_dim, self.name)
         self.starts = starts.to(self.device, torch.float32)
 
     def use_model(self, model: WorldModel) -> None:

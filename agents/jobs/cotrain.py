@@ -35,6 +35,18 @@ POLICY = "finetune"
 """The policy label of a co-training dataset (its copied episodes and its own)."""
 
 
+def model_data(ckpt: dict[str, Any], data: Path | None = None) -> Path:
+    """The episodes a world model (its checkpoint `ckpt`) was trained on: `data`
+    (`--cotrain-data`) if given, else the path the checkpoint records."""
+    path = data or ckpt.get("data")
+    if path is None or not (Path(path) / "index.json").exists():
+        raise ValueError(
+            f"{path}: no dataset there (the data the world model was trained on): "
+            "pass --cotrain-data"
+        )
+    return Path(path)
+
+
 @dataclasses.dataclass
 class Round:
     """What one round did: at which model transition, the real steps it spent, the
@@ -70,12 +82,7 @@ class CoTrainer:
                 f"(got {episodes}, {every}, {epochs})"
             )
         self.ckpt = wm_base.read_checkpoint(wm_path)
-        self.source = Path(data or self.ckpt["data"])
-        if not (self.source / "index.json").exists():
-            raise ValueError(
-                f"{self.source}: no dataset there (the data the world model was trained "
-                "on): pass --cotrain-data"
-            )
+        self.source = model_data(self.ckpt, data)
         self.episodes, self.every, self.epochs, self.seed = episodes, every, epochs, seed
         self.out, self.data = out, out / "data"
         self.model_file = wm_base.checkpoint_path(wm_path)

@@ -63,7 +63,7 @@ from tqdm import tqdm
 
 from agents.base import Agent, load, read_checkpoint, save
 from agents.bc import BcAgent
-from agents.jobs.cotrain import CoTrainer
+from agents.jobs.cotrain import CoTrainer, model_data
 from agents.jobs.evaluate import evaluate, make_eval_env
 from agents.jobs.meter import Meter, plot_real_steps
 from agents.sb3_agents import PpoAgent, PpoCfg, Sb3Cfg, Sb3Learner, StepBar
@@ -718,23 +718,11 @@ def _meter(
     return Meter(wm, env, cfg.meter_every, cfg.meter_seed, writer, head)
 
 
-def _head_data(cfg: FinetuneCfg) -> Path:
-    """The episodes the world model was trained on (`--cotrain-data`, else the path
-    its checkpoint records)."""
-    path = cfg.cotrain_data or wm_base.read_checkpoint(cfg.wm).get("data")
-    if path is None or not (Path(path) / "index.json").exists():
-        raise ValueError(
-            f"{path}: no dataset there (the data the world model was trained on, which "
-            "the success head learns from): pass --cotrain-data"
-        )
-    return Path(path)
-
-
 def _success_head(cfg: FinetuneCfg, data: Path | None = None, init: SuccessHead | None = None):
     """The success head fitted on `data` (default: the model's data), or refitted
     from `init` for `--cotrain-epochs` epochs as the model is; saved to
     <out>/success_head.pt; (head, its report)."""
-    data = data or _head_data(cfg)
+    data = data or model_data(wm_base.read_checkpoint(cfg.wm), cfg.cotrain_data)
     settings = SuccessHeadCfg() if init is None else SuccessHeadCfg(epochs=cfg.cotrain_epochs)
     head, report = fit_success_head(EpisodeData(data), settings, seed=cfg.seed, init=init)
     write_atomic(cfg.out / "success_head.pt", lambda f: torch.save(head.state_dict(), f))
@@ -787,7 +775,7 @@ def _improve_in_imagination(
     # (branched: recorded observations; co-training refits the first two and adds
     # each round's observations to the third)
     model = {"wm": wm, "head": head, "starts": _branch_starts(cfg)}
-    follow: list[Callable[[], None]] = []  # who takes up a refitted model and head
+    imagined: ImaginedEnv | None = None  # PPO's env, which takes them up
 
     def swap(new: wm_base.WorldModel) -> None:
         model["wm"] = new
@@ -798,12 +786,16 @@ def _improve_in_imagination(
                 meter.success_head = model["head"]
         if model["starts"] is not None:
             model["starts"] = torch.cat((model["starts"], cotrainer.round_observations().float()))
-        for update in follow:
-            update()
+        if imagined is not None:
+            imagined.use_model(model["wm"])
+            imagined.use_success_head(model["head"])
+            if model["starts"] is not None:
+                imagined.use_starts(model["starts"])
 
     def real_steps(step: int) -> int:
         return 0 if cotrainer is None else cotrainer.real_steps
 
+    between = Between(meter, cotrainer, swap, real_steps, cfg.meter_patience)
     if cfg.algo == "ppo":
         settings = ImaginedEnvCfg(
             num_envs=cfg.num_envs,
@@ -819,15 +811,6 @@ def _improve_in_imagination(
         else:
             imagined = ImaginedEnv(wm, model["starts"], settings, name="imagined")
         imagined.use_success_head(head)
-
-        def take_up() -> None:
-            imagined.use_model(model["wm"])
-            imagined.use_success_head(model["head"])
-            if model["starts"] is not None:
-                imagined.use_starts(model["starts"])
-
-        follow.append(take_up)
-        between = Between(meter, cotrainer, swap, real_steps, cfg.meter_patience)
         agent = fine_tune(
             bc_to_ppo(bc, cfg.value_hidden, cfg.log_std, cfg.seed),
             imagined,
@@ -856,7 +839,6 @@ def _improve_in_imagination(
                 cfg.success_bonus,
             )
 
-        between = Between(meter, cotrainer, swap, real_steps, cfg.meter_patience)
         agent, steps = _grpo_within(cfg.imagined_steps, bc, imagine, cfg, "imagined", between)
     reset_env.close()
     return agent, steps
