@@ -7,6 +7,11 @@ python run.py eval       an agent's return in the real simulator and in imaginat
 python run.py train-bc   behaviour cloning from a dataset
 python run.py finetune   BC -> RL: PPO or GRPO on a cloned policy inside a world model,
                          checked in the real simulator beside the same in the real simulator
+python run.py train-rl   SB3 SAC or PPO in the real simulator, with --randomize.* for
+                         domain randomization
+python run.py transfer   agents' returns across physics engines and perturbed physics
+                         (mass, friction, damping, gain, delay, noise): matrix, table,
+                         heatmap
 python run.py collect    record episodes of a policy into an HDF5 dataset
 python run.py inspect    summarise a dataset
 python run.py export     write a dataset in the LeRobot v3.0 layout
@@ -40,6 +45,8 @@ from agents.jobs.loop import LoopCfg, run_loop
 from agents.jobs.rank import run_rank_policies
 from agents.jobs.ray_collect import run_collect
 from agents.jobs.seeds import run_seeds
+from agents.jobs.train_rl import TrainRLCfg, run_train_rl
+from agents.jobs.transfer import TransferCfg, run_transfer
 from sim.data.export import ExportCfg, run_export
 from sim.data.summary import InspectCfg, run_inspect
 from world_models.evaluate import EvalWMCfg, run_eval_wm
@@ -54,6 +61,8 @@ SUBCOMMANDS = {
     "eval": (EvalCfg, run_eval),
     "train-bc": (TrainBCCfg, run_train_bc),
     "finetune": (FinetuneCfg, run_finetune),
+    "train-rl": (TrainRLCfg, run_train_rl),
+    "transfer": (TransferCfg, run_transfer),
 }
 BENCH_SUITES = {
     "env": (bench_env.EnvBenchCfg, bench_env.bench),

@@ -9,11 +9,20 @@ obs, reward, terminated, truncated, info = env.step(action)
 
 import envs.tasks  # noqa: F401  (each task module registers its tasks)
 from envs.base import BatchedEnv, EnvCfg
-from envs.registry import list_tasks, make, make_cfg, make_from_args, register, spec
+from envs.registry import (
+    engine_task,
+    list_tasks,
+    make,
+    make_cfg,
+    make_from_args,
+    register,
+    spec,
+)
 
 __all__ = [
     "BatchedEnv",
     "EnvCfg",
+    "engine_task",
     "list_tasks",
     "make",
     "make_cfg",

@@ -21,6 +21,9 @@ class TaskSpec:
     defaults: dict[str, Any] = field(default_factory=dict)  # cfg values that define the task
     gym_id: str | None = None  # Gymnasium id, registered with the task
     expert: type | None = None  # scripted expert (`envs.experts.Expert`) or None
+    twins: dict[str, str] = field(default_factory=dict)
+    """backend -> the same task in that engine's own registry (`isaaclab`: an Isaac
+    Lab task id), for evaluating across engines (`engine_task`)."""
 
 
 _TASKS: dict[str, TaskSpec] = {}
@@ -32,14 +35,16 @@ def register(
     cfg_cls: type[EnvCfg],
     gym_id: str | None = None,
     expert: type | None = None,
+    twins: dict[str, str] | None = None,
     **defaults: Any,
 ) -> None:
     """Add task `name`: `env_cls` built from `cfg_cls` with `defaults` (the values that
-    define the task), its Gymnasium id, and its scripted expert class if it has one.
-    A task module calls this for its tasks when it is imported (`envs.tasks`)."""
+    define the task), its Gymnasium id, its scripted expert class if it has one, and
+    its twins in other engines (`{"isaaclab": "Isaac-Cartpole-Direct"}`). A task
+    module calls this for its tasks when it is imported (`envs.tasks`)."""
     if name in _TASKS:
         raise ValueError(f"task {name!r} is already registered")
-    _TASKS[name] = TaskSpec(name, env_cls, cfg_cls, dict(defaults), gym_id, expert)
+    _TASKS[name] = TaskSpec(name, env_cls, cfg_cls, dict(defaults), gym_id, expert, twins or {})
     if gym_id is not None and gym_id not in gym.registry:  # loaded on first gym.make
         gym.register(
             id=gym_id,
@@ -73,6 +78,37 @@ def make_cfg(name: str, **overrides: Any) -> EnvCfg:
     return task.cfg_cls(**{**task.defaults, **overrides})
 
 
+def engine_task(name: str, backend: str) -> str:
+    """Task `name` as `backend` knows it: itself where it runs there, else its twin in
+    that engine (a task of ours for an Isaac Lab id on mujoco or warp, an Isaac Lab id
+    for a task of ours on isaaclab); a ValueError where it has none."""
+    ours = name in _TASKS
+    if backend == "isaaclab" and ours:
+        twin = _TASKS[name].twins.get("isaaclab")
+        if twin is None:
+            twinned = [s.name for s in _TASKS.values() if "isaaclab" in s.twins]
+            raise ValueError(
+                f"task {name!r} has no Isaac Lab twin (tasks with one: {', '.join(twinned)})"
+            )
+        return twin
+    if backend != "isaaclab" and not ours:
+        for task in _TASKS.values():
+            if task.twins.get("isaaclab") == name:
+                return task.name
+        raise ValueError(f"{name!r} has no twin among the {backend} tasks of wam-sandbox")
+    return name
+
+
+def _config_fields(name: str, backend: str) -> set[str]:
+    """The config fields the env of task `name` takes on `backend`."""
+    if backend == "isaaclab":
+        from envs.isaaclab import IsaacLabCfg
+
+        return {f.name for f in dataclasses.fields(IsaacLabCfg)}
+    task_spec = spec(name)
+    return {f.name for f in dataclasses.fields(task_spec.cfg_cls)} - set(task_spec.defaults)
+
+
 def make(
     name: str, num_envs: int = 1, backend: str = "mujoco", seed: int = 0, **cfg: Any
 ) -> BatchedEnv:
@@ -102,18 +138,22 @@ def make_from_args(
     copies; the inverse of `agents.jobs.collect.env_args`). `task` swaps in another task:
     the recorded settings it shares carry over (episode length, randomization,
     camera), its own defining values (swing-up, sparse reward, target size) win.
-    `overrides` replace config fields."""
+    `overrides` replace config fields; a `backend` of the other engine family (isaaclab
+    against mujoco or warp) swaps in the recorded task's twin there (`engine_task`),
+    with the recorded settings it shares."""
     name = task or args.get("env_name")
     if name is None:
         raise ValueError("env_args names no task (env_name): pass the task explicitly")
-    backend = args.get("backend", "mujoco")
+    recorded = args.get("backend", "mujoco")
+    backend = overrides.pop("backend", None) or recorded
+    if task is None and (backend == "isaaclab") != (recorded == "isaaclab"):
+        name = engine_task(name, backend)  # the recorded task's twin in the other engine
     kwargs = {
         k: tuple(v) if isinstance(v, list) else v for k, v in args.get("env_kwargs", {}).items()
     }
-    if backend != "isaaclab" and name != args.get("env_name"):
-        task_spec = spec(name)
-        valid = {f.name for f in dataclasses.fields(task_spec.cfg_cls)}
-        kwargs = {k: v for k, v in kwargs.items() if k in valid and k not in task_spec.defaults}
+    if name != args.get("env_name"):
+        valid = _config_fields(name, backend)
+        kwargs = {k: v for k, v in kwargs.items() if k in valid}
     if isinstance(kwargs.get("randomization"), dict):
         fields = {
             k: tuple(v) if isinstance(v, list) else v for k, v in kwargs["randomization"].items()

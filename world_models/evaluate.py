@@ -290,7 +290,9 @@ def _setup(cfg: EvalWMCfg) -> _Setup:
     horizons = _check_cfg(cfg)
     path, ckpt, model, task = _load_model(cfg)
     ds, episodes, which = _open_data(cfg, path, ckpt)
+    task = envs.engine_task(task, ds.env_args.get("backend", "mujoco"))  # the data's engine
     env = _probe_task(ds, task, model, path, cfg.video_starts)
+    env.notes += physics_shift(ckpt.get("env_args") or {}, ds.env_args)
     obs_var, reward_var, data_dim = _dataset_scales(ds)
     if data_dim != model.obs_dim:
         raise ValueError(
@@ -319,6 +321,28 @@ def _setup(cfg: EvalWMCfg) -> _Setup:
         windows=windows,
         rows=rows,
     )
+
+
+def physics_shift(trained: dict[str, Any], truth: dict[str, Any]) -> list[str]:
+    """Notes naming how the ground truth's physics differ from those of the model's
+    training data: another engine, or other randomization (mass, friction, delay...)."""
+    notes = []
+    engines = trained.get("backend", "mujoco"), truth.get("backend", "mujoco")
+    if trained and engines[0] != engines[1]:
+        notes.append(
+            f"ground truth from another engine: {engines[1]} ({truth.get('env_name')}); "
+            f"the model learned from {engines[0]} ({trained.get('env_name')})"
+        )
+    mine = (trained.get("env_kwargs") or {}).get("randomization") or {}
+    theirs = (truth.get("env_kwargs") or {}).get("randomization") or {}
+    moved = [
+        f"{k} {theirs[k]} (model's data: {mine.get(k)})"
+        for k in sorted(theirs)
+        if trained and mine.get(k) != theirs[k]
+    ]
+    if moved:
+        notes.append("ground truth from other physics than the model's data: " + ", ".join(moved))
+    return notes
 
 
 def _load_model(cfg: EvalWMCfg) -> tuple[Path, dict[str, Any], WorldModel, str]:

@@ -46,6 +46,7 @@ import envs
 from agents.base import Agent, read_checkpoint
 from agents.base import from_checkpoint as agent_from_checkpoint
 from sim.data.atomic import write_json_atomic
+from sim.randomization import RandomizationCfg
 from world_models import pictures
 from world_models.base import WorldModel
 from world_models.base import load as load_world_model
@@ -68,8 +69,8 @@ class EvalCfg:
     """Task (default: the task the agent was trained on, with its settings)."""
     wm: Path | None = None
     """World model for the imagined return (a directory holding model.pt, or a file)."""
-    backend: str = "mujoco"
-    """Physics backend (with --task)."""
+    backend: str | None = None
+    """Physics backend (default: the one the agent's data was recorded on, else mujoco)."""
     action_repeat: int | None = None
     """Override the action repeat (default: the agent's training setting, else the task's)."""
     episodes: int = 8
@@ -91,16 +92,42 @@ class EvalCfg:
     (action plausibility); the agent acts along each with the recorded history."""
 
 
-def make_eval_env(env_args: dict | None, task: str | None, n: int, **overrides):
+def make_eval_env(
+    env_args: dict | None, task: str | None, n: int, backend: str | None = None, **overrides
+):
     """The env an agent is evaluated in: the dataset env it was trained on
-    (`env_args`), or `task` with `overrides`."""
+    (`env_args`), or `task`, with `overrides`, on `backend` (None: the recorded one, or
+    mujoco). Whatever randomization the agent trained with, it is evaluated on the
+    task's nominal physics unless `overrides` set a `randomization`."""
     if task is None and env_args is None:
         raise ValueError("the agent checkpoint names no task: pass --task")
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides.setdefault("randomization", RandomizationCfg())
     if task is None or (env_args is not None and task == env_args["env_name"]):
-        overrides.pop("backend", None)  # the recorded backend
+        if backend is not None:
+            overrides["backend"] = backend
         return envs.make_from_args(env_args, n, **overrides)
-    return envs.make(task, num_envs=n, **overrides)
+    return envs.make(task, num_envs=n, backend=backend or "mujoco", **overrides)
+
+
+def agent_env(agent: Agent, ckpt: dict, task: str | None, n: int, **overrides):
+    """`make_eval_env` for `agent` (its checkpoint `ckpt`): an agent that acts on
+    camera frames observes the camera at its frame size; a ValueError where the env's
+    observations or actions are not the agent's."""
+    camera = {}
+    if agent.frame_shape is not None:
+        h, w, _ = agent.frame_shape
+        camera = {"obs": "pixels", "render_height": h, "render_width": w}
+    env = make_eval_env(ckpt.get("env_args"), task, n, **overrides, **camera)
+    obs_dim = env.observation_dim if not camera else tuple(env.observation_space.shape)
+    want = agent.obs_dim if not camera else agent.frame_shape
+    if (obs_dim, env.action_dim) != (want, agent.action_dim):
+        env.close()
+        raise ValueError(
+            f"{env.name} has ({obs_dim} obs, {env.action_dim} actions); "
+            f"the agent acts on ({want}, {agent.action_dim})"
+        )
+    return env
 
 
 @dataclass
@@ -420,31 +447,20 @@ def run_eval(cfg: EvalCfg) -> dict[str, Any]:
     """Entry point of `python run.py eval`."""
     ckpt = read_checkpoint(cfg.agent)
     agent = agent_from_checkpoint(ckpt, cfg.agent).to(cfg.device)
-    camera = {}
-    if agent.frame_shape is not None:  # an agent that acts on frames observes the camera
-        h, w, _ = agent.frame_shape
-        camera = {"obs": "pixels", "render_height": h, "render_width": w}
-        if cfg.wm is not None:
-            raise ValueError(
-                f"{cfg.agent}: the agent acts on camera frames; imagined "
-                "episodes (--wm) serve state vectors"
-            )
-    env = make_eval_env(
-        ckpt.get("env_args"),
+    if agent.frame_shape is not None and cfg.wm is not None:
+        raise ValueError(
+            f"{cfg.agent}: the agent acts on camera frames; imagined "
+            "episodes (--wm) serve state vectors"
+        )
+    env = agent_env(
+        agent,
+        ckpt,
         cfg.task,
         cfg.episodes,
         seed=cfg.seed,
         backend=cfg.backend,
         action_repeat=cfg.action_repeat,
-        **camera,
     )
-    obs_dim = env.observation_dim if not camera else tuple(env.observation_space.shape)
-    want = agent.obs_dim if not camera else agent.frame_shape
-    if (obs_dim, env.action_dim) != (want, agent.action_dim):
-        raise ValueError(
-            f"{env.name} has ({obs_dim} obs, {env.action_dim} actions); "
-            f"the agent acts on ({want}, {agent.action_dim})"
-        )
     wm = None if cfg.wm is None else load_world_model(cfg.wm).to(cfg.device)
     agent_path = Path(cfg.agent)
     out = cfg.out or (agent_path if agent_path.is_dir() else agent_path.parent) / "eval"

@@ -84,6 +84,7 @@ from sim.data import ownership
 from sim.data.atomic import write_json_atomic
 from sim.data.dataset import Dataset, read_index
 from sim.data.loader import EpisodeData
+from sim.randomization import RandomizationCfg
 from world_models import pictures
 from world_models.base import KINDS, with_settings
 from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
@@ -197,6 +198,11 @@ class _LoopCfg:
     worker_gpus: float = 0.0
     """GPUs Ray reserves for each collection worker and each seed's run (--ray, with
     --device cuda): the workers' envs and the seeds' models run there."""
+    randomize: RandomizationCfg = field(default_factory=RandomizationCfg)
+    """Domain randomization of the collected episodes (`collect --randomize.*`): the
+    world model learns from, and the policy is improved for, physics drawn per episode;
+    the evaluation stays on the task's nominal physics (`run.py transfer` measures the
+    agent away from it)."""
     seeds: tuple[int, ...] = ()
     """Run the loop once per seed, each into `<out>/seed_<s>/`, then write one
     `summary.json` over them: the mean and a 95% confidence interval (Student t) of
@@ -250,6 +256,7 @@ INTRODUCED: dict[tuple[str, str], Any] = {  # (section, or "" for the top level;
     ("dreamer", "critics"): 1,
     ("dreamer", "penalty"): 0.0,
     ("ensemble", "imagined_reward"): "sample",
+    ("", "randomize"): json.loads(json.dumps(asdict(RandomizationCfg()))),
 }
 
 
@@ -450,6 +457,7 @@ class Loop:
             seed=cfg.seed,
             episode_length=cfg.episode_length,
             action_repeat=cfg.action_repeat,
+            randomize=cfg.randomize,
             progress=False,
         )
         actor, noise = self.actor, cfg.noise_std  # what the policy needs, nothing else

@@ -18,7 +18,7 @@ GYM_IDS = sorted(k for k in gym.registry if k.startswith("wam/"))
 def test_every_task_has_its_gym_id():
     shipped = [t for t in envs.list_tasks() if not t.startswith("test_")]  # tests add tasks
     assert sorted(envs.spec(t).gym_id for t in shipped) == GYM_IDS
-    assert "wam/CartpoleSwingup-v0" in GYM_IDS and len(GYM_IDS) == 25
+    assert "wam/CartpoleSwingup-v0" in GYM_IDS and len(GYM_IDS) == 26
 
 
 @pytest.mark.parametrize("gym_id", GYM_IDS)

@@ -323,3 +323,33 @@ def test_make_from_args_rebuilds_the_recorded_env(tmp_path):
     assert make_from_args(ds.env_args, 1, render_width=32).cfg.render_width == 32
     other = make_from_args(ds.env_args, 1, task="reacher_easy")  # its own target size wins
     assert other.cfg.target_size == 0.05 and other.cfg.randomization == rand
+
+
+def test_ground_truth_from_other_physics_is_named_and_costs_fidelity(evaluated, tmp_path):
+    """The same policy's episodes with every mass x1.5 and the motor at x0.7: the
+    report says so, and the model, fitted to nominal physics, errs more there."""
+    shifted = RandomizationCfg(mass_scale=(1.5, 1.5), actuator_gain_scale=(0.7, 0.7))
+    collect(
+        CollectCfg(
+            task="cartpole_swingup",
+            num_envs=6,
+            episodes=6,
+            episode_length=500,
+            policy="expert+noise",
+            noise_std=0.3,
+            seed=2,
+            out=tmp_path / "heavy",
+            randomize=shifted,
+            progress=False,
+        )
+    )
+    cfg, nominal = evaluated
+    report = evaluate_world_model(
+        EvalWMCfg(wm=cfg.wm, data=tmp_path / "heavy", video_starts=0, progress=False)
+    )
+    (note,) = [n for n in report["notes"] if "other physics" in n]
+    assert "mass_scale [1.5, 1.5] (model's data: [1.0, 1.0])" in note
+    assert "actuator_gain_scale [0.7, 0.7]" in note
+    for h in ("1", "10"):
+        assert report["state_error"]["model"][h] > 1.5 * nominal["state_error"]["model"][h]
+    assert report["replay"]["max_abs_obs_diff"] < 1e-6  # the ground truth is the shifted sim

@@ -21,6 +21,7 @@ from agents.jobs.evaluate import run_episodes
 from agents.jobs.loop import AGENT_KINDS, RESET_STARTS, Loop, LoopCfg, run_loop
 from sim.data.dataset import Dataset
 from sim.data.loader import EpisodeData
+from sim.randomization import RandomizationCfg
 from world_models.imagined_env import ImaginedEnv, ImaginedEnvCfg
 from world_models.pictures import decode_video
 
@@ -459,3 +460,20 @@ def test_a_fresh_actor_critic_is_judged_by_the_next_collection_and_waits_through
     proc = _run(tmp_path / "one", "--reset-every", "1", "--episodes-per-iter", "1", check=False)
     assert proc.returncode != 0 and "error: --reset-judge real shares a collection" in proc.stderr
     assert not (tmp_path / "one").exists()
+
+
+def test_randomize_draws_the_collections_physics_and_the_evaluation_stays_nominal(tmp_path):
+    cfg = tyro.cli(
+        LoopCfg,
+        args=[*TINY, "--out", str(tmp_path / "run"), "--randomize.mass-scale", "0.5", "1.5"],
+    )
+    loop = Loop(cfg)
+    loop.collect()
+    data = Dataset(tmp_path / "run" / "data")
+    assert data.env_args["env_kwargs"]["randomization"]["mass_scale"] == [0.5, 1.5]
+    masses = {tuple(data.attrs(e)["rand_mass_scale"]) for e in data.episodes}
+    assert len(masses) == len(data.episodes) == 2
+    assert all(0.5 <= m <= 1.5 for drawn in masses for m in drawn)
+    evaluation = loop._make_eval_env()
+    assert evaluation.cfg.randomization == RandomizationCfg()
+    evaluation.close()
