@@ -372,7 +372,7 @@ def _run_sac(run: Run) -> dict[str, Any]:
         eval_episodes=s["eval_episodes"],
         eval_seed=s["eval_seed"],
     )
-    sac = sac_curve(run.task, s["budget"], run.seed, cfg, s["eval_every"])
+    sac = sac_curve(run.task, s["budget"], run.seed, cfg, s["eval_every"], run.work)
     curve = [
         {
             "env_steps": r["env_steps"],

@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import envs
-from agents.jobs.evaluate import evaluate
 from agents.jobs.loop import LoopCfg, run_loop
-from agents.sb3_agents import Sb3Cfg, Sb3Learner
+from agents.jobs.train_rl import TrainRLCfg, run_train_rl
 from sim.data.atomic import write_json_atomic
 
 MILESTONES = (10_000, 25_000, 50_000)
@@ -49,38 +48,27 @@ def bench(cfg: LoopBenchCfg) -> dict[str, Any]:
     return run_loop_bench(cfg.tasks, cfg.budget, cfg.seeds, cfg.out)
 
 
-def sac_curve(task: str, budget: int, seed: int, loop: LoopCfg, every: int) -> dict[str, Any]:
-    """SAC on the real env (SB3's defaults, one env, the loop's action repeat): the
-    real return on the loop's evaluation starts every `every` env steps."""
-    settings = {"action_repeat": loop.action_repeat}
-    if loop.episode_length is not None:
-        settings["episode_length"] = loop.episode_length
-    env = envs.make(task, 1, loop.backend, seed=seed, **settings)
-    eval_env = envs.make(task, loop.eval_episodes, loop.backend, seed=loop.eval_seed, **settings)
-    learner = Sb3Learner(None, env, Sb3Cfg(algo="sac", seed=seed))
-    curve, start = [], time.perf_counter()
-    steps = 0
-    while steps < budget:
-        learner.learn(every // loop.action_repeat)
-        steps = learner.num_timesteps * loop.action_repeat
-        report = evaluate(learner.agent, eval_env, seed=loop.eval_seed)
-        curve.append(
-            {
-                "env_steps": steps,
-                "real_return": report["real_return"]["mean"],
-                "real_return_std": report["real_return"]["std"],
-                "wall_s": time.perf_counter() - start,
-            }
+def sac_curve(
+    task: str, budget: int, seed: int, loop: LoopCfg, every: int, out: Path
+) -> dict[str, Any]:
+    """SAC on the real env (`run.py train-rl`: SB3's defaults, one env, the loop's
+    action repeat), its files in `out`: the real return on the loop's evaluation
+    starts every `every` env steps."""
+    summary = run_train_rl(
+        TrainRLCfg(
+            task=task,
+            backend=loop.backend,
+            steps=budget,
+            action_repeat=loop.action_repeat,
+            episode_length=loop.episode_length,
+            eval_every=every,
+            eval_episodes=loop.eval_episodes,
+            eval_seed=loop.eval_seed,
+            seed=seed,
+            out=out,
         )
-        last = curve[-1]
-        print(
-            f"  sac {task} seed {seed}: {steps:,} env steps, return "
-            f"{last['real_return']:.1f}, {last['wall_s']:.0f} s",
-            flush=True,
-        )
-    env.close()
-    eval_env.close()
-    return {"curve": curve, "wall_s": time.perf_counter() - start}
+    )
+    return {"curve": summary["curve"], "wall_s": summary["curve"][-1]["wall_s"]}
 
 
 def _at(curve: list[dict[str, Any]], steps: int) -> float | None:
@@ -117,7 +105,7 @@ def run_loop_bench(
             length = cfg.episode_length or envs.make_cfg(task).episode_length
             every = cfg.episodes_per_iter * length
             print(f"SAC: {task}, seed {seed}", flush=True)
-            sac = sac_curve(task, budget, seed, cfg, every)
+            sac = sac_curve(task, budget, seed, cfg, every, out / f"{task}-seed{seed}" / "sac")
             results[f"{task}/seed{seed}"] = {
                 "task": task,
                 "seed": seed,

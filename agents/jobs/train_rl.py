@@ -27,8 +27,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 import envs
 from agents import base
 from agents.jobs.collect import CollectCfg, env_args
@@ -69,7 +67,7 @@ class TrainRLCfg:
     sb3: Sb3Cfg = field(default_factory=Sb3Cfg)
     """SB3's settings (--sb3.algo sac or ppo); its seed is --seed."""
     progress: bool = True
-    """Show progress."""
+    """Print a line at each evaluation."""
 
 
 def run_train_rl(cfg: TrainRLCfg) -> dict[str, Any]:
@@ -101,7 +99,6 @@ def run_train_rl(cfg: TrainRLCfg) -> dict[str, Any]:
     learner = Sb3Learner(None, env, sb3)
     curve: list[dict[str, Any]] = []
     start, steps = time.perf_counter(), 0
-    bar = tqdm(total=cfg.steps, disable=not cfg.progress, unit="env step", desc=cfg.task)
     try:
         while steps < cfg.steps:
             chunk = min(cfg.eval_every, cfg.steps - steps)
@@ -131,11 +128,14 @@ def run_train_rl(cfg: TrainRLCfg) -> dict[str, Any]:
             base.save(agent, out / "agent.pt", env_args=args)
             summary = {"config": json.loads(json.dumps(asdict(cfg), default=str)), "curve": curve}
             write_json_atomic(out / "summary.json", summary)
-            bar.n = min(steps, cfg.steps)
-            bar.set_postfix(real_return=f"{curve[-1]['real_return']:.1f}")
-            bar.refresh()
+            if cfg.progress:
+                last = curve[-1]
+                print(
+                    f"  {cfg.sb3.algo} {cfg.task} seed {cfg.seed}: {steps:,} env steps, return "
+                    f"{last['real_return']:.1f}, {last['wall_s']:.0f} s",
+                    flush=True,
+                )
     finally:
-        bar.close()
         if env is not None:
             env.close()
     last = curve[-1]
