@@ -115,12 +115,19 @@ def save(agent: Agent, path: str | os.PathLike, **extra: Any) -> None:
     save_atomic(agent.checkpoint(**extra), path)
 
 
-def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
-    """A checked agent checkpoint dict (tensors on the CPU)."""
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """The file of agent checkpoint `path`: itself, or in a directory its agent.pt (a
+    World Action Model's directory, train-wm's output: its model.pt)."""
     path = Path(path)
-    if path.is_dir():  # an agent's directory, or a World Action Model's (train-wm output)
+    if path.is_dir():
         wm_dir = not (path / "agent.pt").exists() and (path / "model.pt").exists()
         path = path / ("model.pt" if wm_dir else "agent.pt")
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
+    """A checked agent checkpoint dict (tensors on the CPU)."""
+    path = checkpoint_file(path)
     if not path.exists():
         raise ValueError(f"{path}: no such agent checkpoint")
     ckpt = read_file(path, (FORMAT, WM_FORMAT), "agent")

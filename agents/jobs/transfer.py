@@ -42,7 +42,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from agents.base import from_checkpoint, read_checkpoint
+from agents.base import checkpoint_file, from_checkpoint, read_checkpoint
 from agents.expert_agent import ExpertAgent
 from agents.jobs.evaluate import agent_env, make_eval_env, run_episodes
 from agents.jobs.seeds import mean_ci
@@ -178,14 +178,6 @@ def _default_name(spec: str) -> str:
         return EXPERT
     path = Path(spec)
     return path.name if path.is_dir() else path.parent.name or path.stem
-
-
-def checkpoint_file(path: Path) -> Path:
-    """The file of an agent checkpoint `path` (a directory holds agent.pt, or a World
-    Action Model's model.pt)."""
-    if path.is_dir():
-        return path / ("agent.pt" if (path / "agent.pt").exists() else "model.pt")
-    return path
 
 
 def _digest(spec: str) -> str:
