@@ -24,7 +24,6 @@ def test_the_twin_follows_isaac_labs_steps():
     env = envs.make("isaac_cartpole", num_envs=rows, seed=0)
     obs = env.set_physics_state(torch.tensor(ref["qpos"]), torch.tensor(ref["qvel"]))
     np.testing.assert_allclose(obs.numpy(), ref["obs0"], atol=1e-6)
-    compared = 0
     for t, action in enumerate(ref["actions"]):
         _, reward, terminated, _, info = env.step(torch.tensor(action))
         alive = ref["alive"][t]
@@ -34,9 +33,11 @@ def test_the_twin_follows_isaac_labs_steps():
         )
         np.testing.assert_allclose(reward.numpy()[alive], ref["rewards"][t][alive], atol=1e-5)
         assert (terminated.numpy() == ref["terminated"][t])[alive].all()
-        compared += int(alive.sum())
-    assert compared == ref["alive"].size  # no row's episode ended: every step compared
-    assert np.abs(ref["obs"][-1, :, 1]).max() > 1.0  # the unforced poles fell: a real test
+    assert np.abs(ref["obs"][-1, :2, 1]).min() > 1.0  # the unforced poles fell
+    assert ref["terminated"][:, 2:4].any(0).all()  # the pushed carts left the rail
+    # ... and were paid the failure on the step they left it, as Isaac Lab pays it
+    ends = ref["terminated"] & ref["alive"]
+    assert ends[:, 2:4].sum() == 2 and (ref["rewards"][ends] < -1.5 / 60).all()
 
 
 def test_the_twin_keeps_the_protocol_and_isaac_labs_task():

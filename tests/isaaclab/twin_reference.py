@@ -23,8 +23,9 @@ ROWS, STEPS = 8, 150
 
 def record() -> dict[str, np.ndarray]:
     """Isaac Lab's steps from its own reset states (seed 3): rows 0-1 without force,
-    the others on uniform random forces (seed 0); `alive` marks each row's steps up to
-    and including the one that ended its first episode."""
+    rows 2-3 at full force either way (until they fail), the others on uniform random
+    forces (seed 0); `alive` marks each row's steps up to and including the one that
+    ended its first episode."""
     env = envs.make("Isaac-Cartpole-Direct", num_envs=ROWS, backend="isaaclab", seed=0)
     try:
         env.reset(seed=3)
@@ -32,6 +33,7 @@ def record() -> dict[str, np.ndarray]:
         obs0 = env.set_physics_state(qpos, qvel)
         actions = torch.rand(STEPS, ROWS, 1, generator=torch.Generator().manual_seed(0)) * 2 - 1
         actions[:, :2] = 0.0
+        actions[:, 2:4] = torch.tensor([1.0, -1.0])[:, None]  # full force: off the rail's 3 m
         obs, rewards, terminated, alive = [], [], [], []
         running = torch.ones(ROWS, dtype=torch.bool)
         for t in range(STEPS):
