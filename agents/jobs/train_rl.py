@@ -64,6 +64,10 @@ class TrainRLCfg:
     """Seed of SB3 and of the training episodes."""
     out: Path | None = None
     """Output directory (default: runs/rl/<task>-<algo>-<date>-<time>)."""
+    init: Path | None = None
+    """Start from this agent's weights (an SB3 agent of --sb3.algo: a train-rl or loop
+    agent.pt), with a fresh replay buffer and optimisers: fine-tuning, e.g. a
+    nominal-physics agent with --randomize.*."""
     sb3: Sb3Cfg = field(default_factory=Sb3Cfg)
     """SB3's settings (--sb3.algo sac or ppo); its seed is --seed."""
     progress: bool = True
@@ -96,7 +100,7 @@ def run_train_rl(cfg: TrainRLCfg) -> dict[str, Any]:
         json.dumps(env_args(CollectCfg(task=cfg.task, backend=cfg.backend, seed=cfg.seed), env))
     )
     sb3 = Sb3Cfg(**{**cfg.sb3.__dict__, "seed": cfg.seed, "tensorboard_log": out / "tb"})
-    learner = Sb3Learner(None, env, sb3)
+    learner = Sb3Learner(None if cfg.init is None else base.load(cfg.init), env, sb3)
     curve: list[dict[str, Any]] = []
     start, steps = time.perf_counter(), 0
     try:

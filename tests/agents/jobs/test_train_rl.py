@@ -3,6 +3,8 @@ training episode, writes an agent that `run.py eval` scores as its curve says.""
 
 from __future__ import annotations
 
+import torch
+
 from agents import base
 from agents.jobs.evaluate import EvalCfg, run_eval
 from agents.jobs.train_rl import TrainRLCfg, run_train_rl
@@ -34,3 +36,21 @@ def test_the_agent_and_curve_of_a_randomized_run(tmp_path):
     report = run_eval(EvalCfg(agent=tmp_path / "rl", episodes=3, seed=1000, out=tmp_path / "e"))
     assert report["real_return"]["mean"] == summary["curve"][-1]["real_return"]
     assert any((tmp_path / "rl" / "tb").rglob("events.out.tfevents.*"))
+
+
+def test_init_starts_from_an_agents_weights(tmp_path):
+    """Before SAC's first update (learning_starts beyond the run) the agent is the one
+    it started from: its evaluation is the first run's to the digit."""
+    short = dict(task="pendulum_swingup", eval_episodes=2, episode_length=100, progress=False)
+    first = run_train_rl(
+        TrainRLCfg(steps=200, eval_every=200, out=tmp_path / "a", seed=0,
+                   sb3=Sb3Cfg(sac=SacCfg(learning_starts=50)), **short)
+    )  # fmt: skip
+    going = run_train_rl(
+        TrainRLCfg(steps=100, eval_every=100, out=tmp_path / "b", seed=5, init=tmp_path / "a",
+                   sb3=Sb3Cfg(sac=SacCfg(learning_starts=1000)), **short)
+    )  # fmt: skip
+    assert going["curve"][0]["real_return"] == first["curve"][-1]["real_return"]
+    a, b = base.load(tmp_path / "a"), base.load(tmp_path / "b")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
