@@ -328,9 +328,9 @@ def kept(rows: dict[str, dict[str, Any]], reference: str) -> None:
     something the task does not have, such as friction without contacts)."""
     base = rows.get(reference, {}).get("mean")
     returns = rows.get(reference, {}).get("returns")
-    for row in rows.values():
+    for key, row in rows.items():
         row["kept"] = row["mean"] / base if base is not None and base > 0 else None
-        row["identical"] = row["returns"] == returns  # the perturbation changed nothing
+        row["identical"] = key != reference and row["returns"] == returns  # changed nothing
 
 
 def run_transfer(cfg: TransferCfg) -> dict[str, Any]:
@@ -424,7 +424,7 @@ def table(done: dict[str, dict[str, Any]], keys: list[str]) -> str:
                 text += f" ({row['kept']:.0%})"
             if "success_rate" in row:
                 text += f", {row['success_rate']:.0%} success"
-            if row.get("identical") and key != keys[0]:
+            if row.get("identical"):
                 text += ", identical"
             entries.append(text)
         lines.append(
