@@ -343,13 +343,28 @@ def run_transfer(cfg: TransferCfg) -> dict[str, Any]:
         task = cfg.task or (loaded[0][1].get("env_args") or {}).get("env_name", "task")
         out = Path("runs/transfer") / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    done = _resumed(out / "matrix.json", wanted)
+    matrix = {"schema": SCHEMA, "settings": wanted, "cells": _resumed(out / "matrix.json", wanted)}
+    elsewhere = measure(cfg, loaded, matrix, out / "matrix.json")
+    report(cfg, loaded, matrix, out)
+    for backend, why in elsewhere.items():
+        print(
+            f"not measured here: the {backend} cells ({why}); run the same command in the "
+            "environment where that engine runs, with the same --out: the matrix resumes"
+        )
+    return matrix
+
+
+def measure(
+    cfg: TransferCfg, loaded: list[tuple[Path, dict]], matrix: dict[str, Any], path: Path
+) -> dict[str, str]:
+    """Score every cell the matrix lacks, writing it to `path` after each; returns the
+    backends that do not run in this environment, with why."""
+    done = matrix["cells"]
     todo = [
         (i, c) for c in cells(cfg) for i in range(len(loaded)) if c.key not in done[cfg.names[i]]
     ]
-    matrix = {"schema": SCHEMA, "settings": wanted, "cells": done}
     bar = tqdm(total=len(todo), disable=not cfg.progress, desc="transfer", unit="cell")
-    elsewhere: dict[str, str] = {}  # backend -> why it does not run in this environment
+    elsewhere: dict[str, str] = {}
     for i, cell in todo:
         name = cfg.names[i]
         bar.update()
@@ -363,7 +378,7 @@ def run_transfer(cfg: TransferCfg) -> dict[str, Any]:
             continue
         done[name][cell.key] = row
         _check_one_task(done)
-        write_json_atomic(out / "matrix.json", matrix)
+        write_json_atomic(path, matrix)
         if cfg.progress:
             lo, hi = row["ci95"]
             tqdm.write(
@@ -371,24 +386,26 @@ def run_transfer(cfg: TransferCfg) -> dict[str, Any]:
                 f"{row['mean']:.1f} (95% CI {lo:.1f} to {hi:.1f})"
             )
     bar.close()
+    return elsewhere
+
+
+def report(
+    cfg: TransferCfg, loaded: list[tuple[Path, dict]], matrix: dict[str, Any], out: Path
+) -> None:
+    """Each row's `kept` against its agent's own engine, then `matrix.json`,
+    `table.md` and `heatmap.png` of the cells `cfg` names, and the table printed."""
+    done = matrix["cells"]
     homes = {name: home(cfg, ckpt) for name, (_, ckpt) in zip(cfg.names, loaded, strict=True)}
     for name, rows in done.items():
         kept(rows, homes[name])
-    wanted_keys = [c.key for c in cells(cfg)]
     write_json_atomic(out / "matrix.json", matrix)
-    text = table(done, wanted_keys) + "\n" + worst_table(done, cfg)
+    text = table(done, [c.key for c in cells(cfg)]) + "\n" + worst_table(done, cfg)
     write_bytes_atomic(out / "table.md", text.encode())
     heatmap(out / "heatmap.png", done, cfg, homes)
     print(text)
     print(
         f"matrix: {out / 'matrix.json'}, table: {out / 'table.md'}, heatmap: {out / 'heatmap.png'}"
     )
-    for backend, why in elsewhere.items():
-        print(
-            f"not measured here: the {backend} cells ({why}); run the same command in the "
-            "environment where that engine runs, with the same --out: the matrix resumes"
-        )
-    return matrix
 
 
 def _check_one_task(done: dict[str, dict[str, Any]]) -> None:
