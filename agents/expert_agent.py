@@ -10,7 +10,6 @@ the expert (collection's `expert+noise` policy uses correlated noise instead).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import torch
@@ -49,7 +48,6 @@ class ExpertAgent(Agent):
     def for_env(cls, env, noise_std: float = 0.3) -> ExpertAgent:
         """The expert of a live real env (built by `envs.make`)."""
         args = env_args(CollectCfg(task=env.name, backend=env.cfg.backend), env)
-        args = json.loads(json.dumps(args))  # plain lists and dicts, as a dataset stores them
         return cls(env.observation_dim, env.action_dim, {"env_args": args, "noise_std": noise_std})
 
     @torch.no_grad()

@@ -326,9 +326,11 @@ def _setup(cfg: EvalWMCfg) -> _Setup:
 def physics_shift(trained: dict[str, Any], truth: dict[str, Any]) -> list[str]:
     """Notes naming how the ground truth's physics differ from those of the model's
     training data: another engine, or other randomization (mass, friction, delay...)."""
+    if not trained:  # a checkpoint that names no training data: nothing to compare
+        return []
     notes = []
     engines = trained.get("backend", "mujoco"), truth.get("backend", "mujoco")
-    if trained and engines[0] != engines[1]:
+    if engines[0] != engines[1]:
         notes.append(
             f"ground truth from another engine: {engines[1]} ({truth.get('env_name')}); "
             f"the model learned from {engines[0]} ({trained.get('env_name')})"
@@ -338,7 +340,7 @@ def physics_shift(trained: dict[str, Any], truth: dict[str, Any]) -> list[str]:
     moved = [
         f"{k} {theirs[k]} (model's data: {mine.get(k)})"
         for k in sorted(theirs)
-        if trained and mine.get(k) != theirs[k]
+        if mine.get(k) != theirs[k]
     ]
     if moved:
         notes.append("ground truth from other physics than the model's data: " + ", ".join(moved))

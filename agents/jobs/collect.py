@@ -11,6 +11,7 @@ missing ones, giving the dataset an uninterrupted run would have written.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable
@@ -99,9 +100,10 @@ class CollectCfg:
 
 
 def env_args(cfg: CollectCfg, env) -> dict:
-    """What defines the recorded data: robomimic's env_args plus our run settings."""
+    """What defines the recorded data: robomimic's env_args plus our run settings, as a
+    dataset stores them (JSON values: lists, not tuples)."""
     kwargs = {k: v for k, v in dataclasses.asdict(env.cfg).items() if k not in _EXECUTION_FIELDS}
-    return {
+    args = {
         "env_name": cfg.task,
         "type": "wam-sandbox",
         "env_kwargs": kwargs,
@@ -117,6 +119,7 @@ def env_args(cfg: CollectCfg, env) -> dict:
         "nq": env.sim.nq,
         "nv": env.sim.nv,
     }
+    return json.loads(json.dumps(args))
 
 
 def recorded_env_args(cfg: CollectCfg) -> dict:

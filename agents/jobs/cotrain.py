@@ -16,7 +16,6 @@ model and policy together). The model's own directory and data are only read.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -116,7 +115,7 @@ class CoTrainer:
         env_args (those of the env the rounds collect in, checked to be the source's)."""
         args = recorded_env_args(self._collect_cfg)
         theirs = source.env_args["env_kwargs"]
-        ours = json.loads(json.dumps(args["env_kwargs"]))  # as recorded: lists, not tuples
+        ours = args["env_kwargs"]
         differ = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k))
         if differ:
             raise ValueError(

@@ -21,6 +21,7 @@ closed loop, so the curves of both read on one axis.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -89,17 +90,19 @@ def run_train_rl(cfg: TrainRLCfg) -> dict[str, Any]:
     one_sim = cfg.backend == "isaaclab"
 
     def training_env(k: int):
-        randomization = {"randomization": cfg.randomize}
-        seed = cfg.seed + k
         return envs.make(
-            cfg.task, cfg.num_envs, cfg.backend, seed=seed, **randomization, **settings
+            cfg.task,
+            cfg.num_envs,
+            cfg.backend,
+            seed=cfg.seed + k,
+            randomization=cfg.randomize,
+            **settings,
         )
 
     env = training_env(0)
-    args = json.loads(
-        json.dumps(env_args(CollectCfg(task=cfg.task, backend=cfg.backend, seed=cfg.seed), env))
-    )
-    sb3 = Sb3Cfg(**{**cfg.sb3.__dict__, "seed": cfg.seed, "tensorboard_log": out / "tb"})
+    args = env_args(CollectCfg(task=cfg.task, backend=cfg.backend, seed=cfg.seed), env)
+    config = json.loads(json.dumps(asdict(cfg), default=str))
+    sb3 = dataclasses.replace(cfg.sb3, seed=cfg.seed, tensorboard_log=out / "tb")
     learner = Sb3Learner(None if cfg.init is None else base.load(cfg.init), env, sb3)
     curve: list[dict[str, Any]] = []
     start, steps = time.perf_counter(), 0
@@ -130,7 +133,7 @@ def run_train_rl(cfg: TrainRLCfg) -> dict[str, Any]:
                 }
             )
             base.save(agent, out / "agent.pt", env_args=args)
-            summary = {"config": json.loads(json.dumps(asdict(cfg), default=str)), "curve": curve}
+            summary = {"config": config, "curve": curve}
             write_json_atomic(out / "summary.json", summary)
             if cfg.progress:
                 last = curve[-1]

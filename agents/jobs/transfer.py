@@ -27,7 +27,15 @@ under each perturbation, over the levels within +-30% and over all) and `heatmap
 perturbation and level, one panel per agent). A run that stops is resumed by
 running it again: cells already in `matrix.json` are kept if the agents
 (checkpoint digests), task, episodes and seed are the same; other perturbations,
-levels or backends may be added the same way.
+levels or backends may be added the same way. That is also how a matrix spans
+engines that live in separate Python environments (Isaac Lab's, `docs/isaaclab.md`):
+cells whose engine cannot be imported here are left for a run in the other
+environment, with the same `--out`, and the command says so.
+
+Across engine families a task is evaluated as its twin there
+(`envs.registry.engine_task`): an agent of `isaac_cartpole` on `isaaclab` meets
+`Isaac-Cartpole-Direct`, and one trained on `Isaac-Cartpole-Direct` meets
+`isaac_cartpole` on `mujoco`. Perturbations apply on the backends of `PERTURBABLE`.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from agents.base import checkpoint_file, from_checkpoint, read_checkpoint
@@ -376,8 +385,8 @@ def measure(
         except ImportError as err:  # an engine of another Python environment
             elsewhere[cell.backend] = " ".join(str(err).split())
             continue
+        _check_one_task(done, row)
         done[name][cell.key] = row
-        _check_one_task(done)
         write_json_atomic(path, matrix)
         if cfg.progress:
             lo, hi = row["ci95"]
@@ -408,14 +417,15 @@ def report(
     )
 
 
-def _check_one_task(done: dict[str, dict[str, Any]]) -> None:
-    """The agents must act on one task (on each backend: its twin in another engine)."""
-    for backend in {row["backend"] for rows in done.values() for row in rows.values()}:
-        tasks = {
-            r["task"] for rows in done.values() for r in rows.values() if r["backend"] == backend
-        }
-        if len(tasks) > 1:
-            raise ValueError(f"the agents act on different tasks ({', '.join(sorted(tasks))})")
+def _check_one_task(done: dict[str, dict[str, Any]], row: dict[str, Any]) -> None:
+    """A new `row` must be of the task the agents' other rows on its backend are of
+    (the agents act on one task; on another engine, its twin there)."""
+    for rows in done.values():
+        for other in rows.values():
+            if other["backend"] == row["backend"] and other["task"] != row["task"]:
+                raise ValueError(
+                    f"the agents act on different tasks ({other['task']}, {row['task']})"
+                )
 
 
 def table(done: dict[str, dict[str, Any]], keys: list[str]) -> str:
@@ -485,8 +495,6 @@ def heatmap(
     """`kept` per perturbation (rows; a row of engines first where there are several)
     and level (columns), one panel per agent (stacked), each cell labelled with its level and
     the share of the nominal return it kept."""
-    import numpy as np
-
     rows: list[tuple[str, list[Cell]]] = []
     if len(cfg.backends) > 1:
         rows.append(("engine", [Cell(b, "nominal", 0.0) for b in cfg.backends]))

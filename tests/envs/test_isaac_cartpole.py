@@ -4,7 +4,6 @@ the env protocol, and each engine's name of the task leads to the other's."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -78,7 +77,7 @@ def test_each_engine_names_the_task_of_the_other():
     # an Isaac Lab recording's env_args, rebuilt on mujoco: the twin, with the settings
     # the two configs share
     twin = envs.make("isaac_cartpole", num_envs=1)
-    args = json.loads(json.dumps(env_args(CollectCfg(task="isaac_cartpole"), twin)))
+    args = env_args(CollectCfg(task="isaac_cartpole"), twin)
     args.update(env_name="Isaac-Cartpole-Direct", backend="isaaclab")
     args["env_kwargs"] = {"episode_length": 200, "action_repeat": 1, "offline_assets": True}
     env = envs.make_from_args(args, 2, backend="mujoco")

@@ -43,13 +43,26 @@ def test_init_starts_from_an_agents_weights(tmp_path):
     it started from: its evaluation is the first run's to the digit."""
     short = dict(task="pendulum_swingup", eval_episodes=2, episode_length=100, progress=False)
     first = run_train_rl(
-        TrainRLCfg(steps=200, eval_every=200, out=tmp_path / "a", seed=0,
-                   sb3=Sb3Cfg(sac=SacCfg(learning_starts=50)), **short)
-    )  # fmt: skip
+        TrainRLCfg(
+            steps=200,
+            eval_every=200,
+            out=tmp_path / "a",
+            seed=0,
+            sb3=Sb3Cfg(sac=SacCfg(learning_starts=50)),
+            **short,
+        )
+    )
     going = run_train_rl(
-        TrainRLCfg(steps=100, eval_every=100, out=tmp_path / "b", seed=5, init=tmp_path / "a",
-                   sb3=Sb3Cfg(sac=SacCfg(learning_starts=1000)), **short)
-    )  # fmt: skip
+        TrainRLCfg(
+            steps=100,
+            eval_every=100,
+            out=tmp_path / "b",
+            seed=5,
+            init=tmp_path / "a",
+            sb3=Sb3Cfg(sac=SacCfg(learning_starts=1000)),
+            **short,
+        )
+    )
     assert going["curve"][0]["real_return"] == first["curve"][-1]["real_return"]
     a, b = base.load(tmp_path / "a"), base.load(tmp_path / "b")
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):

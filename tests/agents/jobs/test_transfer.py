@@ -30,7 +30,7 @@ FIELDS = ("body_mass", "body_inertia", "dof_damping", "geom_friction", "actuator
 
 def _save(agent, env, path, **env_kwargs):
     """`agent` saved with the env_args of `env`'s task (and `env_kwargs` recorded)."""
-    args = json.loads(json.dumps(env_args(CollectCfg(task=env.name), env)))
+    args = env_args(CollectCfg(task=env.name), env)
     args["env_kwargs"].update(json.loads(json.dumps(env_kwargs)))
     base.save(agent, path, env_args=args)
     return path
@@ -51,9 +51,15 @@ def expert(tmp_path):
 def test_the_nominal_cell_is_evals_number_and_a_perturbation_moves_it(expert, tmp_path):
     report = run_eval(EvalCfg(agent=expert, episodes=6, out=tmp_path / "eval"))
     cfg = TransferCfg(
-        agents=(str(expert), "expert"), names=("saved", "expert"), perturb=("mass", "action_delay"),
-        scales=(0.5,), delays=(3,), episodes=6, out=tmp_path / "m", progress=False,
-    )  # fmt: skip
+        agents=(str(expert), "expert"),
+        names=("saved", "expert"),
+        perturb=("mass", "action_delay"),
+        scales=(0.5,),
+        delays=(3,),
+        episodes=6,
+        out=tmp_path / "m",
+        progress=False,
+    )
     matrix = run_transfer(cfg)
     rows = matrix["cells"]["saved"]
     # `expert`, the task's expert built on the first agent's task: the saved one's twin
@@ -164,10 +170,22 @@ def test_bad_settings_are_named(expert, tmp_path):
     with pytest.raises(ValueError, match="relative changes > -1"):
         run_transfer(TransferCfg(agents=(expert,), scales=(-1.0,)))
     proc = subprocess.run(
-        [sys.executable, "run.py", "transfer", "--agents", "expert", "--perturb", "wind",
-         "--out", str(tmp_path / "m")],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "run.py",
+            "transfer",
+            "--agents",
+            "expert",
+            "--perturb",
+            "wind",
+            "--out",
+            str(tmp_path / "m"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error: unknown perturbation(s) wind")
     assert not (tmp_path / "m").exists()  # nothing written
 
@@ -183,9 +201,14 @@ def test_cells_of_an_engine_of_another_environment_are_left_for_it(tmp_path, cap
     path = _save(BcAgent(env.observation_dim, env.action_dim), env, tmp_path / "bc.pt")
     env.close()
     cfg = TransferCfg(
-        agents=(path,), backends=("mujoco", "isaaclab"), perturb=("mass",), scales=(0.3,),
-        episodes=2, out=tmp_path / "m", progress=False,
-    )  # fmt: skip
+        agents=(path,),
+        backends=("mujoco", "isaaclab"),
+        perturb=("mass",),
+        scales=(0.3,),
+        episodes=2,
+        out=tmp_path / "m",
+        progress=False,
+    )
     matrix = run_transfer(cfg)
     (rows,) = matrix["cells"].values()
     assert sorted(rows) == ["mujoco/mass/0.3", "mujoco/nominal/0"]
